@@ -1,0 +1,118 @@
+"""The ``ngx`` object: ``import pyngx as ngx``; in config code it is the global ``ngx``.
+
+Re-exports of the public API modules and OpenResty's constants; no logic.
+The module's class is swapped for one with properties so that ``ngx.status``
+and ``ngx.ctx`` read the current request.
+"""
+from __future__ import annotations
+
+import sys
+import types
+from typing import Any
+
+from pyngx import errors, events, ipc, pipe, process, shell
+from pyngx import request as _request
+from pyngx import timer
+from pyngx import worker as _worker
+from pyngx.base import log, now, sleep, time, update_time
+from pyngx.errors import (
+    ClosedError,
+    Error,
+    IPCError,
+    IsAListError,
+    KeyExistsError,
+    KeyNotFoundError,
+    NoMemoryError,
+    NotAListError,
+    NotANumberError,
+    ProcessExitingError,
+    TimeoutError,
+    TooManyTimersError,
+    WrongContextError,
+)
+from pyngx.log import ALERT, CRIT, DEBUG, EMERG, ERR, INFO, NOTICE, STDERR, WARN
+from pyngx.shared import shared
+
+__version__ = "0.1.0"
+
+worker = _worker
+config = _worker.config
+
+say = _request.say
+print = _request.print  # noqa: A001 - OpenResty's name
+flush = _request.flush
+exit = _request.exit  # noqa: A001 - OpenResty's name
+redirect = _request.redirect
+header = _request.header
+var = _request.var
+req = _request.req
+
+OK = 0
+ERROR = -1
+AGAIN = -2
+DONE = -4
+DECLINED = -5
+
+HTTP_CONTINUE = 100
+HTTP_SWITCHING_PROTOCOLS = 101
+HTTP_OK = 200
+HTTP_CREATED = 201
+HTTP_ACCEPTED = 202
+HTTP_NO_CONTENT = 204
+HTTP_PARTIAL_CONTENT = 206
+HTTP_SPECIAL_RESPONSE = 300
+HTTP_MOVED_PERMANENTLY = 301
+HTTP_MOVED_TEMPORARILY = 302
+HTTP_SEE_OTHER = 303
+HTTP_NOT_MODIFIED = 304
+HTTP_TEMPORARY_REDIRECT = 307
+HTTP_PERMANENT_REDIRECT = 308
+HTTP_BAD_REQUEST = 400
+HTTP_UNAUTHORIZED = 401
+HTTP_PAYMENT_REQUIRED = 402
+HTTP_FORBIDDEN = 403
+HTTP_NOT_FOUND = 404
+HTTP_NOT_ALLOWED = 405
+HTTP_NOT_ACCEPTABLE = 406
+HTTP_REQUEST_TIMEOUT = 408
+HTTP_CONFLICT = 409
+HTTP_GONE = 410
+HTTP_UPGRADE_REQUIRED = 426
+HTTP_TOO_MANY_REQUESTS = 429
+HTTP_CLOSE = 444
+HTTP_ILLEGAL = 451
+HTTP_INTERNAL_SERVER_ERROR = 500
+HTTP_METHOD_NOT_IMPLEMENTED = 501
+HTTP_BAD_GATEWAY = 502
+HTTP_SERVICE_UNAVAILABLE = 503
+HTTP_GATEWAY_TIMEOUT = 504
+HTTP_VERSION_NOT_SUPPORTED = 505
+HTTP_INSUFFICIENT_STORAGE = 507
+
+
+class _Ngx(types.ModuleType):
+    """The pyngx module with ``status`` and ``ctx`` as properties of the current request."""
+
+    @property
+    def status(self) -> int:
+        return _request.get_status()
+
+    @status.setter
+    def status(self, value: int) -> None:
+        _request.set_status(value)
+
+    @property
+    def ctx(self) -> dict[str, Any]:
+        return _request.get_ctx()
+
+
+sys.modules[__name__].__class__ = _Ngx
+
+__all__ = [
+    "errors", "events", "ipc", "pipe", "process", "shell", "timer", "worker", "config", "shared",
+    "log", "now", "sleep", "time", "update_time", "say", "print", "flush", "exit", "redirect",
+    "header", "var", "req", "Error", "WrongContextError", "TooManyTimersError", "ProcessExitingError",
+    "NoMemoryError", "KeyExistsError", "KeyNotFoundError", "NotANumberError", "NotAListError",
+    "IsAListError", "IPCError", "TimeoutError", "ClosedError",
+    "STDERR", "EMERG", "ALERT", "CRIT", "ERR", "WARN", "NOTICE", "INFO", "DEBUG",
+]

@@ -1,0 +1,48 @@
+"""The phase the running code is in, and the check that an API is allowed there.
+
+A context variable, so a timer callback and a request handler running on the
+same loop each see their own phase (lua-resty-core checks
+``ngx.get_phase()`` the same way).
+"""
+from __future__ import annotations
+
+import contextvars
+
+from pyngx.errors import WrongContextError
+
+INIT = "init_by_python"
+INIT_WORKER = "init_worker_by_python"
+CONTENT = "content_by_python"
+TIMER = "timer"
+IPC = "ipc"
+EVENT = "event"
+EXEC = "exec"  # pyngx -e
+
+_phase: contextvars.ContextVar[str | None] = contextvars.ContextVar("pyngx_phase", default=None)
+
+
+def current() -> str | None:
+    return _phase.get()
+
+
+def set(name: str | None) -> contextvars.Token[str | None]:  # noqa: A001
+    return _phase.set(name)
+
+
+def reset(token: contextvars.Token[str | None]) -> None:
+    _phase.reset(token)
+
+
+def require(*phases: str, api: str) -> None:
+    """Raise WrongContextError unless the current phase is one of PHASES."""
+    here = _phase.get()
+    if here not in phases:
+        allowed = ", ".join(phases)
+        raise WrongContextError(f"{api}: API disabled in the context of {here or 'this process'} (allowed in {allowed})")
+
+
+def forbid(*phases: str, api: str) -> None:
+    """Raise WrongContextError when the current phase is one of PHASES."""
+    here = _phase.get()
+    if here in phases:
+        raise WrongContextError(f"{api}: API disabled in the context of {here}")

@@ -1,0 +1,96 @@
+"""Running the user's Python: the generation namespace, chunks, module purge.
+
+Every Python block of one config generation runs in one namespace (a dict
+holding ``ngx``), as every Lua chunk of OpenResty sees the same globals: what
+init_by_python imports or defines is visible to init_worker_by_python and to
+content handlers. Content blocks are compiled as one function each
+(`pyngx.conf.pycode`), so what they assign is local to one request.
+"""
+from __future__ import annotations
+
+import builtins
+import importlib
+import os
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from pyngx.conf.model import HANDLER_NAME, Chunk
+from pyngx.runtime import phase
+
+
+def new_globals() -> dict[str, Any]:
+    """A fresh namespace for one generation's blocks."""
+    import pyngx  # the one allowed upward import: binds the ngx global
+
+    return {"__name__": "__pyngx__", "__builtins__": builtins, "ngx": pyngx}
+
+
+def run_module(chunk: Chunk, namespace: dict[str, Any], in_phase: str) -> None:
+    """Run a module chunk that does not await (init_by_python in the master)."""
+    token = phase.set(in_phase)
+    try:
+        if chunk.is_async:
+            import asyncio
+
+            asyncio.run(eval(chunk.code, namespace))  # noqa: S307 - the user's config code
+        else:
+            exec(chunk.code, namespace)  # noqa: S102 - the user's config code
+    finally:
+        phase.reset(token)
+
+
+async def run_module_async(chunk: Chunk, namespace: dict[str, Any], in_phase: str) -> None:
+    """Run a module chunk inside a running loop (init_worker_by_python, -e)."""
+    token = phase.set(in_phase)
+    try:
+        if chunk.is_async:
+            await eval(chunk.code, namespace)  # noqa: S307
+        else:
+            exec(chunk.code, namespace)  # noqa: S102
+    finally:
+        phase.reset(token)
+
+
+def make_handler(chunk: Chunk, namespace: dict[str, Any]) -> Callable[[], Any]:
+    """The function a content chunk defines, bound to NAMESPACE as its globals.
+
+    Call it per request; when ``chunk.is_async`` the call returns a coroutine.
+    """
+    local: dict[str, Any] = {}
+    exec(chunk.code, namespace, local)  # noqa: S102
+    return local[HANDLER_NAME]
+
+
+def user_dirs(python_path: Iterable[str], prefix: str) -> list[str]:
+    """Directories whose modules belong to the user (reloaded on HUP)."""
+    return [os.path.realpath(d) for d in (*python_path, prefix)]
+
+
+def install_path(python_path: Iterable[str]) -> None:
+    """Prepend python_path to sys.path (once each)."""
+    for directory in reversed(list(python_path)):
+        if directory in sys.path:
+            sys.path.remove(directory)
+        sys.path.insert(0, directory)
+
+
+def purge_modules(dirs: Iterable[str]) -> list[str]:
+    """Drop from sys.modules every module loaded from DIRS, so a new generation
+    imports the code as it is now on disk (no stale imports after HUP).
+
+    pyngx itself and installed packages are never purged. Returns the names.
+    """
+    roots = tuple(d.rstrip(os.sep) + os.sep for d in dirs)
+    keep = os.path.dirname(os.path.dirname(os.path.realpath(__file__))) + os.sep
+    gone = []
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if not path:
+            continue
+        real = os.path.realpath(path)
+        if real.startswith(roots) and not real.startswith(keep) and "site-packages" not in real:
+            del sys.modules[name]
+            gone.append(name)
+    importlib.invalidate_caches()
+    return gone

@@ -1,0 +1,4 @@
+"""Placeholder: the shared API lands with its issue."""
+from __future__ import annotations
+
+shared: object = None

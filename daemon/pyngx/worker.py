@@ -1,0 +1,39 @@
+"""ngx.worker.* (pid, id, count, exiting) and ngx.config.*."""
+from __future__ import annotations
+
+import os
+
+from pyngx.runtime.state import STATE
+
+
+def pid() -> int:
+    return os.getpid()
+
+
+def id() -> int | None:  # noqa: A001 - OpenResty's name
+    """0..N-1 in a worker (0 in single mode), None in the master and the agent."""
+    return STATE.worker_id
+
+
+def count() -> int:
+    return STATE.worker_count
+
+
+def exiting() -> bool:
+    return STATE.exiting
+
+
+class _Config:
+    """ngx.config: what OpenResty's ngx.config tells about the build and paths."""
+
+    subsystem = "http"
+    debug = False
+    pyngx_version = "0.1.0"
+
+    @staticmethod
+    def prefix() -> str:
+        """The prefix (-p), with a trailing slash as nginx gives it."""
+        return STATE.prefix.rstrip("/") + "/"
+
+
+config = _Config()

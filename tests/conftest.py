@@ -1,0 +1,34 @@
+"""The one `daemon` fixture: real pyngx processes in a temporary prefix."""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from support import Daemon
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
+    """daemon(conf_text, start=True, **kw) -> a running Daemon; stopped by pid after the test.
+
+    The test fails if the error log has [error], [alert], [crit] or [emerg]
+    lines, unless it sets ``d.expect_errors = True``.
+    """
+    started: list[Daemon] = []
+
+    def make(conf: str, *, start: bool = True, prefix: Path | None = None, **kw: Any) -> Daemon:
+        d = Daemon(prefix or tmp_path / f"p{len(started)}", conf, **kw)
+        started.append(d)
+        if start:
+            d.start()
+        return d
+
+    yield make
+    for d in started:
+        d.stop()
+    for d in started:
+        if not d.expect_errors:
+            d.assert_clean_log()
