@@ -1,0 +1,110 @@
+"""The process table: which workers and agent of this master are alive.
+
+A small anonymous shared mapping that the master creates before its first
+fork and writes whenever it starts or reaps a child; every child reads it.
+IPC uses it to find the current generation for ``broadcast`` and to check
+that a peer belongs to this master; the status endpoint lists it.
+
+Each slot is ``pid:i32 kind:i8 ready:i8 worker_id:i16 generation:i32``; a
+slot with pid 0 is free. Only the master writes, one aligned 32-bit pid word
+last on insert and first on removal, so a reader never sees a half-written
+live slot.
+"""
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from dataclasses import dataclass
+
+from pyngx.runtime import state
+
+SLOTS = 512
+_SLOT = struct.Struct("=ibbhi")  # pid, kind, ready, worker_id, generation
+_HEAD = struct.Struct("=ii")  # current generation, master pid
+_KINDS = {state.WORKER: 1, state.AGENT: 2, state.SINGLE: 3}
+_NAMES = {number: name for name, number in _KINDS.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    pid: int
+    kind: str
+    worker_id: int | None
+    generation: int
+    ready: bool
+
+
+class Tree:
+    __slots__ = ("mem",)
+
+    def __init__(self) -> None:
+        self.mem = mmap.mmap(-1, _HEAD.size + SLOTS * _SLOT.size, flags=mmap.MAP_SHARED)
+
+    # -- master side --
+    def set_generation(self, generation: int, master_pid: int) -> None:
+        _HEAD.pack_into(self.mem, 0, generation, master_pid)
+
+    def add(self, pid: int, kind: str, worker_id: int | None, generation: int) -> None:
+        for i in range(SLOTS):
+            off = _HEAD.size + i * _SLOT.size
+            if struct.unpack_from("=i", self.mem, off)[0] == 0:
+                _SLOT.pack_into(self.mem, off, 0, _KINDS[kind], 0, -1 if worker_id is None else worker_id, generation)
+                struct.pack_into("=i", self.mem, off, pid)
+                return
+        raise RuntimeError("process table full")
+
+    def remove(self, pid: int) -> None:
+        off = self._find(pid)
+        if off is not None:
+            struct.pack_into("=i", self.mem, off, 0)
+
+    # -- any process --
+    def mark_ready(self, pid: int) -> None:
+        """A child says it ran init_worker_by_python and can take alerts."""
+        off = self._find(pid)
+        if off is not None:
+            struct.pack_into("=b", self.mem, off + 5, 1)
+
+    def generation(self) -> int:
+        return _HEAD.unpack_from(self.mem, 0)[0]
+
+    def peers(self, *, current: bool = True) -> list[Peer]:
+        """Live children (of the current generation only, by default)."""
+        gen = self.generation()
+        out = []
+        for i in range(SLOTS):
+            pid, kind, ready, wid, g = _SLOT.unpack_from(self.mem, _HEAD.size + i * _SLOT.size)
+            if pid and (not current or g == gen):
+                out.append(Peer(pid, _NAMES.get(kind, "?"), None if wid < 0 else wid, g, bool(ready)))
+        return out
+
+    def has(self, pid: int) -> bool:
+        return self._find(pid) is not None
+
+    def _find(self, pid: int) -> int | None:
+        for i in range(SLOTS):
+            off = _HEAD.size + i * _SLOT.size
+            if struct.unpack_from("=i", self.mem, off)[0] == pid:
+                return off
+        return None
+
+
+TREE: Tree | None = None
+
+
+def create() -> Tree:
+    """Create the table (the master before its first fork, or a single process)."""
+    global TREE
+    if TREE is None:
+        TREE = Tree()
+    return TREE
+
+
+def single_process() -> Tree:
+    """A table holding only this process (master_process off, pyngx -e)."""
+    tree = create()
+    tree.set_generation(1, os.getpid())
+    tree.add(os.getpid(), state.SINGLE, 0, 1)
+    tree.mark_ready(os.getpid())
+    return tree
