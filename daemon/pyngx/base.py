@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 
 from pyngx import log as _log
 from pyngx.runtime import clock
@@ -12,15 +11,8 @@ time = clock.seconds
 update_time = clock.update_time
 
 
-def log(level: int, *args: object) -> None:
-    """ngx.log(level, ...): the arguments concatenated, with the caller's file and line."""
-    if not _log.enabled(level):
-        return
-    if not isinstance(level, int) or not 0 <= level <= _log.DEBUG:
-        raise ValueError(f"bad log level: {level!r}")
-    frame = sys._getframe(1)
-    msg = "".join(a if isinstance(a, str) else ("nil" if a is None else str(a)) for a in args)
-    _log.log(level, f"[python] {frame.f_code.co_filename}:{frame.f_lineno}: {msg}")
+# The log module is callable and is ngx.log (see the end of pyngx/log.py).
+log = _log
 
 
 async def sleep(seconds: float) -> None:

@@ -12,6 +12,8 @@ import os
 import sys
 import time
 import traceback
+import types
+from collections.abc import Callable
 
 # nginx's levels, numbered as lua-nginx-module numbers ngx.EMERG .. ngx.DEBUG.
 STDERR, EMERG, ALERT, CRIT, ERR, WARN, NOTICE, INFO, DEBUG = range(9)
@@ -115,7 +117,58 @@ def exception(msg: str, exc: BaseException, level: int = ERR) -> None:
     error_log.write(level, f"{msg}: {tb.rstrip()}")
 
 
+_reopen_hooks: list[Callable[[], None]] = []
+
+
+def on_reopen(fn: Callable[[], None]) -> None:
+    """Call FN on USR1 after the error log is reopened (the access log registers here)."""
+    if fn not in _reopen_hooks:
+        _reopen_hooks.append(fn)
+
+
+def reopen_all() -> None:
+    """USR1: reopen the error log by its path, then every registered log file."""
+    try:
+        error_log.reopen()
+    except OSError as exc:
+        error_log.write(ALERT, f'reopen() "{error_log.path}" failed ({exc.errno}: {exc.strerror})')
+    for fn in list(_reopen_hooks):
+        try:
+            fn()
+        except Exception as exc:  # noqa: BLE001 - one log that will not reopen must not stop the others
+            exception("reopening a log failed", exc, ALERT)
+
+
 def stderr(msg: str) -> None:
     """Write a line to the terminal whatever the log says (cli only)."""
     sys.stderr.write(msg + "\n")
     sys.stderr.flush()
+
+
+# -- ngx.log --
+#
+# `pyngx/__init__.py` binds the name `log` to ngx.log, which hides this module
+# as the attribute ``pyngx.log``: after that, ``from pyngx import log`` would
+# give the function. So this module is itself callable and IS ngx.log; every
+# spelling (``ngx.log(ngx.ERR, ...)``, ``from pyngx import log; log.error(...)``)
+# then works.
+
+def user(level: int, args: tuple[object, ...], filename: str, lineno: int) -> None:
+    """ngx.log: ARGS concatenated (None as "nil"), tagged with the caller's FILENAME:LINENO."""
+    if not isinstance(level, int) or isinstance(level, bool) or not 0 <= level <= DEBUG:
+        raise ValueError(f"bad log level: {level!r}")
+    if level > error_log.level:
+        return
+    msg = "".join(a if isinstance(a, str) else ("nil" if a is None else str(a)) for a in args)
+    error_log.write(level, f"[python] {filename}:{lineno}: {msg}")
+
+
+class _LogModule(types.ModuleType):
+    """This module, callable as ``ngx.log(level, *args)``."""
+
+    def __call__(self, level: int, *args: object) -> None:
+        frame = sys._getframe(1)
+        user(level, args, frame.f_code.co_filename, frame.f_lineno)
+
+
+sys.modules[__name__].__class__ = _LogModule
