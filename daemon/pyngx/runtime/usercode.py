@@ -82,7 +82,7 @@ def purge_modules(dirs: Iterable[str]) -> list[str]:
     pyngx itself and installed packages are never purged. Returns the names.
     """
     roots = tuple(d.rstrip(os.sep) + os.sep for d in dirs)
-    keep = os.path.dirname(os.path.dirname(os.path.realpath(__file__))) + os.sep
+    keep = _kept_roots()
     gone = []
     for name, module in list(sys.modules.items()):
         path = getattr(module, "__file__", None)
@@ -94,3 +94,14 @@ def purge_modules(dirs: Iterable[str]) -> list[str]:
             gone.append(name)
     importlib.invalidate_caches()
     return gone
+
+
+def _kept_roots() -> tuple[str, ...]:
+    """pyngx itself, the standard library and installed packages: never purged,
+    even when the prefix is a parent of them (``-p /``)."""
+    import sysconfig
+
+    pkg = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+    paths = sysconfig.get_paths()
+    dirs = [pkg, *(paths.get(k) for k in ("stdlib", "platstdlib", "purelib", "platlib"))]
+    return tuple(os.path.realpath(d).rstrip(os.sep) + os.sep for d in dirs if d)

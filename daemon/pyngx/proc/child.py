@@ -1,0 +1,200 @@
+"""The main of a worker, the privileged agent, or a single process.
+
+In order (docs/architecture.md "Process main"): title, ``lifecycle.reset()``,
+``STATE``; the loop (created here, after the fork); timers and the IPC
+socket; ``init_worker_by_python``; ``tree.mark_ready``; HTTP for workers and
+single; then run until QUIT (graceful), TERM/INT (fast) or the master's death
+(graceful). Knows nothing of the master's bookkeeping: it reports readiness
+with one write on the status pipe.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import signal
+import struct
+from typing import Any
+
+from pyngx import log
+from pyngx.proc.cycle import Cycle
+from pyngx.runtime import lifecycle, phase, state, tree, usercode
+from pyngx.runtime import loop as loops
+from pyngx.runtime.state import STATE
+
+TITLES = {
+    state.WORKER: "pyngx: worker process",
+    state.AGENT: "pyngx: privileged agent process",
+    state.SINGLE: "pyngx: single process",
+}
+READY = struct.Struct("=ci")  # b"R", pid: one atomic pipe write (< PIPE_BUF)
+MASTER_CHECK = 1.0  # seconds between getppid() checks (PR_SET_PDEATHSIG is the fast path)
+
+
+def set_title(title: str) -> None:
+    try:
+        import setproctitle
+    except ImportError:  # pragma: no cover - a dependency; titles are cosmetic
+        return
+    setproctitle.setproctitle(title)
+
+
+def setup_state(cycle: Cycle, kind: str, worker_id: int | None, master_pid: int) -> None:
+    """Who this process is (read by the public API)."""
+    config = cycle.config
+    STATE.type = kind
+    STATE.worker_id = worker_id
+    STATE.worker_count = config.worker_processes if kind != state.SINGLE else 1
+    STATE.master_pid = master_pid
+    STATE.prefix = config.prefix
+    STATE.config = config
+    STATE.generation = cycle.generation
+    STATE.exiting = False
+    STATE.shdicts = cycle.zones
+    STATE.globals = cycle.globals
+
+
+def run(cycle: Cycle, kind: str, worker_id: int | None, *, master_pid: int, status_fd: int) -> int:
+    """Run a child (or the single process) to its end; returns the exit code."""
+    set_title(TITLES[kind])
+    lifecycle.reset()
+    setup_state(cycle, kind, worker_id, master_pid)
+    loop = loops.new_loop()
+    proc = Child(cycle, kind, loop, status_fd)
+    try:
+        return loop.run_until_complete(proc.main())
+    finally:
+        _close_loop(loop)
+
+
+def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    try:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    except Exception:  # noqa: BLE001 - the process is leaving anyway
+        pass
+    loop.close()
+
+
+class Child:
+    """One running child: its stop request and the steps of its life."""
+
+    __slots__ = ("cycle", "kind", "loop", "status_fd", "stop", "http")
+
+    def __init__(self, cycle: Cycle, kind: str, loop: asyncio.AbstractEventLoop, status_fd: int) -> None:
+        self.cycle, self.kind, self.loop, self.status_fd = cycle, kind, loop, status_fd
+        self.stop: asyncio.Future[str] = loop.create_future()
+        self.http: Any = None
+
+    async def main(self) -> int:
+        self._wire_signals()
+        setup_runtime(self.cycle)
+        await run_init_worker(self.cycle)
+        if tree.TREE is not None:
+            tree.TREE.mark_ready(os.getpid())
+        if self.kind in (state.WORKER, state.SINGLE):
+            self.http = await start_http(self.cycle)
+        self._report_ready()
+        if self.kind != state.SINGLE:
+            self._watch_master()
+        how = await self.stop
+        if how == "graceful":
+            set_title(TITLES[self.kind] + " is shutting down")
+            await lifecycle.graceful(self.cycle.config.worker_shutdown_timeout)
+        else:
+            lifecycle.final(False)
+        return 0
+
+    def request_stop(self, how: str) -> None:
+        if not self.stop.done():
+            self.stop.set_result(how)
+        elif how == "fast" and self.stop.result() == "graceful":
+            # a second, fast request while shutting down gracefully: give up waiting
+            lifecycle.final(False)
+            os._exit(0)
+
+    def _wire_signals(self) -> None:
+        add = self.loop.add_signal_handler
+        add(signal.SIGQUIT, self.request_stop, "graceful")
+        add(signal.SIGTERM, self.request_stop, "fast")
+        add(signal.SIGINT, self.request_stop, "fast")
+        add(signal.SIGUSR1, log.reopen_all)
+        if self.kind == state.SINGLE:
+            add(signal.SIGHUP, log.warn, "reload is not supported with \"master_process off\", ignored")
+        else:
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the master reloads; a child does not
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+        signal.signal(signal.SIGWINCH, signal.SIG_IGN)
+
+    def _report_ready(self) -> None:
+        if self.status_fd < 0:
+            return
+        try:
+            os.write(self.status_fd, READY.pack(b"R", os.getpid()))
+        except OSError:
+            pass  # the master is gone; the death watch ends us
+
+    def _watch_master(self) -> None:
+        """Exit gracefully when the master disappears (a killed master leaves no orphans)."""
+        master = STATE.master_pid
+
+        def check() -> None:
+            if os.getppid() != master:
+                log.warn(f"master process {master} is gone, exiting")
+                self.request_stop("graceful")
+            elif not self.stop.done():
+                self.loop.call_later(MASTER_CHECK, check)
+
+        self.loop.call_later(MASTER_CHECK, check)
+
+
+def setup_runtime(cycle: Cycle) -> None:
+    """Timers and the IPC socket of a child, with the config's timer limits."""
+    http = cycle.config.http
+    if http is None:
+        setup_runtime_limits(1024, 256)
+    else:
+        setup_runtime_limits(http.max_pending_timers, http.max_running_timers)
+
+
+def setup_runtime_limits(max_pending: int, max_running: int) -> None:
+    """``timers.setup`` and ``channel.setup``, when those parts exist."""
+    try:
+        from pyngx.runtime import timers
+    except ImportError:
+        timers = None  # type: ignore[assignment]
+    if timers is not None and hasattr(timers, "setup"):
+        timers.setup(max_pending, max_running)
+    try:
+        from pyngx.runtime import channel
+    except ImportError:
+        channel = None  # type: ignore[assignment]
+    if channel is not None and hasattr(channel, "setup"):
+        channel.setup()
+
+
+async def run_init_worker(cycle: Cycle) -> None:
+    """init_worker_by_python; an error is logged and the process serves on (as OpenResty)."""
+    http = cycle.config.http
+    if http is None or http.init_worker is None:
+        return
+    try:
+        await usercode.run_module_async(http.init_worker, cycle.globals, phase.INIT_WORKER)
+    except Exception as exc:  # noqa: BLE001 - the user's code
+        log.exception("init_worker_by_python error", exc)
+
+
+async def start_http(cycle: Cycle) -> Any:
+    """pyngx.http.server.start(http_conf, sockets) once that module is there."""
+    http = cycle.config.http
+    if http is None:
+        return None
+    try:
+        from pyngx.http import server
+        start = server.start
+    except (ImportError, AttributeError):
+        log.debug("no HTTP server yet; serving nothing")
+        return None
+    result = start(http, cycle.sockets)
+    if inspect.isawaitable(result):
+        result = await result
+    return result

@@ -1,0 +1,326 @@
+"""One generation of the daemon: Config + listening sockets + zones + init namespace.
+
+`build(config, old)` is nginx's ``ngx_init_cycle`` in pieces: shared dict
+zones first (init_by_python may use them, as OpenResty allows), then
+init_by_python in a fresh namespace with the user's modules purged (so a
+reload imports their code as it is now on disk), then the listening sockets,
+reusing the old generation's socket for an unchanged address and its zone
+for an unchanged name and size. A failed build changes nothing: what it
+created is closed, the old generation and ``STATE`` are as they were.
+
+Knows nothing of fork or signals; `pyngx.proc.master` forks from a Cycle.
+"""
+from __future__ import annotations
+
+import gc
+import os
+import socket
+import sys
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyngx import log
+from pyngx.conf.model import Config, Listen, ShdictSpec
+from pyngx.runtime import phase, state, usercode
+from pyngx.runtime.state import STATE
+
+BACKLOG = 511  # nginx's default listen backlog on Linux
+
+
+class CycleError(Exception):
+    """A generation could not be built; ``str()`` is nginx-style ``MSG[ in FILE:LINE]``."""
+
+    def __init__(self, message: str, file: str = "", line: int = 0, detail: str = "") -> None:
+        self.message, self.file, self.line, self.detail = message, file, line, detail
+        super().__init__(f"{message} in {file}:{line}" if file else message)
+
+
+@dataclass(slots=True)
+class Cycle:
+    config: Config
+    generation: int = 0
+    sockets: dict[tuple[str, int], socket.socket] = field(default_factory=dict)
+    zones: dict[str, Any] = field(default_factory=dict)
+    globals: dict[str, Any] = field(default_factory=dict)
+    want_agent: bool = False
+
+    def close_sockets(self, keep: Cycle | None = None) -> None:
+        """Close this cycle's sockets that KEEP does not share."""
+        shared = {id(s) for s in keep.sockets.values()} if keep is not None else set()
+        for sock in self.sockets.values():
+            if id(sock) not in shared:
+                sock.close()
+
+    def release_zones(self, keep: Cycle | None = None) -> None:
+        """Drop this cycle's zones that KEEP does not share (children keep their maps)."""
+        shared = {id(z) for z in keep.zones.values()} if keep is not None else set()
+        for zone in self.zones.values():
+            if id(zone) not in shared and hasattr(zone, "close"):
+                try:
+                    zone.close()
+                except Exception as exc:  # noqa: BLE001 - a zone that will not close is only logged
+                    log.exception("closing shared dict zone failed", exc, log.WARN)
+
+
+def shdict_module() -> Any:
+    """pyngx.shm.shdict when it offers ``create``, else None (no zones yet)."""
+    try:
+        from pyngx.shm import shdict
+    except ImportError:
+        return None
+    return shdict if hasattr(shdict, "create") else None
+
+
+def build(config: Config, old: Cycle | None = None, *, generation: int = 1, bind: bool = True,
+          inherited: dict[tuple[str, int], socket.socket] | None = None) -> Cycle:
+    """Build a new generation beside OLD; on failure nothing changes.
+
+    Raises CycleError (init_by_python failure, bind() failure, zone failure).
+    """
+    cycle = Cycle(config, generation)
+    saved = _save_state()
+    modules = dict(sys.modules)
+    try:
+        cycle.zones = make_zones(config, old)
+        _run_init(cycle, purge=old is not None)
+        if bind:
+            cycle.sockets = open_sockets(config, old, inherited or {})
+    except BaseException:
+        cycle.release_zones(old)
+        cycle.close_sockets(old)
+        _restore_state(saved)
+        _restore_modules(modules)
+        raise
+    return cycle
+
+
+def check(config: Config) -> None:
+    """``pyngx -t``: zones and init_by_python, as nginx -t runs init_by_lua; no sockets.
+
+    Raises CycleError (printable as ``pyngx: [emerg] MSG``).
+    """
+    STATE.type = state.MASTER
+    STATE.master_pid = os.getpid()
+    STATE.prefix = config.prefix
+    cycle = build(config, None, bind=False)
+    cycle.release_zones()
+
+
+# -- zones --
+
+def make_zones(config: Config, old: Cycle | None) -> dict[str, Any]:
+    """Zones for CONFIG: same name and size kept, size change rebuilt, new ones created."""
+    specs = config.http.shdicts if config.http is not None else ()
+    mod = shdict_module()
+    if mod is None or not specs:
+        return {}
+    zones: dict[str, Any] = {}
+    try:
+        for spec in specs:
+            zones[spec.name] = _zone_for(mod, spec, old.zones.get(spec.name) if old else None)
+    except BaseException:
+        for name, zone in zones.items():
+            if old is None or old.zones.get(name) is not zone:
+                getattr(zone, "close", lambda: None)()
+        raise
+    return zones
+
+
+def _zone_for(mod: Any, spec: ShdictSpec, old: Any) -> Any:
+    if old is not None and _zone_size(old) == spec.size:
+        return old
+    try:
+        zone = mod.create(spec.name, spec.size)
+    except Exception as exc:
+        raise CycleError(f'cannot create shared dict "{spec.name}": {exc}', spec.file, spec.line) from None
+    if old is not None:
+        _rebuild(zone, old)
+    elif spec.persist:
+        load_persisted(zone, spec)
+    return zone
+
+
+def _zone_size(zone: Any) -> int | None:
+    for attr in ("capacity", "size"):
+        value = getattr(zone, attr, None)
+        if callable(value):
+            value = value()
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def _rebuild(zone: Any, old: Any) -> None:
+    """Copy OLD's items into ZONE (most recently used first, as many as fit)."""
+    try:
+        if hasattr(zone, "rebuild"):
+            zone.rebuild(old, _zone_size(zone))
+    except Exception as exc:  # noqa: BLE001 - losing cached items must not refuse a reload
+        log.exception(f"rebuilding shared dict zone failed, starting empty", exc, log.WARN)
+
+
+def load_persisted(zone: Any, spec: ShdictSpec) -> None:
+    """Load SPEC.persist into ZONE; a missing file is normal, a bad one is logged and ignored."""
+    if not spec.persist or not hasattr(zone, "load") or not os.path.exists(spec.persist):
+        return
+    try:
+        zone.load(spec.persist)
+    except Exception as exc:  # noqa: BLE001 - never fatal, as DESIGN.md promises
+        log.warn(f'ignoring shared dict "{spec.name}" persist file "{spec.persist}": {exc}')
+        if hasattr(zone, "flush_all"):
+            try:
+                zone.flush_all()
+            except Exception:  # noqa: BLE001
+                pass
+
+
+def save_persisted(cycle: Cycle) -> None:
+    """Save every zone declared with persist=PATH (graceful stop; no child writes any more)."""
+    specs = cycle.config.http.shdicts if cycle.config.http is not None else ()
+    for spec in specs:
+        zone = cycle.zones.get(spec.name)
+        if spec.persist and zone is not None and hasattr(zone, "save"):
+            try:
+                zone.save(spec.persist)
+            except Exception as exc:  # noqa: BLE001
+                log.error(f'saving shared dict "{spec.name}" to "{spec.persist}" failed: {exc}')
+
+
+# -- init_by_python --
+
+def _run_init(cycle: Cycle, *, purge: bool) -> None:
+    config = cycle.config
+    http = config.http
+    python_path = http.python_path if http is not None else ()
+    usercode.install_path(python_path)
+    if purge:
+        gone = usercode.purge_modules(usercode.user_dirs(python_path, config.prefix))
+        if gone:
+            log.info(f"reload: dropped user modules {', '.join(sorted(gone))}")
+    cycle.globals = usercode.new_globals()
+    STATE.config = config
+    STATE.generation = cycle.generation
+    STATE.shdicts = cycle.zones
+    STATE.globals = cycle.globals
+    STATE.want_agent = False
+    if http is None or http.init is None:
+        return
+    chunk = http.init
+    try:
+        usercode.run_module(chunk, cycle.globals, phase.INIT)
+    except Exception as exc:
+        file, line = _user_location(exc, chunk.file, chunk.line)
+        detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        raise CycleError(f"init_by_python error: {type(exc).__name__}: {exc}", file, line, detail) from None
+    cycle.want_agent = STATE.want_agent
+
+
+def _user_location(exc: BaseException, file: str, line: int) -> tuple[str, int]:
+    """The innermost traceback frame in the config file, else the chunk's start."""
+    found = (file, line)
+    for frame, lineno in traceback.walk_tb(exc.__traceback__):
+        if frame.f_code.co_filename == file:
+            found = (file, lineno)
+    return found
+
+
+def _save_state() -> tuple[Any, ...]:
+    return (STATE.config, STATE.generation, STATE.shdicts, STATE.globals, STATE.want_agent)
+
+
+def _restore_state(saved: tuple[Any, ...]) -> None:
+    STATE.config, STATE.generation, STATE.shdicts, STATE.globals, STATE.want_agent = saved
+
+
+def _restore_modules(before: dict[str, Any]) -> None:
+    """Put sys.modules back as it was (a refused reload keeps the old code loaded)."""
+    for name in [n for n in sys.modules if n not in before]:
+        del sys.modules[name]
+    sys.modules.update(before)
+
+
+# -- listening sockets --
+
+def listen_addresses(config: Config) -> list[Listen]:
+    """Every distinct listen address of the config, first occurrence kept."""
+    seen: dict[tuple[str, int], Listen] = {}
+    servers = config.http.servers if config.http is not None else ()
+    for server in servers:
+        for listen in server.listens:
+            seen.setdefault(listen.key, listen)
+    return list(seen.values())
+
+
+def open_sockets(config: Config, old: Cycle | None,
+                 inherited: dict[tuple[str, int], socket.socket]) -> dict[tuple[str, int], socket.socket]:
+    """Listening sockets: reuse OLD's or INHERITED (systemd) for the same address, bind the rest.
+
+    Raises CycleError with nginx's ``bind() to ADDR:PORT failed (98: ...)``.
+    """
+    out: dict[tuple[str, int], socket.socket] = {}
+    try:
+        for listen in listen_addresses(config):
+            sock = _reuse(listen, old.sockets if old else {}) or _reuse(listen, inherited)
+            out[listen.key] = sock if sock is not None else bind(listen)
+    except BaseException:
+        reused = {id(s) for s in (old.sockets.values() if old else ())} | {id(s) for s in inherited.values()}
+        for sock in out.values():
+            if id(sock) not in reused:
+                sock.close()
+        raise
+    return out
+
+
+def _reuse(listen: Listen, sockets: dict[tuple[str, int], socket.socket]) -> socket.socket | None:
+    if listen.key in sockets:
+        return sockets[listen.key]
+    if listen.addr in ("0.0.0.0", "*", ""):
+        return sockets.get(("0.0.0.0", listen.port)) or sockets.get(("::", listen.port))
+    return None
+
+
+def bind(listen: Listen) -> socket.socket:
+    """A non-blocking listening socket for LISTEN (SO_REUSEADDR, SO_REUSEPORT when asked)."""
+    addr = "0.0.0.0" if listen.addr in ("*", "") else listen.addr.strip("[]")
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    where = f"[{addr}]:{listen.port}" if family == socket.AF_INET6 else f"{addr}:{listen.port}"
+    try:
+        if family == socket.AF_INET and not _is_ipv4(addr):
+            info = socket.getaddrinfo(addr, listen.port, socket.AF_UNSPEC, socket.SOCK_STREAM)[0]
+            family, addr = info[0], info[4][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise CycleError(f"socket() {where} failed ({exc.errno}: {exc.strerror})", listen.file, listen.line) from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if listen.reuseport:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((addr, listen.port))
+        sock.listen(BACKLOG)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise CycleError(f"bind() to {where} failed ({exc.errno}: {exc.strerror})") from None
+    return sock
+
+
+def _is_ipv4(addr: str) -> bool:
+    try:
+        socket.inet_aton(addr)
+    except OSError:
+        return False
+    return addr.count(".") == 3
+
+
+def freeze() -> None:
+    """Move what exists now out of the collector's reach before forking (copy-on-write).
+
+    The previous generation's frozen objects are unfrozen and collected first,
+    so reloads do not pile up garbage in the permanent generation.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()

@@ -1,0 +1,510 @@
+"""The master: build a generation, fork its children, keep them, reload, stop.
+
+The loop is synchronous and runs no event loop across fork (python/asyncio#347).
+Signal handlers only record: CPython's C-level handler writes the signal
+number to a non-blocking self-pipe (``signal.set_wakeup_fd``), so a signal
+that arrives at any moment wakes the next ``select`` and is never lost. The
+loop blocks on that pipe and on the children's status pipe, drains both, then
+acts in nginx's fixed order (``ngx_master_process_cycle``): reap, terminate,
+quit, reload, reopen, then the due deadlines (respawn back-off, kill timers).
+"""
+from __future__ import annotations
+
+import os
+import select
+import signal
+import time
+from dataclasses import dataclass
+
+from pyngx import log
+from pyngx.conf.model import Config
+from pyngx.proc import cycle as cycles
+from pyngx.proc import pidfile, service, spawn
+from pyngx.proc.child import READY
+from pyngx.proc.cycle import Cycle, CycleError
+from pyngx.runtime import state, tree
+from pyngx.runtime.state import STATE
+
+# What each signal asks of the master; the loop acts in ORDER, whatever the arrival order.
+SIGNALS = {
+    signal.SIGCHLD: "reap",
+    signal.SIGTERM: "terminate",
+    signal.SIGINT: "terminate",
+    signal.SIGQUIT: "quit",
+    signal.SIGHUP: "reload",
+    signal.SIGUSR1: "reopen",
+}
+ORDER = ("reap", "terminate", "quit", "reload", "reopen")
+READY_TIMEOUT = 20.0  # a new generation that is not serving by then is reported as failed
+FAST_KILL_AFTER = 3.0  # TERM, then KILL what is left (nginx escalates after about a second)
+QUIT_KILL_GRACE = 5.0  # on top of worker_shutdown_timeout, for a child that ignores its bound
+EARLY_DEATH = 2.0  # a child dying sooner than this after start counts towards back-off
+MAX_BACKOFF = 5.0
+
+
+@dataclass(slots=True)
+class ChildInfo:
+    pid: int
+    kind: str
+    worker_id: int | None
+    generation: int
+    started: float
+    ready: bool = False
+
+
+@dataclass(slots=True)
+class Pending:
+    """A generation started and not yet serving (the first one, or a reload)."""
+
+    generation: int
+    deadline: float
+    reload: bool
+    seq: int = 0
+
+
+def serve(config: Config, argv: list[str], conf_path: str, prefix: str, extra: list[str]) -> int:
+    """Run the daemon described by CONFIG until it stops; returns the exit code."""
+    from pyngx.proc import single  # single imports master's helpers; import here to avoid a cycle
+
+    if not config.master_process:
+        return single.serve(config, argv, conf_path, prefix, extra)
+    boot = boot_process(config, state.MASTER)
+    if boot is None:
+        return 1
+    creds, inherited = boot
+    try:
+        cycle = cycles.build(config, None, generation=1, inherited=inherited)
+    except CycleError as err:
+        return startup_failed(err)
+    detach(config)
+    pid = os.getpid()
+    STATE.master_pid = pid
+    if not write_pid(config, pid):
+        return 1
+    set_master_title(argv)
+    master = Master(cycle, creds, conf_path, prefix, extra, pid)
+    return master.run()
+
+
+def boot_process(config: Config, kind: str) -> tuple[spawn.Credentials | None, dict] | None:
+    """What every serving mode does first: bytecode off, error log, STATE, user, LISTEN_FDS."""
+    # A module edited within the same second as its .pyc would be hidden by it after a reload.
+    import sys
+
+    sys.dont_write_bytecode = True
+    STATE.type = kind
+    STATE.master_pid = os.getpid()
+    STATE.prefix = config.prefix
+    STATE.worker_count = config.worker_processes
+    try:
+        log.error_log.open(config.error_log.path, config.error_log.level)
+    except OSError as exc:
+        log.stderr(f'pyngx: [emerg] open() "{config.error_log.path}" failed ({exc.errno}: {exc.strerror})')
+        return None
+    try:
+        creds = spawn.credentials(config)
+    except KeyError as exc:
+        startup_failed(CycleError(str(exc.args[0])))
+        return None
+    return creds, service.listen_fds()
+
+
+def detach(config: Config) -> None:
+    """``daemon on``: leave the terminal; from now on stderr is the error log, as in nginx."""
+    if config.daemon:
+        service.daemonize()
+        service.redirect_stderr(log.error_log.fd)
+
+
+def startup_failed(err: CycleError) -> int:
+    """Log a startup error where the operator sees it (the log and the terminal); returns 1."""
+    log.emerg(str(err))
+    if err.detail:
+        log.error(err.detail.rstrip())
+    if log.error_log.fd != 2:
+        log.stderr(f"pyngx: [emerg] {err}")
+    return 1
+
+
+def write_pid(config: Config, pid: int) -> bool:
+    try:
+        pidfile.write(pid_path(config), pid)
+    except OSError as exc:
+        log.emerg(exc.strerror or str(exc))
+        return False
+    pidfile.remove_verdict(pid_path(config))
+    return True
+
+
+def pid_path(config: Config) -> str:
+    return config.pid or os.path.join(config.prefix, "logs", "pyngx.pid")
+
+
+def set_master_title(argv: list[str]) -> None:
+    from pyngx.proc.child import set_title
+
+    set_title("pyngx: master process " + " ".join(argv))
+
+
+def _on_signal(signo: int, frame: object) -> None:
+    """Nothing: the C handler already wrote SIGNO to the wake-up pipe."""
+
+
+class Master:
+    """The master's state: the live cycle, its children, deadlines; `run` is the loop."""
+
+    def __init__(self, cycle: Cycle, creds: spawn.Credentials | None, conf_path: str, prefix: str,
+                 extra: list[str], pid: int) -> None:
+        self.cycle = cycle
+        self.creds = creds
+        self.conf_path, self.prefix, self.extra = conf_path, prefix, extra
+        self.pid = pid
+        self.children: dict[int, ChildInfo] = {}
+        self.old_cycles: list[Cycle] = []
+        self.pending: Pending | None = None
+        self.reload_deferred = False
+        self.reload_seq = 0
+        self.stopping = ""  # "", "graceful" or "fast"
+        self.kill_at: float | None = None
+        self.old_kill_at: float | None = None
+        self.respawns: list[tuple[float, str, int | None]] = []
+        self.fails: dict[tuple[str, int | None], int] = {}
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.status_r, self.status_w = os.pipe2(os.O_CLOEXEC)
+        os.set_blocking(self.status_r, False)
+        self.status_buf = b""
+
+    # -- the loop --
+
+    def run(self) -> int:
+        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+        for signo in SIGNALS:
+            signal.signal(signo, _on_signal)
+        for signo in (signal.SIGUSR2, signal.SIGWINCH, signal.SIGPIPE):
+            signal.signal(signo, signal.SIG_IGN)
+        table = tree.create()
+        table.set_generation(self.cycle.generation, self.pid)
+        log.notice(f"pyngx/{_version()} master process {self.pid} started")
+        self.start_generation()
+        while self.stopping == "" or self.children:
+            actions = self.wait()
+            self.act(actions)
+        return self.finish()
+
+    def wait(self) -> set[str]:
+        """Block until a signal, a status message or the next deadline; return what to do."""
+        timeout = self.next_deadline()
+        try:
+            readable, _, _ = select.select([self.wake_r, self.status_r], [], [], timeout)
+        except InterruptedError:  # pragma: no cover - PEP 475 retries; kept for clarity
+            readable = []
+        actions = {"reap"}  # reaping is cheap and makes a lost SIGCHLD harmless
+        if self.wake_r in readable:
+            try:
+                data = os.read(self.wake_r, 4096)
+            except BlockingIOError:
+                data = b""
+            actions.update(SIGNALS[s] for s in data if s in SIGNALS)
+        if self.status_r in readable:
+            self.read_status()
+        return actions
+
+    def act(self, actions: set[str]) -> None:
+        for action in ORDER:
+            if action in actions:
+                getattr(self, action)()
+        self.run_deadlines()
+
+    def next_deadline(self) -> float | None:
+        times = [t for t in (self.kill_at, self.old_kill_at) if t is not None]
+        times += [t for t, _, _ in self.respawns]
+        if self.pending is not None:
+            times.append(self.pending.deadline)
+        if not times:
+            return None
+        return max(0.0, min(times) - time.monotonic())
+
+    # -- children --
+
+    def start_generation(self) -> None:
+        cycles.freeze()
+        cycle = self.cycle
+        for wid in range(cycle.config.worker_processes):
+            self.spawn(state.WORKER, wid)
+        if cycle.want_agent:
+            self.spawn(state.AGENT, None)
+        self.pending = Pending(cycle.generation, time.monotonic() + READY_TIMEOUT, bool(self.old_cycles),
+                               self.reload_seq)
+
+    def spawn(self, kind: str, worker_id: int | None) -> None:
+        cycle = self.cycle
+        mine = {id(s) for s in cycle.sockets.values()}
+        stale = [s.fileno() for old in self.old_cycles for s in old.sockets.values() if id(s) not in mine]
+        try:
+            pid = spawn.fork(cycle, kind, worker_id, master_pid=self.pid, status_fd=self.status_w,
+                             close_fds=[self.wake_r, self.wake_w, self.status_r, *stale], creds=self.creds)
+        except OSError as exc:
+            log.alert(f'fork() failed while spawning "{kind} process" ({exc.errno}: {exc.strerror})')
+            self.respawns.append((time.monotonic() + 1.0, kind, worker_id))
+            return
+        self.children[pid] = ChildInfo(pid, kind, worker_id, cycle.generation, time.monotonic())
+        if tree.TREE is not None:
+            tree.TREE.add(pid, kind, worker_id, cycle.generation)
+        log.notice(f"start {kind} process {pid}")
+
+    def read_status(self) -> None:
+        try:
+            self.status_buf += os.read(self.status_r, 4096)
+        except BlockingIOError:
+            return
+        size = READY.size
+        while len(self.status_buf) >= size:
+            _, pid = READY.unpack(self.status_buf[:size])
+            self.status_buf = self.status_buf[size:]
+            info = self.children.get(pid)
+            if info is not None:
+                info.ready = True
+                if tree.TREE is not None:
+                    tree.TREE.mark_ready(pid)
+        self.check_pending()
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.reaped(pid, status)
+
+    def reaped(self, pid: int, status: int) -> None:
+        info = self.children.pop(pid, None)
+        if tree.TREE is not None:
+            tree.TREE.remove(pid)
+        for cyc in (self.cycle, *self.old_cycles):
+            for zone in cyc.zones.values():
+                if hasattr(zone, "force_unlock"):
+                    zone.force_unlock(pid)
+        if info is None:
+            return
+        code = log_exit(info, status)
+        self.release_old_cycles()
+        if self.stopping or info.generation != self.cycle.generation:
+            return
+        if code == spawn.FATAL:
+            return
+        self.schedule_respawn(info)
+        self.check_pending()
+
+    def schedule_respawn(self, info: ChildInfo) -> None:
+        key = (info.kind, info.worker_id)
+        early = not info.ready or time.monotonic() - info.started < EARLY_DEATH
+        fails = self.fails.get(key, 0) + 1 if early else 0
+        self.fails[key] = fails
+        delay = 0.0 if fails <= 1 else min(0.1 * 2 ** (fails - 2), MAX_BACKOFF)
+        if delay:
+            log.warn(f"{info.kind} process keeps exiting right after start, respawning in {delay:g}s")
+        self.respawns.append((time.monotonic() + delay, info.kind, info.worker_id))
+
+    def run_deadlines(self) -> None:
+        now = time.monotonic()
+        due = [r for r in self.respawns if r[0] <= now]
+        self.respawns = [r for r in self.respawns if r[0] > now]
+        if not self.stopping:
+            for _, kind, wid in due:
+                self.spawn(kind, wid)
+        if self.pending is not None and now >= self.pending.deadline:
+            self.generation_settled(False, f"new worker processes not ready after {READY_TIMEOUT:g}s")
+        if self.kill_at is not None and now >= self.kill_at:
+            self.kill_at = None
+            self.signal_children(signal.SIGKILL, lambda c: True)
+        if self.old_kill_at is not None and now >= self.old_kill_at:
+            self.old_kill_at = None
+            self.signal_children(signal.SIGKILL, lambda c: c.generation != self.cycle.generation)
+
+    def signal_children(self, signo: int, which: object) -> None:
+        for info in list(self.children.values()):
+            if which(info):  # type: ignore[operator]
+                if signo == signal.SIGKILL:
+                    log.alert(f"{info.kind} process {info.pid} did not exit in time, killing it")
+                try:
+                    os.kill(info.pid, signo)
+                except ProcessLookupError:
+                    pass
+
+    # -- generations --
+
+    def check_pending(self) -> None:
+        pending = self.pending
+        if pending is None:
+            return
+        current = [c for c in self.children.values() if c.generation == pending.generation]
+        wanted = self.cycle.config.worker_processes + (1 if self.cycle.want_agent else 0)
+        if len(current) >= wanted and all(c.ready for c in current):
+            self.generation_settled(True, "")
+
+    def generation_settled(self, ok: bool, why: str) -> None:
+        """The pending generation serves (or did not in time): answer, retire the old one."""
+        pending = self.pending
+        assert pending is not None
+        self.pending = None
+        if pending.reload:
+            if ok:
+                log.notice(f"reload: generation {pending.generation} is serving")
+            else:
+                log.alert(f"reload: {why}")
+            self.answer_reload(ok, why or "serving")
+            self.retire_old()
+        elif not ok:
+            log.alert(why)
+        service.notify_ready(self.pid)
+        if self.reload_deferred:
+            self.reload_deferred = False
+            self.reload()
+
+    def retire_old(self) -> None:
+        """QUIT the old generation's children; kill them if they outlive their bound."""
+        old = [c for c in self.children.values() if c.generation != self.cycle.generation]
+        for info in old:
+            try:
+                os.kill(info.pid, signal.SIGQUIT)
+            except ProcessLookupError:
+                pass
+        if old:
+            self.old_kill_at = time.monotonic() + self.cycle.config.worker_shutdown_timeout + QUIT_KILL_GRACE
+        for cyc in self.old_cycles:
+            cyc.close_sockets(keep=self.cycle)
+        self.release_old_cycles()
+
+    def release_old_cycles(self) -> None:
+        """Forget old cycles none of whose children are alive (zones, sockets, globals)."""
+        alive = {c.generation for c in self.children.values()}
+        keep = []
+        for cyc in self.old_cycles:
+            if cyc.generation in alive or self.pending is not None:
+                keep.append(cyc)
+            else:
+                cyc.close_sockets(keep=self.cycle)
+                cyc.release_zones(keep=self.cycle)
+        self.old_cycles = keep
+
+    def answer_reload(self, ok: bool, message: str) -> None:
+        self.reload_seq += 1
+        pidfile.write_verdict(pid_path(self.cycle.config), self.pid, self.reload_seq, ok, message)
+
+    # -- signal actions, in ORDER --
+
+    def terminate(self) -> None:
+        if self.stopping == "fast":
+            return
+        log.notice("signal 15 (SIGTERM) received, exiting")
+        self.begin_stop("fast", signal.SIGTERM, FAST_KILL_AFTER)
+
+    def quit(self) -> None:
+        if self.stopping:
+            return
+        log.notice("signal 3 (SIGQUIT) received, shutting down")
+        self.begin_stop("graceful", signal.SIGQUIT, self.cycle.config.worker_shutdown_timeout + QUIT_KILL_GRACE)
+
+    def begin_stop(self, how: str, signo: int, kill_after: float) -> None:
+        self.stopping = how
+        service.notify_stopping()
+        if self.pending is not None and self.pending.reload:
+            self.answer_reload(False, "the master is shutting down")
+        self.pending = None
+        self.respawns.clear()
+        self.signal_children(signo, lambda c: True)
+        self.kill_at = time.monotonic() + kill_after
+        # the children hold their own copies; the master stops listening at once (nginx does)
+        for cyc in (self.cycle, *self.old_cycles):
+            cyc.close_sockets()
+
+    def reload(self) -> None:
+        if self.stopping:
+            return
+        if self.pending is not None:
+            self.reload_deferred = True  # one reload at a time; this one follows
+            return
+        log.notice("signal 1 (SIGHUP) received, reconfiguring")
+        service.notify_reloading()
+        try:
+            new = self.build_next()
+        except CycleError as err:
+            log.emerg(str(err))
+            if err.detail:
+                log.error(err.detail.rstrip())
+            self.answer_reload(False, str(err))
+            service.notify_ready(self.pid)
+            return
+        self.old_cycles.append(self.cycle)
+        self.cycle = new
+        self.fails.clear()
+        if tree.TREE is not None:
+            tree.TREE.set_generation(new.generation, self.pid)
+        self.start_generation()
+
+    def build_next(self) -> Cycle:
+        """Load and build the next generation. Raises CycleError; changes nothing then."""
+        from pyngx import conf  # the loader is a sibling room; imported where it is needed
+
+        try:
+            config = conf.load(self.conf_path, self.prefix, self.extra)
+        except Exception as exc:  # ConfError, or an OSError reading the file
+            raise CycleError(str(exc)) from None
+        try:
+            creds = spawn.credentials(config)
+        except KeyError as exc:
+            raise CycleError(str(exc.args[0])) from None
+        new = cycles.build(config, self.cycle, generation=self.cycle.generation + 1)
+        self.creds = creds
+        if config.error_log != self.cycle.config.error_log:
+            try:
+                log.error_log.open(config.error_log.path, config.error_log.level)
+            except OSError as exc:
+                log.alert(f'open() "{config.error_log.path}" failed ({exc.errno}: {exc.strerror})')
+        return new
+
+    def reopen(self) -> None:
+        log.notice("signal 10 (SIGUSR1) received, reopening logs")
+        log.reopen_all()
+        path = log.error_log.path
+        if self.creds is not None and path:
+            try:  # workers run as `user` and must be able to reopen the new file too
+                os.chown(path, self.creds.uid, -1)
+            except OSError:
+                pass
+        self.signal_children(signal.SIGUSR1, lambda c: True)
+
+    def finish(self) -> int:
+        cycles.save_persisted(self.cycle)
+        path = pid_path(self.cycle.config)
+        pidfile.unlink_if_ours(path, self.pid)
+        pidfile.remove_verdict(path)
+        log.notice("exit")
+        return 0
+
+
+def log_exit(info: ChildInfo, status: int) -> int:
+    """Log how a child ended, in nginx's words; returns its exit code (-signal if killed)."""
+    name = f"{info.kind} process {info.pid}"
+    if os.WIFSIGNALED(status):
+        signo = os.WTERMSIG(status)
+        core = " (core dumped)" if os.WCOREDUMP(status) else ""
+        log.alert(f"{name} exited on signal {signo}{core}")
+        return -signo
+    code = os.waitstatus_to_exitcode(status)
+    if code == spawn.FATAL:
+        log.alert(f"{name} exited with fatal code {code} and cannot be respawned")
+    else:
+        log.notice(f"{name} exited with code {code}")
+    return code
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("pyngx")
+    except Exception:  # noqa: BLE001
+        return "0.1.0"

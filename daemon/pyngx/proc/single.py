@@ -1,0 +1,131 @@
+"""One process that is master and worker at once: ``master_process off`` and ``pyngx -e``.
+
+``master_process off`` builds the cycle as the master would and runs the
+child main in-process (``process.type() == "single"``, worker id 0 of 1).
+``-e CODE`` runs CODE in that same setting with no config and returns once
+the code and every timer it started are done, like OpenResty's ``resty -e``.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import traceback
+
+from pyngx import log
+from pyngx.conf.model import Config
+from pyngx.proc import child, cycle as cycles, master, pidfile
+from pyngx.proc.cycle import CycleError
+from pyngx.runtime import lifecycle, phase, state, tree, usercode
+from pyngx.runtime import loop as loops
+from pyngx.runtime.state import STATE
+
+EXEC_FILENAME = "(command line -e)"
+
+
+def serve(config: Config, argv: list[str], conf_path: str, prefix: str, extra: list[str]) -> int:
+    """``master_process off``: build, detach if asked, serve in this process; returns the exit code."""
+    boot = master.boot_process(config, state.SINGLE)
+    if boot is None:
+        return 1
+    _, inherited = boot
+    try:
+        cycle = cycles.build(config, None, generation=1, inherited=inherited)
+    except CycleError as err:
+        return master.startup_failed(err)
+    master.detach(config)
+    pid = os.getpid()
+    if not master.write_pid(config, pid):
+        return 1
+    tree.single_process()
+    log.notice(f"pyngx single process {pid} started")
+    try:
+        code = child.run(cycle, state.SINGLE, 0, master_pid=pid, status_fd=-1)
+    finally:
+        cycles.save_persisted(cycle)
+        cycle.close_sockets()
+        pidfile.unlink_if_ours(master.pid_path(config), pid)
+    log.notice("exit")
+    return code
+
+
+def run_code(code: str, shdicts: list[tuple[str, int]], prefix: str) -> int:
+    """``pyngx -e CODE [--shdict 'NAME SIZE']...``; returns 0, or 1 when the code raised."""
+    from pyngx.conf.pycode import compile_chunk
+
+    try:
+        chunk = compile_chunk(code, EXEC_FILENAME, 1, "module")
+    except SyntaxError as exc:
+        log.stderr(f"pyngx: [emerg] {exc.msg} in {EXEC_FILENAME}:{exc.lineno}")
+        return 1
+    _setup_exec_state(prefix)
+    try:
+        STATE.shdicts = _exec_zones(shdicts)
+    except CycleError as err:
+        log.stderr(f"pyngx: [emerg] {err}")
+        return 1
+    tree.single_process()
+    lifecycle.reset()
+    loop = loops.new_loop()
+    try:
+        return loop.run_until_complete(_exec(chunk, loop))
+    finally:
+        child._close_loop(loop)
+
+
+def _setup_exec_state(prefix: str) -> None:
+    STATE.type = state.SINGLE
+    STATE.worker_id = 0
+    STATE.worker_count = 1
+    STATE.master_pid = os.getpid()
+    STATE.prefix = os.path.abspath(prefix)
+    STATE.generation = 1
+    STATE.exiting = False
+    STATE.globals = usercode.new_globals()
+    if log.error_log.fd == 2:
+        log.error_log.level = log.WARN  # resty's default --errlog-level
+
+
+def _exec_zones(shdicts: list[tuple[str, int]]) -> dict[str, object]:
+    mod = cycles.shdict_module()
+    zones: dict[str, object] = {}
+    if mod is None:
+        return zones
+    for name, size in shdicts:
+        try:
+            zones[name] = mod.create(name, size)
+        except Exception as exc:  # noqa: BLE001 - a bad --shdict is the user's mistake
+            raise CycleError(f'cannot create shared dict "{name}": {exc}') from None
+    return zones
+
+
+async def _exec(chunk: object, loop: asyncio.AbstractEventLoop) -> int:
+    task = asyncio.current_task()
+    assert task is not None
+    loop.add_signal_handler(signal.SIGINT, task.cancel)
+    child.setup_runtime_limits(1024, 256)
+    status = 0
+    try:
+        await usercode.run_module_async(chunk, STATE.globals, phase.EXEC)  # type: ignore[arg-type]
+        await _wait_idle()
+    except asyncio.CancelledError:
+        lifecycle.final(False)
+        return 130
+    except SystemExit as exc:
+        status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException as exc:  # noqa: BLE001 - the user's code: report it, exit 1
+        log.stderr("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip())
+        status = 1
+        await _wait_idle()
+    await lifecycle.graceful(30.0)
+    return status
+
+
+async def _wait_idle() -> None:
+    try:
+        from pyngx.runtime import timers
+    except ImportError:
+        return
+    wait_idle = getattr(timers, "wait_idle", None)
+    if wait_idle is not None:
+        await wait_idle()
