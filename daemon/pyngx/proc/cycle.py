@@ -78,6 +78,9 @@ def build(config: Config, old: Cycle | None = None, *, generation: int = 1, bind
 
     Raises CycleError (init_by_python failure, bind() failure, zone failure).
     """
+    # A module edited within the same second as its .pyc (same size too) would be
+    # hidden by that .pyc after a reload; the daemon never writes bytecode.
+    sys.dont_write_bytecode = True
     cycle = Cycle(config, generation)
     saved = _save_state()
     modules = dict(sys.modules)
