@@ -1,0 +1,614 @@
+"""The worker-events engine: one ordered event log inside a shared dict zone.
+
+Owns the log layout, this process's read position, garbage collection of
+records, unique claims, the handler registry and the background poll loop.
+Knows nothing of argument checking (`pyngx.events` does that) nor of HTTP.
+
+After Kong's lua-resty-worker-events 2.x (a global id from ``incr``, records
+in the zone, a poll loop), with three changes its users ask for:
+
+- **No loss.** A record is written with ``safe_add`` (it never evicts) and is
+  deleted only once every live process of the tree has read past it, so a
+  post that cannot be kept raises NoMemoryError at once. The original lets
+  the LRU evict records nobody has read yet and drops them later with
+  "waiting for event data timed out".
+- **Wake-ups.** A post wakes the other processes over IPC (one wake-up per
+  loop turn however many posts), so delivery does not wait for ``interval``.
+- **A slow reader only slows collection**, never another process's delivery.
+
+Zone layout (every key starts with ``ev:`` so the zone may hold other data):
+
+    ev:seq          the last sequence number handed out (incr: one global order)
+    ev:r:N          record N: msgpack [pid, source, event, data, claim] or TOMBSTONE
+    ev:p:PID        the last sequence number process PID has read
+    ev:gc           records up to this number have been collected
+    ev:u:UNIQUE     marker of a unique post: repeats are dropped while it lives
+    ev:c:PID:K      claim counter of one unique event: the first incr handles it
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from pyngx import log
+from pyngx.errors import Error, KeyExistsError, KeyNotFoundError, NoMemoryError
+from pyngx.runtime import lifecycle, phase, state, tree
+
+SOURCE = "worker-events"
+SEQ = "ev:seq"
+MARK = "ev:gc"
+TOMBSTONE = b"\xc0"  # msgpack nil: a sequence number whose post failed
+WAKE = "__pyngx_events_wake"  # reserved IPC name
+BATCH = 1000  # records handled per loop turn by the background loop
+GC_EVERY = 512  # records read between two collections
+
+
+def record_key(n: int) -> str:
+    return f"ev:r:{n}"
+
+
+def pos_key(pid: int) -> str:
+    return f"ev:p:{pid}"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    timeout: float = 2.0
+    interval: float = 1.0
+    wait_interval: float = 0.010
+    wait_max: float = 0.5
+    shm_retries: int = 999
+
+
+# -- handlers --
+
+class Registry:
+    """Callbacks by level: every event, one source, or one source's named events."""
+
+    __slots__ = ("_levels",)
+
+    def __init__(self) -> None:
+        # (None, None) every event; (source, None) one source; (source, event)
+        self._levels: dict[tuple[str | None, str | None], list[Any]] = {}
+
+    def add(self, callback: Callable[..., Any], weak: bool, source: str | None, events: Iterable[str]) -> None:
+        ref: Any = callback
+        if weak:
+            ref = weakref.WeakMethod(callback) if inspect.ismethod(callback) else weakref.ref(callback)
+        for level in self._keys(source, events):
+            self._levels.setdefault(level, []).append(ref)
+
+    def remove(self, callback: Callable[..., Any], source: str | None, events: Iterable[str]) -> bool:
+        removed = False
+        for level in self._keys(source, events):
+            entries = self._levels.get(level, [])
+            keep = [e for e in entries if _resolve(e) != callback]
+            removed = removed or len(keep) != len(entries)
+            self._levels[level] = keep
+        return removed
+
+    def matching(self, source: str, event: str) -> list[Callable[..., Any]]:
+        """Live callbacks for one event, every-event ones first (the original's order)."""
+        out = []
+        for level in ((None, None), (source, None), (source, event)):
+            entries = self._levels.get(level)
+            if not entries:
+                continue
+            dead = False
+            for entry in entries:
+                fn = _resolve(entry)
+                if fn is None:
+                    dead = True
+                else:
+                    out.append(fn)
+            if dead:  # a weak handler was garbage-collected: drop it for good
+                self._levels[level] = [e for e in entries if _resolve(e) is not None]
+        return out
+
+    def count(self) -> int:
+        return sum(1 for entries in self._levels.values() for e in entries if _resolve(e) is not None)
+
+    @staticmethod
+    def _keys(source: str | None, events: Iterable[str]) -> list[tuple[str | None, str | None]]:
+        if source is None:
+            return [(None, None)]
+        names = list(events)
+        return [(source, name) for name in names] if names else [(source, None)]
+
+
+def _resolve(entry: Any) -> Callable[..., Any] | None:
+    if isinstance(entry, weakref.ref):  # WeakMethod is a subclass
+        return entry()  # type: ignore[no-any-return]
+    return entry  # type: ignore[no-any-return]
+
+
+# -- the bus of one process --
+
+class Bus:
+    """This process's view of the event log in ZONE."""
+
+    def __init__(self, zone: Any, name: str, settings: Settings, registry: Registry, *,
+                 pid: int | None = None, peers: Callable[[], Iterable[int]] | None = None,
+                 wake_others: Callable[[], None] | None = None) -> None:
+        self.zone, self.name, self.settings, self.registry = zone, name, settings, registry
+        self.pid = os.getpid() if pid is None else pid
+        self.peers = peers or (lambda: (self.pid,))
+        self.wake_others = wake_others
+        # Read side
+        self.pos = 0  # the last sequence number read here
+        self._stored = 0  # the position last written to the zone
+        self._collected_at = 0  # our position at the last collection
+        self._gap_since: float | None = None
+        self._busy = False
+        self._local: deque[tuple[str, str, Any]] = deque()
+        # Post side
+        self._claims = 0
+        self._wake_pending = False
+        # Background loop
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._spawned: set[asyncio.Task[Any]] = set()
+        self.closed = False
+        self.stats = {"posted": 0, "posted_local": 0, "dropped_unique": 0, "handled": 0, "lost": 0,
+                      "handler_errors": 0, "collected": 0, "wakeups_sent": 0, "wakeups_received": 0}
+
+    # -- joining and leaving the log --
+
+    def join(self) -> None:
+        """Register this process's position: events posted from now on reach it.
+
+        A placeholder 0 goes in first so that no collector deletes a record
+        we may need between reading ``ev:seq`` and storing our position.
+
+        Raises NoMemoryError when the zone cannot hold the position.
+        """
+        for key in (SEQ, MARK):
+            _add_quietly(self.zone, key, 0)
+        self.zone.safe_set(pos_key(self.pid), 0)
+        self.pos = self._seq()
+        self._stored = 0
+        self._store_pos()
+        self._collected_at = self.pos
+
+    def leave(self) -> None:
+        """Stop the loop and give up our position, so collection goes on without us."""
+        self.closed = True
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        try:
+            self.zone.delete(pos_key(self.pid))
+        except Exception as exc:  # noqa: BLE001 - a zone closed under us at exit
+            log.debug(f"worker-events: could not drop position: {exc}")
+
+    # -- posting --
+
+    def post(self, source: str, event: str, data: Any, unique: str | None) -> bool:
+        """Append one event to the log; False when a repeat of UNIQUE was dropped.
+
+        Raises NoMemoryError (nothing kept, nothing half-written) or TypeError
+        for data msgpack cannot carry.
+        """
+        claim = None
+        marker = None
+        if unique is not None:
+            marker = f"ev:u:{unique}"
+            claim = f"ev:c:{self.pid}:{self._claims}"
+            blob = _pack([self.pid, source, event, data, claim])
+            try:
+                self._safe_add(marker, 1, exptime=self.settings.timeout)
+            except KeyExistsError:
+                self.stats["dropped_unique"] += 1
+                return False
+            self._claims += 1
+            try:
+                self._safe_add(claim, 0)
+            except NoMemoryError:
+                self.zone.delete(marker)
+                raise
+        else:
+            blob = _pack([self.pid, source, event, data, None])
+        n = self._next_seq()
+        try:
+            self._safe_add(record_key(n), blob)
+        except BaseException:
+            self._tombstone(n)
+            for key in (marker, claim):
+                if key is not None:
+                    self.zone.delete(key)
+            raise
+        self.stats["posted"] += 1
+        self._after_post()
+        return True
+
+    def post_local(self, source: str, event: str, data: Any) -> None:
+        self._local.append((source, event, data))
+        self.stats["posted_local"] += 1
+        self._wake.set()
+
+    def _next_seq(self) -> int:
+        try:
+            return int(self.zone.incr(SEQ, 1))
+        except KeyNotFoundError:  # the zone was flushed under us: start the log again
+            _add_quietly(self.zone, SEQ, 0)
+            return int(self.zone.incr(SEQ, 1))
+
+    def _safe_add(self, key: str, value: Any, exptime: float = 0) -> None:
+        """safe_add, collecting what every process has read when the zone is full."""
+        retries = min(self.settings.shm_retries, 3)
+        while True:
+            try:
+                self.zone.safe_add(key, value, exptime)
+                return
+            except NoMemoryError:
+                if retries <= 0 or not self.collect():
+                    raise
+                retries -= 1
+
+    def _tombstone(self, n: int) -> None:
+        """Fill sequence number N whose post failed, so readers step over it at once."""
+        try:
+            self.zone.safe_add(record_key(n), TOMBSTONE)
+        except KeyExistsError:
+            pass
+        except Exception as exc:  # noqa: BLE001 - readers skip the hole after wait_max
+            log.warn(f"worker-events: could not mark failed event {n}: {exc}")
+
+    def _after_post(self) -> None:
+        self._wake.set()
+        if self._wake_pending or self.wake_others is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._wake_pending = True
+        loop.call_soon(self._send_wake)
+
+    def _send_wake(self) -> None:
+        self._wake_pending = False
+        if self.wake_others is not None and not self.closed:
+            try:
+                self.wake_others()
+                self.stats["wakeups_sent"] += 1
+            except Exception as exc:  # noqa: BLE001 - the poll interval still delivers
+                log.debug(f"worker-events: wake-up failed: {exc}")
+
+    def woken(self) -> None:
+        """Another process posted: poll soon."""
+        self.stats["wakeups_received"] += 1
+        self._wake.set()
+
+    # -- reading --
+
+    def poll(self, limit: int = 0) -> str:
+        """Handle local events, then the log (at most LIMIT records when > 0).
+
+        Returns "recursive" inside a handler, "done" when caught up, "more"
+        when LIMIT stopped it, "wait" when the next record is not written yet.
+        """
+        if self._busy:
+            return "recursive"
+        self._busy = True
+        try:
+            while self._local:
+                source, event, data = self._local.popleft()
+                self.dispatch(source, event, data, None)
+            return self._read(limit)
+        finally:
+            self._busy = False
+
+    def _read(self, limit: int) -> str:
+        seq = self._seq()
+        if seq < self.pos:
+            log.warn(f"worker-events: the event log in \"{self.name}\" was reset, reading from {seq}")
+            self.pos = seq
+        end = min(seq, self.pos + limit) if limit > 0 else seq
+        zone = self.zone
+        result = "done"
+        while self.pos < end:
+            n = self.pos + 1
+            blob = zone.get(record_key(n))
+            if blob is None and not self._hole(n):
+                result = "wait"
+                break
+            self._gap_since = None
+            self.pos = n
+            if blob is not None and blob != TOMBSTONE:
+                self._handle(n, blob)
+        else:
+            if self.pos < seq:
+                result = "more"
+        self._store_pos()
+        return result
+
+    def _hole(self, n: int) -> bool:
+        """A record not there yet: True when we give up waiting for it (wait_max)."""
+        now = time.monotonic()
+        if self._gap_since is None:
+            self._gap_since = now
+            return False
+        if now - self._gap_since < self.settings.wait_max:
+            return False
+        # its poster died between taking the number and writing the record
+        log.error(f"worker-events: dropping event {n}; waiting for event data timed out")
+        self.stats["lost"] += 1
+        return True
+
+    def _handle(self, n: int, blob: bytes) -> None:
+        try:
+            pid, source, event, data, claim = msgpack.unpackb(blob)
+        except Exception as exc:  # noqa: BLE001 - a foreign key in our namespace
+            log.error(f"worker-events: failed decoding event {n}: {exc}")
+            return
+        if claim is not None and not self._claim(claim):
+            return
+        self.dispatch(source, event, data, pid)
+
+    def _claim(self, key: str) -> bool:
+        """True for the one process whose incr comes first (unique events)."""
+        try:
+            first = self.zone.incr(key, 1) == 1
+        except KeyNotFoundError:
+            return False  # claimed, handled and deleted by another process
+        if first:
+            self.zone.delete(key)
+        return first
+
+    def dispatch(self, source: str, event: str, data: Any, pid: int | None) -> None:
+        """Call every matching handler with (data, event, source, pid) in phase EVENT."""
+        self.stats["handled"] += 1
+        handlers = self.registry.matching(source, event)
+        if not handlers:
+            return
+        token = phase.set(phase.EVENT)
+        try:
+            for fn in handlers:
+                try:
+                    result = fn(data, event, source, pid)
+                    if inspect.isawaitable(result):
+                        self._spawn(result, source, event)
+                except Exception as exc:  # noqa: BLE001 - the user's handler
+                    self._failed(exc, source, event, pid)
+        finally:
+            phase.reset(token)
+
+    def _spawn(self, awaitable: Any, source: str, event: str) -> None:
+        task = asyncio.ensure_future(awaitable)
+        self._spawned.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._spawned.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                self._failed(t.exception(), source, event, None)  # type: ignore[arg-type]
+
+        task.add_done_callback(done)
+
+    def _failed(self, exc: BaseException, source: str, event: str, pid: int | None) -> None:
+        self.stats["handler_errors"] += 1
+        log.exception(f"worker-events: event callback failed; source={source}, event={event}, pid={pid}", exc)
+
+    def _seq(self) -> int:
+        value = self.zone.get(SEQ)
+        return int(value) if value is not None else 0
+
+    def _store_pos(self) -> None:
+        delta = self.pos - self._stored
+        if delta:
+            key = pos_key(self.pid)
+            try:
+                self.zone.incr(key, delta)
+            except KeyNotFoundError:
+                self.zone.safe_set(key, self.pos)
+            self._stored = self.pos
+        if self.pos - self._collected_at >= GC_EVERY:
+            self.collect()
+
+    # -- collection --
+
+    def low_water(self) -> int:
+        """The lowest position of the live processes that joined the log."""
+        low = self.pos
+        for pid in self.peers():
+            value = self.zone.get(pos_key(pid))
+            if value is not None:
+                low = min(low, int(value))
+        return min(low, self._stored)
+
+    def collect(self) -> int:
+        """Delete the records every live process has read; returns how many."""
+        self._collected_at = self.pos
+        low = self.low_water()
+        mark = self.zone.get(MARK) or 0
+        if low <= mark:
+            return 0
+        try:
+            self.zone.safe_set(MARK, low)
+        except NoMemoryError:
+            pass  # the mark only saves work: the next collector deletes from further back
+        zone = self.zone
+        for n in range(mark + 1, low + 1):
+            zone.delete(record_key(n))
+        self.stats["collected"] += low - mark
+        return low - mark
+
+    # -- the background loop --
+
+    def start(self) -> None:
+        """Run the poll loop on the running event loop (unless interval is 0)."""
+        if self._task is None and self.settings.interval > 0 and not self.closed:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def restart(self) -> None:
+        """Settings changed: wake the loop, or start or stop it for interval 0."""
+        if self.settings.interval <= 0 and self._task is not None:
+            self._task.cancel()
+            self._task = None
+        self.start()
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while not self.closed:
+            self._wake.clear()
+            try:
+                result = self.poll(BATCH)
+            except Exception as exc:  # noqa: BLE001 - keep delivering
+                log.exception("worker-events: poll failed", exc)
+                result = "done"
+            if result == "more":
+                await asyncio.sleep(0)
+            elif result == "wait":
+                await asyncio.sleep(self.settings.wait_interval)
+            else:
+                try:
+                    async with asyncio.timeout(self.settings.interval):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
+
+    async def drain(self) -> None:
+        """Poll until this process has read everything posted so far (graceful exit)."""
+        target = self._seq()
+        while not self.closed and self.pos < target:
+            result = self.poll(BATCH)
+            if result == "recursive":
+                return
+            await asyncio.sleep(self.settings.wait_interval if result == "wait" else 0)
+
+    def statistics(self) -> dict[str, Any]:
+        seq = self._seq()
+        return {"configured": True, "shm": self.name, **self.stats, "position": self.pos, "sequence": seq,
+                "backlog": max(0, seq - self.pos), "handlers": self.registry.count(),
+                "interval": self.settings.interval}
+
+
+def _pack(value: Any) -> bytes:
+    try:
+        return msgpack.packb(value)  # type: ignore[no-any-return]
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise TypeError(f"event data cannot be serialized: {exc}") from None
+
+
+def _add_quietly(zone: Any, key: str, value: Any) -> None:
+    try:
+        zone.safe_add(key, value)
+    except KeyExistsError:
+        pass
+
+
+# -- this process --
+
+_registries: dict[int, Registry] = {}  # by generation: a reload's init_by_python starts afresh
+_bus: Bus | None = None
+
+
+def registry() -> Registry:
+    """This generation's handlers."""
+    generation = state.STATE.generation
+    found = _registries.get(generation)
+    if found is None:
+        while len(_registries) >= 4:  # a refused reload may go back to the previous one
+            del _registries[min(_registries)]
+        found = _registries[generation] = Registry()
+    return found
+
+
+def current() -> Bus | None:
+    """The bus of this process, None before configure (or a parent's, after fork)."""
+    if _bus is not None and _bus.pid == os.getpid() and not _bus.closed:
+        return _bus
+    return None
+
+
+def configure(name: str, settings: Settings) -> None:
+    """Join the log in zone NAME, or change the settings of the running bus.
+
+    Raises ValueError for an unknown zone, Error when NAME differs from the
+    zone in use, NoMemoryError when the zone cannot hold our position.
+    """
+    global _bus
+    bus = current()
+    if bus is not None:
+        if name != bus.name:
+            raise Error("already started, cannot change shm")
+        bus.settings = settings
+        bus.restart()
+        return
+    zone = state.STATE.shdicts.get(name)
+    if zone is None:
+        raise ValueError(f'shm "{name}" not found')
+    bus = Bus(zone, name, settings, registry(), peers=_tree_peers, wake_others=_waker())
+    bus.join()
+    _bus = bus
+    lifecycle.on_begin(_stopping, order=lifecycle.EVENTS)
+    lifecycle.on_wait(_drain)
+    lifecycle.on_final(_leave)
+    bus.start()
+    bus.post(SOURCE, "started", None, None)
+
+
+def statistics() -> dict[str, Any]:
+    """Counters for the status endpoint (posted, handled, lost, backlog, ...)."""
+    bus = current()
+    if bus is None:
+        return {"configured": False, "posted": 0, "handled": 0, "lost": 0, "handlers": registry().count()}
+    return bus.statistics()
+
+
+def _tree_peers() -> list[int]:
+    """Every live worker and agent, old generations included (they still read)."""
+    if tree.TREE is None:
+        return [os.getpid()]
+    return [peer.pid for peer in tree.TREE.peers(current=False)]
+
+
+def _waker() -> Callable[[], None] | None:
+    """A function that wakes the other processes over IPC, when IPC offers one."""
+    try:
+        from pyngx.runtime import channel
+    except ImportError:
+        return None
+    broadcast = getattr(channel, "broadcast_internal", None)
+    receive = getattr(channel, "receive_internal", None)
+    if broadcast is None or receive is None:
+        return None
+    receive(WAKE, _on_wake)
+    return lambda: broadcast(WAKE, b"")
+
+
+def _on_wake(*_: Any) -> None:
+    bus = current()
+    if bus is not None:
+        bus.woken()
+
+
+def _stopping() -> None:
+    """Graceful exit began: post ``stopping`` (every process handles it, this one too)."""
+    bus = current()
+    if bus is None:
+        return
+    try:
+        bus.post(SOURCE, "stopping", None, None)
+    except Exception as exc:  # noqa: BLE001 - a full zone must not stop the exit
+        log.warn(f"worker-events: could not post \"stopping\": {exc}")
+
+
+async def _drain() -> None:
+    bus = current()
+    if bus is not None:
+        await bus.drain()
+
+
+def _leave(graceful: bool) -> None:
+    bus = current()
+    if bus is not None:
+        bus.leave()
