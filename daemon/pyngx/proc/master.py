@@ -35,6 +35,9 @@ SIGNALS = {
     signal.SIGUSR1: "reopen",
 }
 ORDER = ("reap", "terminate", "quit", "reload", "reopen")
+# Loaded in the master before the first fork, so every child shares their pages.
+PRELOAD = ("uvloop", "httptools", "msgpack", "pyngx.http.server", "pyngx.runtime.timers",
+           "pyngx.runtime.channel", "pyngx.runtime.eventbus", "pyngx.shm.shdict")
 READY_TIMEOUT = 20.0  # a new generation that is not serving by then is reported as failed
 FAST_KILL_AFTER = 3.0  # TERM, then KILL what is left (nginx escalates after about a second)
 QUIT_KILL_GRACE = 5.0  # on top of worker_shutdown_timeout, for a child that ignores its bound
@@ -185,6 +188,7 @@ class Master:
         table = tree.create()
         table.set_generation(self.cycle.generation, self.pid)
         log.notice(f"pyngx/{_version()} master process {self.pid} started")
+        preload()
         self.start_generation()
         while self.stopping == "" or self.children:
             actions = self.wait()
@@ -483,6 +487,17 @@ class Master:
         pidfile.remove_verdict(path)
         log.notice("exit")
         return 0
+
+
+def preload() -> None:
+    """Import what every child needs before forking (copy-on-write sharing)."""
+    import importlib
+
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - a part not written yet, or optional: the child imports it later
+            pass
 
 
 def log_exit(info: ChildInfo, status: int) -> int:
