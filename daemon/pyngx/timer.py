@@ -1,2 +1,73 @@
-"""Placeholder: the timer API lands with its issue."""
+"""ngx.timer: at / every / running_count / pending_count, and the Timer object.
+
+A thin facade after lua-nginx-module's ``ngx.timer.*``: check the phase and
+the arguments, then delegate to `pyngx.runtime.timers`, which owns the
+behaviour (limits, no-overlap ``every``, ``unique=``, the exit flush).
+"""
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pyngx.errors import WrongContextError
+from pyngx.runtime import phase
+from pyngx.runtime import timers as _timers
+from pyngx.runtime.timers import Timer as Timer
+
+Timer.__module__ = "pyngx.timer"
+
+_current_phase = phase.current
+_INIT = phase.INIT
+
+
+def _engine(api: str) -> _timers.Engine:
+    """This process's timer engine. Raises WrongContextError where timers cannot run."""
+    engine = _timers.ENGINE
+    if engine is None or _current_phase() == _INIT:
+        # init_by_python runs in the master, which has no event loop (OpenResty
+        # disables ngx.timer.* in init_by_lua too)
+        here = _current_phase() or "this process"
+        raise WrongContextError(f"{api}: API disabled in the context of {here}")
+    return engine
+
+
+def at(delay: float, callback: Callable[..., Any], *args: Any) -> Timer:
+    """Run ``callback(premature, *args)`` once, DELAY seconds from now (0: next loop turn).
+
+    Raises ValueError (delay < 0), TypeError, TooManyTimersError, ProcessExitingError.
+    """
+    if not delay >= 0:  # also refuses NaN
+        raise ValueError(f"bad argument #1 to 'at' (delay must not be negative, got {delay!r})")
+    if not callable(callback):
+        raise TypeError(f"bad argument #2 to 'at' (callable expected, got {type(callback).__name__})")
+    return _engine("ngx.timer.at").at(delay, callback, args)
+
+
+def every(interval: float, callback: Callable[..., Any], *args: Any, unique: str | None = None) -> Timer:
+    """Run ``callback(premature, *args)`` every INTERVAL seconds, never overlapping itself.
+
+    With ``unique="NAME"`` only one process of the whole tree runs it at a time.
+    Raises ValueError (interval <= 0), TypeError, TooManyTimersError, ProcessExitingError.
+    """
+    if not interval > 0:
+        raise ValueError(f"bad argument #1 to 'every' (interval must be > 0, got {interval!r})")
+    if not callable(callback):
+        raise TypeError(f"bad argument #2 to 'every' (callable expected, got {type(callback).__name__})")
+    if unique is not None and (not isinstance(unique, str) or not unique):
+        raise ValueError("bad argument 'unique' to 'every' (a non-empty str expected)")
+    return _engine("ngx.timer.every").every(interval, callback, args, unique)
+
+
+def running_count() -> int:
+    """Callbacks started and not finished (those awaiting included)."""
+    engine = _timers.ENGINE
+    return 0 if engine is None else engine.running
+
+
+def pending_count() -> int:
+    """Timers waiting to run (an ``every`` timer counts until it is cancelled)."""
+    engine = _timers.ENGINE
+    return 0 if engine is None else engine.pending
+
+
+__all__ = ["Timer", "at", "every", "running_count", "pending_count"]

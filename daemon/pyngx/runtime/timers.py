@@ -1,0 +1,498 @@
+"""The timers of one process: scheduling, limits, ``every``, ``unique=``, exit.
+
+Owns when a callback runs and how many run at once. A due timer goes through
+one ready queue that a single loop callback drains, so ``at(0)`` costs a
+deque append and a chain of ``at(0)`` timers runs within one loop turn, as in
+nginx's timer tree; later timers sit on the loop's own timer heap
+(``call_at``). Knows nothing of the public API (`pyngx.timer` is the facade)
+nor of HTTP; it meets the process only through `lifecycle` hooks.
+
+Rules that differ from OpenResty, on purpose (issue 8):
+
+- a timer that falls due while ``max_running`` callbacks run waits for a free
+  slot instead of being dropped, and one warning is logged per burst;
+- an ``every`` run that falls due while the previous run is still going is
+  skipped: runs never overlap, and due times stay on the fixed grid
+  ``start + k * interval``;
+- ``unique="NAME"`` runs an ``every`` job in one process of the whole tree:
+  the holder keeps a POSIX byte-range lock (``F_SETLK``, per process, freed by
+  the kernel when the holder dies) on a memfd created when this module is
+  first imported, which happens in the master, so every child of every
+  generation shares it. The others try the lock at each of their due times.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import fcntl
+import hashlib
+import os
+import tempfile
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from pyngx import log
+from pyngx.errors import ProcessExitingError, TooManyTimersError
+from pyngx.runtime import lifecycle, phase
+
+_Context = contextvars.Context
+_set_phase = phase.set
+_TIMER = phase.TIMER
+
+# Extra callbacks one drain pass may run beyond those queued when it began:
+# enough for a chain of at(0) timers to run in one turn, bounded so that such
+# a chain cannot starve sockets.
+_DRAIN_EXTRA = 1024
+# How long cancelled callbacks get to run their ``finally`` blocks at exit.
+_CANCEL_GRACE = 0.5
+
+
+def _open_lock_file() -> int:
+    """The file every process of this tree takes ``unique=`` locks on (see module doc)."""
+    try:
+        return os.memfd_create("pyngx-timer-unique", os.MFD_CLOEXEC)
+    except (AttributeError, OSError):  # pragma: no cover - kernels without memfd
+        fd, path = tempfile.mkstemp(prefix="pyngx-timer-unique-")
+        os.unlink(path)
+        os.set_inheritable(fd, False)
+        return fd
+
+
+_LOCK_FD = _open_lock_file()
+
+
+def _lock_offset(name: str) -> int:
+    """A byte of the lock file that stands for NAME (56-bit hash: no collisions in practice)."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=7).digest(), "big")
+
+
+def where(fn: Callable[..., Any]) -> str:
+    """``name (file:line)`` of a callback, for log lines."""
+    code = getattr(fn, "__code__", None) or getattr(getattr(fn, "func", None), "__code__", None)
+    name = getattr(fn, "__qualname__", None) or repr(fn)
+    if code is None:
+        return name
+    return f"{name} ({code.co_filename}:{code.co_firstlineno})"
+
+
+class Timer:
+    """A timer made by ``ngx.timer.at`` or ``ngx.timer.every``."""
+
+    __slots__ = ("_engine", "_fn", "_args", "_interval", "_unique", "_alive", "_handle",
+                 "_due", "_running", "_waiting", "_task", "_after")
+
+    def __init__(self, engine: Engine, fn: Callable[..., Any], args: tuple[Any, ...], interval: float,
+                 unique: str | None) -> None:
+        self._engine = engine
+        self._fn = fn
+        self._args = args
+        self._interval = interval  # 0 for `at`
+        self._unique = unique
+        self._alive = True  # counted in pending_count()
+        self._handle: asyncio.TimerHandle | None = None
+        self._due = 0.0
+        self._running = False  # an `every` run is in progress
+        self._waiting = False  # due, waiting for a free running slot
+        self._task: asyncio.Future[Any] | None = None
+        self._after = False  # run once more, premature, when the current run ends
+
+    def cancel(self) -> bool:
+        """Stop the timer; False when it already ran, was cancelled, or the process is exiting."""
+        if not self._alive:
+            return False
+        self._engine._cancel(self)
+        return True
+
+    def __repr__(self) -> str:
+        kind = f"every {self._interval:g}s" if self._interval else "at"
+        state = "pending" if self._alive else "done"
+        return f"<pyngx.Timer {kind} {where(self._fn)} {state}>"
+
+
+class Engine:
+    """Every timer of one process, on one event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, max_pending: int, max_running: int) -> None:
+        self.loop = loop
+        self.max_pending = max_pending
+        self.max_running = max_running
+        # Counters read by pending_count() / running_count()
+        self.pending = 0
+        self.running = 0
+        self.closing = False  # graceful exit began: no new timers
+        # Queues
+        self._ready: deque[Timer] = deque()  # due now, in order
+        self._drain_handle: asyncio.Handle | None = None
+        self._waitq: deque[Timer] = deque()  # due, over max_running
+        self._scheduled: set[Timer] = set()  # on the loop's timer heap (delay > 0, every)
+        self._tasks: dict[asyncio.Future[Any], Timer] = {}  # async callbacks running
+        self._held: dict[str, Timer] = {}  # unique names this process holds
+        self._idle_waiters: list[asyncio.Future[None]] = []
+        self._burst = 0  # timers that waited for a slot in the current burst
+        # Statistics
+        self.fired = 0
+        self.failed = 0
+        self.waited = 0
+        self.skipped = 0
+        self.premature = 0
+        self.cancelled_at_exit = 0
+
+    # -- creating and cancelling --
+
+    def at(self, delay: float, fn: Callable[..., Any], args: tuple[Any, ...]) -> Timer:
+        """Raises ProcessExitingError or TooManyTimersError; nothing changes then."""
+        if self.closing:
+            raise ProcessExitingError()
+        if self.pending >= self.max_pending:
+            raise TooManyTimersError()
+        t = Timer(self, fn, args, 0.0, None)
+        self.pending += 1
+        if delay == 0:
+            self._ready.append(t)
+            if self._drain_handle is None:
+                self._drain_handle = self.loop.call_soon(self._drain)
+        else:
+            self._scheduled.add(t)
+            t._handle = self.loop.call_at(self.loop.time() + delay, self._expire, t)
+        return t
+
+    def every(self, interval: float, fn: Callable[..., Any], args: tuple[Any, ...], unique: str | None) -> Timer:
+        """Raises ProcessExitingError or TooManyTimersError; nothing changes then."""
+        if self.closing:
+            raise ProcessExitingError()
+        if self.pending >= self.max_pending:
+            raise TooManyTimersError()
+        t = Timer(self, fn, args, float(interval), unique)
+        self.pending += 1
+        self._scheduled.add(t)
+        t._due = self.loop.time() + interval
+        t._handle = self.loop.call_at(t._due, self._on_due, t)
+        return t
+
+    def _cancel(self, t: Timer) -> None:
+        t._alive = False
+        self.pending -= 1
+        self._scheduled.discard(t)
+        if t._handle is not None:
+            t._handle.cancel()
+            t._handle = None
+        if t._waiting:
+            t._waiting = False
+            self._waitq.remove(t)
+        if t._unique is not None and not t._running:
+            self._release(t)
+        self._check_idle()
+
+    # -- falling due --
+
+    def _drain(self) -> None:
+        """Start every timer in the ready queue (and those queued meanwhile, up to a bound)."""
+        self._drain_handle = None
+        ready = self._ready
+        budget = len(ready) + _DRAIN_EXTRA
+        while ready and budget:
+            budget -= 1
+            t = ready.popleft()
+            if t._alive:
+                self._start(t, False)
+        if ready and self._drain_handle is None:
+            self._drain_handle = self.loop.call_soon(self._drain)
+
+    def _expire(self, t: Timer) -> None:
+        t._handle = None
+        self._scheduled.discard(t)
+        if t._alive:
+            self._start(t, False)
+
+    def _on_due(self, t: Timer) -> None:
+        """An `every` timer's due time: plan the next one on the grid, then run or skip."""
+        now = self.loop.time()
+        interval = t._interval
+        nxt = t._due + interval
+        if nxt <= now:  # the loop was late: keep the grid, skip the missed times
+            nxt += ((now - nxt) // interval + 1) * interval
+        t._due = nxt
+        t._handle = self.loop.call_at(nxt, self._on_due, t)
+        if t._running or t._waiting:
+            self.skipped += 1
+            return
+        if t._unique is not None and not self._take(t):
+            return
+        self._start(t, False)
+
+    def _start(self, t: Timer, premature: bool) -> None:
+        if self.running >= self.max_running and not premature:
+            self._wait_for_slot(t)
+            return
+        self._run(t, premature)
+
+    def _wait_for_slot(self, t: Timer) -> None:
+        t._waiting = True
+        self._waitq.append(t)
+        self.waited += 1
+        if not self._burst:
+            log.warn(f"python_max_running_timers ({self.max_running}) are not enough: "
+                     "expired timers wait for a free slot")
+        self._burst += 1
+
+    def _next_waiting(self) -> None:
+        """A running slot is free: start the timer that has waited longest."""
+        waitq = self._waitq
+        while waitq and self.running < self.max_running:
+            t = waitq.popleft()
+            t._waiting = False
+            self._run(t, False)
+        if not waitq and self._burst:
+            log.info(f"{self._burst} expired timers waited for a free running slot")
+            self._burst = 0
+
+    # -- running a callback --
+
+    def _run(self, t: Timer, premature: bool) -> None:
+        self.running += 1
+        self.fired += 1
+        if t._interval:
+            t._running = True
+        else:
+            t._alive = False
+            self.pending -= 1
+        # A fresh context per run: the phase is TIMER and nothing of the code that
+        # created the timer (its request, say) leaks into the callback.
+        _Context().run(self._call, t, premature)
+
+    def _call(self, t: Timer, premature: bool) -> None:
+        _set_phase(_TIMER)
+        try:
+            result = t._fn(premature, *t._args)
+        except Exception as exc:  # noqa: BLE001 - the user's callback: log it, carry on
+            self._report(t, exc, skip_frame=True)
+            self._finish(t)
+            return
+        if result is None or not hasattr(result, "__await__"):
+            self._finish(t)
+            return
+        # an `async def` callback (or a plain one returning an awaitable)
+        task = asyncio.ensure_future(result, loop=self.loop)
+        t._task = task
+        self._tasks[task] = t
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Future[Any]) -> None:
+        t = self._tasks.pop(task)
+        t._task = None
+        if task.cancelled():
+            if not self.closing:
+                log.info(f"timer callback {where(t._fn)} was cancelled")
+        else:
+            exc = task.exception()
+            if exc is not None:
+                self._report(t, exc, skip_frame=False)
+        self._finish(t)
+
+    def _report(self, t: Timer, exc: BaseException, *, skip_frame: bool) -> None:
+        self.failed += 1
+        tb = exc.__traceback__
+        if skip_frame and tb is not None and tb.tb_next is not None:
+            exc = exc.with_traceback(tb.tb_next)  # start the traceback at the user's code
+        log.exception(f"timer callback {where(t._fn)} failed", exc)
+
+    def _finish(self, t: Timer) -> None:
+        self.running -= 1
+        if t._interval:
+            t._running = False
+            if t._after:  # exit began while this run was going: one premature run now
+                t._after = False
+                self.premature += 1
+                self._run(t, True)
+                return
+            if not t._alive and t._unique is not None:
+                self._release(t)
+        if self._waitq:
+            self._next_waiting()
+        self._check_idle()
+
+    # -- unique= --
+
+    def _take(self, t: Timer) -> bool:
+        """True when this process holds (or just took) T's unique lock for T."""
+        name = t._unique
+        assert name is not None
+        holder = self._held.get(name)
+        if holder is not None:
+            return holder is t
+        try:
+            fcntl.lockf(_LOCK_FD, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, _lock_offset(name), os.SEEK_SET)
+        except OSError:
+            return False  # another process of the tree holds it
+        self._held[name] = t
+        log.info(f'timer "{name}" runs in this process now')
+        return True
+
+    def _release(self, t: Timer) -> None:
+        name = t._unique
+        if name is None or self._held.get(name) is not t:
+            return
+        del self._held[name]
+        try:
+            fcntl.lockf(_LOCK_FD, fcntl.LOCK_UN, 1, _lock_offset(name), os.SEEK_SET)
+        except OSError as exc:  # pragma: no cover - unlocking a held lock does not fail
+            log.warn(f'unlocking timer "{name}" failed ({exc.errno}: {exc.strerror})')
+
+    # -- idle --
+
+    def idle(self) -> bool:
+        return self.pending == 0 and self.running == 0
+
+    def _check_idle(self) -> None:
+        if self._idle_waiters and self.pending == 0 and self.running == 0:
+            for fut in self._idle_waiters:
+                if not fut.done():
+                    fut.set_result(None)
+            self._idle_waiters.clear()
+
+    async def wait_idle(self) -> None:
+        """Return when no timer is pending or running."""
+        while not self.idle():
+            fut: asyncio.Future[None] = self.loop.create_future()
+            self._idle_waiters.append(fut)
+            await fut
+
+    # -- exit --
+
+    def fire_premature(self) -> None:
+        """Graceful exit began: refuse new timers; run every pending one once, now.
+
+        A timer that had not fallen due runs with premature=True; one already due
+        and waiting for a slot runs as a normal run. Neither waits for a slot.
+        """
+        if self.closing:
+            return
+        self.closing = True
+        if self._drain_handle is not None:
+            self._drain_handle.cancel()
+            self._drain_handle = None
+        due = [(t, False) for t in self._waitq]
+        self._waitq.clear()
+        soon = [(t, True) for t in self._ready if t._alive]
+        self._ready.clear()
+        for t in self._scheduled:
+            if t._handle is not None:
+                t._handle.cancel()
+                t._handle = None
+            soon.append((t, True))
+        self._scheduled.clear()
+        batch = []
+        for t, premature in due + soon:
+            t._waiting = False
+            if not t._alive:
+                continue
+            if t._unique is not None and self._held.get(t._unique) is not t:
+                self._drop(t)  # only the holder runs a unique job, its last run included
+            elif t._running:
+                t._after = True
+                self._drop(t)
+            else:
+                batch.append((t, premature))
+        if batch:
+            self.loop.call_soon(self._run_batch, batch)
+        self._check_idle()
+
+    def _drop(self, t: Timer) -> None:
+        """T runs no more (exit): it leaves the pending count."""
+        t._alive = False
+        self.pending -= 1
+
+    def _run_batch(self, batch: list[tuple[Timer, bool]]) -> None:
+        for t, premature in batch:
+            if t._alive:
+                if t._interval:
+                    self._drop(t)
+                if premature:
+                    self.premature += 1
+                self._run(t, premature)
+
+    async def wait_running(self) -> None:
+        """Wait for the premature runs and every running callback; on cancel, cancel them."""
+        try:
+            await self.wait_idle()
+        except asyncio.CancelledError:
+            tasks = list(self._tasks)
+            for task in tasks:
+                log.warn(f"timer callback {where(self._tasks[task]._fn)} still running at "
+                         "worker_shutdown_timeout, cancelled")
+                task.cancel()
+            self.cancelled_at_exit += len(tasks)
+            if tasks:
+                await asyncio.wait(tasks, timeout=_CANCEL_GRACE)
+            raise
+
+    def final(self, graceful: bool) -> None:
+        """The process ends: nothing more runs (a fast stop runs none at all)."""
+        self.closing = True
+        if self._drain_handle is not None:
+            self._drain_handle.cancel()
+            self._drain_handle = None
+        for t in list(self._scheduled) + list(self._ready) + list(self._waitq):
+            if t._handle is not None:
+                t._handle.cancel()
+                t._handle = None
+            if t._alive:
+                self._drop(t)
+            t._waiting = False
+        self._scheduled.clear()
+        self._ready.clear()
+        self._waitq.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        for t in list(self._held.values()):
+            self._release(t)
+
+    def statistics(self) -> dict[str, Any]:
+        return {
+            "pending": self.pending,
+            "running": self.running,
+            "waiting_for_slot": len(self._waitq),
+            "fired": self.fired,
+            "failed": self.failed,
+            "waited_for_slot": self.waited,
+            "skipped_overlap": self.skipped,
+            "premature": self.premature,
+            "cancelled_at_exit": self.cancelled_at_exit,
+            "max_pending": self.max_pending,
+            "max_running": self.max_running,
+            "unique_held": sorted(self._held),
+        }
+
+
+ENGINE: Engine | None = None
+
+
+def setup(max_pending: int, max_running: int, loop: asyncio.AbstractEventLoop | None = None) -> Engine:
+    """Start this process's timers on LOOP (default: the current loop) and hook the exit."""
+    global ENGINE
+    if ENGINE is not None:
+        ENGINE.final(False)
+    engine = Engine(loop or asyncio.get_event_loop(), max_pending, max_running)
+    ENGINE = engine
+    lifecycle.on_begin(engine.fire_premature, order=lifecycle.TIMERS)
+    lifecycle.on_wait(engine.wait_running)
+    lifecycle.on_final(engine.final)
+    return engine
+
+
+def engine() -> Engine | None:
+    return ENGINE
+
+
+async def wait_idle() -> None:
+    """Return when no timer is pending or running (``pyngx -e`` exits then)."""
+    if ENGINE is not None:
+        await ENGINE.wait_idle()
+
+
+def statistics() -> dict[str, Any]:
+    """Counters for the status endpoint."""
+    if ENGINE is None:
+        return {"pending": 0, "running": 0}
+    return ENGINE.statistics()
