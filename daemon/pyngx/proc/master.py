@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 from pyngx import log
 from pyngx.conf.model import Config
+from pyngx.proc import boot, pidfile, service, single, spawn
 from pyngx.proc import cycle as cycles
-from pyngx.proc import pidfile, service, spawn
 from pyngx.proc.child import READY
 from pyngx.proc.cycle import Cycle, CycleError
 from pyngx.runtime import state, tree
@@ -35,14 +35,12 @@ SIGNALS = {
     signal.SIGUSR1: "reopen",
 }
 ORDER = ("reap", "terminate", "quit", "reload", "reopen")
-# Loaded in the master before the first fork, so every child shares their pages.
-PRELOAD = ("uvloop", "httptools", "msgpack", "pyngx.http.server", "pyngx.runtime.timers",
-           "pyngx.runtime.channel", "pyngx.runtime.eventbus", "pyngx.shm.shdict")
 READY_TIMEOUT = 20.0  # a new generation that is not serving by then is reported as failed
 FAST_KILL_AFTER = 3.0  # TERM, then KILL what is left (nginx escalates after about a second)
 QUIT_KILL_GRACE = 5.0  # on top of worker_shutdown_timeout, for a child that ignores its bound
 EARLY_DEATH = 2.0  # a child dying sooner than this after start counts towards back-off
 MAX_BACKOFF = 5.0
+GIVE_UP_AFTER = 3  # early deaths of a new generation's child before a reload is rolled back
 
 
 @dataclass(slots=True)
@@ -67,86 +65,24 @@ class Pending:
 
 def serve(config: Config, argv: list[str], conf_path: str, prefix: str, extra: list[str]) -> int:
     """Run the daemon described by CONFIG until it stops; returns the exit code."""
-    from pyngx.proc import single  # single imports master's helpers; import here to avoid a cycle
-
     if not config.master_process:
         return single.serve(config, argv, conf_path, prefix, extra)
-    boot = boot_process(config, state.MASTER)
-    if boot is None:
+    booted = boot.boot_process(config, state.MASTER)
+    if booted is None:
         return 1
-    creds, inherited = boot
+    creds, inherited = booted
     try:
         cycle = cycles.build(config, None, generation=1, inherited=inherited)
     except CycleError as err:
-        return startup_failed(err)
-    detach(config)
+        return boot.startup_failed(err)
+    boot.detach(config)
     pid = os.getpid()
     STATE.master_pid = pid
-    if not write_pid(config, pid):
+    if not boot.write_pid(config, pid):
         return 1
-    set_master_title(argv)
+    boot.set_master_title(argv)
     master = Master(cycle, creds, conf_path, prefix, extra, pid)
     return master.run()
-
-
-def boot_process(config: Config, kind: str) -> tuple[spawn.Credentials | None, dict] | None:
-    """What every serving mode does first: bytecode off, error log, STATE, user, LISTEN_FDS."""
-    # A module edited within the same second as its .pyc would be hidden by it after a reload.
-    import sys
-
-    sys.dont_write_bytecode = True
-    STATE.type = kind
-    STATE.master_pid = os.getpid()
-    STATE.prefix = config.prefix
-    STATE.worker_count = config.worker_processes
-    try:
-        log.error_log.open(config.error_log.path, config.error_log.level)
-    except OSError as exc:
-        log.stderr(f'pyngx: [emerg] open() "{config.error_log.path}" failed ({exc.errno}: {exc.strerror})')
-        return None
-    try:
-        creds = spawn.credentials(config)
-    except KeyError as exc:
-        startup_failed(CycleError(str(exc.args[0])))
-        return None
-    return creds, service.listen_fds()
-
-
-def detach(config: Config) -> None:
-    """``daemon on``: leave the terminal; from now on stderr is the error log, as in nginx."""
-    if config.daemon:
-        service.daemonize()
-        service.redirect_stderr(log.error_log.fd)
-
-
-def startup_failed(err: CycleError) -> int:
-    """Log a startup error where the operator sees it (the log and the terminal); returns 1."""
-    log.emerg(str(err))
-    if err.detail:
-        log.error(err.detail.rstrip())
-    if log.error_log.fd != 2:
-        log.stderr(f"pyngx: [emerg] {err}")
-    return 1
-
-
-def write_pid(config: Config, pid: int) -> bool:
-    try:
-        pidfile.write(pid_path(config), pid)
-    except OSError as exc:
-        log.emerg(exc.strerror or str(exc))
-        return False
-    pidfile.remove_verdict(pid_path(config))
-    return True
-
-
-def pid_path(config: Config) -> str:
-    return config.pid or os.path.join(config.prefix, "logs", "pyngx.pid")
-
-
-def set_master_title(argv: list[str]) -> None:
-    from pyngx.proc.child import set_title
-
-    set_title("pyngx: master process " + " ".join(argv))
 
 
 def _on_signal(signo: int, frame: object) -> None:
@@ -187,8 +123,8 @@ class Master:
             signal.signal(signo, signal.SIG_IGN)
         table = tree.create()
         table.set_generation(self.cycle.generation, self.pid)
-        log.notice(f"pyngx/{_version()} master process {self.pid} started")
-        preload()
+        log.notice(f"pyngx/{boot.version()} master process {self.pid} started")
+        boot.preload()
         self.start_generation()
         while self.stopping == "" or self.children:
             actions = self.wait()
@@ -233,10 +169,8 @@ class Master:
     def start_generation(self) -> None:
         cycles.freeze()
         cycle = self.cycle
-        for wid in range(cycle.config.worker_processes):
-            self.spawn(state.WORKER, wid)
-        if cycle.want_agent:
-            self.spawn(state.AGENT, None)
+        for kind, wid in self.slots(cycle):
+            self.spawn(kind, wid)
         self.pending = Pending(cycle.generation, time.monotonic() + READY_TIMEOUT, bool(self.old_cycles),
                                self.reload_seq)
 
@@ -307,6 +241,10 @@ class Master:
         fails = self.fails.get(key, 0) + 1 if early else 0
         self.fails[key] = fails
         delay = 0.0 if fails <= 1 else min(0.1 * 2 ** (fails - 2), MAX_BACKOFF)
+        pending = self.pending
+        if pending is not None and pending.reload and fails >= GIVE_UP_AFTER:
+            self.generation_settled(False, f"new {info.kind} processes keep exiting right after start")
+            return
         if delay:
             log.warn(f"{info.kind} process keeps exiting right after start, respawning in {delay:g}s")
         self.respawns.append((time.monotonic() + delay, info.kind, info.worker_id))
@@ -344,8 +282,7 @@ class Master:
         if pending is None:
             return
         current = [c for c in self.children.values() if c.generation == pending.generation]
-        wanted = self.cycle.config.worker_processes + (1 if self.cycle.want_agent else 0)
-        if len(current) >= wanted and all(c.ready for c in current):
+        if len(current) >= len(self.slots(self.cycle)) and all(c.ready for c in current):
             self.generation_settled(True, "")
 
     def generation_settled(self, ok: bool, why: str) -> None:
@@ -356,16 +293,46 @@ class Master:
         if pending.reload:
             if ok:
                 log.notice(f"reload: generation {pending.generation} is serving")
+                self.retire_old()
             else:
-                log.alert(f"reload: {why}")
+                log.alert(f"reload: {why}; the old worker processes keep serving")
+                self.roll_back()
             self.answer_reload(ok, why or "serving")
-            self.retire_old()
         elif not ok:
             log.alert(why)
         service.notify_ready(self.pid)
         if self.reload_deferred:
             self.reload_deferred = False
             self.reload()
+
+    def roll_back(self) -> None:
+        """The new generation never served: stop it, and the previous one is current again."""
+        failed, previous = self.cycle, self.old_cycles.pop()
+        self.respawns.clear()
+        self.fails.clear()
+        self.signal_children(signal.SIGTERM, lambda c: c.generation == failed.generation)
+        self.cycle = previous
+        self.old_cycles.append(failed)  # released once its children are reaped
+        try:
+            self.creds = spawn.credentials(previous.config)
+        except KeyError:
+            pass
+        if tree.TREE is not None:
+            tree.TREE.set_generation(previous.generation, self.pid)
+        self.restore_globals(previous)
+        alive = {(c.kind, c.worker_id) for c in self.children.values() if c.generation == previous.generation}
+        for slot in self.slots(previous):
+            if slot not in alive:  # died while the reload was pending: replace it now
+                self.respawns.append((time.monotonic(), *slot))
+
+    def slots(self, cyc: Cycle) -> list[tuple[str, int | None]]:
+        """(kind, worker id) of every child a generation should have."""
+        out: list[tuple[str, int | None]] = [(state.WORKER, i) for i in range(cyc.config.worker_processes)]
+        return out + ([(state.AGENT, None)] if cyc.want_agent else [])
+
+    @staticmethod
+    def restore_globals(cyc: Cycle) -> None:
+        STATE.config, STATE.generation, STATE.shdicts, STATE.globals = cyc.config, cyc.generation, cyc.zones, cyc.globals
 
     def retire_old(self) -> None:
         """QUIT the old generation's children; kill them if they outlive their bound."""
@@ -395,7 +362,7 @@ class Master:
 
     def answer_reload(self, ok: bool, message: str) -> None:
         self.reload_seq += 1
-        pidfile.write_verdict(pid_path(self.cycle.config), self.pid, self.reload_seq, ok, message)
+        pidfile.write_verdict(boot.pid_path(self.cycle.config), self.pid, self.reload_seq, ok, message)
 
     # -- signal actions, in ORDER --
 
@@ -482,22 +449,11 @@ class Master:
 
     def finish(self) -> int:
         cycles.save_persisted(self.cycle)
-        path = pid_path(self.cycle.config)
+        path = boot.pid_path(self.cycle.config)
         pidfile.unlink_if_ours(path, self.pid)
         pidfile.remove_verdict(path)
         log.notice("exit")
         return 0
-
-
-def preload() -> None:
-    """Import what every child needs before forking (copy-on-write sharing)."""
-    import importlib
-
-    for name in PRELOAD:
-        try:
-            importlib.import_module(name)
-        except Exception:  # noqa: BLE001 - a part not written yet, or optional: the child imports it later
-            pass
 
 
 def log_exit(info: ChildInfo, status: int) -> int:
@@ -514,12 +470,3 @@ def log_exit(info: ChildInfo, status: int) -> int:
     else:
         log.notice(f"{name} exited with code {code}")
     return code
-
-
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("pyngx")
-    except Exception:  # noqa: BLE001
-        return "0.1.0"

@@ -14,7 +14,8 @@ import traceback
 
 from pyngx import log
 from pyngx.conf.model import Config
-from pyngx.proc import child, cycle as cycles, master, pidfile
+from pyngx.proc import boot, child, pidfile
+from pyngx.proc import cycle as cycles
 from pyngx.proc.cycle import CycleError
 from pyngx.runtime import lifecycle, phase, state, tree, usercode
 from pyngx.runtime import loop as loops
@@ -25,17 +26,17 @@ EXEC_FILENAME = "(command line -e)"
 
 def serve(config: Config, argv: list[str], conf_path: str, prefix: str, extra: list[str]) -> int:
     """``master_process off``: build, detach if asked, serve in this process; returns the exit code."""
-    boot = master.boot_process(config, state.SINGLE)
-    if boot is None:
+    booted = boot.boot_process(config, state.SINGLE)
+    if booted is None:
         return 1
-    _, inherited = boot
+    _, inherited = booted
     try:
         cycle = cycles.build(config, None, generation=1, inherited=inherited)
     except CycleError as err:
-        return master.startup_failed(err)
-    master.detach(config)
+        return boot.startup_failed(err)
+    boot.detach(config)
     pid = os.getpid()
-    if not master.write_pid(config, pid):
+    if not boot.write_pid(config, pid):
         return 1
     tree.single_process()
     log.notice(f"pyngx single process {pid} started")
@@ -44,7 +45,7 @@ def serve(config: Config, argv: list[str], conf_path: str, prefix: str, extra: l
     finally:
         cycles.save_persisted(cycle)
         cycle.close_sockets()
-        pidfile.unlink_if_ours(master.pid_path(config), pid)
+        pidfile.unlink_if_ours(boot.pid_path(config), pid)
     log.notice("exit")
     return code
 

@@ -1,0 +1,101 @@
+"""What every serving mode does before it serves: the log, the user, the pid file, the title.
+
+Shared by the master (`pyngx.proc.master`) and the single process
+(`pyngx.proc.single`); nothing here forks children or loops.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import sys
+
+from pyngx import log
+from pyngx.conf.model import Config
+from pyngx.proc import pidfile, service, spawn
+from pyngx.proc.cycle import CycleError
+from pyngx.runtime.state import STATE
+
+# Loaded in the master before the first fork, so every child shares their pages.
+PRELOAD = ("uvloop", "httptools", "msgpack", "pyngx.http.server", "pyngx.runtime.timers",
+           "pyngx.runtime.channel", "pyngx.runtime.eventbus", "pyngx.shm.shdict")
+
+
+Booted = tuple[spawn.Credentials | None, dict[tuple[str, int], socket.socket]]
+
+
+def boot_process(config: Config, kind: str) -> Booted | None:
+    """What every serving mode does first: bytecode off, error log, STATE, user, LISTEN_FDS."""
+    # A module edited within the same second as its .pyc would be hidden by it after a reload.
+    sys.dont_write_bytecode = True
+    STATE.type = kind
+    STATE.master_pid = os.getpid()
+    STATE.prefix = config.prefix
+    STATE.worker_count = config.worker_processes
+    try:
+        log.error_log.open(config.error_log.path, config.error_log.level)
+    except OSError as exc:
+        log.stderr(f'pyngx: [emerg] open() "{config.error_log.path}" failed ({exc.errno}: {exc.strerror})')
+        return None
+    try:
+        creds = spawn.credentials(config)
+    except KeyError as exc:
+        startup_failed(CycleError(str(exc.args[0])))
+        return None
+    return creds, service.listen_fds()
+
+
+def detach(config: Config) -> None:
+    """``daemon on``: leave the terminal; from now on stderr is the error log, as in nginx."""
+    if config.daemon:
+        service.daemonize()
+        service.redirect_stderr(log.error_log.fd)
+
+
+def startup_failed(err: CycleError) -> int:
+    """Log a startup error where the operator sees it (the log and the terminal); returns 1."""
+    log.emerg(str(err))
+    if err.detail:
+        log.error(err.detail.rstrip())
+    if log.error_log.fd != 2:
+        log.stderr(f"pyngx: [emerg] {err}")
+    return 1
+
+
+def write_pid(config: Config, pid: int) -> bool:
+    try:
+        pidfile.write(pid_path(config), pid)
+    except OSError as exc:
+        startup_failed(CycleError(exc.strerror or str(exc)))
+        return False
+    pidfile.remove_verdict(pid_path(config))
+    return True
+
+
+def pid_path(config: Config) -> str:
+    return config.pid or os.path.join(config.prefix, "logs", "pyngx.pid")
+
+
+def set_master_title(argv: list[str]) -> None:
+    from pyngx.proc.child import set_title
+
+    set_title("pyngx: master process " + " ".join(argv))
+
+
+def preload() -> None:
+    """Import what every child needs before forking (copy-on-write sharing)."""
+    import importlib
+
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - a part not written yet, or optional: the child imports it later
+            pass
+
+
+def version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("pyngx")
+    except Exception:  # noqa: BLE001
+        return "0.1.0"
