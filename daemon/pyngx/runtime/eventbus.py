@@ -446,7 +446,11 @@ class Bus:
     def start(self) -> None:
         """Run the poll loop on the running event loop (unless interval is 0)."""
         if self._task is None and self.settings.interval > 0 and not self.closed:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return  # no loop in this thread (a test): poll() still delivers
+            self._task = loop.create_task(self._run())
 
     def restart(self) -> None:
         """Settings changed: wake the loop, or start or stop it for interval 0."""
