@@ -214,7 +214,7 @@ def _run_init(cycle: Cycle, *, purge: bool) -> None:
         usercode.run_module(chunk, cycle.globals, phase.INIT)
     except Exception as exc:
         file, line = _user_location(exc, chunk.file, chunk.line)
-        detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        detail = usercode.format_exception(exc)
         raise CycleError(f"init_by_python error: {type(exc).__name__}: {exc}", file, line, detail) from None
     cycle.want_agent = STATE.want_agent
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import traceback
 
 from pyngx import log
 from pyngx.conf.model import Config
@@ -115,7 +114,7 @@ async def _exec(chunk: object, loop: asyncio.AbstractEventLoop) -> int:
     except SystemExit as exc:
         status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException as exc:  # noqa: BLE001 - the user's code: report it, exit 1
-        log.stderr("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip())
+        log.stderr(usercode.format_exception(exc).rstrip())
         status = 1
         await _wait_idle()
     await lifecycle.graceful(30.0)

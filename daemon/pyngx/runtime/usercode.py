@@ -105,3 +105,15 @@ def _kept_roots() -> tuple[str, ...]:
     paths = sysconfig.get_paths()
     dirs = [pkg, *(paths.get(k) for k in ("stdlib", "platstdlib", "purelib", "platlib"))]
     return tuple(os.path.realpath(d).rstrip(os.sep) + os.sep for d in dirs if d)
+
+
+def format_exception(exc: BaseException) -> str:
+    """EXC's traceback from the first frame of the user's code on (pyngx's own frames that
+    merely ran the code are noise to the user)."""
+    import traceback
+
+    pkg = os.path.dirname(os.path.dirname(os.path.realpath(__file__))) + os.sep
+    tb = exc.__traceback__
+    while tb is not None and os.path.realpath(tb.tb_frame.f_code.co_filename).startswith(pkg):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb if tb is not None else exc.__traceback__))
