@@ -78,7 +78,25 @@ def pid_path(config: Config) -> str:
 def set_master_title(argv: list[str]) -> None:
     from pyngx.proc.child import set_title
 
-    set_title("pyngx: master process " + " ".join(argv))
+    set_title("pyngx: master process " + command_line(argv))
+
+
+def command_line(argv: list[str]) -> str:
+    """The command line as the operator typed it (nginx shows its binary and arguments).
+
+    ``python -m pyngx`` leaves ``.../pyngx/__main__.py`` in argv[0]; the kernel's
+    copy of the command line still says ``python3 -m pyngx`` then.
+    """
+    if argv and argv[0].endswith("__main__.py"):
+        try:
+            with open("/proc/self/cmdline", "rb") as f:
+                raw = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+            if "-m" in raw:
+                return " ".join(raw)
+        except OSError:
+            pass
+        return " ".join([os.path.basename(sys.executable), "-m", "pyngx", *argv[1:]])
+    return " ".join(argv)
 
 
 def preload() -> None:

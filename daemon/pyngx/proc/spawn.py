@@ -76,7 +76,10 @@ def fork(cycle: Cycle, kind: str, worker_id: int | None, *, master_pid: int, sta
         code = child.run(cycle, kind, worker_id, master_pid=master_pid, status_fd=status_fd)
     except BaseException as exc:  # noqa: BLE001 - nothing may escape into the master's code
         try:
-            log.exception(f"{kind} process failed", exc, log.EMERG if code == FATAL else log.ALERT)
+            if code == FATAL and isinstance(exc, OSError):
+                log.emerg(exc.strerror or str(exc))  # drop_privileges names the call and errno
+            else:
+                log.exception(f"{kind} process failed", exc, log.ALERT)
         finally:
             os._exit(code)
     os._exit(code)
