@@ -1,18 +1,263 @@
-"""Placeholder: the request API lands with the HTTP issue.
+"""The request API of ``content_by_python``: ngx.say/print/flush/exit/status/header/var/ctx/req/redirect.
 
-The ngx object (``pyngx/__init__.py``) expects: say, print, flush, exit,
-redirect, header, var, req, get_status, set_status, get_ctx.
+Thin, as lua-resty-core's ``ngx.resp``/``ngx.req``: find the current
+exchange through its context variable, check the phase, convert, delegate
+to `pyngx.http.exchange`. Outside a request every call raises
+`WrongContextError`.
 """
 from __future__ import annotations
 
+from collections.abc import Generator
 from typing import Any
 
+from pyngx import log as _log
 from pyngx.errors import WrongContextError
+from pyngx.http import replies, variables
+from pyngx.http.exchange import CURRENT, Exchange, Exit, clean_name, clean_value
+from pyngx.runtime import phase
+
+_current = CURRENT.get
+_phase = phase.current
+_CONTENT = phase.CONTENT
 
 
-def _no_request(*args: Any, **kwargs: Any) -> Any:
-    raise WrongContextError("no request found")
+def _exchange(api: str) -> Exchange:
+    ex = _current()
+    if ex is None or ex.done or _phase() != _CONTENT:
+        here = _phase()
+        raise WrongContextError(f"{api}: API disabled in the context of {here or 'this process'}"
+                                f" (allowed in {_CONTENT})")
+    return ex
 
 
-say = print = flush = exit = redirect = get_status = set_status = get_ctx = _no_request  # noqa: A001
-header = var = req = None
+def _encode(args: tuple[Any, ...]) -> bytes:
+    if len(args) == 1:
+        a = args[0]
+        if type(a) is str:
+            return a.encode()
+        if type(a) is bytes:
+            return a
+    return b"".join(a if isinstance(a, (bytes, bytearray)) else str(a).encode() for a in args)
+
+
+def say(*args: Any) -> None:
+    """Buffer ARGS (concatenated, str() for non-bytes) and a newline for the response body."""
+    ex = _current()
+    if ex is None or ex.done or _phase() != _CONTENT:
+        _exchange("ngx.say")
+    ex.out.append(_encode(args) + b"\n")  # type: ignore[union-attr]
+
+
+def print(*args: Any) -> None:  # noqa: A001 - OpenResty's name
+    """Buffer ARGS (concatenated) for the response body."""
+    ex = _current()
+    if ex is None or ex.done or _phase() != _CONTENT:
+        _exchange("ngx.print")
+    ex.out.append(_encode(args))  # type: ignore[union-attr]
+
+
+class _Done:
+    """What ngx.flush / ngx.req.read_body return when there is nothing to wait for:
+    awaitable, and harmless when not awaited (a plain block may call them)."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield  # pragma: no cover - makes this a generator
+
+
+class _Wait:
+    __slots__ = ("future",)
+
+    def __init__(self, future: Any) -> None:
+        self.future = future
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return (yield from self.future.__await__())
+
+
+_DONE = _Done()
+
+
+def flush() -> _Done | _Wait:
+    """Send the response head and the buffered body now (chunked); awaiting it waits
+    until the socket takes more."""
+    ex = _exchange("ngx.flush")
+    waiter = ex.conn.flush(ex)
+    return _DONE if waiter is None else _Wait(waiter)
+
+
+def exit(status: int) -> None:  # noqa: A001 - OpenResty's name
+    """End the handler now. STATUS >= 200 answers with it (nginx's page when nothing was printed);
+    0 (ngx.OK) sends what was printed."""
+    ex = _exchange("ngx.exit")
+    status = int(status)
+    if status >= 200 and not ex.sent:
+        ex.status = status
+        if not ex.out and status >= 300:
+            ex.out = [replies.page(status)]
+            _set_header(ex, "Content-Type", "text/html")
+    raise Exit
+
+
+def redirect(uri: str, status: int = 302) -> None:
+    """Answer with a redirect to URI and end the handler."""
+    ex = _exchange("ngx.redirect")
+    if status not in (301, 302, 303, 307, 308):
+        raise ValueError(f"only ngx.HTTP_MOVED_TEMPORARILY, ngx.HTTP_MOVED_PERMANENTLY, ngx.HTTP_PERMANENT_REDIRECT,"
+                         f" ngx.HTTP_SEE_OTHER, and ngx.HTTP_TEMPORARY_REDIRECT are allowed (got {status})")
+    if ex.sent:
+        raise WrongContextError("attempt to call ngx.redirect after sending out the headers")
+    ex.status = status
+    _set_header(ex, "Location", clean_value(uri))
+    _set_header(ex, "Content-Type", "text/html")
+    ex.out = [replies.page(status)]
+    raise Exit
+
+
+def get_status() -> int:
+    return _exchange("ngx.status").status
+
+
+def set_status(value: int) -> None:
+    ex = _exchange("ngx.status")
+    if ex.sent:
+        _log.error("attempt to set ngx.status after sending out response headers")
+        return
+    ex.status = int(value)
+
+
+def get_ctx() -> dict[str, Any]:
+    ex = _exchange("ngx.ctx")
+    if ex.ctx is None:
+        ex.ctx = {}
+    return ex.ctx
+
+
+def _set_header(ex: Exchange, name: str, value: Any) -> None:
+    name = clean_name(name)
+    key = name.lower()
+    if ex.out_headers is None:
+        ex.out_headers = {}
+    if value is None or (isinstance(value, (list, tuple)) and not value):
+        ex.out_headers.pop(key, None)
+    elif isinstance(value, (list, tuple)):
+        ex.out_headers[key] = (name, [clean_value(v) for v in value])
+    else:
+        ex.out_headers[key] = (name, clean_value(value))
+
+
+class _Header:
+    """``ngx.header``: response headers by name, ``ngx.header["X-Foo"]`` or ``ngx.header.x_foo``."""
+
+    __slots__ = ()
+
+    def __getitem__(self, name: str) -> Any:
+        ex = _exchange("ngx.header")
+        item = (ex.out_headers or {}).get(clean_name(name).lower())
+        return None if item is None else item[1]
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        ex = _exchange("ngx.header")
+        if ex.sent:
+            _log.error(f"attempt to set ngx.header.{name} after sending out response headers")
+            return
+        _set_header(ex, name, value)
+
+    def __delitem__(self, name: str) -> None:
+        self.__setitem__(name, None)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return self[name]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self[name] = value
+
+    def __delattr__(self, name: str) -> None:
+        self[name] = None
+
+    def __contains__(self, name: str) -> bool:
+        return self[name] is not None
+
+
+class _Var:
+    """``ngx.var``: nginx variables by name (``ngx.var.uri``), captures by number (``ngx.var[1]``)."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return variables.get(_exchange("ngx.var"), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        variables.assign(_exchange("ngx.var"), name, value)
+
+    def __getitem__(self, key: str | int) -> Any:
+        ex = _exchange("ngx.var")
+        if isinstance(key, int):
+            return variables.capture(ex, key)
+        return variables.get(ex, key)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        variables.assign(_exchange("ngx.var"), str(key), value)
+
+
+class _Req:
+    """``ngx.req``: the request line, arguments, headers and body."""
+
+    __slots__ = ()
+
+    @staticmethod
+    def get_method() -> str:
+        return _exchange("ngx.req.get_method").method.decode("latin-1")
+
+    @staticmethod
+    def get_uri_args(max_args: int = 100) -> dict[str, Any]:
+        args = variables.uri_args(_exchange("ngx.req.get_uri_args").args)
+        if max_args and len(args) > max_args:
+            args = dict(list(args.items())[:max_args])
+        return args
+
+    @staticmethod
+    def get_headers(max_headers: int = 100, raw: bool = False) -> dict[str, Any]:
+        ex = _exchange("ngx.req.get_headers")
+        if raw:
+            out: dict[str, Any] = {}
+            for key, value in ex.headers[: max_headers or None]:
+                out.setdefault(key.decode("latin-1"), value.decode("utf-8", "surrogateescape"))
+            return out
+        return dict(ex.request_headers())
+
+    @staticmethod
+    def read_body() -> _Done:
+        """The body is read before the handler runs (bounded by client_max_body_size)."""
+        _exchange("ngx.req.read_body")
+        return _DONE
+
+    @staticmethod
+    def get_body_data() -> bytes | None:
+        return _exchange("ngx.req.get_body_data").body
+
+    @staticmethod
+    def http_version() -> float:
+        return float(_exchange("ngx.req.http_version").version)
+
+    @staticmethod
+    def get_uri() -> str:
+        return _exchange("ngx.req.get_uri").uri
+
+    @staticmethod
+    def start_time() -> float:
+        import time
+
+        ex = _exchange("ngx.req.start_time")
+        return time.time() - (ex.conn.loop.time() - ex.start)
+
+
+header = _Header()
+var = _Var()
+req = _Req()

@@ -1,0 +1,150 @@
+"""One request and its response: what the request API reads and writes.
+
+Owns the parsed request (method, ``$uri``, ``$args``, headers, body), the
+per-request state (status, response headers, ``ngx.ctx``, ``set``
+variables, regex captures) and rendering the response head. The connection
+(`pyngx.http.protocol`) owns the socket and calls ``head()``/``chunk()``;
+the request API (`pyngx.request`) finds the current exchange through the
+``CURRENT`` context variable.
+"""
+from __future__ import annotations
+
+import contextvars
+import re
+from typing import TYPE_CHECKING, Any
+
+from pyngx.http.replies import status_line
+
+if TYPE_CHECKING:
+    from pyngx.http.protocol import HttpProtocol
+    from pyngx.http.route import Route
+
+CURRENT: contextvars.ContextVar[Exchange | None] = contextvars.ContextVar("pyngx_exchange", default=None)
+
+CHUNKED = b"Transfer-Encoding: chunked\r\n"
+CLOSE = b"Connection: close\r\n"
+KEEP_ALIVE = b"Connection: keep-alive\r\n"
+# Headers the connection writes itself; a value set by user code is ignored.
+MANAGED = frozenset(("content-length", "transfer-encoding", "connection", "date", "server"))
+
+
+class Exit(BaseException):
+    """Raised by ngx.exit/ngx.redirect to end the handler at once.
+
+    A BaseException, so a user's ``except Exception`` does not swallow it.
+    """
+
+
+class Exchange:
+    """One request/response on a connection."""
+
+    __slots__ = (
+        # request, as parsed
+        "conn", "method", "url", "uri", "args", "version", "headers", "body", "route", "match",
+        # per-request state
+        "vars", "ctx", "status", "out_headers", "out", "sent", "chunked", "keep_alive", "done",
+        "start", "body_bytes", "head_only", "_headers_cache",
+    )
+
+    def __init__(self, conn: HttpProtocol, method: bytes, url: bytes, uri: str, args: str, version: str,
+                 headers: list[tuple[bytes, bytes]], keep_alive: bool, start: float) -> None:
+        self.conn = conn
+        self.method = method
+        self.url = url
+        self.uri = uri
+        self.args = args
+        self.version = version
+        self.headers = headers
+        self.keep_alive = keep_alive
+        self.start = start
+        self.body: bytes | None = None
+        self.route: Route | None = None
+        self.match: re.Match[str] | None = None
+        self.vars: dict[str, str] | None = None
+        self.ctx: dict[str, Any] | None = None
+        self.status = 200
+        self.out_headers: dict[str, tuple[str, Any]] | None = None
+        self.out: list[bytes] = []
+        self.sent = False
+        self.chunked = False
+        self.done = False
+        self.body_bytes = 0
+        self.head_only = method == b"HEAD"
+        self._headers_cache: dict[str, Any] | None = None
+
+    # -- request --
+    def header(self, name: bytes) -> bytes | None:
+        """The first request header named NAME (lower-case), or None."""
+        for key, value in self.headers:
+            if len(key) == len(name) and key.lower() == name:
+                return value
+        return None
+
+    def request_headers(self) -> dict[str, Any]:
+        """Lower-case names; a repeated header gives a list (ngx.req.get_headers)."""
+        if self._headers_cache is None:
+            out: dict[str, Any] = {}
+            for key, value in self.headers:
+                name = key.decode("latin-1").lower()
+                text = value.decode("utf-8", "surrogateescape")
+                old = out.get(name)
+                if old is None:
+                    out[name] = text
+                elif isinstance(old, list):
+                    old.append(text)
+                else:
+                    out[name] = [old, text]
+            self._headers_cache = out
+        return self._headers_cache
+
+    def request_line(self) -> str:
+        return f"{self.method.decode('latin-1')} {self.url.decode('latin-1')} HTTP/{self.version}"
+
+    # -- response --
+    def head(self, length: int | None) -> bytes:
+        """The response head for a body of LENGTH bytes (None: chunked or until close)."""
+        route = self.route
+        parts = [status_line(self.status), self.conn.site.date_server]
+        hdrs = self.out_headers
+        if hdrs is None or "content-type" not in hdrs:
+            if route is not None:
+                parts.append(route.ctype)
+        if hdrs:
+            parts.extend(_render_headers(hdrs))
+        if length is not None:
+            parts.append(b"Content-Length: %d\r\n" % length)
+        elif self.chunked:
+            parts.append(CHUNKED)
+        if not self.keep_alive:
+            parts.append(CLOSE)
+        elif self.version == "1.0":
+            parts.append(KEEP_ALIVE)
+        parts.append(b"\r\n")
+        return b"".join(parts)
+
+
+def _render_headers(hdrs: dict[str, tuple[str, Any]]) -> list[bytes]:
+    out = []
+    for key, (name, value) in hdrs.items():
+        if key in MANAGED:
+            continue
+        values = value if isinstance(value, (list, tuple)) else (value,)
+        for item in values:
+            out.append(f"{name}: {item}\r\n".encode("utf-8", "surrogateescape"))
+    return out
+
+
+def clean_value(value: Any) -> str:
+    """A header value as text, CR and LF escaped as OpenResty does (no header injection)."""
+    text = value if isinstance(value, str) else str(value)
+    if "\r" in text or "\n" in text:
+        text = text.replace("\r", "%0D").replace("\n", "%0A")
+    return text
+
+
+def clean_name(name: str) -> str:
+    """``content_type`` → ``content-type`` as OpenResty's ngx.header; CR/LF/colon escaped."""
+    name = name.replace("_", "-")
+    if any(c in name for c in "\r\n: "):
+        name = name.replace("\r", "%0D").replace("\n", "%0A").replace(":", "%3A").replace(" ", "%20")
+    return name

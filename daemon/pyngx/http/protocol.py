@@ -1,0 +1,493 @@
+"""One HTTP/1.1 connection: httptools callbacks → `Exchange` → response bytes.
+
+Owns keep-alive, pipelining (answers in request order), request limits and
+their 4xx answers, timeouts (checked by the server's sweep), flow control,
+and running the location's route: ``set``s, ``return``, the status page or
+the content handler. A plain handler runs right in the parser callback, with
+no task and no coroutine; an ``async`` one gets its own task.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import httptools
+
+from pyngx import log
+from pyngx.http import replies, uri
+from pyngx.http.exchange import CURRENT, Exchange, Exit
+from pyngx.http.route import CONTENT, REDIRECTS, RETURN, STATUS, Route, Server, Vhosts
+from pyngx.http.variables import assign
+from pyngx.runtime import phase
+
+if TYPE_CHECKING:
+    from pyngx.http.server import HttpServer
+
+# Limits of the request head (nginx: large_client_header_buffers 4 8k).
+MAX_URI = 8192
+MAX_HEADER_LINE = 8192
+MAX_HEADERS_SIZE = 32768
+MAX_HEADERS = 100
+MAX_QUEUED = 64  # pipelined requests waiting behind an async one before reading pauses
+
+# Connection states, for the timeout sweep.
+IDLE, HEAD, BODY, BUSY, LINGER = range(5)
+
+_phase_set = phase.set
+_phase_reset = phase.reset
+_current_set = CURRENT.set
+_current_reset = CURRENT.reset
+_CONTENT_PHASE = phase.CONTENT
+
+
+class RequestError(Exception):
+    """The request cannot be served; the connection answers STATUS and closes."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class HttpProtocol(asyncio.Protocol):
+    """The per-connection state machine."""
+
+    __slots__ = (
+        # Per-connection state
+        "site", "vhosts", "server", "loop", "transport", "parser", "peer", "sockname", "number", "requests",
+        "state", "since", "since_write", "closed", "eof", "paused", "waiters", "queue", "busy", "reading_paused",
+        # Per-request state (while the head and body arrive)
+        "url", "headers", "hsize", "ex", "body", "body_size",
+    )
+
+    def __init__(self, site: HttpServer, vhosts: Vhosts) -> None:
+        self.site = site
+        self.vhosts = vhosts
+        self.server: Server | None = vhosts.only
+        self.loop = site.loop
+        self.transport: Any = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.peer: Any = None
+        self.sockname: Any = None
+        self.number = 0
+        self.requests = 0
+        self.state = IDLE
+        self.since = 0.0
+        self.since_write = 0.0
+        self.closed = False
+        self.eof = False
+        self.paused = False
+        self.waiters: list[asyncio.Future[None]] = []
+        self.queue: deque[Exchange | int] = deque()
+        self.busy = False
+        self.reading_paused = False
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.hsize = 0
+        self.ex: Exchange | None = None
+        self.body: list[bytes] | None = None
+        self.body_size = 0
+
+    # -- asyncio callbacks --
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        self.peer = transport.get_extra_info("peername")
+        self.sockname = transport.get_extra_info("sockname")
+        self.since = self.loop.time()
+        self.number = self.site.accepted()
+        self.site.conns.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.state = LINGER
+        for waiter in self.waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self.waiters.clear()
+        self.queue.clear()
+        self.site.lost(self)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+        self.since_write = self.loop.time()
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        for waiter in self.waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self.waiters.clear()
+
+    def eof_received(self) -> bool | None:
+        if self.state == LINGER or self.idle():
+            self.close()
+            return None
+        self.eof = True  # answer what was asked, then close
+        return True
+
+    def data_received(self, data: bytes) -> None:
+        if self.state == LINGER:
+            return  # lingering close: read and drop what the client still sends
+        if self.state == BODY:
+            self.since = self.loop.time()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as err:
+            cause = err.__context__
+            if isinstance(cause, RequestError):
+                self.refuse(cause.status)
+            else:
+                log.exception("http protocol error", cause or err, log.CRIT)
+                self.transport.abort()
+        except httptools.HttpParserUpgrade:
+            # Upgrade is not supported: the request is answered; what follows is not HTTP.
+            self.eof = True
+            if self.idle():
+                self.linger()
+        except httptools.HttpParserError:
+            self.refuse(400)
+
+    # -- httptools callbacks --
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.headers = []
+        self.hsize = 0
+        if self.state == IDLE:
+            self.state = HEAD
+            self.since = self.loop.time()
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        if len(self.url) > MAX_URI:
+            raise RequestError(414)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        size = len(name) + len(value)
+        self.hsize += size
+        if size > MAX_HEADER_LINE or self.hsize > MAX_HEADERS_SIZE or len(self.headers) >= MAX_HEADERS:
+            raise RequestError(431)
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        if self.closed:
+            return
+        parser = self.parser
+        try:
+            path, args = uri.split(self.url)
+        except uri.BadTarget:
+            raise RequestError(400) from None
+        ex = Exchange(self, parser.get_method(), self.url, path, args, parser.get_http_version(),
+                      self.headers, parser.should_keep_alive(), self.since)
+        self.ex = ex
+        server = self.server
+        if server is None:
+            server = self.vhosts.find(ex.header(b"host"))
+            self.server = server
+        ex.route, ex.match = server.locations.find(path)
+        self.body = None
+        self.body_size = 0
+        if self.headers and _has_body(self.headers):
+            self._expect_body(ex)
+
+    def _expect_body(self, ex: Exchange) -> None:
+        limit = ex.route.max_body if ex.route is not None else 1 << 62
+        length = ex.header(b"content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise RequestError(413)
+        self.body = []
+        self.state = BODY
+        self.since = self.loop.time()
+        expect = ex.header(b"expect")
+        if expect is not None and expect.lower() == b"100-continue" and ex.version == "1.1":
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, data: bytes) -> None:
+        if self.body is None:
+            self.body = []
+        self.body_size += len(data)
+        ex = self.ex
+        if ex is not None and ex.route is not None and self.body_size > ex.route.max_body:
+            raise RequestError(413)
+        self.body.append(data)
+
+    def on_message_complete(self) -> None:
+        ex = self.ex
+        if ex is None or self.closed:
+            return
+        self.ex = None
+        if self.body is not None:
+            ex.body = b"".join(self.body)
+            self.body = None
+        self.state = BUSY
+        if self.busy or self.queue:
+            self.queue.append(ex)
+            if len(self.queue) > MAX_QUEUED and not self.reading_paused:
+                self.reading_paused = True
+                self.transport.pause_reading()
+            return
+        self.run(ex)
+
+    # -- running a request --
+    def run(self, ex: Exchange) -> None:
+        """Answer EX with its location's route (sync handlers complete here)."""
+        self.requests += 1
+        route = ex.route
+        if route is None:
+            return self.answer(ex, 404)
+        if route.sets:
+            for name, template in route.sets:
+                assign(ex, name, template.render(ex))
+        kind = route.kind
+        if kind is CONTENT:
+            if route.is_async:
+                self.busy = True
+                self.loop.create_task(self.run_async(ex, route))
+                return None
+            ptok = _phase_set(_CONTENT_PHASE)
+            etok = _current_set(ex)
+            try:
+                route.handler()  # type: ignore[misc]
+            except Exit:
+                pass
+            except BaseException as exc:  # noqa: BLE001 - the user's code: 500, never a dead worker
+                self.crash(ex, exc)
+            finally:
+                _current_reset(etok)
+                _phase_reset(ptok)
+            return self.finish(ex)
+        if kind is RETURN:
+            return self.answer_return(ex, route)
+        if kind is STATUS:
+            return self.site.answer_status(ex)
+        return self.answer(ex, 404)
+
+    async def run_async(self, ex: Exchange, route: Route) -> None:
+        # A task runs in its own copy of the context: no reset needed.
+        _phase_set(_CONTENT_PHASE)
+        _current_set(ex)
+        try:
+            await route.handler()  # type: ignore[misc]
+        except Exit:
+            pass
+        except asyncio.CancelledError:
+            ex.done = True
+            self.busy = False
+            self.abort()
+            raise
+        except BaseException as exc:  # noqa: BLE001
+            self.crash(ex, exc)
+        self.busy = False
+        self.finish(ex)
+
+    def crash(self, ex: Exchange, exc: BaseException) -> None:
+        """The handler raised: log the traceback (user frames only), answer 500."""
+        tb = exc.__traceback__
+        if tb is not None and tb.tb_next is not None:
+            exc = exc.with_traceback(tb.tb_next)  # drop this module's frame
+        log.exception(f"content_by_python error, client: {_addr(self.peer)}, request: \"{ex.request_line()}\"", exc)
+        if ex.sent:
+            ex.keep_alive = False  # the head is out: end the response early by closing
+            return
+        ex.status = 500
+        ex.out = [replies.page(500)]
+        ex.out_headers = {"content-type": ("Content-Type", "text/html")}
+
+    def answer(self, ex: Exchange, status: int, body: bytes | None = None, ctype: str = "text/html") -> None:
+        ex.status = status
+        if body is None:
+            body = replies.page(status)
+        if body or status >= 300:
+            ex.out_headers = {"content-type": ("Content-Type", ctype)}
+        ex.out = [body] if body else []
+        self.finish(ex)
+
+    def answer_return(self, ex: Exchange, route: Route) -> None:
+        code = route.ret_code
+        text = route.ret_text.render(ex) if route.ret_text is not None else None
+        if code == 444:
+            self.requests -= 1
+            self.abort()
+            return
+        if code in REDIRECTS and text is not None:
+            ex.out_headers = {"location": ("Location", text)}
+            ex.status = code
+            ex.out = [replies.page(code)]
+            ex.out_headers["content-type"] = ("Content-Type", "text/html")
+            return self.finish(ex)
+        if text is not None:
+            ex.status = code
+            ex.out = [text.encode("utf-8", "surrogateescape")]
+            return self.finish(ex)
+        return self.answer(ex, code)
+
+    # -- writing --
+    def finish(self, ex: Exchange) -> None:
+        """Send what EX has not sent yet, then keep the connection, close it, or run the next one."""
+        ex.done = True
+        if self.closed:
+            self.site.log_request(ex)
+            return
+        if self.site.draining:
+            ex.keep_alive = False
+        if not ex.sent:
+            out = ex.out
+            body = out[0] if len(out) == 1 else b"".join(out)
+            status = ex.status
+            if status < 200 or status in replies.NO_BODY:
+                body = b""
+                head = ex.head(None)
+            else:
+                head = ex.head(len(body))
+            ex.body_bytes = len(body)
+            self.transport.write(head if ex.head_only else head + body)
+        else:
+            tail = self.chunk(ex)
+            if ex.chunked and not ex.head_only:
+                tail += b"0\r\n\r\n"
+            if tail:
+                self.transport.write(tail)
+        self.site.log_request(ex)
+        if not ex.keep_alive:
+            return self.linger()
+        if self.queue:
+            return self.next()
+        if self.eof:
+            return self.linger()
+        self.state = IDLE
+        self.since = self.loop.time()
+
+    def chunk(self, ex: Exchange) -> bytes:
+        """The buffered output of EX framed for the wire (and the buffer emptied)."""
+        out = ex.out
+        if not out:
+            return b""
+        data = out[0] if len(out) == 1 else b"".join(out)
+        ex.out = []
+        if ex.head_only or not data:
+            return b""
+        ex.body_bytes += len(data)
+        if ex.chunked:
+            return b"%x\r\n%b\r\n" % (len(data), data)
+        return data
+
+    def flush(self, ex: Exchange) -> asyncio.Future[None] | None:
+        """ngx.flush: send the head (chunked) and what is buffered; a future while the socket is full."""
+        if self.closed or ex.done:
+            return None
+        if not ex.sent:
+            ex.sent = True
+            if self.site.draining:
+                ex.keep_alive = False
+            if ex.version == "1.1":
+                ex.chunked = True
+            else:
+                ex.keep_alive = False  # HTTP/1.0: the body ends when the connection does
+            self.transport.write(ex.head(None) + self.chunk(ex))
+        else:
+            data = self.chunk(ex)
+            if data:
+                self.transport.write(data)
+        if self.paused:
+            waiter = self.loop.create_future()
+            self.waiters.append(waiter)
+            return waiter
+        return None
+
+    def next(self) -> None:
+        """Run queued pipelined requests until one goes async."""
+        while self.queue and not self.busy and not self.closed:
+            item = self.queue.popleft()
+            if isinstance(item, int):
+                self.refuse(item)
+                return
+            self.run(item)
+        if self.reading_paused and len(self.queue) <= MAX_QUEUED // 2 and not self.closed:
+            self.reading_paused = False
+            self.transport.resume_reading()
+        if not self.queue and not self.busy and self.state == BUSY:
+            self.state = IDLE
+            self.since = self.loop.time()
+
+    def refuse(self, status: int) -> None:
+        """Answer a bad request with STATUS and close (after the answers queued before it)."""
+        if self.closed or self.state == LINGER:
+            return
+        if self.busy or self.queue:
+            self.queue.append(status)
+            self.transport.pause_reading()
+            return
+        self.site.refused(status)
+        page = replies.page(status)
+        head = b"".join((replies.status_line(status), self.site.date_server,
+                         b"Content-Type: text/html\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(page)))
+        self.transport.write(head + page)
+        self.linger()
+
+    def linger(self) -> None:
+        """Half-close and drop input for a moment, so the client reads our answer before a reset
+        (nginx lingering_close)."""
+        if self.closed:
+            return
+        self.state = LINGER
+        self.since = self.loop.time()
+        self.queue.clear()
+        try:
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+            else:
+                self.transport.close()
+        except (OSError, RuntimeError):
+            self.transport.close()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.transport.close()
+
+    def abort(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.transport.abort()
+
+    def idle(self) -> bool:
+        """No request in progress (keep-alive wait)."""
+        return self.state == IDLE and not self.busy and not self.queue
+
+    def expired(self, now: float, conf: Any, grace: float | None) -> bool:
+        """Whether a timeout of the current state has passed (the sweep closes the connection).
+
+        GRACE: while draining, what is left of the idle grace (<= 0: over).
+        """
+        state = self.state
+        if self.paused and now - self.since_write > conf.send_timeout:
+            return True
+        if state == IDLE:
+            if grace is not None and grace <= 0:
+                return True  # graceful exit: idle keep-alive connections go after the grace
+            limit = conf.keepalive_timeout if self.requests else conf.client_header_timeout
+            return now - self.since > limit
+        if state == HEAD:
+            return now - self.since > conf.client_header_timeout
+        if state == BODY:
+            return now - self.since > conf.client_body_timeout
+        if state == LINGER:
+            return now - self.since > LINGER_TIME
+        return False
+
+
+LINGER_TIME = 2.0
+
+
+def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    """A request body follows (Content-Length > 0 or Transfer-Encoding)."""
+    for name, value in headers:
+        n = len(name)
+        if n == 14 and name.lower() == b"content-length":
+            return value != b"0"
+        if n == 17 and name.lower() == b"transfer-encoding":
+            return True
+    return False
+
+
+def _addr(peer: Any) -> str:
+    return str(peer[0]) if isinstance(peer, tuple) and peer else "unix"

@@ -1,0 +1,114 @@
+"""What a location does, prepared once at start: its handler, sets, return.
+
+Owns turning a `LocationConf` into a `Route` (the content handler made from
+its chunk, ``set`` templates compiled, the Content-Type line rendered) and a
+listening address's servers into a `Vhosts` that picks one by ``Host``.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pyngx.conf.model import HttpConf, LocationConf, ServerConf
+from pyngx.http.location import Locations
+from pyngx.http.variables import Template
+from pyngx.runtime import usercode
+
+CONTENT, RETURN, STATUS, NONE = "content", "return", "status", "none"
+REDIRECTS = frozenset((301, 302, 303, 307, 308))
+
+
+class Route:
+    """One location, ready to answer."""
+
+    __slots__ = ("conf", "kind", "handler", "is_async", "sets", "ret_code", "ret_text", "ctype", "max_body", "name")
+
+    def __init__(self, conf: LocationConf, namespace: dict[str, Any]) -> None:
+        self.conf = conf
+        self.name = f"{conf.modifier} {conf.pattern}".strip()
+        self.sets = tuple((s.name.lstrip("$"), Template(s.value)) for s in conf.sets)
+        self.ctype = f"Content-Type: {conf.default_type}\r\n".encode("latin-1")
+        self.max_body = conf.client_max_body_size or (1 << 62)  # 0: unlimited, as nginx
+        self.handler: Callable[[], Any] | None = None
+        self.is_async = False
+        self.ret_code = 0
+        self.ret_text: Template | None = None
+        if conf.ret is not None:
+            self.kind = RETURN
+            self.ret_code = conf.ret.code
+            self.ret_text = Template(conf.ret.text) if conf.ret.text is not None else None
+        elif conf.status:
+            self.kind = STATUS
+        elif conf.content is not None:
+            self.kind = CONTENT
+            self.handler = usercode.make_handler(conf.content, namespace)
+            self.is_async = conf.content.is_async
+        else:
+            self.kind = NONE
+
+
+class Server:
+    """One ``server {}``: its names and its locations."""
+
+    __slots__ = ("conf", "server_names", "locations")
+
+    def __init__(self, conf: ServerConf, namespace: dict[str, Any]) -> None:
+        self.conf = conf
+        self.server_names = conf.server_names
+        self.locations: Locations[Route] = Locations([(loc, Route(loc, namespace)) for loc in conf.locations])
+
+
+class Vhosts:
+    """The servers on one listening address; the first is the default (nginx without default_server)."""
+
+    __slots__ = ("servers", "default", "only", "exact", "wild")
+
+    def __init__(self, servers: Sequence[Server]) -> None:
+        self.servers = tuple(servers)
+        self.default = self.servers[0]
+        self.only = self.default if len(self.servers) == 1 else None
+        self.exact: dict[str, Server] = {}
+        self.wild: list[tuple[str, Server]] = []
+        for server in self.servers:
+            for name in server.server_names:
+                name = name.lower()
+                if name.startswith("*.") or name.startswith(".") or name.endswith(".*"):
+                    self.wild.append((name, server))
+                elif name and name not in self.exact:
+                    self.exact[name] = server
+
+    def find(self, host: bytes | None) -> Server:
+        """The server for a Host header value (the default when none matches)."""
+        if self.only is not None or not host:
+            return self.default
+        name = host.decode("latin-1").lower()
+        if not name.startswith("["):
+            name = name.rsplit(":", 1)[0]
+        name = name.rstrip(".")
+        server = self.exact.get(name)
+        if server is not None:
+            return server
+        for pattern, candidate in self.wild:
+            if _wild_match(pattern, name):
+                return candidate
+        return self.default
+
+
+def _wild_match(pattern: str, name: str) -> bool:
+    if pattern.startswith("*."):
+        return name.endswith(pattern[1:])
+    if pattern.startswith("."):
+        return name == pattern[1:] or name.endswith(pattern)
+    return name.startswith(pattern[:-1])
+
+
+def build(http: HttpConf, namespace: dict[str, Any]) -> dict[tuple[str, int], Vhosts]:
+    """Listen key → its servers, every location's handler made once."""
+    by_key: dict[tuple[str, int], list[Server]] = {}
+    for conf in http.servers:
+        server = Server(conf, namespace)
+        for listen in conf.listens:
+            group = by_key.setdefault(listen.key, [])
+            if server not in group:
+                group.append(server)
+    return {key: Vhosts(servers) for key, servers in by_key.items()}

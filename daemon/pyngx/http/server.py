@@ -1,0 +1,202 @@
+"""The HTTP server of one worker (or single process) on inherited listeners.
+
+Owns accepting on the sockets the master bound, the set of live connections,
+the once-per-tick work (the ``Date`` header, timeouts), counters, the access
+log, and graceful exit: stop accepting, finish in-flight requests, answer the
+next request of each keep-alive connection with ``Connection: close``, close
+connections idle past a short grace. Knows nothing of processes: it registers
+lifecycle hooks and the caller decides when the process ends.
+"""
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Mapping
+from email.utils import formatdate
+from typing import TYPE_CHECKING, Any
+
+from pyngx import log
+from pyngx.conf.model import HttpConf
+from pyngx.http import status as status_page
+from pyngx.http.accesslog import AccessLog
+from pyngx.http.protocol import HttpProtocol
+from pyngx.http.replies import SERVER
+from pyngx.http.route import Vhosts, build
+from pyngx.runtime import lifecycle
+from pyngx.runtime.state import STATE
+
+if TYPE_CHECKING:
+    from pyngx.http.exchange import Exchange
+
+TICK = 0.5  # seconds between sweeps (Date header, timeouts)
+DRAIN_GRACE = 1.0  # an idle keep-alive connection is closed this long after graceful exit begins
+
+_live: list[HttpServer] = []
+
+
+class HttpServer:
+    """Serving HTTP in this process: listeners, connections, counters."""
+
+    def __init__(self, http: HttpConf, loop: asyncio.AbstractEventLoop) -> None:
+        self.conf = http
+        self.loop = loop
+        self.vhosts: dict[tuple[str, int], Vhosts] = build(http, STATE.globals)
+        self.listeners: list[asyncio.AbstractServer] = []
+        self.conns: set[HttpProtocol] = set()
+        self.draining = False
+        self.drain_since = 0.0
+        self.all_gone: asyncio.Future[None] | None = None
+        self.access = AccessLog(http.access_log.path, loop) if http.access_log.path else None
+        self.date_server = b""
+        self.tick_handle: asyncio.TimerHandle | None = None
+        # counters
+        self.n_accepted = 0
+        self.n_requests = 0
+        self.n_refused = 0
+        self.by_class = [0, 0, 0, 0, 0, 0]  # index = status // 100
+        self.started = time.time()
+        self._tick()
+
+    # -- lifecycle --
+    async def listen(self, sockets: Mapping[tuple[str, int], socket.socket]) -> None:
+        """Accept on every socket whose address a server listens on."""
+        for key, sock in sockets.items():
+            vhosts = self.vhosts.get(key)
+            if vhosts is None:
+                continue
+            # Our own descriptor: closing the server must not close the master's socket.
+            dup = sock.dup()
+            dup.setblocking(False)
+            try:
+                server = await self.loop.create_server(lambda v=vhosts: HttpProtocol(self, v), sock=dup,
+                                                       backlog=511)
+            except BaseException:
+                dup.close()
+                raise
+            if self.draining:
+                server.close()
+            else:
+                self.listeners.append(server)
+
+    def stop_accepting(self) -> None:
+        """Graceful exit begins: no new connections; keep-alive ones end after their next answer."""
+        self.draining = True
+        self.drain_since = self.loop.time()
+        for server in self.listeners:
+            server.close()
+        self.listeners.clear()
+        self._sweep()
+
+    async def drain(self) -> None:
+        """Wait until every connection is closed."""
+        if not self.conns:
+            return
+        self.all_gone = self.loop.create_future()
+        await self.all_gone
+
+    def final(self, graceful: bool) -> None:
+        """The process ends: drop what is left and flush the access log."""
+        for server in self.listeners:
+            server.close()
+        self.listeners.clear()
+        for conn in list(self.conns):
+            conn.abort()
+        if self.tick_handle is not None:
+            self.tick_handle.cancel()
+            self.tick_handle = None
+        if self.access is not None:
+            self.access.close()
+        if self in _live:
+            _live.remove(self)
+
+    # -- connections --
+    def accepted(self) -> int:
+        self.n_accepted += 1
+        return self.n_accepted
+
+    def lost(self, conn: HttpProtocol) -> None:
+        self.conns.discard(conn)
+        if not self.conns and self.all_gone is not None and not self.all_gone.done():
+            self.all_gone.set_result(None)
+
+    def refused(self, status: int) -> None:
+        self.n_refused += 1
+        self.by_class[status // 100] += 1
+
+    def log_request(self, ex: Exchange) -> None:
+        self.n_requests += 1
+        self.by_class[ex.status // 100 if 100 <= ex.status < 600 else 0] += 1
+        if self.access is not None:
+            self.access.write(ex)
+
+    def answer_status(self, ex: Exchange) -> None:
+        body, ctype = status_page.render(self, ex)
+        ex.conn.answer(ex, 200, body, ctype)
+
+    # -- once per tick --
+    def _tick(self) -> None:
+        now = time.time()
+        self.date_server = f"Server: {SERVER}\r\nDate: {formatdate(now, usegmt=True)}\r\n".encode("latin-1")
+        self._sweep()
+        self.tick_handle = self.loop.call_later(TICK, self._tick)
+
+    def _sweep(self) -> None:
+        if not self.conns:
+            return
+        now = self.loop.time()
+        conf = self.conf
+        grace = None
+        if self.draining:
+            grace = DRAIN_GRACE - max(0.0, now - self.drain_since)
+        for conn in list(self.conns):
+            if conn.expired(now, conf, grace):
+                conn.abort()
+
+    def statistics(self) -> dict[str, Any]:
+        idle = sum(1 for c in self.conns if c.idle())
+        return {
+            "connections": {"accepted": self.n_accepted, "active": len(self.conns), "idle": idle},
+            "requests": {"total": self.n_requests, "refused": self.n_refused,
+                         **{f"{i}xx": self.by_class[i] for i in range(1, 6)}},
+            "draining": self.draining,
+        }
+
+
+def start(http: HttpConf, sockets: Mapping[tuple[str, int], socket.socket]) -> HttpServer:
+    """Serve HTTP on SOCKETS (bound and listening, keyed by ``Listen.key``) in the running loop.
+
+    Every location's handler is made here, once. Registers the graceful-exit
+    hooks; accepting begins on the next loop turn.
+    """
+    loop = asyncio.get_running_loop()
+    server = HttpServer(http, loop)
+    task = loop.create_task(server.listen(sockets))
+    task.add_done_callback(_listen_done)
+    lifecycle.on_begin(server.stop_accepting, order=lifecycle.STOP_ACCEPTING)
+    lifecycle.on_wait(server.drain)
+    lifecycle.on_final(server.final)
+    log.on_reopen(reopen_logs)
+    _live.append(server)
+    return server
+
+
+def _listen_done(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.exception("cannot accept connections", task.exception(), log.ALERT)  # type: ignore[arg-type]
+
+
+def reopen_logs() -> None:
+    """USR1: reopen the access log of every server in this process."""
+    for server in _live:
+        if server.access is not None:
+            server.access.reopen()
+
+
+def statistics() -> dict[str, Any]:
+    """Counters of the servers in this process (the status page reads them)."""
+    out: dict[str, Any] = {}
+    for server in _live:
+        for key, value in server.statistics().items():
+            out[key] = value
+    return out

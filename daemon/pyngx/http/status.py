@@ -1,0 +1,131 @@
+"""The ``pyngx_status;`` page: the process tree and every part's counters.
+
+Owns collecting ``statistics()`` from the parts that offer it (HTTP here,
+timers, shared dicts, IPC, events: looked up by name, so a part that is not
+there is left out) and rendering JSON or, with ``?format=prometheus``, the
+Prometheus text format. The counters are this worker's; the tree is all.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from pyngx.runtime import tree
+from pyngx.runtime.state import STATE
+
+if TYPE_CHECKING:
+    from pyngx.http.exchange import Exchange
+    from pyngx.http.server import HttpServer
+
+_PARTS = (("timers", "pyngx.runtime.timers"), ("ipc", "pyngx.runtime.channel"), ("events", "pyngx.runtime.eventbus"))
+
+
+def collect(server: HttpServer) -> dict[str, Any]:
+    """Everything the status page shows, as plain data."""
+    out: dict[str, Any] = {
+        "pid": os.getpid(),
+        "type": STATE.type,
+        "worker_id": STATE.worker_id,
+        "worker_count": STATE.worker_count,
+        "generation": STATE.generation,
+        "master_pid": STATE.master_pid,
+        "uptime": round(time.time() - server.started, 3),
+        "processes": _processes(),
+        "http": server.statistics(),
+    }
+    for name, module in _PARTS:
+        stats = _module_stats(module)
+        if stats is not None:
+            out[name] = stats
+    out["shared_dicts"] = _shdicts()
+    return out
+
+
+def _processes() -> list[dict[str, Any]]:
+    table = tree.TREE
+    if table is None:
+        return []
+    return [{"pid": p.pid, "type": p.kind, "worker_id": p.worker_id, "generation": p.generation, "ready": p.ready}
+            for p in table.peers(current=False)]
+
+
+def _module_stats(name: str) -> Any:
+    try:
+        module = importlib.import_module(name)
+    except ImportError:
+        return None
+    fn = getattr(module, "statistics", None)
+    if fn is None:
+        return None
+    try:
+        return _plain(fn())
+    except Exception as exc:  # noqa: BLE001 - a broken counter must not break the page
+        return {"error": str(exc)}
+
+
+def _shdicts() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, zone in STATE.shdicts.items():
+        stats = getattr(zone, "statistics", None)
+        try:
+            if stats is not None:
+                out[name] = _plain(stats())
+            else:
+                out[name] = {k: getattr(zone, k)() for k in ("capacity", "free_space") if hasattr(zone, k)}
+        except Exception as exc:  # noqa: BLE001
+            out[name] = {"error": str(exc)}
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """Dataclasses, namedtuples and objects with __slots__ become dicts."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) and not hasattr(value, "_asdict"):
+        return [_plain(v) for v in value]
+    if hasattr(value, "_asdict"):
+        return _plain(value._asdict())
+    fields = getattr(value, "__dataclass_fields__", None)
+    if fields is not None:
+        return {k: _plain(getattr(value, k)) for k in fields}
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def render(server: HttpServer, ex: Exchange) -> tuple[bytes, str]:
+    """(body, content type) for the status location."""
+    data = collect(server)
+    if "format=prometheus" in ex.args:
+        return prometheus(data).encode(), "text/plain; version=0.0.4"
+    return (json.dumps(data, indent=1, sort_keys=True) + "\n").encode(), "application/json"
+
+
+def prometheus(data: dict[str, Any]) -> str:
+    """Every number in DATA as a gauge ``pyngx_<path>{pid="..."}``."""
+    labels = f'pid="{data["pid"]}",type="{data["type"]}"'
+    if data.get("worker_id") is not None:
+        labels += f',worker="{data["worker_id"]}"'
+    lines = [f'pyngx_processes{{{labels}}} {len(data["processes"])}']
+    for proc in data["processes"]:
+        lines.append(f'pyngx_process_ready{{pid="{proc["pid"]}",type="{proc["type"]}",'
+                     f'generation="{proc["generation"]}"}} {int(proc["ready"])}')
+    _flatten("pyngx", {k: v for k, v in data.items() if k not in ("processes", "pid", "type", "master_pid")},
+             labels, lines)
+    return "\n".join(lines) + "\n"
+
+
+def _flatten(prefix: str, value: Any, labels: str, lines: list[str]) -> None:
+    if isinstance(value, bool):
+        lines.append(f"{prefix}{{{labels}}} {int(value)}")
+    elif isinstance(value, (int, float)):
+        lines.append(f"{prefix}{{{labels}}} {value}")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            name = "".join(c if c.isalnum() else "_" for c in str(key))
+            if name[:1].isdigit():
+                name = "_" + name
+            _flatten(f"{prefix}_{name}", item, labels, lines)
