@@ -24,6 +24,10 @@ _SLOT = struct.Struct("=ibbhi")  # pid, kind, ready, worker_id, generation
 _HEAD = struct.Struct("=ii")  # current generation, master pid
 _KINDS = {state.WORKER: 1, state.AGENT: 2, state.SINGLE: 3}
 _NAMES = {number: name for name, number in _KINDS.items()}
+# A change counter after the slots: bumped after every write, so a reader can
+# cache what it derived from the table (IPC's broadcast list) until it moves.
+_VERSION_AT = _HEAD.size + SLOTS * _SLOT.size
+_VERSION = struct.Struct("=I")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,11 +43,12 @@ class Tree:
     __slots__ = ("mem",)
 
     def __init__(self) -> None:
-        self.mem = mmap.mmap(-1, _HEAD.size + SLOTS * _SLOT.size, flags=mmap.MAP_SHARED)
+        self.mem = mmap.mmap(-1, _VERSION_AT + _VERSION.size, flags=mmap.MAP_SHARED)
 
     # -- master side --
     def set_generation(self, generation: int, master_pid: int) -> None:
         _HEAD.pack_into(self.mem, 0, generation, master_pid)
+        self._bump()
 
     def add(self, pid: int, kind: str, worker_id: int | None, generation: int) -> None:
         for i in range(SLOTS):
@@ -51,6 +56,7 @@ class Tree:
             if struct.unpack_from("=i", self.mem, off)[0] == 0:
                 _SLOT.pack_into(self.mem, off, 0, _KINDS[kind], 0, -1 if worker_id is None else worker_id, generation)
                 struct.pack_into("=i", self.mem, off, pid)
+                self._bump()
                 return
         raise RuntimeError("process table full")
 
@@ -58,6 +64,7 @@ class Tree:
         off = self._find(pid)
         if off is not None:
             struct.pack_into("=i", self.mem, off, 0)
+            self._bump()
 
     # -- any process --
     def mark_ready(self, pid: int) -> None:
@@ -65,6 +72,16 @@ class Tree:
         off = self._find(pid)
         if off is not None:
             struct.pack_into("=b", self.mem, off + 5, 1)
+            self._bump()
+
+    def version(self) -> int:
+        """A counter that changes whenever the table does (cache key for readers)."""
+        return _VERSION.unpack_from(self.mem, _VERSION_AT)[0]
+
+    def _bump(self) -> None:
+        # written after the data it announces; two writers racing may both
+        # write the same value, but each wrote its data before reading it
+        _VERSION.pack_into(self.mem, _VERSION_AT, (self.version() + 1) & 0xFFFFFFFF)
 
     def generation(self) -> int:
         return _HEAD.unpack_from(self.mem, 0)[0]
