@@ -10,7 +10,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from support import Daemon, children, pid_alive, proc_title, wait_until
@@ -292,3 +294,71 @@ def test_exec_runs_code_once_as_single(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=30)
     assert bad.returncode == 1
     assert "ZeroDivisionError" in bad.stderr and "(command line -e)" in bad.stderr
+
+
+HTTP_CONF = """
+worker_processes 2;
+error_log logs/error.log info;
+worker_shutdown_timeout 10s;
+events { worker_connections 64; }
+http {
+    server {
+        listen 127.0.0.1:@PORT@;
+        location /slow {
+            content_by_python_block {
+                await ngx.sleep(1.0)
+                ngx.say("slow done by ", ngx.worker.pid())
+            }
+        }
+        location / {
+            content_by_python_block {
+                ngx.say("gen @GEN@ ", ngx.worker.id())
+            }
+        }
+    }
+}
+"""
+
+
+def test_graceful_quit_finishes_an_in_flight_request(daemon: object) -> None:
+    d = daemon(HTTP_CONF.replace("@GEN@", "1"))  # type: ignore[operator]
+    wait_until(lambda: d.get("/")[0] == 200, 10)
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(d.get, "/slow")
+        wait_until(lambda: _busy(d), 5, what="the slow request to be in flight")
+        d.signal(signal.SIGQUIT)
+        status, body = slow.result(timeout=15)
+    assert status == 200 and body.startswith(b"slow done by ")
+    assert d.proc is not None and d.proc.wait(timeout=15) == 0
+    assert not d.pid_file().exists()
+
+
+def _busy(d: Daemon) -> bool:
+    """A worker has an established connection on our port (the slow request)."""
+    out = subprocess.run(["ss", "-Htn", "state", "established", f"( sport = :{d.port} )"],
+                         capture_output=True, text=True).stdout
+    return bool(out.strip())
+
+
+def test_no_request_fails_during_reloads(daemon: object) -> None:
+    d = daemon(HTTP_CONF.replace("@GEN@", "1"))  # type: ignore[operator]
+    wait_until(lambda: d.get("/")[0] == 200, 10)
+    stop = threading.Event()
+    answers: list[tuple[int, bytes]] = []
+
+    def hammer() -> None:
+        while not stop.is_set():
+            answers.append(d.get("/"))
+
+    with ThreadPoolExecutor(2) as pool:
+        futures = [pool.submit(hammer) for _ in range(2)]
+        for gen in (2, 3, 4):
+            d.write_conf(HTTP_CONF.replace("@GEN@", str(gen)))
+            result = d.pyngx("-s", "reload")
+            assert result.returncode == 0, result.stderr
+            wait_until(lambda: d.get("/")[1].startswith(f"gen {gen} ".encode()), 10)
+        stop.set()
+        for f in futures:
+            f.result(timeout=30)
+    assert answers and all(status == 200 for status, _ in answers)
+    assert {body.split()[1] for _, body in answers} >= {b"1", b"4"}
