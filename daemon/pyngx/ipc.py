@@ -1,2 +1,107 @@
-"""Placeholder: the ipc API lands with its issue."""
+"""``from pyngx import ipc``: named alerts between workers and the agent (after slact's ngx.ipc).
+
+Thin: checks the phase and the arguments, then hands over to
+`pyngx.runtime.channel`, which owns the sockets and the handlers.
+
+    ipc.receive("hello", lambda data: ipc.reply("hi", data))
+    ipc.send(pid, "hello", b"...")      # one worker or the agent, itself included
+    ipc.broadcast("hello", "...")       # every worker and the agent, sender included
+"""
 from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pyngx.errors import WrongContextError
+from pyngx.runtime import channel, phase
+
+__all__ = ["send", "broadcast", "receive", "reply", "sender"]
+
+_MISSING: Any = object()
+
+
+def _name(name: object, api: str) -> bytes:
+    if type(name) is not str:
+        raise TypeError(f"{api}: name must be str, not {type(name).__name__}")
+    raw = name.encode("utf-8", "surrogatepass")
+    if not 0 < len(raw) <= channel.MAX_NAME:
+        raise ValueError(f"{api}: name must be 1 to {channel.MAX_NAME} bytes long")
+    return raw
+
+
+def _data(data: object, api: str) -> str | bytes:
+    kind = type(data)
+    if kind is str or kind is bytes:
+        return data  # type: ignore[return-value]
+    if isinstance(data, (str, bytes)):  # a subclass: send the plain value
+        return str(data) if isinstance(data, str) else bytes(data)
+    if isinstance(data, (bytearray, memoryview)):
+        return bytes(data)
+    raise TypeError(f"{api}: data must be str or bytes, not {kind.__name__}")
+
+
+def _channel(api: str) -> channel.Channel:
+    phase.forbid(phase.INIT, api=api)
+    chan = channel.current()
+    if chan is None:
+        raise WrongContextError(f"{api}: API disabled in the context of this process "
+                                "(allowed in a worker, the privileged agent or a single process)")
+    return chan
+
+
+def send(pid: int, name: str, data: str | bytes) -> None:
+    """Send alert NAME with DATA to the worker or agent PID (this process included).
+
+    Raises IPCError("no such process") for any other pid, IPCError("queue full")
+    or IPCError("timeout") when PID does not read what was sent to it.
+    """
+    chan = _channel("ipc.send")
+    if type(pid) is not int:
+        raise TypeError(f"ipc.send: pid must be int, not {type(pid).__name__}")
+    chan.send(pid, _name(name, "ipc.send"), _data(data, "ipc.send"))
+
+
+def broadcast(name: str, data: str | bytes) -> None:
+    """Send alert NAME with DATA to every worker and the agent of the current generation, this process included."""
+    chan = _channel("ipc.broadcast")
+    chan.broadcast(_name(name, "ipc.broadcast"), _data(data, "ipc.broadcast"))
+
+
+def receive(name: str | Mapping[str, Callable[[Any], Any] | None], handler: Callable[[Any], Any] | None = _MISSING) -> None:
+    """Set the handler of alert NAME (``handler(data)``, may be async); None removes it.
+
+    ``receive({name: handler, ...})`` sets several at once.
+    """
+    phase.forbid(phase.INIT, api="ipc.receive")
+    if isinstance(name, Mapping):
+        if handler is not _MISSING:
+            raise TypeError("ipc.receive: give a table of handlers or a name and a handler, not both")
+        table = [(_name(k, "ipc.receive"), _handler(fn)) for k, fn in name.items()]
+    else:
+        if handler is _MISSING:
+            raise TypeError("ipc.receive: missing the handler (None removes one)")
+        table = [(_name(name, "ipc.receive"), _handler(handler))]
+    for key, fn in table:  # all checked first: a bad entry changes nothing
+        channel.set_handler(key, fn)
+
+
+def _handler(fn: object) -> Callable[[Any], Any] | None:
+    if fn is not None and not callable(fn):
+        raise TypeError(f"ipc.receive: handler must be callable or None, not {type(fn).__name__}")
+    return fn  # type: ignore[return-value]
+
+
+def reply(name: str, data: str | bytes) -> None:
+    """Inside an IPC handler: send alert NAME with DATA back to the sender."""
+    pid = channel.sender()
+    if pid is None or phase.current() != phase.IPC:
+        raise WrongContextError(f"ipc.reply: API disabled in the context of {phase.current() or 'this process'} "
+                                "(allowed in an ipc handler)")
+    _channel("ipc.reply").send(pid, _name(name, "ipc.reply"), _data(data, "ipc.reply"))
+
+
+def __getattr__(attr: str) -> Any:
+    # ipc.sender reads the running handler's sender (None outside a handler)
+    if attr == "sender":
+        return channel.sender()
+    raise AttributeError(f"module 'pyngx.ipc' has no attribute {attr!r}")

@@ -1,0 +1,566 @@
+"""IPC transport between the workers and the agent of one master.
+
+Owns the sockets, the wire format, packet reassembly, the peer check and the
+dispatch of arrived alerts to handlers. Knows nothing of argument checking
+(`pyngx.ipc` does that) nor of HTTP.
+
+Each process binds one unix stream socket in the abstract namespace,
+``\\0pyngx-ipc-<master pid>-<pid>``, right after its loop exists and before
+``init_worker_by_python``. A sender connects to the receiver's name once and
+keeps the connection; either end may then send on it, so one connection per
+pair usually carries both directions. Each connection belongs to exactly one
+peer, so the packets of two senders never mix and a stream keeps one sender's
+order. Both ends check the other with ``SO_PEERCRED`` against the process
+table (`pyngx.runtime.tree`): the acceptor refuses a pid that is not a live
+process of this master, the connector refuses a socket bound by any process
+but the one it asked for (a squatter on the name).
+
+Wire format: packets ``<u32 body length><u16 name length><u8 flags>`` then
+the name and at most ``PACKET`` bytes of data. A longer message goes out as a
+first packet with ``MORE`` and continuation packets (``CONT``, no name), and is
+joined again on arrival. ``STR`` says the data was a ``str`` (UTF-8,
+surrogates kept); ``INTERNAL`` marks pyngx's own alerts, which never reach
+user handlers.
+
+Sending never blocks: a message is appended to the connection's queue and
+written on the next loop turn (so a burst leaves in few syscalls); what the
+kernel does not take waits for the socket to be writable. The queue is
+bounded (``QUEUE_LIMIT``; one message of any size is accepted when the queue
+is empty), and a peer that has read nothing for ``SEND_TIMEOUT`` seconds while
+data waited is given up: its queue is dropped and ``send`` raises IPCError.
+
+Internal API (for other parts of pyngx, e.g. the events engine's wake-ups):
+
+- ``setup()``: bind this process's socket; idempotent; closes itself through
+  ``lifecycle.on_final``. Called by the process main before init_worker.
+- ``send_internal(pid, name, data)``, ``broadcast_internal(name, data, *,
+  current=False)`` (every live worker and agent, old generations included
+  unless ``current``; this process included): ``data`` is str or bytes.
+  Raise IPCError like the public calls.
+- ``receive_internal(name, handler)``: ``handler(sender_pid, data)``, called
+  on the loop; None removes it. Internal names live apart from user names.
+- ``statistics() -> dict``: sent, received, dropped, bytes, ... for the
+  status endpoint.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import os
+import socket
+import struct
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from pyngx import log
+from pyngx.errors import IPCError
+from pyngx.runtime import lifecycle, phase, state, tree
+
+HEAD = struct.Struct("<IHB")  # body length, name length, flags
+STR, MORE, CONT, INTERNAL = 1, 2, 4, 8
+PACKET = 65536  # data bytes per packet
+MAX_NAME = 65535
+QUEUE_LIMIT = 64 * 1024 * 1024  # bytes waiting for one peer
+SEND_TIMEOUT = 5.0  # seconds a peer may read nothing while data waits for it
+RECV_SIZE = 262144
+BACKLOG = 128
+ADOPT_WAIT = 2.0  # how long a fresh child may be missing from the table
+_CRED = struct.Struct("3i")
+
+Handler = Callable[[Any], Any]
+InternalHandler = Callable[[int, Any], Any]
+
+_sender: contextvars.ContextVar[int | None] = contextvars.ContextVar("pyngx_ipc_sender", default=None)
+_user: dict[bytes, Handler] = {}
+_internal: dict[bytes, InternalHandler] = {}
+_chan: Channel | None = None
+
+
+def address(master_pid: int, pid: int) -> str:
+    """The abstract socket name of PID under MASTER_PID."""
+    return f"\0pyngx-ipc-{master_pid}-{pid}"
+
+
+def encode(name: bytes, data: str | bytes, flags: int) -> bytes:
+    """The packets of one message."""
+    if type(data) is str:
+        payload = data.encode("utf-8", "surrogatepass")
+        flags |= STR
+    else:
+        payload = bytes(data)
+    if len(payload) <= PACKET:
+        return HEAD.pack(len(name) + len(payload), len(name), flags) + name + payload
+    view = memoryview(payload)
+    out = [HEAD.pack(len(name) + PACKET, len(name), flags | MORE), name, view[:PACKET]]
+    for at in range(PACKET, len(payload), PACKET):
+        piece = view[at:at + PACKET]
+        more = MORE if at + PACKET < len(payload) else 0
+        out += (HEAD.pack(len(piece), 0, (flags & (STR | INTERNAL)) | CONT | more), piece)
+    return b"".join(out)
+
+
+class Conn:
+    """One connection to one peer: a write queue and a packet reader."""
+
+    __slots__ = ("chan", "sock", "fd", "pid", "out", "writing", "scheduled", "progress", "rest", "part",
+                 "closed")
+
+    def __init__(self, chan: Channel, sock: socket.socket, pid: int) -> None:
+        self.chan, self.sock, self.fd, self.pid = chan, sock, sock.fileno(), pid
+        self.out = bytearray()
+        self.writing = self.scheduled = self.closed = False
+        self.progress = 0.0
+        self.rest = b""
+        self.part: tuple[bytes, int, list[bytes]] | None = None  # a message still arriving
+        chan.loop.add_reader(self.fd, self.on_readable)
+
+    # -- writing --
+
+    def queue(self, frame: bytes) -> None:
+        out = self.out
+        if out:
+            if time.monotonic() - self.progress > SEND_TIMEOUT:
+                self.check_stuck()
+            if len(out) + len(frame) > QUEUE_LIMIT:
+                raise IPCError("queue full")
+        else:
+            self.progress = time.monotonic()
+        out += frame
+        if not self.scheduled and not self.writing:
+            self.scheduled = True
+            self.chan.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.scheduled = False
+        if not self.writing and not self.closed:
+            self.write()
+
+    def write(self) -> None:
+        try:
+            n = self.sock.send(self.out)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError:
+            self.close()
+            return
+        if n:
+            del self.out[:n]
+            self.chan.bytes_out += n
+            self.progress = time.monotonic()
+        if self.out:
+            if not self.writing:
+                self.writing = True
+                self.chan.loop.add_writer(self.fd, self.write)
+        elif self.writing:
+            self.writing = False
+            self.chan.loop.remove_writer(self.fd)
+
+    def check_stuck(self) -> None:
+        """Raise IPCError when the peer has read nothing for SEND_TIMEOUT."""
+        self.write()  # our own loop may have been the busy one: try before judging
+        if self.closed:
+            raise IPCError("no such process")
+        if self.out and time.monotonic() - self.progress > SEND_TIMEOUT:
+            self.give_up()
+            raise IPCError("timeout")
+
+    def give_up(self) -> None:
+        log.warn(f"ipc: process {self.pid} has read nothing for {SEND_TIMEOUT:g}s, "
+                 f"dropped {len(self.out)} bytes queued for it")
+        self.chan.dropped += 1
+        self.close()
+
+    # -- reading --
+
+    def on_readable(self) -> None:
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.close()
+            return
+        self.chan.bytes_in += len(data)
+        if self.rest:
+            data = self.rest + data
+        pos, end, size = 0, len(data), HEAD.size
+        unpack, deliver = HEAD.unpack_from, self.chan.deliver
+        while end - pos >= size:
+            blen, nlen, flags = unpack(data, pos)
+            stop = pos + size + blen
+            if stop > end:
+                if blen > PACKET + MAX_NAME:
+                    return self.violation(f"a packet of {blen} bytes")
+                break
+            start = pos + size + nlen
+            if flags & (MORE | CONT):
+                self.piece(data[pos + size:start], data[start:stop], flags)
+            elif flags & STR:
+                deliver(self.pid, data[pos + size:start], flags, data[start:stop].decode("utf-8", "surrogatepass"))
+            else:
+                deliver(self.pid, data[pos + size:start], flags, data[start:stop])
+            if self.closed:
+                return
+            pos = stop
+        self.rest = data[pos:] if pos < end else b""
+
+    def piece(self, name: bytes, payload: bytes, flags: int) -> None:
+        """One packet of a message split in several."""
+        if not flags & CONT:
+            self.part = (name, flags, [payload])
+            return
+        if self.part is None:
+            self.violation("a continuation packet with no message")
+            return
+        self.part[2].append(payload)
+        if not flags & MORE:
+            name, first, parts = self.part
+            self.part = None
+            whole = b"".join(parts)
+            self.chan.deliver(self.pid, name, first, whole.decode("utf-8", "surrogatepass") if first & STR else whole)
+
+    def violation(self, what: str) -> None:
+        log.error(f"ipc: process {self.pid} sent {what}, connection closed")
+        self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        loop = self.chan.loop
+        try:
+            loop.remove_reader(self.fd)
+            if self.writing:
+                loop.remove_writer(self.fd)
+        except Exception:  # noqa: BLE001 - the loop may be closing already
+            pass
+        self.sock.close()
+        self.out = bytearray()
+        self.chan.forget(self)
+
+
+class Channel:
+    """This process's socket, its connections and its counters."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, master_pid: int) -> None:
+        self.loop, self.master, self.pid = loop, master_pid, os.getpid()
+        self.conns: dict[int, Conn] = {}  # the connection used to send to a pid
+        self.every: set[Conn] = set()
+        self.parked: set[socket.socket] = set()
+        self.local: deque[tuple[bytes, int, Any]] = deque()
+        self.local_scheduled = False
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.cache: dict[bool, tuple[int, list[int]]] = {}
+        self.sent = self.received = self.dropped = self.refused = 0
+        self.bytes_in = self.bytes_out = 0
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+        try:
+            self.listener.bind(address(master_pid, self.pid))
+            self.listener.listen(BACKLOG)
+        except OSError:
+            self.listener.close()
+            raise
+        loop.add_reader(self.listener.fileno(), self.accept)
+
+    # -- sending --
+
+    def send(self, pid: int, name: bytes, data: str | bytes, flags: int = 0) -> None:
+        if pid == self.pid:
+            self.send_local(name, flags, data)
+        else:
+            conn = self.conns.get(pid)
+            if conn is None:
+                conn = self.connect(pid)
+            conn.queue(encode(name, data, flags))
+        self.sent += 1
+
+    def broadcast(self, name: bytes, data: str | bytes, flags: int = 0, *, current: bool = True) -> None:
+        """To every target; raises the first IPCError after trying them all."""
+        frame = b""
+        failure: IPCError | None = None
+        for pid in self.targets(current):
+            try:
+                if pid == self.pid:
+                    self.send_local(name, flags, data)
+                else:
+                    conn = self.conns.get(pid) or self.connect(pid)
+                    conn.queue(frame or (frame := encode(name, data, flags)))
+                self.sent += 1
+            except IPCError as exc:
+                if str(exc) != "no such process":  # one that just exited is not an error
+                    failure = failure or exc
+        if failure is not None:
+            raise failure
+
+    def send_local(self, name: bytes, flags: int, data: str | bytes) -> None:
+        self.local.append((name, flags, data if type(data) in (str, bytes) else bytes(data)))
+        if not self.local_scheduled:
+            self.local_scheduled = True
+            self.loop.call_soon(self.drain_local)
+
+    def drain_local(self) -> None:
+        self.local_scheduled = False
+        local, pid = self.local, self.pid
+        for _ in range(len(local)):  # what handlers send to themselves now waits for the next turn
+            name, flags, data = local.popleft()
+            self.deliver(pid, name, flags, data)
+
+    def targets(self, current: bool) -> list[int]:
+        """Pids a broadcast goes to: ready peers and this process."""
+        table = tree.TREE
+        if table is None:
+            return [self.pid]
+        version = table.version()
+        hit = self.cache.get(current)
+        if hit is not None and hit[0] == version:
+            return hit[1]
+        pids = [p.pid for p in table.peers(current=current) if p.ready and p.pid != self.pid]
+        pids.append(self.pid)
+        self.cache[current] = (version, pids)
+        return pids
+
+    def connect(self, pid: int) -> Conn:
+        if not _known(pid):
+            raise IPCError("no such process")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+        try:
+            sock.connect(address(self.master, pid))
+            owner = _peer(sock)[0]
+        except (BlockingIOError, InterruptedError):
+            sock.close()
+            raise IPCError("busy") from None  # its backlog is full: it accepts nothing
+        except OSError:
+            sock.close()
+            raise IPCError("no such process") from None
+        if owner != pid:
+            sock.close()
+            log.alert(f"ipc: the socket of process {pid} is bound by process {owner}, refused")
+            raise IPCError("no such process")
+        conn = Conn(self, sock, pid)
+        self.conns[pid] = conn
+        self.every.add(conn)
+        return conn
+
+    # -- receiving --
+
+    def accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.error(f"ipc: accept() failed ({exc.errno}: {exc.strerror})")
+                return
+            sock.setblocking(False)
+            pid, uid, _ = _peer(sock)
+            if _known(pid):
+                self.adopt(sock, pid)
+            elif _parent(pid) == self.master:
+                # forked a moment ago: the master has not written it in the table yet
+                self.parked.add(sock)
+                self.loop.call_later(0.005, self.recheck, sock, pid, time.monotonic() + ADOPT_WAIT)
+            else:
+                self.refuse(sock, pid, uid)
+
+    def recheck(self, sock: socket.socket, pid: int, deadline: float) -> None:
+        if sock not in self.parked:
+            return
+        if _known(pid):
+            self.parked.discard(sock)
+            self.adopt(sock, pid)
+        elif time.monotonic() < deadline and _parent(pid) == self.master:
+            self.loop.call_later(0.02, self.recheck, sock, pid, deadline)
+        else:
+            self.parked.discard(sock)
+            self.refuse(sock, pid, -1)
+
+    def adopt(self, sock: socket.socket, pid: int) -> None:
+        conn = Conn(self, sock, pid)
+        self.every.add(conn)
+        self.conns.setdefault(pid, conn)  # answers go back on it unless we have our own
+
+    def refuse(self, sock: socket.socket, pid: int, uid: int) -> None:
+        self.refused += 1
+        who = f"process {pid}" + (f" (uid {uid})" if uid >= 0 else "")
+        log.warn(f"ipc: refused a connection from {who}: not a process of this master")
+        sock.close()
+
+    def deliver(self, pid: int, name: bytes, flags: int, data: str | bytes) -> None:
+        """Run the handler of one arrived alert."""
+        self.received += 1
+        if flags & INTERNAL:
+            ifn = _internal.get(name)
+            if ifn is None:
+                self.dropped += 1
+                return
+            try:
+                ifn(pid, data)
+            except Exception as exc:  # noqa: BLE001 - never let a handler stop the reader
+                log.exception(f'ipc: internal handler "{name.decode(errors="replace")}" failed', exc)
+            return
+        fn = _user.get(name)
+        if fn is None:
+            self.dropped += 1
+            if log.enabled(log.DEBUG):
+                log.debug(f'ipc: alert "{name.decode(errors="replace")}" from {pid} has no handler, dropped')
+            return
+        sender_token, phase_token = _sender.set(pid), phase.set(phase.IPC)
+        try:
+            result = fn(data)
+            if result is not None and inspect.isawaitable(result):
+                self.spawn(result, name)  # the task copies this context: sender and phase
+        except Exception as exc:  # noqa: BLE001 - the user's handler
+            log.exception(f'ipc handler "{name.decode(errors="replace")}" failed', exc)
+        finally:
+            phase.reset(phase_token)
+            _sender.reset(sender_token)
+
+    def spawn(self, awaitable: Any, name: bytes) -> None:
+        task = asyncio.ensure_future(awaitable, loop=self.loop)
+        self.tasks.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self.tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.exception(f'ipc handler "{name.decode(errors="replace")}" failed', t.exception())  # type: ignore[arg-type]
+
+        task.add_done_callback(done)
+
+    # -- ending --
+
+    def forget(self, conn: Conn) -> None:
+        self.every.discard(conn)
+        if self.conns.get(conn.pid) is conn:
+            del self.conns[conn.pid]
+            for other in self.every:  # a connection the peer opened can carry our answers
+                if other.pid == conn.pid:
+                    self.conns[conn.pid] = other
+                    break
+        if conn.part is not None or conn.out:
+            self.dropped += 1
+
+    async def wait_handlers(self) -> None:
+        """Graceful exit: let running async handlers finish (bounded by the caller)."""
+        while self.tasks:
+            await asyncio.wait(list(self.tasks))
+
+    def close(self, graceful: bool) -> None:
+        global _chan
+        if graceful:
+            for conn in list(self.every):
+                if conn.out and not conn.closed:
+                    conn.write()  # one last try, without waiting
+        for conn in list(self.every):
+            conn.close()
+        for sock in self.parked:
+            sock.close()
+        self.parked.clear()
+        for task in self.tasks:
+            task.cancel()
+        try:
+            self.loop.remove_reader(self.listener.fileno())
+        except Exception:  # noqa: BLE001 - the loop may be closing already
+            pass
+        self.listener.close()
+        if _chan is self:
+            _chan = None
+
+    def statistics(self) -> dict[str, int]:
+        return {"sent": self.sent, "received": self.received, "dropped": self.dropped,
+                "bytes": self.bytes_in + self.bytes_out, "bytes_in": self.bytes_in,
+                "bytes_out": self.bytes_out, "refused": self.refused, "peers": len(self.every),
+                "queued": sum(len(c.out) for c in self.every)}
+
+
+def _peer(sock: socket.socket) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the other end, from the kernel (SO_PEERCRED)."""
+    return _CRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size))
+
+
+def _known(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    table = tree.TREE
+    return table is not None and pid > 0 and table.has(pid)
+
+
+def _parent(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
+# -- the module API --
+
+def setup() -> Channel:
+    """Bind this process's socket (once per process); it closes at the process's end."""
+    global _chan
+    if _chan is not None and _chan.pid == os.getpid():
+        return _chan
+    loop = asyncio.get_event_loop()
+    master = state.STATE.master_pid or os.getpid()
+    _chan = Channel(loop, master)
+    lifecycle.on_wait(_chan.wait_handlers)
+    lifecycle.on_final(_chan.close)
+    return _chan
+
+
+def current() -> Channel | None:
+    """This process's channel, or None where there is none (the master, a script)."""
+    chan = _chan
+    return chan if chan is not None and chan.pid == os.getpid() else None
+
+
+def sender() -> int | None:
+    """The pid whose alert the running handler is handling, else None."""
+    return _sender.get()
+
+
+def set_handler(name: bytes, fn: Handler | None) -> None:
+    if fn is None:
+        _user.pop(name, None)
+    else:
+        _user[name] = fn
+
+
+def _require() -> Channel:
+    chan = current()
+    if chan is None:
+        raise IPCError("no such process")
+    return chan
+
+
+def send_internal(pid: int, name: str, data: str | bytes) -> None:
+    """Send a pyngx-internal alert to PID (never seen by user handlers)."""
+    _require().send(pid, name.encode(), data, INTERNAL)
+
+
+def broadcast_internal(name: str, data: str | bytes, *, current: bool = False) -> None:
+    """Send a pyngx-internal alert to every live worker and agent and to this process."""
+    _require().broadcast(name.encode(), data, INTERNAL, current=current)
+
+
+def receive_internal(name: str, handler: InternalHandler | None) -> None:
+    """Set (or with None remove) the internal handler of NAME: ``handler(sender_pid, data)``."""
+    key = name.encode()
+    if handler is None:
+        _internal.pop(key, None)
+    else:
+        _internal[key] = handler
+
+
+def statistics() -> dict[str, int]:
+    """Counters of this process's channel, for the status endpoint."""
+    chan = current()
+    if chan is None:
+        return {"sent": 0, "received": 0, "dropped": 0, "bytes": 0, "bytes_in": 0, "bytes_out": 0,
+                "refused": 0, "peers": 0, "queued": 0}
+    return chan.statistics()
