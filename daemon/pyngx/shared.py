@@ -1,4 +1,173 @@
-"""Placeholder: the shared API lands with its issue."""
+"""``ngx.shared``: the shared dict zones declared with ``python_shared_dict NAME SIZE;``.
+
+``ngx.shared.NAME`` and ``ngx.shared["NAME"]`` give a SharedDict, OpenResty's
+ngx.shared.DICT API (see docs/shared-dicts.md). The zone engine
+(pyngx.shm.shdict) checks arguments and raises pyngx.errors; this facade finds
+the zone of the current generation and, for the hot methods, hands out the
+engine's own bound methods so a call costs no extra Python frame.
+"""
 from __future__ import annotations
 
-shared: object = None
+from collections.abc import Iterator
+from typing import Any
+
+from pyngx.runtime.state import STATE
+
+_HOT = ("get", "set", "safe_set", "add", "safe_add", "replace", "incr", "delete")
+
+
+class SharedDict:
+    """One zone, as user code sees it; every method is atomic across all processes."""
+
+    def __init__(self, name: str, zone: Any) -> None:
+        self._name = name
+        self._zone = zone
+        for attr in _HOT:
+            # shadow the delegating methods below with the engine's (C when built)
+            setattr(self, attr, getattr(zone, attr))
+
+    def __repr__(self) -> str:
+        return f"<pyngx.SharedDict {self._name!r}>"
+
+    # reads
+    def get(self, key: str | bytes) -> Any:
+        """The value, or None when missing or expired. Raises IsAListError on a list."""
+        return self._zone.get(key)
+
+    def get_stale(self, key: str | bytes) -> tuple[Any, bool]:
+        """(value, stale): an expired value not yet evicted comes back with stale=True."""
+        return self._zone.get_stale(key)  # type: ignore[no-any-return]
+
+    def get_flags(self, key: str | bytes) -> int | None:
+        return self._zone.get_flags(key)  # type: ignore[no-any-return]
+
+    # writes
+    def set(self, key: str | bytes, value: Any, exptime: float = 0, flags: int = 0) -> bool:
+        """Store VALUE (None deletes); returns forcible (valid items were evicted to make room)."""
+        return self._zone.set(key, value, exptime, flags)  # type: ignore[no-any-return]
+
+    def safe_set(self, key: str | bytes, value: Any, exptime: float = 0, flags: int = 0) -> bool:
+        """Like set, never evicts. Raises NoMemoryError."""
+        return self._zone.safe_set(key, value, exptime, flags)  # type: ignore[no-any-return]
+
+    def add(self, key: str | bytes, value: Any, exptime: float = 0, flags: int = 0) -> bool:
+        """Store only if missing or expired. Raises KeyExistsError."""
+        return self._zone.add(key, value, exptime, flags)  # type: ignore[no-any-return]
+
+    def safe_add(self, key: str | bytes, value: Any, exptime: float = 0, flags: int = 0) -> bool:
+        return self._zone.safe_add(key, value, exptime, flags)  # type: ignore[no-any-return]
+
+    def replace(self, key: str | bytes, value: Any, exptime: float = 0, flags: int = 0) -> bool:
+        """Store only if present and live. Raises KeyNotFoundError."""
+        return self._zone.replace(key, value, exptime, flags)  # type: ignore[no-any-return]
+
+    def delete(self, key: str | bytes) -> None:
+        self._zone.delete(key)
+
+    def incr(self, key: str | bytes, value: int | float, init: int | float | None = None,
+             init_ttl: float = 0) -> int | float:
+        """Add VALUE; returns the new number. Raises KeyNotFoundError, NotANumberError."""
+        return self._zone.incr(key, value, init, init_ttl)  # type: ignore[no-any-return]
+
+    # lists
+    def lpush(self, key: str | bytes, value: Any) -> int:
+        return self._zone.lpush(key, value)  # type: ignore[no-any-return]
+
+    def rpush(self, key: str | bytes, value: Any) -> int:
+        return self._zone.rpush(key, value)  # type: ignore[no-any-return]
+
+    def lpop(self, key: str | bytes) -> Any:
+        return self._zone.lpop(key)
+
+    def rpop(self, key: str | bytes) -> Any:
+        return self._zone.rpop(key)
+
+    def llen(self, key: str | bytes) -> int:
+        return self._zone.llen(key)  # type: ignore[no-any-return]
+
+    # expiry and the zone
+    def ttl(self, key: str | bytes) -> float:
+        """Seconds left (0 = never expires). Raises KeyNotFoundError."""
+        return self._zone.ttl(key)  # type: ignore[no-any-return]
+
+    def expire(self, key: str | bytes, exptime: float) -> None:
+        """Set a new expiry (0 = never). Raises KeyNotFoundError."""
+        self._zone.expire(key, exptime)
+
+    def flush_all(self) -> None:
+        self._zone.flush_all()
+
+    def flush_expired(self, max_count: int = 0) -> int:
+        return self._zone.flush_expired(max_count)  # type: ignore[no-any-return]
+
+    def get_keys(self, max_count: int = 1024) -> list[str | bytes]:
+        return self._zone.get_keys(max_count)  # type: ignore[no-any-return]
+
+    def capacity(self) -> int:
+        return self._zone.capacity()  # type: ignore[no-any-return]
+
+    def free_space(self) -> int:
+        return self._zone.free_space()  # type: ignore[no-any-return]
+
+    # Python niceties (exact and cheap; len() is neither, expired items linger)
+    def __contains__(self, key: str | bytes) -> bool:
+        return key in self._zone
+
+    def __getitem__(self, key: str | bytes) -> Any:
+        value = self._zone.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __setitem__(self, key: str | bytes, value: Any) -> None:
+        self._zone.set(key, value)
+
+    def __delitem__(self, key: str | bytes) -> None:
+        self._zone.delete(key)
+
+
+class Shared:
+    """``ngx.shared``: zones by attribute or item; unknown names raise AttributeError / KeyError."""
+
+    __slots__ = ("_cache",)
+
+    def __init__(self) -> None:
+        self._cache: dict[str, tuple[Any, SharedDict]] = {}
+
+    def _lookup(self, name: str) -> SharedDict | None:
+        zone = STATE.shdicts.get(name)
+        if zone is None:
+            return None
+        hit = self._cache.get(name)
+        if hit is not None and hit[0] is zone:
+            return hit[1]
+        sd = SharedDict(name, zone)  # a new generation's zone: wrap it once
+        self._cache[name] = (zone, sd)
+        return sd
+
+    def __getattr__(self, name: str) -> SharedDict:
+        sd = self._lookup(name)
+        if sd is None:
+            raise AttributeError(f'no shared dict "{name}"')
+        return sd
+
+    def __getitem__(self, name: str) -> SharedDict:
+        sd = self._lookup(name)
+        if sd is None:
+            raise KeyError(name)
+        return sd
+
+    def __contains__(self, name: object) -> bool:
+        return name in STATE.shdicts
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(STATE.shdicts))
+
+    def __len__(self) -> int:
+        return len(STATE.shdicts)
+
+    def __repr__(self) -> str:
+        return f"<pyngx.shared {sorted(STATE.shdicts)}>"
+
+
+shared = Shared()

@@ -430,4 +430,4 @@ def _c_support() -> tuple[Any, ...]:
         return msgpack.unpackb(raw, strict_map_key=False)
 
     return (errors.NoMemoryError, errors.KeyExistsError, errors.KeyNotFoundError,
-            errors.NotANumberError, errors.IsAListError, msgpack.packb, unpack)
+            errors.NotANumberError, errors.IsAListError, msgpack.packb, unpack, _key, encode)

@@ -1,0 +1,759 @@
+/*
+ * The shared dict hot path in C: the pid-stamped zone lock, the undo journal,
+ * and get / set / safe_set / add / safe_add / replace / incr / delete.
+ *
+ * It works on exactly the layout that zone.py, slab.py and items.py describe
+ * (those files are the reference; this one must agree with them byte for
+ * byte), so the Python engine runs every other operation on the same zone
+ * under this lock. Without a compiler the Python engine does everything.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <zlib.h>
+
+/* zone.py */
+#define HEADER 4096u
+#define JOURNAL_CAP 512u
+#define H_OWNER 16u
+#define H_JCOUNT 20u
+#define H_NCHUNKS 24u
+#define H_NBUCKETS 28u
+#define H_FREE 32u
+#define H_NFREE 36u
+#define H_LRU_HEAD 40u
+#define H_LRU_TAIL 44u
+#define H_ITEMS 48u
+#define H_EVICTIONS 56u
+#define H_BUCKETS 64u
+#define H_CBASE 68u
+/* slab.py */
+#define CHUNK 64u
+#define HEAD_DATA 24u
+#define MORE_DATA 60u
+#define HEAD_OFF 40u
+#define MORE_OFF 4u
+/* items.py */
+#define F_HNEXT 4u
+#define F_PREV 8u
+#define F_LNEXT 12u
+#define F_EXP 16u
+#define F_HASH 24u
+#define F_VLEN 28u
+#define F_FLAGS 32u
+#define F_KLEN 36u
+#define F_TYPE 38u
+enum { T_STR = 1, T_BYTES, T_INT, T_FLOAT, T_BOOL, T_PACK, T_LIST };
+#define MAX_EVICT 30
+enum { OP_SET = 0, OP_ADD = 1, OP_REPLACE = 2 };
+
+static uint32_t my_pid;
+
+static void after_fork_child(void) { my_pid = (uint32_t)getpid(); }
+
+typedef struct {
+    PyObject_HEAD
+    Py_buffer view;
+    char *b;
+    uint32_t cbase, buckets, mask;
+    /* NoMemory, KeyExists, KeyNotFound, NotANumber, IsAList, packb, unpack, key(), encode() */
+    PyObject *sup[9];
+} Engine;
+
+#define W32(e, off) (*(volatile uint32_t *)((e)->b + (off)))
+#define AT(e, i) ((e)->cbase + CHUNK * (uint32_t)(i))
+#define BARRIER() __atomic_signal_fence(__ATOMIC_SEQ_CST)
+
+/* ---- journal ---- */
+
+static int journal(Engine *e, uint32_t off, uint32_t width) {
+    uint32_t n = W32(e, H_JCOUNT);
+    if (n >= JOURNAL_CAP) {
+        PyErr_SetString(PyExc_RuntimeError, "shared dict journal overflow");
+        return -1;
+    }
+    char *ent = e->b + HEADER + 16u * n;
+    memcpy(ent, &off, 4);
+    memcpy(ent + 4, &width, 4);
+    memset(ent + 8, 0, 8);
+    memcpy(ent + 8, e->b + off, width);
+    BARRIER(); /* the entry is complete before the count covers it */
+    W32(e, H_JCOUNT) = n + 1;
+    BARRIER();
+    return 0;
+}
+
+static int jw32(Engine *e, uint32_t off, uint32_t v) {
+    if (journal(e, off, 4) < 0) return -1;
+    W32(e, off) = v;
+    return 0;
+}
+
+static int jwbytes(Engine *e, uint32_t off, const char *src, uint32_t len) {
+    for (uint32_t i = 0; i < len; i += 8) {
+        uint32_t w = len - i < 8 ? len - i : 8;
+        if (journal(e, off + i, w) < 0) return -1;
+        memcpy(e->b + off + i, src + i, w);
+    }
+    return 0;
+}
+
+static void rollback(Engine *e) {
+    uint32_t n = W32(e, H_JCOUNT);
+    while (n-- > 0) {
+        char *ent = e->b + HEADER + 16u * n;
+        uint32_t off, width;
+        memcpy(&off, ent, 4);
+        memcpy(&width, ent + 4, 4);
+        memcpy(e->b + off, ent + 8, width);
+    }
+    BARRIER();
+    W32(e, H_JCOUNT) = 0;
+}
+
+static void commit(Engine *e) { BARRIER(); W32(e, H_JCOUNT) = 0; }
+
+/* ---- the lock: the owner word holds the holder's pid ---- */
+
+static int try_take(Engine *e, uint32_t from) {
+    uint32_t expect = from;
+    return __atomic_compare_exchange_n((uint32_t *)(e->b + H_OWNER), &expect, my_pid, 0,
+                                       __ATOMIC_ACQUIRE, __ATOMIC_RELAXED);
+}
+
+static void lock_zone(Engine *e) {
+    if (try_take(e, 0)) return;
+    for (unsigned spins = 1;; spins++) {
+        uint32_t holder = __atomic_load_n((uint32_t *)(e->b + H_OWNER), __ATOMIC_RELAXED);
+        if (holder == 0) {
+            if (try_take(e, 0)) return;
+            continue;
+        }
+        if (spins < 200) {
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+            continue;
+        }
+        /* A holder that no longer exists (reaped without force_unlock, e.g. no master):
+           take the lock over and undo its step, as the master would. */
+        if ((spins & 255) == 0 && kill((pid_t)holder, 0) == -1 && errno == ESRCH) {
+            if (try_take(e, holder)) {
+                rollback(e);
+                return;
+            }
+        }
+        /* let other threads of this process run: one of them may hold the zone */
+        Py_BEGIN_ALLOW_THREADS
+        sched_yield();
+        Py_END_ALLOW_THREADS
+    }
+}
+
+static void unlock_zone(Engine *e) {
+    __atomic_store_n((uint32_t *)(e->b + H_OWNER), 0, __ATOMIC_RELEASE);
+}
+
+/* ---- chunks ---- */
+
+static uint32_t chunks_for(uint32_t n) {
+    return n <= HEAD_DATA ? 1 : 1 + (n - HEAD_DATA + MORE_DATA - 1) / MORE_DATA;
+}
+
+static uint32_t alloc_chain(Engine *e, uint32_t count) {
+    uint32_t nfree = W32(e, H_NFREE);
+    if (nfree < count) return 0;
+    uint32_t first = W32(e, H_FREE), last = first;
+    for (uint32_t i = 1; i < count; i++) last = W32(e, AT(e, last));
+    uint32_t rest = W32(e, AT(e, last));
+    if (jw32(e, AT(e, last), 0) < 0 || jw32(e, H_FREE, rest) < 0 || jw32(e, H_NFREE, nfree - count) < 0)
+        return UINT32_MAX;
+    return first;
+}
+
+static int free_chain(Engine *e, uint32_t first) {
+    uint32_t last = first, count = 1, nxt;
+    while ((nxt = W32(e, AT(e, last))) != 0) { last = nxt; count++; }
+    if (jw32(e, AT(e, last), W32(e, H_FREE)) < 0 || jw32(e, H_FREE, first) < 0) return -1;
+    return jw32(e, H_NFREE, W32(e, H_NFREE) + count);
+}
+
+/* copy LEN bytes at data position START of item IDX into DST (or from SRC when writing) */
+static int data_io(Engine *e, uint32_t idx, uint32_t start, uint32_t len, char *dst,
+                   const char *src, int journaled) {
+    uint32_t base = 0, room = HEAD_DATA, off = HEAD_OFF, end = start + len;
+    while (len > 0 && idx) {
+        uint32_t lo = start > base ? start : base, hi = end < base + room ? end : base + room;
+        if (lo < hi) {
+            uint32_t at = AT(e, idx) + off + lo - base;
+            if (dst) memcpy(dst + (lo - start), e->b + at, hi - lo);
+            else if (journaled) { if (jwbytes(e, at, src + (lo - start), hi - lo) < 0) return -1; }
+            else memcpy(e->b + at, src + (lo - start), hi - lo);
+        }
+        if (base + room >= end) break;
+        base += room;
+        room = MORE_DATA;
+        off = MORE_OFF;
+        idx = W32(e, AT(e, idx));
+    }
+    return 0;
+}
+
+/* ---- items ---- */
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static double expires_of(Engine *e, uint32_t idx) {
+    double d;
+    memcpy(&d, e->b + AT(e, idx) + F_EXP, 8);
+    return d;
+}
+
+static int is_expired(Engine *e, uint32_t idx, double now) {
+    double x = expires_of(e, idx);
+    return x != 0.0 && x <= now;
+}
+
+static uint16_t klen_of(Engine *e, uint32_t idx) {
+    uint16_t k;
+    memcpy(&k, e->b + AT(e, idx) + F_KLEN, 2);
+    return k;
+}
+
+static uint32_t find(Engine *e, const char *kb, uint32_t klen, uint32_t h, uint32_t *prevp) {
+    uint32_t prev = 0, idx = W32(e, e->buckets + 4u * (h & e->mask));
+    char stackbuf[256];
+    while (idx) {
+        uint32_t off = AT(e, idx);
+        if (W32(e, off + F_HASH) == h && klen_of(e, idx) == klen) {
+            if (klen <= HEAD_DATA) {
+                if (memcmp(e->b + off + HEAD_OFF, kb, klen) == 0) break;
+            } else {
+                char *buf = klen <= sizeof stackbuf ? stackbuf : PyMem_Malloc(klen);
+                if (!buf) { PyErr_NoMemory(); *prevp = UINT32_MAX; return 0; }
+                data_io(e, idx, 0, klen, buf, NULL, 0);
+                int same = memcmp(buf, kb, klen) == 0;
+                if (buf != stackbuf) PyMem_Free(buf);
+                if (same) break;
+            }
+        }
+        prev = idx;
+        idx = W32(e, off + F_HNEXT);
+    }
+    *prevp = prev;
+    return idx;
+}
+
+static int lru_unlink(Engine *e, uint32_t idx) {
+    uint32_t prev = W32(e, AT(e, idx) + F_PREV), next = W32(e, AT(e, idx) + F_LNEXT);
+    if (jw32(e, prev ? AT(e, prev) + F_LNEXT : H_LRU_HEAD, next) < 0) return -1;
+    return jw32(e, next ? AT(e, next) + F_PREV : H_LRU_TAIL, prev);
+}
+
+static int lru_push_head(Engine *e, uint32_t idx, int fresh) {
+    uint32_t old = W32(e, H_LRU_HEAD);
+    if (fresh) {
+        W32(e, AT(e, idx) + F_PREV) = 0;
+        W32(e, AT(e, idx) + F_LNEXT) = old;
+    } else if (jw32(e, AT(e, idx) + F_PREV, 0) < 0 || jw32(e, AT(e, idx) + F_LNEXT, old) < 0) {
+        return -1;
+    }
+    if (jw32(e, old ? AT(e, old) + F_PREV : H_LRU_TAIL, idx) < 0) return -1;
+    return jw32(e, H_LRU_HEAD, idx);
+}
+
+static int touch(Engine *e, uint32_t idx) {
+    if (W32(e, H_LRU_HEAD) == idx) return 0;
+    if (lru_unlink(e, idx) < 0) return -1;
+    return lru_push_head(e, idx, 0);
+}
+
+static int remove_item(Engine *e, uint32_t idx, uint32_t prev) {
+    uint32_t off = AT(e, idx), hnext = W32(e, off + F_HNEXT);
+    uint32_t slot = prev ? AT(e, prev) + F_HNEXT : e->buckets + 4u * (W32(e, off + F_HASH) & e->mask);
+    if (jw32(e, slot, hnext) < 0 || lru_unlink(e, idx) < 0 || free_chain(e, idx) < 0) return -1;
+    return jw32(e, H_ITEMS, W32(e, H_ITEMS) - 1);
+}
+
+static int remove_any(Engine *e, uint32_t idx) {
+    uint32_t h = W32(e, AT(e, idx) + F_HASH), prev = 0, cur = W32(e, e->buckets + 4u * (h & e->mask));
+    while (cur && cur != idx) { prev = cur; cur = W32(e, AT(e, cur) + F_HNEXT); }
+    return remove_item(e, idx, prev);
+}
+
+/* lua-nginx-module's ngx_http_lua_shdict_expire(ctx, n); returns freed or -1 */
+static int expire_tail(Engine *e, int n, double now, int *forced) {
+    int freed = 0;
+    while (n < 3) {
+        uint32_t tail = W32(e, H_LRU_TAIL);
+        if (!tail) break;
+        int expired = is_expired(e, tail, now);
+        if (n != 0 && !expired) break;
+        n++;
+        if (!expired) {
+            uint64_t ev;
+            *forced = 1;
+            memcpy(&ev, e->b + H_EVICTIONS, 8);
+            ev++;
+            if (jwbytes(e, H_EVICTIONS, (const char *)&ev, 8) < 0) return -1;
+        }
+        if (remove_any(e, tail) < 0) return -1;
+        freed++;
+    }
+    return freed;
+}
+
+/* 0 stored, 1 no memory, -1 error; *forcible set when valid items were evicted */
+static int insert(Engine *e, const char *kb, uint32_t klen, uint32_t h, int vt, const char *val,
+                  uint32_t vlen, double expires, uint32_t flags, int evict, double now, int *forcible) {
+    uint32_t need = chunks_for(klen + vlen), first = alloc_chain(e, need);
+    if (first == UINT32_MAX) return -1;
+    for (int i = 0; !first && evict && i < MAX_EVICT; i++) {
+        int freed = expire_tail(e, 0, now, forcible);
+        if (freed < 0) return -1;
+        if (freed == 0) break;
+        first = alloc_chain(e, need);
+        if (first == UINT32_MAX) return -1;
+    }
+    if (!first) return 1;
+    uint32_t off = AT(e, first), bucket = e->buckets + 4u * (h & e->mask);
+    uint16_t k16 = (uint16_t)klen;
+    uint8_t t8 = (uint8_t)vt;
+    W32(e, off + F_HNEXT) = W32(e, bucket);
+    memcpy(e->b + off + F_EXP, &expires, 8);
+    W32(e, off + F_HASH) = h;
+    W32(e, off + F_VLEN) = vlen;
+    W32(e, off + F_FLAGS) = flags;
+    memcpy(e->b + off + F_KLEN, &k16, 2);
+    memcpy(e->b + off + F_TYPE, &t8, 1);
+    data_io(e, first, 0, klen, NULL, kb, 0);
+    data_io(e, first, klen, vlen, NULL, val, 0);
+    if (jw32(e, bucket, first) < 0 || lru_push_head(e, first, 1) < 0) return -1;
+    return jw32(e, H_ITEMS, W32(e, H_ITEMS) + 1);
+}
+
+/* ---- arguments ---- */
+
+typedef struct { const char *p; Py_ssize_t n; PyObject *own; } Buf;
+
+static int parse_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                      const char *const *names, int nreq, int nmax, PyObject **out, const char *fn) {
+    for (int i = 0; i < nmax; i++) out[i] = NULL;
+    if (nargs > nmax) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at most %d arguments (%zd given)", fn, nmax, nargs);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++) out[i] = args[i];
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, k);
+        int found = -1;
+        for (int i = 0; i < nmax; i++)
+            if (PyUnicode_CompareWithASCIIString(name, names[i]) == 0) { found = i; break; }
+        if (found < 0 || out[found]) {
+            PyErr_Format(PyExc_TypeError, found < 0 ? "%s() got an unexpected keyword argument '%U'"
+                                                    : "%s() got multiple values for argument '%U'", fn, name);
+            return -1;
+        }
+        out[found] = args[nargs + k];
+    }
+    for (int i = 0; i < nreq; i++)
+        if (!out[i]) {
+            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", fn, names[i]);
+            return -1;
+        }
+    return 0;
+}
+
+static int get_key(Engine *e, PyObject *key, Buf *k) {
+    k->own = NULL;
+    if (PyUnicode_CheckExact(key)) {
+        k->p = PyUnicode_AsUTF8AndSize(key, &k->n);
+        if (!k->p) return -1;
+    } else if (PyBytes_CheckExact(key)) {
+        k->p = PyBytes_AS_STRING(key);
+        k->n = PyBytes_GET_SIZE(key);
+    } else {
+        k->own = PyObject_CallOneArg(e->sup[7], key); /* shdict._key: checks and raises */
+        if (!k->own) return -1;
+        k->p = PyBytes_AS_STRING(k->own);
+        k->n = PyBytes_GET_SIZE(k->own);
+        return 0;
+    }
+    if (k->n == 0) { PyErr_SetString(PyExc_ValueError, "empty key"); return -1; }
+    if (k->n > 65535) { PyErr_SetString(PyExc_ValueError, "key too long"); return -1; }
+    return 0;
+}
+
+static int get_value(Engine *e, PyObject *v, int *vt, Buf *out, char *num) {
+    out->own = NULL;
+    if (PyUnicode_CheckExact(v)) {
+        *vt = T_STR;
+        out->p = PyUnicode_AsUTF8AndSize(v, &out->n);
+        return out->p ? 0 : -1;
+    }
+    if (PyBytes_CheckExact(v)) {
+        *vt = T_BYTES;
+        out->p = PyBytes_AS_STRING(v);
+        out->n = PyBytes_GET_SIZE(v);
+        return 0;
+    }
+    if (v == Py_True || v == Py_False) {
+        *vt = T_BOOL;
+        num[0] = v == Py_True;
+        out->p = num;
+        out->n = 1;
+        return 0;
+    }
+    if (PyLong_CheckExact(v)) {
+        int overflow;
+        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (overflow) { PyErr_SetString(PyExc_ValueError, "integer out of the 64-bit range"); return -1; }
+        if (x == -1 && PyErr_Occurred()) return -1;
+        *vt = T_INT;
+        memcpy(num, &x, 8);
+        out->p = num;
+        out->n = 8;
+        return 0;
+    }
+    if (PyFloat_CheckExact(v)) {
+        double d = PyFloat_AS_DOUBLE(v);
+        *vt = T_FLOAT;
+        memcpy(num, &d, 8);
+        out->p = num;
+        out->n = 8;
+        return 0;
+    }
+    /* everything else (lists, dicts, subclasses, bad types) through items.encode */
+    PyObject *r = PyObject_CallOneArg(e->sup[8], v);
+    if (!r) return -1;
+    *vt = (int)PyLong_AsLong(PyTuple_GET_ITEM(r, 0));
+    out->own = r;
+    out->p = PyBytes_AS_STRING(PyTuple_GET_ITEM(r, 1));
+    out->n = PyBytes_GET_SIZE(PyTuple_GET_ITEM(r, 1));
+    return 0;
+}
+
+static int get_seconds(PyObject *o, const char *what, double *d) {
+    if (!o) { *d = 0; return 0; }
+    if (PyFloat_CheckExact(o)) *d = PyFloat_AS_DOUBLE(o);
+    else if (PyLong_CheckExact(o)) { *d = PyLong_AsDouble(o); if (*d == -1.0 && PyErr_Occurred()) return -1; }
+    else { PyErr_Format(PyExc_TypeError, "bad \"%s\" argument", what); return -1; }
+    if (!(*d >= 0)) { PyErr_Format(PyExc_ValueError, "bad \"%s\" argument", what); return -1; }
+    return 0;
+}
+
+static int get_flags(PyObject *o, uint32_t *f) {
+    if (!o) { *f = 0; return 0; }
+    if (!PyLong_CheckExact(o)) { PyErr_SetString(PyExc_TypeError, "bad \"flags\" argument"); return -1; }
+    int overflow;
+    long long x = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (overflow || x < 0 || x > 0xFFFFFFFFLL) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "bad \"flags\" argument");
+        return -1;
+    }
+    *f = (uint32_t)x;
+    return 0;
+}
+
+/* ---- operations ---- */
+
+static PyObject *raise_(Engine *e, int which) {
+    PyErr_SetNone(e->sup[which]);
+    return NULL;
+}
+
+static PyObject *decode_raw(int vt, const char *raw, uint32_t n) {
+    switch (vt) {
+    case T_STR: return PyUnicode_DecodeUTF8(raw, n, NULL);
+    case T_INT: { long long x; memcpy(&x, raw, 8); return PyLong_FromLongLong(x); }
+    case T_FLOAT: { double d; memcpy(&d, raw, 8); return PyFloat_FromDouble(d); }
+    case T_BOOL: return PyBool_FromLong(raw[0] == 1);
+    default: return PyBytes_FromStringAndSize(raw, n); /* T_BYTES, and T_PACK before unpacking */
+    }
+}
+
+static PyObject *E_get(Engine *e, PyObject *key) {
+    Buf k;
+    if (get_key(e, key, &k) < 0) return NULL;
+    uint32_t h = (uint32_t)crc32(0, (const Bytef *)k.p, (uInt)k.n), prev;
+    PyObject *res = NULL;
+    int vt = 0, err = 0;
+    lock_zone(e);
+    double now = now_s();
+    uint32_t idx = find(e, k.p, (uint32_t)k.n, h, &prev);
+    if (prev == UINT32_MAX) err = 1;
+    else if (!idx || is_expired(e, idx, now)) res = Py_NewRef(Py_None);
+    else if ((vt = *(uint8_t *)(e->b + AT(e, idx) + F_TYPE)) == T_LIST) err = 2;
+    else if (touch(e, idx) < 0) err = 1;
+    else {
+        uint32_t vlen = W32(e, AT(e, idx) + F_VLEN), start = klen_of(e, idx);
+        if (start + vlen <= HEAD_DATA) {
+            res = decode_raw(vt, e->b + AT(e, idx) + HEAD_OFF + start, vlen);
+        } else {
+            res = PyBytes_FromStringAndSize(NULL, vlen);
+            if (res) {
+                data_io(e, idx, start, vlen, PyBytes_AS_STRING(res), NULL, 0);
+                if (vt != T_BYTES && vt != T_PACK) {
+                    PyObject *raw = res;
+                    res = decode_raw(vt, PyBytes_AS_STRING(raw), vlen);
+                    Py_DECREF(raw);
+                }
+            }
+        }
+        if (!res) err = 1;
+    }
+    if (err) rollback(e); else commit(e);
+    unlock_zone(e);
+    Py_XDECREF(k.own);
+    if (err == 2) return raise_(e, 4);
+    if (res && vt == T_PACK) { /* unpack outside the lock: it runs Python code */
+        PyObject *raw = res;
+        res = PyObject_CallOneArg(e->sup[6], raw);
+        Py_DECREF(raw);
+    }
+    return res;
+}
+
+/* set / safe_set / add / safe_add / replace / delete */
+static PyObject *store(Engine *e, int op, int safe, PyObject *const *args, Py_ssize_t nargs,
+                       PyObject *kwnames, const char *fn) {
+    static const char *const names[] = {"key", "value", "exptime", "flags"};
+    PyObject *a[4];
+    Buf k, v = {NULL, 0, NULL};
+    double exptime;
+    uint32_t flags;
+    int vt = 0, forcible = 0, rc = 0;
+    char num[8];
+    if (parse_args(args, nargs, kwnames, names, 2, 4, a, fn) < 0) return NULL;
+    if (get_key(e, a[0], &k) < 0) return NULL;
+    if (get_seconds(a[2], "exptime", &exptime) < 0 || get_flags(a[3], &flags) < 0 ||
+        (a[1] != Py_None && get_value(e, a[1], &vt, &v, num) < 0)) {
+        Py_XDECREF(k.own);
+        return NULL;
+    }
+    uint32_t h = (uint32_t)crc32(0, (const Bytef *)k.p, (uInt)k.n), prev;
+    lock_zone(e);
+    double now = now_s();
+    int dummy = 0;
+    if (expire_tail(e, 1, now, &dummy) < 0) rc = -1;
+    uint32_t idx = rc ? 0 : find(e, k.p, (uint32_t)k.n, h, &prev);
+    if (!rc && prev == UINT32_MAX) rc = -1;
+    if (!rc) {
+        int live = idx && !is_expired(e, idx, now);
+        if (op == OP_ADD && live) rc = 2;
+        else if (op == OP_REPLACE && !live) rc = 3;
+        else if (idx && remove_item(e, idx, prev) < 0) rc = -1;
+        else if (vt)
+            rc = insert(e, k.p, (uint32_t)k.n, h, vt, v.p, (uint32_t)v.n, exptime ? now + exptime : 0.0,
+                        flags, !safe, now, &forcible);
+    }
+    if (rc) rollback(e); else commit(e);
+    unlock_zone(e);
+    Py_XDECREF(k.own);
+    Py_XDECREF(v.own);
+    switch (rc) {
+    case 0: return PyBool_FromLong(forcible);
+    case 1: return raise_(e, 0);
+    case 2: return raise_(e, 1);
+    case 3: return raise_(e, 2);
+    default: return NULL;
+    }
+}
+
+#define STORE_FN(name, op, safe)                                                              \
+    static PyObject *E_##name(Engine *e, PyObject *const *args, Py_ssize_t n, PyObject *kw) { \
+        return store(e, op, safe, args, n, kw, #name);                                         \
+    }
+STORE_FN(set, OP_SET, 0)
+STORE_FN(safe_set, OP_SET, 1)
+STORE_FN(add, OP_ADD, 0)
+STORE_FN(safe_add, OP_ADD, 1)
+STORE_FN(replace, OP_REPLACE, 0)
+
+static PyObject *E_delete(Engine *e, PyObject *key) {
+    PyObject *args[2] = {key, Py_None};
+    PyObject *r = store(e, OP_SET, 0, args, 2, NULL, "delete");
+    if (!r) return NULL;
+    Py_DECREF(r);
+    Py_RETURN_NONE;
+}
+
+typedef struct { int is_int; long long i; double d; } Num;
+
+static int get_num(PyObject *o, const char *what, Num *n) {
+    if (PyLong_CheckExact(o)) {
+        int overflow;
+        n->i = PyLong_AsLongLongAndOverflow(o, &overflow);
+        if (n->i == -1 && PyErr_Occurred()) return -1;
+        n->is_int = !overflow;
+        if (overflow) { n->d = PyLong_AsDouble(o); if (n->d == -1.0 && PyErr_Occurred()) return -1; }
+        return 0;
+    }
+    if (PyFloat_CheckExact(o)) { n->is_int = 0; n->d = PyFloat_AS_DOUBLE(o); return 0; }
+    PyErr_Format(PyExc_TypeError, "cannot convert '%s' to a number", what);
+    return -1;
+}
+
+static Num add_num(Num a, Num b) {
+    Num r;
+    if (a.is_int && b.is_int && !__builtin_add_overflow(a.i, b.i, &r.i)) { r.is_int = 1; return r; }
+    r.is_int = 0;
+    r.d = (a.is_int ? (double)a.i : a.d) + (b.is_int ? (double)b.i : b.d);
+    return r;
+}
+
+static PyObject *E_incr(Engine *e, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    static const char *const names[] = {"key", "value", "init", "init_ttl"};
+    PyObject *a[4];
+    Buf k;
+    Num val, init, res = {0, 0, 0};
+    double ttl;
+    int rc = 0, has_init;
+    if (parse_args(args, nargs, kwnames, names, 2, 4, a, "incr") < 0) return NULL;
+    if (get_key(e, a[0], &k) < 0) return NULL;
+    has_init = a[2] && a[2] != Py_None;
+    if (get_num(a[1], "value", &val) < 0 || (has_init && get_num(a[2], "init", &init) < 0) ||
+        get_seconds(a[3], "init_ttl", &ttl) < 0) {
+        Py_XDECREF(k.own);
+        return NULL;
+    }
+    if (ttl && !has_init) {
+        Py_XDECREF(k.own);
+        PyErr_SetString(PyExc_ValueError, "must provide \"init\" when providing \"init_ttl\"");
+        return NULL;
+    }
+    uint32_t h = (uint32_t)crc32(0, (const Bytef *)k.p, (uInt)k.n), prev;
+    int forcible = 0;
+    lock_zone(e);
+    double now = now_s();
+    if (expire_tail(e, 1, now, &forcible) < 0) rc = -1;
+    uint32_t idx = rc ? 0 : find(e, k.p, (uint32_t)k.n, h, &prev);
+    if (!rc && prev == UINT32_MAX) rc = -1;
+    if (!rc && idx && !is_expired(e, idx, now)) {
+        uint8_t vt = *(uint8_t *)(e->b + AT(e, idx) + F_TYPE), nt;
+        char raw[8];
+        if (vt != T_INT && vt != T_FLOAT) rc = 4;
+        else {
+            Num cur;
+            data_io(e, idx, klen_of(e, idx), 8, raw, NULL, 0);
+            cur.is_int = vt == T_INT;
+            memcpy(cur.is_int ? (void *)&cur.i : (void *)&cur.d, raw, 8);
+            res = add_num(cur, val);
+            nt = res.is_int ? T_INT : T_FLOAT;
+            memcpy(raw, res.is_int ? (void *)&res.i : (void *)&res.d, 8);
+            if ((nt != vt && jwbytes(e, AT(e, idx) + F_TYPE, (const char *)&nt, 1) < 0) ||
+                data_io(e, idx, klen_of(e, idx), 8, NULL, raw, 1) < 0 || touch(e, idx) < 0)
+                rc = -1;
+        }
+    } else if (!rc && !has_init) {
+        rc = 3;
+    } else if (!rc) {
+        char raw[8];
+        res = add_num(init, val);
+        memcpy(raw, res.is_int ? (void *)&res.i : (void *)&res.d, 8);
+        if (idx && remove_item(e, idx, prev) < 0) rc = -1;
+        else rc = insert(e, k.p, (uint32_t)k.n, h, res.is_int ? T_INT : T_FLOAT, raw, 8,
+                         ttl ? now + ttl : 0.0, 0, 1, now, &forcible);
+    }
+    if (rc) rollback(e); else commit(e);
+    unlock_zone(e);
+    Py_XDECREF(k.own);
+    switch (rc) {
+    case 0: return res.is_int ? PyLong_FromLongLong(res.i) : PyFloat_FromDouble(res.d);
+    case 1: return raise_(e, 0);
+    case 3: return raise_(e, 2);
+    case 4: return raise_(e, 3);
+    default: return NULL;
+    }
+}
+
+static PyObject *E_lock(Engine *e, PyObject *unused) {
+    lock_zone(e);
+    Py_RETURN_NONE;
+}
+
+static PyObject *E_unlock(Engine *e, PyObject *unused) {
+    unlock_zone(e);
+    Py_RETURN_NONE;
+}
+
+/* the master saw PID die: if it held the lock, undo its step and free the lock */
+static PyObject *E_force_unlock(Engine *e, PyObject *arg) {
+    long pid = PyLong_AsLong(arg);
+    if (pid == -1 && PyErr_Occurred()) return NULL;
+    if (pid <= 0 || !try_take(e, (uint32_t)pid)) Py_RETURN_FALSE;
+    rollback(e);
+    unlock_zone(e);
+    Py_RETURN_TRUE;
+}
+
+static PyMethodDef E_methods[] = {
+    {"get", (PyCFunction)E_get, METH_O, "get(key) -> value | None"},
+    {"set", (PyCFunction)(void (*)(void))E_set, METH_FASTCALL | METH_KEYWORDS, "set(key, value, exptime=0, flags=0)"},
+    {"safe_set", (PyCFunction)(void (*)(void))E_safe_set, METH_FASTCALL | METH_KEYWORDS, NULL},
+    {"add", (PyCFunction)(void (*)(void))E_add, METH_FASTCALL | METH_KEYWORDS, NULL},
+    {"safe_add", (PyCFunction)(void (*)(void))E_safe_add, METH_FASTCALL | METH_KEYWORDS, NULL},
+    {"replace", (PyCFunction)(void (*)(void))E_replace, METH_FASTCALL | METH_KEYWORDS, NULL},
+    {"incr", (PyCFunction)(void (*)(void))E_incr, METH_FASTCALL | METH_KEYWORDS, "incr(key, value, init=None, init_ttl=0)"},
+    {"delete", (PyCFunction)E_delete, METH_O, NULL},
+    {"lock", (PyCFunction)E_lock, METH_NOARGS, NULL},
+    {"unlock", (PyCFunction)E_unlock, METH_NOARGS, NULL},
+    {"force_unlock", (PyCFunction)E_force_unlock, METH_O, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static int E_init(Engine *e, PyObject *args, PyObject *kw) {
+    PyObject *buf, *sup;
+    if (!PyArg_ParseTuple(args, "OO!", &buf, &PyTuple_Type, &sup)) return -1;
+    if (PyTuple_GET_SIZE(sup) != 9) { PyErr_SetString(PyExc_ValueError, "support tuple of 9"); return -1; }
+    if (e->b) { PyErr_SetString(PyExc_RuntimeError, "already initialised"); return -1; }
+    if (PyObject_GetBuffer(buf, &e->view, PyBUF_WRITABLE) < 0) return -1;
+    e->b = e->view.buf;
+    for (int i = 0; i < 9; i++) e->sup[i] = Py_NewRef(PyTuple_GET_ITEM(sup, i));
+    e->cbase = W32(e, H_CBASE);
+    e->buckets = W32(e, H_BUCKETS);
+    e->mask = W32(e, H_NBUCKETS) - 1;
+    return 0;
+}
+
+static void E_dealloc(Engine *e) {
+    if (e->b) PyBuffer_Release(&e->view);
+    for (int i = 0; i < 9; i++) Py_XDECREF(e->sup[i]);
+    Py_TYPE(e)->tp_free((PyObject *)e);
+}
+
+static PyTypeObject EngineType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "pyngx.shm._shdict.Engine",
+    .tp_basicsize = sizeof(Engine),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Engine(buffer, support): the hot operations over one zone's mapping",
+    .tp_methods = E_methods,
+    .tp_init = (initproc)E_init,
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)E_dealloc,
+};
+
+static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_shdict", "Shared dict hot path.", -1, NULL};
+
+PyMODINIT_FUNC PyInit__shdict(void) {
+    my_pid = (uint32_t)getpid();
+    pthread_atfork(NULL, NULL, after_fork_child);
+    if (PyType_Ready(&EngineType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&moddef);
+    if (!m) return NULL;
+    if (PyModule_AddObjectRef(m, "Engine", (PyObject *)&EngineType) < 0) { Py_DECREF(m); return NULL; }
+    return m;
+}
