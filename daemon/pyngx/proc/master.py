@@ -408,12 +408,26 @@ class Master:
             self.answer_reload(False, str(err))
             service.notify_ready(self.pid)
             return
+        self.move_pid_file(self.cycle.config, new.config)
         self.old_cycles.append(self.cycle)
         self.cycle = new
         self.fails.clear()
         if tree.TREE is not None:
             tree.TREE.set_generation(new.generation, self.pid)
         self.start_generation()
+
+    def move_pid_file(self, old: Config, new: Config) -> None:
+        """A reload that changed ``pid`` writes the new file and removes the old one (nginx does)."""
+        before, after = boot.pid_path(old), boot.pid_path(new)
+        if before == after:
+            return
+        try:
+            pidfile.write(after, self.pid)
+        except OSError as exc:
+            log.alert(exc.strerror or str(exc))
+            return
+        pidfile.unlink_if_ours(before, self.pid)
+        pidfile.remove_verdict(before)
 
     def build_next(self) -> Cycle:
         """Load and build the next generation. Raises CycleError; changes nothing then."""
