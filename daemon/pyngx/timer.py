@@ -7,7 +7,7 @@ behaviour (limits, no-overlap ``every``, ``unique=``, the exit flush).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from pyngx.errors import WrongContextError
 from pyngx.runtime import phase
@@ -16,18 +16,13 @@ from pyngx.runtime.timers import Timer as Timer
 
 Timer.__module__ = "pyngx.timer"
 
-_current_phase = phase.current
-_INIT = phase.INIT
-
-
 def _engine(api: str) -> _timers.Engine:
     """This process's timer engine. Raises WrongContextError where timers cannot run."""
     engine = _timers.ENGINE
-    if engine is None or _current_phase() == _INIT:
-        # init_by_python runs in the master, which has no event loop (OpenResty
-        # disables ngx.timer.* in init_by_lua too)
-        here = _current_phase() or "this process"
-        raise WrongContextError(f"{api}: API disabled in the context of {here}")
+    if engine is None:
+        # no event loop here: the master (init_by_python; OpenResty disables
+        # ngx.timer.* in init_by_lua too) or a plain Python program
+        raise WrongContextError(f"{api}: API disabled in the context of {phase.current() or 'this process'}")
     return engine
 
 
@@ -36,11 +31,19 @@ def at(delay: float, callback: Callable[..., Any], *args: Any) -> Timer:
 
     Raises ValueError (delay < 0), TypeError, TooManyTimersError, ProcessExitingError.
     """
+    engine = _timers.ENGINE
+    if engine is None or not delay >= 0 or not callable(callback):  # one test on the hot path
+        _refuse_at(engine, delay, callback)
+    return engine.at(delay, callback, args)
+
+
+def _refuse_at(engine: _timers.Engine | None, delay: Any, callback: Any) -> NoReturn:
     if not delay >= 0:  # also refuses NaN
         raise ValueError(f"bad argument #1 to 'at' (delay must not be negative, got {delay!r})")
     if not callable(callback):
         raise TypeError(f"bad argument #2 to 'at' (callable expected, got {type(callback).__name__})")
-    return _engine("ngx.timer.at").at(delay, callback, args)
+    _engine("ngx.timer.at")
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def every(interval: float, callback: Callable[..., Any], *args: Any, unique: str | None = None) -> Timer:

@@ -37,6 +37,7 @@ from pyngx.errors import ProcessExitingError, TooManyTimersError
 from pyngx.runtime import lifecycle, phase
 
 _Context = contextvars.Context
+_new = object.__new__
 _set_phase = phase.set
 _TIMER = phase.TIMER
 
@@ -79,23 +80,20 @@ def where(fn: Callable[..., Any]) -> str:
 class Timer:
     """A timer made by ``ngx.timer.at`` or ``ngx.timer.every``."""
 
-    __slots__ = ("_engine", "_fn", "_args", "_interval", "_unique", "_alive", "_handle",
-                 "_due", "_running", "_waiting", "_task", "_after")
+    # An `at` timer sets only these five; the class attributes below are the
+    # answers for it, and `EveryTimer` makes them per-instance slots.
+    __slots__ = ("_engine", "_fn", "_args", "_alive", "_handle")
+    _interval = 0.0
+    _unique: str | None = None
+    _running = False  # an `every` run is in progress
+    _after = False  # run once more, premature, when the current run ends
 
-    def __init__(self, engine: Engine, fn: Callable[..., Any], args: tuple[Any, ...], interval: float,
-                 unique: str | None) -> None:
+    def __init__(self, engine: Engine, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
         self._engine = engine
         self._fn = fn
         self._args = args
-        self._interval = interval  # 0 for `at`
-        self._unique = unique
         self._alive = True  # counted in pending_count()
         self._handle: asyncio.TimerHandle | None = None
-        self._due = 0.0
-        self._running = False  # an `every` run is in progress
-        self._waiting = False  # due, waiting for a free running slot
-        self._task: asyncio.Future[Any] | None = None
-        self._after = False  # run once more, premature, when the current run ends
 
     def cancel(self) -> bool:
         """Stop the timer; False when it already ran, was cancelled, or the process is exiting."""
@@ -110,6 +108,21 @@ class Timer:
         return f"<pyngx.Timer {kind} {where(self._fn)} {state}>"
 
 
+class EveryTimer(Timer):
+    """An ``every`` timer: the state an `at` timer does not need."""
+
+    __slots__ = ("_interval", "_unique", "_running", "_after", "_due")
+
+    def __init__(self, engine: Engine, fn: Callable[..., Any], args: tuple[Any, ...], interval: float,
+                 unique: str | None) -> None:
+        super().__init__(engine, fn, args)
+        self._interval = interval
+        self._unique = unique
+        self._running = False
+        self._after = False
+        self._due = 0.0
+
+
 class Engine:
     """Every timer of one process, on one event loop."""
 
@@ -121,8 +134,8 @@ class Engine:
         self.pending = 0
         self.running = 0
         self.closing = False  # graceful exit began: no new timers
-        # Queues
-        self._ready: deque[Timer] = deque()  # due now, in order
+        # Queues (a cancelled timer stays in them, skipped when it comes out)
+        self._ready: deque[Timer] = deque()  # `at` timers due now, in order
         self._drain_handle: asyncio.Handle | None = None
         self._waitq: deque[Timer] = deque()  # due, over max_running
         self._scheduled: set[Timer] = set()  # on the loop's timer heap (delay > 0, every)
@@ -130,6 +143,10 @@ class Engine:
         self._held: dict[str, Timer] = {}  # unique names this process holds
         self._idle_waiters: list[asyncio.Future[None]] = []
         self._burst = 0  # timers that waited for a slot in the current burst
+        # Each run gets a copy of this context: the phase is TIMER, and nothing of
+        # the code that created the timer (its request, say) leaks into the callback.
+        self._context = _Context()
+        self._context.run(_set_phase, _TIMER)
         # Statistics
         self.fired = 0
         self.failed = 0
@@ -142,11 +159,15 @@ class Engine:
 
     def at(self, delay: float, fn: Callable[..., Any], args: tuple[Any, ...]) -> Timer:
         """Raises ProcessExitingError or TooManyTimersError; nothing changes then."""
-        if self.closing:
-            raise ProcessExitingError()
-        if self.pending >= self.max_pending:
-            raise TooManyTimersError()
-        t = Timer(self, fn, args, 0.0, None)
+        if self.pending >= self.max_pending or self.closing:
+            raise ProcessExitingError() if self.closing else TooManyTimersError()
+        # Timer.__init__ spelled out: at(0) is a hot path and a frame costs more than it
+        t = _new(Timer)
+        t._engine = self
+        t._fn = fn
+        t._args = args
+        t._alive = True
+        t._handle = None
         self.pending += 1
         if delay == 0:
             self._ready.append(t)
@@ -159,11 +180,9 @@ class Engine:
 
     def every(self, interval: float, fn: Callable[..., Any], args: tuple[Any, ...], unique: str | None) -> Timer:
         """Raises ProcessExitingError or TooManyTimersError; nothing changes then."""
-        if self.closing:
-            raise ProcessExitingError()
-        if self.pending >= self.max_pending:
-            raise TooManyTimersError()
-        t = Timer(self, fn, args, float(interval), unique)
+        if self.pending >= self.max_pending or self.closing:
+            raise ProcessExitingError() if self.closing else TooManyTimersError()
+        t = EveryTimer(self, fn, args, float(interval), unique)
         self.pending += 1
         self._scheduled.add(t)
         t._due = self.loop.time() + interval
@@ -177,9 +196,6 @@ class Engine:
         if t._handle is not None:
             t._handle.cancel()
             t._handle = None
-        if t._waiting:
-            t._waiting = False
-            self._waitq.remove(t)
         if t._unique is not None and not t._running:
             self._release(t)
         self._check_idle()
@@ -187,26 +203,54 @@ class Engine:
     # -- falling due --
 
     def _drain(self) -> None:
-        """Start every timer in the ready queue (and those queued meanwhile, up to a bound)."""
+        """Run the ready `at` timers (and those made meanwhile, up to a bound).
+
+        The hot path of ``at(0)``: `_run` inlined for plain callbacks.
+        """
         self._drain_handle = None
         ready = self._ready
+        popleft = ready.popleft
+        fresh = self._context.copy
         budget = len(ready) + _DRAIN_EXTRA
+        fired = 0
         while ready and budget:
             budget -= 1
-            t = ready.popleft()
-            if t._alive:
-                self._start(t, False)
+            t = popleft()
+            if not t._alive:
+                continue
+            if self.running >= self.max_running:
+                self._wait_for_slot(t)
+                continue
+            t._alive = False
+            self.pending -= 1
+            self.running += 1
+            fired += 1
+            ctx = fresh()
+            try:
+                result = ctx.run(t._fn, False, *t._args)
+            except Exception as exc:  # noqa: BLE001 - the user's callback: log it, carry on
+                self._report(t, exc, skip_frame=True)
+                result = None
+            if result is not None and hasattr(result, "__await__"):
+                self._spawn(t, result, ctx)
+            else:
+                self.running -= 1
+        self.fired += fired
         if ready and self._drain_handle is None:
             self._drain_handle = self.loop.call_soon(self._drain)
+        if self._waitq and self.running < self.max_running:
+            self._next_waiting()
+        self._check_idle()
 
     def _expire(self, t: Timer) -> None:
         t._handle = None
         self._scheduled.discard(t)
         if t._alive:
-            self._start(t, False)
+            self._start(t)
 
     def _on_due(self, t: Timer) -> None:
         """An `every` timer's due time: plan the next one on the grid, then run or skip."""
+        assert isinstance(t, EveryTimer)
         now = self.loop.time()
         interval = t._interval
         nxt = t._due + interval
@@ -214,21 +258,22 @@ class Engine:
             nxt += ((now - nxt) // interval + 1) * interval
         t._due = nxt
         t._handle = self.loop.call_at(nxt, self._on_due, t)
-        if t._running or t._waiting:
+        if t._running:  # running, or due and waiting for a slot
             self.skipped += 1
             return
         if t._unique is not None and not self._take(t):
             return
-        self._start(t, False)
+        if t._interval:
+            t._running = True
+        self._start(t)
 
-    def _start(self, t: Timer, premature: bool) -> None:
-        if self.running >= self.max_running and not premature:
+    def _start(self, t: Timer) -> None:
+        if self.running >= self.max_running:
             self._wait_for_slot(t)
-            return
-        self._run(t, premature)
+        else:
+            self._run(t, False)
 
     def _wait_for_slot(self, t: Timer) -> None:
-        t._waiting = True
         self._waitq.append(t)
         self.waited += 1
         if not self._burst:
@@ -237,12 +282,14 @@ class Engine:
         self._burst += 1
 
     def _next_waiting(self) -> None:
-        """A running slot is free: start the timer that has waited longest."""
+        """Running slots are free: start the timers that have waited longest."""
         waitq = self._waitq
         while waitq and self.running < self.max_running:
             t = waitq.popleft()
-            t._waiting = False
-            self._run(t, False)
+            if t._alive:
+                self._run(t, False)
+            elif t._interval:  # an `every` cancelled while it waited
+                self._finish_every(t)
         if not waitq and self._burst:
             log.info(f"{self._burst} expired timers waited for a free running slot")
             self._burst = 0
@@ -257,30 +304,29 @@ class Engine:
         else:
             t._alive = False
             self.pending -= 1
-        # A fresh context per run: the phase is TIMER and nothing of the code that
-        # created the timer (its request, say) leaks into the callback.
-        _Context().run(self._call, t, premature)
-
-    def _call(self, t: Timer, premature: bool) -> None:
-        _set_phase(_TIMER)
+        ctx = self._context.copy()
         try:
-            result = t._fn(premature, *t._args)
+            result = ctx.run(t._fn, premature, *t._args)
         except Exception as exc:  # noqa: BLE001 - the user's callback: log it, carry on
             self._report(t, exc, skip_frame=True)
             self._finish(t)
             return
-        if result is None or not hasattr(result, "__await__"):
+        if result is not None and hasattr(result, "__await__"):
+            self._spawn(t, result, ctx)  # an `async def` callback (or one returning an awaitable)
+        else:
             self._finish(t)
-            return
-        # an `async def` callback (or a plain one returning an awaitable)
-        task = asyncio.ensure_future(result, loop=self.loop)
-        t._task = task
+
+    def _spawn(self, t: Timer, awaitable: Any, ctx: contextvars.Context) -> None:
+        """Run an async callback's coroutine as a task in CTX; it holds its slot until done."""
+        if asyncio.iscoroutine(awaitable):
+            task: asyncio.Future[Any] = self.loop.create_task(awaitable, context=ctx)
+        else:
+            task = asyncio.ensure_future(awaitable, loop=self.loop)
         self._tasks[task] = t
         task.add_done_callback(self._task_done)
 
     def _task_done(self, task: asyncio.Future[Any]) -> None:
         t = self._tasks.pop(task)
-        t._task = None
         if task.cancelled():
             if not self.closing:
                 log.info(f"timer callback {where(t._fn)} was cancelled")
@@ -300,17 +346,19 @@ class Engine:
     def _finish(self, t: Timer) -> None:
         self.running -= 1
         if t._interval:
-            t._running = False
-            if t._after:  # exit began while this run was going: one premature run now
-                t._after = False
-                self.premature += 1
-                self._run(t, True)
-                return
-            if not t._alive and t._unique is not None:
-                self._release(t)
-        if self._waitq:
+            self._finish_every(t)
+        if self._waitq and self.running < self.max_running:
             self._next_waiting()
         self._check_idle()
+
+    def _finish_every(self, t: Timer) -> None:
+        t._running = False
+        if t._after:  # exit began while this run was going: one premature run now
+            t._after = False
+            self.premature += 1
+            self._run(t, True)
+        elif not t._alive and t._unique is not None:
+            self._release(t)
 
     # -- unique= --
 
@@ -372,19 +420,24 @@ class Engine:
         if self._drain_handle is not None:
             self._drain_handle.cancel()
             self._drain_handle = None
-        due = [(t, False) for t in self._waitq]
+        due_every = set()
+        batch: list[tuple[Timer, bool]] = []
+        for t in self._waitq:  # fell due, waits for a slot: a normal run, now
+            if t._interval:
+                t._running = False  # it was only waiting
+                if t._alive:
+                    due_every.add(t)  # runs from the loop over _scheduled below
+                else:
+                    self._release(t)  # cancelled while it waited
+            elif t._alive:
+                batch.append((t, False))
         self._waitq.clear()
-        soon = [(t, True) for t in self._ready if t._alive]
+        batch.extend((t, True) for t in self._ready if t._alive)
         self._ready.clear()
         for t in self._scheduled:
             if t._handle is not None:
                 t._handle.cancel()
                 t._handle = None
-            soon.append((t, True))
-        self._scheduled.clear()
-        batch = []
-        for t, premature in due + soon:
-            t._waiting = False
             if not t._alive:
                 continue
             if t._unique is not None and self._held.get(t._unique) is not t:
@@ -393,7 +446,8 @@ class Engine:
                 t._after = True
                 self._drop(t)
             else:
-                batch.append((t, premature))
+                batch.append((t, t not in due_every))
+        self._scheduled.clear()
         if batch:
             self.loop.call_soon(self._run_batch, batch)
         self._check_idle()
@@ -439,7 +493,6 @@ class Engine:
                 t._handle = None
             if t._alive:
                 self._drop(t)
-            t._waiting = False
         self._scheduled.clear()
         self._ready.clear()
         self._waitq.clear()
@@ -452,7 +505,7 @@ class Engine:
         return {
             "pending": self.pending,
             "running": self.running,
-            "waiting_for_slot": len(self._waitq),
+            "waiting_for_slot": sum(1 for t in self._waitq if t._alive),
             "fired": self.fired,
             "failed": self.failed,
             "waited_for_slot": self.waited,
