@@ -469,6 +469,12 @@ static int get_flags(PyObject *o, uint32_t *f) {
 
 /* ---- operations ---- */
 
+static int closed(Engine *e) {
+    if (e->b) return 0;
+    PyErr_SetString(PyExc_ValueError, "shared dict zone is closed");
+    return 1;
+}
+
 static PyObject *raise_(Engine *e, int which) {
     PyErr_SetNone(e->sup[which]);
     return NULL;
@@ -486,6 +492,7 @@ static PyObject *decode_raw(int vt, const char *raw, uint32_t n) {
 
 static PyObject *E_get(Engine *e, PyObject *key) {
     Buf k;
+    if (closed(e)) return NULL;
     if (get_key(e, key, &k) < 0) return NULL;
     uint32_t h = (uint32_t)crc32(0, (const Bytef *)k.p, (uInt)k.n), prev;
     PyObject *res = NULL;
@@ -536,7 +543,7 @@ static PyObject *store(Engine *e, int op, int safe, PyObject *const *args, Py_ss
     uint32_t flags;
     int vt = 0, forcible = 0, rc = 0;
     char num[8];
-    if (parse_args(args, nargs, kwnames, names, 2, 4, a, fn) < 0) return NULL;
+    if (closed(e) || parse_args(args, nargs, kwnames, names, 2, 4, a, fn) < 0) return NULL;
     if (get_key(e, a[0], &k) < 0) return NULL;
     if (get_seconds(a[2], "exptime", &exptime) < 0 || get_flags(a[3], &flags) < 0 ||
         (a[1] != Py_None && get_value(e, a[1], &vt, &v, num) < 0)) {
@@ -621,6 +628,7 @@ static PyObject *E_incr(Engine *e, PyObject *const *args, Py_ssize_t nargs, PyOb
     Num val, init, res = {0, 0, 0};
     double ttl;
     int rc = 0, has_init;
+    if (closed(e)) return NULL;
     if (parse_args(args, nargs, kwnames, names, 2, 4, a, "incr") < 0) return NULL;
     if (get_key(e, a[0], &k) < 0) return NULL;
     has_init = a[2] && a[2] != Py_None;
@@ -680,11 +688,13 @@ static PyObject *E_incr(Engine *e, PyObject *const *args, Py_ssize_t nargs, PyOb
 }
 
 static PyObject *E_lock(Engine *e, PyObject *unused) {
+    if (closed(e)) return NULL;
     lock_zone(e);
     Py_RETURN_NONE;
 }
 
 static PyObject *E_unlock(Engine *e, PyObject *unused) {
+    if (closed(e)) return NULL;
     unlock_zone(e);
     Py_RETURN_NONE;
 }
@@ -692,14 +702,24 @@ static PyObject *E_unlock(Engine *e, PyObject *unused) {
 /* the master saw PID die: if it held the lock, undo its step and free the lock */
 static PyObject *E_force_unlock(Engine *e, PyObject *arg) {
     long pid = PyLong_AsLong(arg);
-    if (pid == -1 && PyErr_Occurred()) return NULL;
+    if ((pid == -1 && PyErr_Occurred()) || closed(e)) return NULL;
     if (pid <= 0 || !try_take(e, (uint32_t)pid)) Py_RETURN_FALSE;
     rollback(e);
     unlock_zone(e);
     Py_RETURN_TRUE;
 }
 
+/* drop the mapping (zone.close): later calls raise instead of touching unmapped memory */
+static PyObject *E_release(Engine *e, PyObject *unused) {
+    if (e->b) {
+        e->b = NULL;
+        PyBuffer_Release(&e->view);
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef E_methods[] = {
+    {"release", (PyCFunction)E_release, METH_NOARGS, NULL},
     {"get", (PyCFunction)E_get, METH_O, "get(key) -> value | None"},
     {"set", (PyCFunction)(void (*)(void))E_set, METH_FASTCALL | METH_KEYWORDS, "set(key, value, exptime=0, flags=0)"},
     {"safe_set", (PyCFunction)(void (*)(void))E_safe_set, METH_FASTCALL | METH_KEYWORDS, NULL},

@@ -416,6 +416,8 @@ class Zone:
     def close(self) -> None:
         for name_ in ("get", "set", "safe_set", "add", "safe_add", "replace", "incr", "delete"):
             self.__dict__.pop(name_, None)
+        if self._c is not None:
+            self._c.release()  # bound methods handed out stay callable and raise ValueError
         self._c = None
         self._r.close()
 
