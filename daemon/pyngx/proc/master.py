@@ -67,6 +67,9 @@ def serve(config: Config, argv: list[str], conf_path: str, prefix: str, extra: l
     """Run the daemon described by CONFIG until it stops; returns the exit code."""
     if not config.master_process:
         return single.serve(config, argv, conf_path, prefix, extra)
+    # Held until the loop can act on them: a HUP during a slow init_by_python must not
+    # kill the master with the default action (nginx blocks its signals just as early).
+    signal.pthread_sigmask(signal.SIG_BLOCK, set(SIGNALS))
     booted = boot.boot_process(config, state.MASTER)
     if booted is None:
         return 1
@@ -121,6 +124,7 @@ class Master:
             signal.signal(signo, _on_signal)
         for signo in (signal.SIGUSR2, signal.SIGWINCH, signal.SIGPIPE):
             signal.signal(signo, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, set(SIGNALS))
         table = tree.create()
         table.set_generation(self.cycle.generation, self.pid)
         log.notice(f"pyngx/{boot.version()} master process {self.pid} started")
