@@ -263,8 +263,7 @@ class Engine:
             return
         if t._unique is not None and not self._take(t):
             return
-        if t._interval:
-            t._running = True
+        t._running = True  # from now until the run ends, waiting for a slot included
         self._start(t)
 
     def _start(self, t: Timer) -> None:
