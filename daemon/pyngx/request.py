@@ -17,7 +17,7 @@ from pyngx.http.exchange import CURRENT, Exchange, Exit, clean_name, clean_value
 from pyngx.runtime import phase
 
 _current = CURRENT.get
-_phase = phase.current
+_phase = getattr(phase, "_phase").get  # the context variable's own get: no wrapper call
 _CONTENT = phase.CONTENT
 
 
@@ -45,7 +45,10 @@ def say(*args: Any) -> None:
     ex = _current()
     if ex is None or ex.done or _phase() != _CONTENT:
         _exchange("ngx.say")
-    ex.out.append(_encode(args) + b"\n")  # type: ignore[union-attr]
+    if len(args) == 1 and type(args[0]) is str:
+        ex.out.append(args[0].encode() + b"\n")  # type: ignore[union-attr]
+    else:
+        ex.out.append(_encode(args) + b"\n")  # type: ignore[union-attr]
 
 
 def print(*args: Any) -> None:  # noqa: A001 - OpenResty's name

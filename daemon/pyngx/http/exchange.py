@@ -46,20 +46,17 @@ class Exchange:
         "start", "body_bytes", "head_only", "_headers_cache",
     )
 
-    def __init__(self, conn: HttpProtocol, method: bytes, url: bytes, uri: str, args: str, version: str,
-                 headers: list[tuple[bytes, bytes]], keep_alive: bool, start: float) -> None:
+    def __init__(self, conn: HttpProtocol, method: bytes, url: bytes, target: tuple[str, str, Route | None, Any],
+                 version: str, headers: list[tuple[bytes, bytes]], keep_alive: bool, start: float) -> None:
         self.conn = conn
         self.method = method
         self.url = url
-        self.uri = uri
-        self.args = args
+        self.uri, self.args, self.route, self.match = target
         self.version = version
         self.headers = headers
         self.keep_alive = keep_alive
         self.start = start
         self.body: bytes | None = None
-        self.route: Route | None = None
-        self.match: re.Match[str] | None = None
         self.vars: dict[str, str] | None = None
         self.ctx: dict[str, Any] | None = None
         self.status = 200

@@ -26,19 +26,21 @@ if TYPE_CHECKING:
 
 # Limits of the request head (nginx: large_client_header_buffers 4 8k).
 MAX_URI = 8192
-MAX_HEADER_LINE = 8192
 MAX_HEADERS_SIZE = 32768
-MAX_HEADERS = 100
+TARGETS_CACHED = 1024  # request targets remembered per server with their location
 MAX_QUEUED = 64  # pipelined requests waiting behind an async one before reading pauses
 
-# Connection states, for the timeout sweep.
-IDLE, HEAD, BODY, BUSY, LINGER = range(5)
+# Parse states of a connection, for the timeout sweep (a running handler is ``busy``).
+IDLE, HEAD, BODY, LINGER = range(4)
 
-_phase_set = phase.set
-_phase_reset = phase.reset
+# The context variable itself: set/reset with no wrapper call on the hot path.
+_PHASE = getattr(phase, "_phase", None)
+_phase_set = _PHASE.set if _PHASE is not None else phase.set
+_phase_reset = _PHASE.reset if _PHASE is not None else phase.reset
 _current_set = CURRENT.set
 _current_reset = CURRENT.reset
 _CONTENT_PHASE = phase.CONTENT
+OK_LINE = replies.status_line(200)
 
 
 class RequestError(Exception):
@@ -126,10 +128,14 @@ class HttpProtocol(asyncio.Protocol):
         return True
 
     def data_received(self, data: bytes) -> None:
-        if self.state == LINGER:
+        state = self.state
+        if state == IDLE:
+            self.state = HEAD
+            self.since = self.site.clock
+        elif state == BODY:
+            self.since = self.site.clock
+        elif state == LINGER:
             return  # lingering close: read and drop what the client still sends
-        if self.state == BODY:
-            self.since = self.loop.time()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as err:
@@ -138,58 +144,64 @@ class HttpProtocol(asyncio.Protocol):
                 self.refuse(cause.status)
             else:
                 log.exception("http protocol error", cause or err, log.CRIT)
-                self.transport.abort()
+                self.abort()
+            return
         except httptools.HttpParserUpgrade:
             # Upgrade is not supported: the request is answered; what follows is not HTTP.
             self.eof = True
             if self.idle():
                 self.linger()
+            return
         except httptools.HttpParserError:
             self.refuse(400)
+            return
+        if self.state == HEAD and self.hsize > MAX_URI:
+            # Checked per read, not per header: a head grows by at most one read past the limit.
+            try:
+                _check_head(self.url, self.hsize)
+            except RequestError as err:
+                self.refuse(err.status)
 
     # -- httptools callbacks --
-    def on_message_begin(self) -> None:
-        self.url = b""
-        self.headers = []
-        self.hsize = 0
-        if self.state == IDLE:
-            self.state = HEAD
-            self.since = self.loop.time()
-
     def on_url(self, url: bytes) -> None:
         self.url += url
-        if len(self.url) > MAX_URI:
-            raise RequestError(414)
+        self.hsize += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        size = len(name) + len(value)
-        self.hsize += size
-        if size > MAX_HEADER_LINE or self.hsize > MAX_HEADERS_SIZE or len(self.headers) >= MAX_HEADERS:
-            raise RequestError(431)
         self.headers.append((name, value))
+        self.hsize += len(name) + len(value) + 4  # ": " and CRLF, as on the wire
 
     def on_headers_complete(self) -> None:
         if self.closed:
             return
-        parser = self.parser
-        try:
-            path, args = uri.split(self.url)
-        except uri.BadTarget:
-            raise RequestError(400) from None
-        ex = Exchange(self, parser.get_method(), self.url, path, args, parser.get_http_version(),
-                      self.headers, parser.should_keep_alive(), self.since)
-        self.ex = ex
+        if self.hsize > MAX_URI:
+            _check_head(self.url, self.hsize)
         server = self.server
         if server is None:
-            server = self.vhosts.find(ex.header(b"host"))
+            server = self.vhosts.find(_host(self.headers))
             self.server = server
-        ex.route, ex.match = server.locations.find(path)
+        url = self.url
+        hit = server.targets.get(url)
+        if hit is None:
+            hit = _resolve(server, url)
+        parser = self.parser
+        ex = Exchange(self, parser.get_method(), url, hit, parser.get_http_version(), self.headers,
+                      parser.should_keep_alive(), self.since)
+        self.ex = ex
         self.body = None
-        self.body_size = 0
-        if self.headers and _has_body(self.headers):
-            self._expect_body(ex)
+        for name, value in self.headers:
+            # a body follows: Content-Length > 0 or Transfer-Encoding (chunked; llhttp refuses the rest)
+            n = len(name)
+            if n == 14 and name.lower() == b"content-length":
+                if value != b"0":
+                    self._expect_body(ex)
+                break
+            if n == 17 and name.lower() == b"transfer-encoding":
+                self._expect_body(ex)
+                break
 
     def _expect_body(self, ex: Exchange) -> None:
+        self.body_size = 0
         limit = ex.route.max_body if ex.route is not None else 1 << 62
         length = ex.header(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
@@ -212,13 +224,18 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         ex = self.ex
+        # ready for the next message on this connection
+        self.url = b""
+        self.headers = []
+        self.hsize = 0
+        if self.state != LINGER:
+            self.state = IDLE
         if ex is None or self.closed:
             return
         self.ex = None
         if self.body is not None:
             ex.body = b"".join(self.body)
             self.body = None
-        self.state = BUSY
         if self.busy or self.queue:
             self.queue.append(ex)
             if len(self.queue) > MAX_QUEUED and not self.reading_paused:
@@ -324,37 +341,47 @@ class HttpProtocol(asyncio.Protocol):
     def finish(self, ex: Exchange) -> None:
         """Send what EX has not sent yet, then keep the connection, close it, or run the next one."""
         ex.done = True
+        site = self.site
         if self.closed:
-            self.site.log_request(ex)
+            site.n_requests += 1
+            site.log_request(ex)
             return
-        if self.site.draining:
+        if site.draining:
             ex.keep_alive = False
         if not ex.sent:
             out = ex.out
             body = out[0] if len(out) == 1 else b"".join(out)
+            ex.body_bytes = len(body)
             status = ex.status
-            if status < 200 or status in replies.NO_BODY:
+            if (status == 200 and ex.out_headers is None and ex.keep_alive and ex.version == "1.1"
+                    and not ex.head_only and ex.route is not None):
+                # the common answer, in one piece
+                self.transport.write(b"%b%b%bContent-Length: %d\r\n\r\n%b"
+                                     % (OK_LINE, site.date_server, ex.route.ctype, len(body), body))
+            elif status < 200 or status in replies.NO_BODY:
                 body = b""
-                head = ex.head(None)
+                ex.body_bytes = 0
+                self.transport.write(ex.head(None))
             else:
                 head = ex.head(len(body))
-            ex.body_bytes = len(body)
-            self.transport.write(head if ex.head_only else head + body)
+                self.transport.write(head if ex.head_only else head + body)
         else:
             tail = self.chunk(ex)
             if ex.chunked and not ex.head_only:
                 tail += b"0\r\n\r\n"
             if tail:
                 self.transport.write(tail)
-        self.site.log_request(ex)
+        site.n_requests += 1
+        if ex.status != 200 or site.access is not None:
+            site.log_request(ex)
         if not ex.keep_alive:
             return self.linger()
         if self.queue:
             return self.next()
         if self.eof:
             return self.linger()
-        self.state = IDLE
-        self.since = self.loop.time()
+        if self.state == IDLE:
+            self.since = site.clock
 
     def chunk(self, ex: Exchange) -> bytes:
         """The buffered output of EX framed for the wire (and the buffer emptied)."""
@@ -404,9 +431,8 @@ class HttpProtocol(asyncio.Protocol):
         if self.reading_paused and len(self.queue) <= MAX_QUEUED // 2 and not self.closed:
             self.reading_paused = False
             self.transport.resume_reading()
-        if not self.queue and not self.busy and self.state == BUSY:
-            self.state = IDLE
-            self.since = self.loop.time()
+        if not self.queue and not self.busy and self.state == IDLE:
+            self.since = self.site.clock
 
     def refuse(self, status: int) -> None:
         """Answer a bad request with STATUS and close (after the answers queued before it)."""
@@ -462,6 +488,8 @@ class HttpProtocol(asyncio.Protocol):
         if self.paused and now - self.since_write > conf.send_timeout:
             return True
         if state == IDLE:
+            if self.busy or self.queue:
+                return False  # a handler is running: user code has no timeout here
             if grace is not None and grace <= 0:
                 return True  # graceful exit: idle keep-alive connections go after the grace
             limit = conf.keepalive_timeout if self.requests else conf.client_header_timeout
@@ -470,23 +498,39 @@ class HttpProtocol(asyncio.Protocol):
             return now - self.since > conf.client_header_timeout
         if state == BODY:
             return now - self.since > conf.client_body_timeout
-        if state == LINGER:
-            return now - self.since > LINGER_TIME
-        return False
+        return now - self.since > LINGER_TIME  # LINGER
 
 
 LINGER_TIME = 2.0
 
 
-def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
-    """A request body follows (Content-Length > 0 or Transfer-Encoding)."""
+def _resolve(server: Server, url: bytes) -> tuple[str, str, Route | None, Any]:
+    """(uri, args, route, match) for a request target, remembered per server (hot URLs repeat)."""
+    try:
+        path, args = uri.split(url)
+    except uri.BadTarget:
+        raise RequestError(400) from None
+    route, match = server.locations.find(path)
+    hit = (path, args, route, match)
+    if len(server.targets) >= TARGETS_CACHED:
+        server.targets.clear()
+    server.targets[url] = hit
+    return hit
+
+
+def _host(headers: list[tuple[bytes, bytes]]) -> bytes | None:
     for name, value in headers:
-        n = len(name)
-        if n == 14 and name.lower() == b"content-length":
-            return value != b"0"
-        if n == 17 and name.lower() == b"transfer-encoding":
-            return True
-    return False
+        if len(name) == 4 and name.lower() == b"host":
+            return value
+    return None
+
+
+def _check_head(url: bytes, size: int) -> None:
+    """Raise RequestError(414) for a request target over MAX_URI, 431 for a head over MAX_HEADERS_SIZE."""
+    if len(url) > MAX_URI:
+        raise RequestError(414)
+    if size - len(url) > MAX_HEADERS_SIZE:
+        raise RequestError(431)
 
 
 def _addr(peer: Any) -> str:

@@ -50,12 +50,14 @@ class Route:
 class Server:
     """One ``server {}``: its names and its locations."""
 
-    __slots__ = ("conf", "server_names", "locations")
+    __slots__ = ("conf", "server_names", "locations", "targets")
 
     def __init__(self, conf: ServerConf, namespace: dict[str, Any]) -> None:
         self.conf = conf
         self.server_names = conf.server_names
         self.locations: Locations[Route] = Locations([(loc, Route(loc, namespace)) for loc in conf.locations])
+        # raw request target -> (uri, args, route, match), filled by the connections
+        self.targets: dict[bytes, tuple[str, str, Route | None, Any]] = {}
 
 
 class Vhosts:

@@ -49,6 +49,7 @@ class HttpServer:
         self.all_gone: asyncio.Future[None] | None = None
         self.access = AccessLog(http.access_log.path, loop) if http.access_log.path else None
         self.date_server = b""
+        self.clock = loop.time()  # loop time at the last tick: timeouts need no more precision
         self.tick_handle: asyncio.TimerHandle | None = None
         # counters
         self.n_accepted = 0
@@ -125,8 +126,10 @@ class HttpServer:
         self.by_class[status // 100] += 1
 
     def log_request(self, ex: Exchange) -> None:
-        self.n_requests += 1
-        self.by_class[ex.status // 100 if 100 <= ex.status < 600 else 0] += 1
+        """Count a non-200 answer and write the access log line (n_requests is counted by the caller)."""
+        status = ex.status
+        if status != 200:  # 2xx is counted as what is left
+            self.by_class[status // 100 if 100 <= status < 600 else 0] += 1
         if self.access is not None:
             self.access.write(ex)
 
@@ -137,6 +140,7 @@ class HttpServer:
     # -- once per tick --
     def _tick(self) -> None:
         now = time.time()
+        self.clock = self.loop.time()
         self.date_server = f"Server: {SERVER}\r\nDate: {formatdate(now, usegmt=True)}\r\n".encode("latin-1")
         self._sweep()
         self.tick_handle = self.loop.call_later(TICK, self._tick)
@@ -153,12 +157,16 @@ class HttpServer:
             if conn.expired(now, conf, grace):
                 conn.abort()
 
+    def _classes(self) -> dict[str, int]:
+        counts = {f"{i}xx": self.by_class[i] for i in range(1, 6)}
+        counts["2xx"] += self.n_requests + self.n_refused - sum(self.by_class)
+        return counts
+
     def statistics(self) -> dict[str, Any]:
         idle = sum(1 for c in self.conns if c.idle())
         return {
             "connections": {"accepted": self.n_accepted, "active": len(self.conns), "idle": idle},
-            "requests": {"total": self.n_requests, "refused": self.n_refused,
-                         **{f"{i}xx": self.by_class[i] for i in range(1, 6)}},
+            "requests": {"total": self.n_requests, "refused": self.n_refused, **self._classes()},
             "draining": self.draining,
         }
 
