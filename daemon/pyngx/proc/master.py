@@ -162,7 +162,7 @@ class Master:
     def next_deadline(self) -> float | None:
         times = [t for t in (self.kill_at, self.old_kill_at) if t is not None]
         times += [t for t, _, _ in self.respawns]
-        if self.pending is not None:
+        if self.pending is not None and self.pending.deadline != float("inf"):
             times.append(self.pending.deadline)
         if not times:
             return None
@@ -175,8 +175,11 @@ class Master:
         cycle = self.cycle
         for kind, wid in self.slots(cycle):
             self.spawn(kind, wid)
-        self.pending = Pending(cycle.generation, time.monotonic() + READY_TIMEOUT, bool(self.old_cycles),
-                               self.reload_seq)
+        reload = bool(self.old_cycles)
+        # The first generation has no bound: systemd's TimeoutStartSec judges a start that
+        # never serves, and READY=1 must not be sent before the workers answer.
+        deadline = time.monotonic() + READY_TIMEOUT if reload else float("inf")
+        self.pending = Pending(cycle.generation, deadline, reload, self.reload_seq)
 
     def spawn(self, kind: str, worker_id: int | None) -> None:
         cycle = self.cycle
@@ -398,7 +401,7 @@ class Master:
     def reload(self) -> None:
         if self.stopping:
             return
-        if self.pending is not None:
+        if self.pending is not None and self.pending.reload:
             self.reload_deferred = True  # one reload at a time; this one follows
             return
         log.notice("signal 1 (SIGHUP) received, reconfiguring")
