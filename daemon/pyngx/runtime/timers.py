@@ -213,28 +213,32 @@ class Engine:
         fresh = self._context.copy
         budget = len(ready) + _DRAIN_EXTRA
         fired = 0
-        while ready and budget:
-            budget -= 1
-            t = popleft()
-            if not t._alive:
-                continue
-            if self.running >= self.max_running:
-                self._wait_for_slot(t)
-                continue
-            t._alive = False
-            self.pending -= 1
-            self.running += 1
-            fired += 1
-            ctx = fresh()
-            try:
-                result = ctx.run(t._fn, False, *t._args)
-            except Exception as exc:  # noqa: BLE001 - the user's callback: log it, carry on
-                self._report(t, exc, skip_frame=True)
-                result = None
-            if result is not None and hasattr(result, "__await__"):
-                self._spawn(t, result, ctx)
-            else:
-                self.running -= 1
+        # One running slot for the plain callback running now (running_count()
+        # counts it): taken once per pass, not once per callback.
+        self.running += 1
+        try:
+            while ready and budget:
+                budget -= 1
+                t = popleft()
+                if not t._alive:
+                    continue
+                if self.running > self.max_running:  # one of them is the slot above
+                    self._wait_for_slot(t)
+                    continue
+                t._alive = False
+                self.pending -= 1
+                fired += 1
+                ctx = fresh()
+                try:
+                    result = ctx.run(t._fn, False, *t._args)
+                except Exception as exc:  # noqa: BLE001 - the user's callback: log it, carry on
+                    self._report(t, exc, skip_frame=True)
+                    continue
+                if result is not None and hasattr(result, "__await__"):
+                    self._spawn(t, result, ctx)
+                    self.running += 1  # the task keeps the slot: take another
+        finally:
+            self.running -= 1
         self.fired += fired
         if ready and self._drain_handle is None:
             self._drain_handle = self.loop.call_soon(self._drain)
