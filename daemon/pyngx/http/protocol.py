@@ -197,6 +197,8 @@ class HttpProtocol(asyncio.Protocol):
                     self._expect_body(ex)
                 break
             if n == 17 and name.lower() == b"transfer-encoding":
+                if value.lower() != b"chunked":
+                    raise RequestError(400)  # no codings but chunked (nginx: 501)
                 self._expect_body(ex)
                 break
 
