@@ -316,7 +316,7 @@ def test_kill_all_takes_the_whole_group(run: Run) -> None:
         grandchild = int(await proc.stdout_read_line())
         assert support.pid_alive(grandchild)
         pipe.kill_all()
-        assert not support.pid_alive(grandchild)
+        support.wait_until(lambda: not support.pid_alive(grandchild), 5, what="the grandchild to die")
         assert await proc.wait() == (False, "signal", signal.SIGKILL)
     run(body)
 
