@@ -1,0 +1,183 @@
+"""THE directive table, and the one function that checks a statement against it.
+
+Each row says where a directive may appear, how many arguments it takes, whether it
+opens a block, and which handler stores its value (nginx's ``ngx_command_t``). The
+framework checks the context, the ``;``/``{`` and the argument count once, before any
+handler; a handler raises `values.Invalid` with a short reason and the framework adds
+``"NAME" directive`` and the file:line. Handlers write into mutable `Ctx` records;
+`pyngx.conf.build` freezes them into the model.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pyngx.conf import handlers as h
+from pyngx.conf.parse import ConfError, Stmt
+from pyngx.conf.values import Invalid
+
+from pyngx.conf.handlers import ANY, EVENTS, HTTP, LOCATION, MAIN, SERVER, Ctx
+
+CONTEXT_NAMES = {MAIN: "main", EVENTS: "events", HTTP: "http", SERVER: "server", LOCATION: "location"}
+
+# Argument counts, as bits (nginx's NGX_CONF_TAKE*): bit N set = N arguments allowed.
+NOARGS, TAKE1, TAKE2, TAKE3 = 1, 2, 4, 8
+TAKE12, TAKE23, TAKE123 = TAKE1 | TAKE2, TAKE2 | TAKE3, TAKE1 | TAKE2 | TAKE3
+ONEMORE = 1 << 30  # one or more
+
+# Kinds of statement.
+SIMPLE, BLOCK, PYTHON = "simple", "block", "python"
+
+Handler = Callable[[Ctx, Stmt], "Ctx | None"]
+
+
+@dataclass(frozen=True, slots=True)
+class Directive:
+    """One row of the table."""
+
+    name: str
+    contexts: int
+    nargs: int
+    handler: Handler
+    kind: str = SIMPLE
+    multi: bool = False  # may repeat in one block
+    default: str = ""  # as documented ("" = none)
+    syntax: str = ""  # the arguments, as documented
+    doc: str = ""
+
+
+D = Directive
+DIRECTIVES: tuple[Directive, ...] = (
+    # -- main --
+    D("worker_processes", MAIN, TAKE1, h.worker_processes, default="1", syntax="N | auto",
+      doc="How many worker processes serve requests; `auto` is one per CPU."),
+    D("master_process", MAIN, TAKE1, h.master_process, default="on", syntax="on | off",
+      doc="`off` runs one process that is both master and worker (`process.type() == \"single\"`)."),
+    D("daemon", MAIN, TAKE1, h.daemon, default="on", syntax="on | off",
+      doc="Detach from the terminal; the pid file is written either way."),
+    D("pid", MAIN, TAKE1, h.pid, default="logs/pyngx.pid", syntax="PATH",
+      doc="Where the master writes its pid (relative paths under the prefix)."),
+    D("error_log", MAIN, TAKE12, h.error_log, default="logs/error.log error", syntax="PATH|stderr [LEVEL]",
+      doc="The error log and its lowest level: debug info notice warn error crit alert emerg."),
+    D("user", MAIN, TAKE12, h.user, syntax="USER [GROUP]",
+      doc="Workers run as USER (and GROUP, else the user's primary group) when the master runs as root."),
+    D("worker_shutdown_timeout", MAIN, TAKE1, h.worker_shutdown_timeout, default="30s", syntax="TIME",
+      doc="How long a gracefully exiting worker may finish requests and timers before it is stopped."),
+    D("events", MAIN, NOARGS, h.events, kind=BLOCK, syntax="{ ... }", doc="Connection processing settings."),
+    D("worker_connections", EVENTS, TAKE1, h.worker_connections, default="1024", syntax="N",
+      doc="The most connections one worker keeps open at once."),
+    D("include", ANY, TAKE1, h.include, multi=True, syntax="GLOB",
+      doc="Insert the files matching GLOB (relative to the main config file's directory), sorted."),
+    D("http", MAIN, NOARGS, h.http, kind=BLOCK, syntax="{ ... }", doc="The HTTP server and the Python runtime."),
+    # -- http --
+    D("python_path", HTTP, ONEMORE, h.python_path, multi=True, syntax="DIR ...",
+      doc="Directories prepended to `sys.path` (relative paths under the prefix)."),
+    D("python_shared_dict", HTTP, TAKE23, h.python_shared_dict, multi=True, syntax="NAME SIZE [persist=PATH]",
+      doc="A shared dict zone `ngx.shared.NAME` of SIZE bytes; `persist=` saves it at stop and loads it at start."),
+    D("python_max_pending_timers", HTTP, TAKE1, h.max_pending_timers, default="1024", syntax="N",
+      doc="The most pending timers in one process (`TooManyTimersError` beyond it)."),
+    D("python_max_running_timers", HTTP, TAKE1, h.max_running_timers, default="256", syntax="N",
+      doc="The most timer callbacks running at once in one process."),
+    D("init_by_python_block", HTTP, NOARGS, h.init_block, kind=PYTHON, syntax="{ PYTHON }",
+      doc="Python run once in the master at (re)load, before the fork; may use shared dicts."),
+    D("init_by_python_file", HTTP, TAKE1, h.init_file, syntax="PATH",
+      doc="The same, from a file (relative paths under the prefix)."),
+    D("init_worker_by_python_block", HTTP, NOARGS, h.init_worker_block, kind=PYTHON, syntax="{ PYTHON }",
+      doc="Python run in every worker and the privileged agent when it starts."),
+    D("init_worker_by_python_file", HTTP, TAKE1, h.init_worker_file, syntax="PATH",
+      doc="The same, from a file."),
+    D("access_log", HTTP, TAKE12, h.access_log, syntax="PATH [combined] | off",
+      doc="The access log, in the combined format, or `off` (the default)."),
+    D("default_type", HTTP | SERVER | LOCATION, TAKE1, h.default_type, default="text/plain", syntax="MIME",
+      doc="The Content-Type of answers that set none (`return` texts included)."),
+    D("keepalive_timeout", HTTP, TAKE1, h.timeout("keepalive_timeout"), default="75s", syntax="TIME",
+      doc="How long an idle keep-alive connection stays open."),
+    D("client_header_timeout", HTTP, TAKE1, h.timeout("client_header_timeout"), default="60s", syntax="TIME",
+      doc="How long a client may take to send the whole request head."),
+    D("client_body_timeout", HTTP, TAKE1, h.timeout("client_body_timeout"), default="60s", syntax="TIME",
+      doc="The longest pause between two reads of the request body."),
+    D("send_timeout", HTTP, TAKE1, h.timeout("send_timeout"), default="60s", syntax="TIME",
+      doc="The longest pause between two writes of the response."),
+    D("client_max_body_size", HTTP | SERVER | LOCATION, TAKE1, h.client_max_body_size, default="1m",
+      syntax="SIZE", doc="The largest request body accepted (413 beyond it); 0 means no limit."),
+    D("server", HTTP, NOARGS, h.server, kind=BLOCK, multi=True, syntax="{ ... }", doc="A virtual server."),
+    # -- server --
+    D("listen", SERVER, ONEMORE, h.listen, multi=True, default="*:80 (*:8000 when not root)",
+      syntax="[ADDR:]PORT [reuseport]", doc="An address to accept connections on: `8080`, `127.0.0.1:8080`, "
+      "`[::1]:8080`, `*:8080`; `reuseport` gives each worker its own socket (SO_REUSEPORT)."),
+    D("server_name", SERVER, ONEMORE, h.server_name, multi=True, syntax="NAME ...",
+      doc="The names this server answers for (matched against Host)."),
+    D("location", SERVER, TAKE12, h.location, kind=BLOCK, multi=True, syntax="[= | ^~ | ~ | ~*] PATTERN { ... }",
+      doc="Settings for matching URIs, in nginx's order: exact `=`, then the longest prefix (`^~` stops "
+      "there), then regexes (`~`, `~*` case-insensitive) in config order, then the longest prefix."),
+    # -- location --
+    D("set", LOCATION, TAKE2, h.set_var, multi=True, syntax="$VAR VALUE",
+      doc="Set a variable (`ngx.var.VAR`); VALUE may use `$variables` and regex captures `$1`..."),
+    D("return", LOCATION, TAKE12, h.return_, syntax="CODE [TEXT | URL] | URL",
+      doc="Answer at once: CODE with TEXT, or a redirect to URL (301 302 303 307 308; a bare URL is 302)."),
+    D("content_by_python_block", LOCATION, NOARGS, h.content_block, kind=PYTHON, syntax="{ PYTHON }",
+      doc="The request handler: Python run for each request with the `ngx` request API; it may `await`."),
+    D("content_by_python_file", LOCATION, TAKE1, h.content_file, syntax="PATH", doc="The same, from a file."),
+    D("pyngx_status", LOCATION, NOARGS, h.status, syntax="",
+      doc="The status page: process tree, requests, timers, shared dicts, IPC and event counters as JSON, "
+      "or Prometheus text with `?format=prometheus`."),
+)
+del D
+
+TABLE: dict[str, Directive] = {d.name: d for d in DIRECTIVES}
+# Directives that fill the same slot (a block and a file for one phase).
+SLOTS = {"init_by_python_file": "init_by_python_block", "init_worker_by_python_file": "init_worker_by_python_block",
+         "content_by_python_file": "content_by_python_block"}
+
+
+def _arity_ok(d: Directive, n: int) -> bool:
+    if d.nargs & ONEMORE:
+        return n >= 1
+    return n < 30 and bool(d.nargs & (1 << n))
+
+
+def check(ctx: Ctx, st: Stmt) -> Directive:
+    """The row for ST, once its context, terminator and arguments are right. Raises ConfError."""
+    where = (st.file, st.line)
+    d = TABLE.get(st.name)
+    if d is None:
+        raise ConfError(f'unknown directive "{st.name}"', *where)
+    if not d.contexts & ctx.kind:
+        raise ConfError(f'"{st.name}" directive is not allowed here', *where)
+    if d.kind == SIMPLE and st.block is not None:
+        raise ConfError(f'directive "{st.name}" is not terminated by ";"', *where)
+    if d.kind != SIMPLE and st.block is None:
+        raise ConfError(f'directive "{st.name}" has no opening "{{"', *where)
+    if d.kind == BLOCK and st.code is not None:  # cannot happen: only *_block names capture Python
+        raise ConfError(f'directive "{st.name}" has no opening "{{"', *where)
+    if not _arity_ok(d, len(st.args)):
+        raise ConfError(f'invalid number of arguments in "{st.name}" directive', *where)
+    return d
+
+
+def apply(ctx: Ctx, st: Stmt, *, override: bool = False) -> None:
+    """Check ST, run its handler in CTX, then the statements of its block. Raises ConfError.
+
+    OVERRIDE (the -g directives) replaces a value the file set instead of calling it a duplicate.
+    """
+    d = check(ctx, st)
+    slot = SLOTS.get(d.name, d.name)
+    if not d.multi:
+        first = ctx.seen.get(slot)
+        if first is not None and not override:
+            raise ConfError(f'"{st.name}" directive is duplicate', st.file, st.line)
+        ctx.seen[slot] = st
+    try:
+        inner = d.handler(ctx, st)
+    except Invalid as exc:
+        message = exc.reason if exc.whole else f'"{st.name}" directive {exc.reason}'
+        raise ConfError(message, st.file, st.line) from None
+    if inner is not None and st.block:
+        for sub in st.block:
+            apply(inner, sub)
+
+
+def resolve(prefix: str, path: str) -> str:
+    """A path from the config: relative ones resolve against the prefix, as nginx does."""
+    return os.path.normpath(os.path.join(prefix, path))

@@ -1,0 +1,291 @@
+"""What each directive stores: the handlers the table in directives.py points at.
+
+A handler gets the block being filled (`Ctx`) and its statement, whose context and
+argument count are already checked. It stores parsed values in ``ctx.values``, returns
+a new `Ctx` for a block directive, and raises `Invalid` for a bad value. No file I/O
+here except reading ``*_by_python_file`` through the loader.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pyngx import log
+from pyngx.conf import values
+from pyngx.conf.model import AccessLog, Chunk, ChunkKind, ErrorLogConf, Listen, Return, SetVar, ShdictSpec, UserConf
+from pyngx.conf.parse import Stmt
+from pyngx.conf.values import Invalid
+
+# Contexts (where a directive may appear), as bits.
+MAIN, EVENTS, HTTP, SERVER, LOCATION = 1, 2, 4, 8, 16
+ANY = MAIN | EVENTS | HTTP | SERVER | LOCATION
+
+
+class Loader(Protocol):
+    """What handlers need from the load in progress."""
+
+    prefix: str
+
+    def path(self, text: str) -> str: ...
+    def compile_block(self, st: Stmt, kind: ChunkKind) -> Chunk: ...
+    def compile_file(self, st: Stmt, kind: ChunkKind) -> Chunk: ...
+
+
+@dataclass(slots=True)
+class Ctx:
+    """A block being filled: main, events, http, server or location."""
+
+    kind: int
+    stmt: Stmt | None
+    loader: Loader
+    parent: Ctx | None = None
+    values: dict[str, Any] = field(default_factory=dict)
+    seen: dict[str, Stmt] = field(default_factory=dict)  # directive slot → where it was set
+    children: list[Ctx] = field(default_factory=list)
+
+    def open(self, kind: int, st: Stmt) -> Ctx:
+        """A new inner block of KIND opened by ST."""
+        inner = Ctx(kind, st, self.loader, self)
+        self.children.append(inner)
+        return inner
+
+    def inherited(self, key: str, default: Any) -> Any:
+        """The value of KEY here or in the nearest enclosing block."""
+        ctx: Ctx | None = self
+        while ctx is not None:
+            if key in ctx.values:
+                return ctx.values[key]
+            ctx = ctx.parent
+        return default
+
+
+def _store(key: str, parse: Any) -> Any:
+    def handler(ctx: Ctx, st: Stmt) -> None:
+        ctx.values[key] = parse(st.args[0])
+    handler.__name__ = key
+    return handler
+
+
+# -- main --
+
+def worker_processes(ctx: Ctx, st: Stmt) -> None:
+    text = st.args[0]
+    ctx.values["worker_processes"] = (os.cpu_count() or 1) if text == "auto" else values.number(text, 1)
+
+
+master_process = _store("master_process", values.flag)
+daemon = _store("daemon", values.flag)
+worker_shutdown_timeout = _store("worker_shutdown_timeout", values.time)
+
+
+def pid(ctx: Ctx, st: Stmt) -> None:
+    ctx.values["pid"] = ctx.loader.path(st.args[0])
+
+
+def error_log(ctx: Ctx, st: Stmt) -> None:
+    target = st.args[0]
+    level_name = st.args[1] if len(st.args) > 1 else "error"
+    level = log.LEVELS.get(level_name, 0)
+    if not level:  # 0 is "stderr", not a level a user may name
+        raise Invalid(f'invalid log level "{level_name}"', whole=True)
+    ctx.values["error_log"] = ErrorLogConf(None if target == "stderr" else ctx.loader.path(target), level)
+
+
+def user(ctx: Ctx, st: Stmt) -> None:
+    ctx.values["user"] = UserConf(st.args[0], st.args[1] if len(st.args) > 1 else None)
+
+
+def events(ctx: Ctx, st: Stmt) -> Ctx:
+    return ctx.open(EVENTS, st)
+
+
+def worker_connections(ctx: Ctx, st: Stmt) -> None:
+    ctx.values["worker_connections"] = values.number(st.args[0], 1)
+
+
+def include(ctx: Ctx, st: Stmt) -> None:
+    """Never called: the parser replaces include by the files' statements."""
+
+
+def http(ctx: Ctx, st: Stmt) -> Ctx:
+    return ctx.open(HTTP, st)
+
+
+# -- http --
+
+def python_path(ctx: Ctx, st: Stmt) -> None:
+    ctx.values.setdefault("python_path", []).extend(ctx.loader.path(p) for p in st.args)
+
+
+def python_shared_dict(ctx: Ctx, st: Stmt) -> None:
+    name = st.args[0]
+    size = values.size(st.args[1])
+    if size <= 0:
+        raise Invalid(f'invalid value "{st.args[1]}"')
+    persist = None
+    if len(st.args) > 2:
+        key, eq, path = st.args[2].partition("=")
+        if key != "persist" or not eq or not path:
+            raise Invalid(f'invalid parameter "{st.args[2]}"')
+        persist = ctx.loader.path(path)
+    shdicts = ctx.values.setdefault("shdicts", {})
+    if name in shdicts:
+        first = shdicts[name]
+        raise Invalid(f'duplicate shared dict "{name}", first declared in {first.file}:{first.line}', whole=True)
+    shdicts[name] = ShdictSpec(name, size, persist, st.file, st.line)
+
+
+max_pending_timers = _store("max_pending_timers", lambda t: values.number(t, 1))
+max_running_timers = _store("max_running_timers", lambda t: values.number(t, 1))
+
+
+def init_block(ctx: Ctx, st: Stmt) -> None:
+    ctx.values["init"] = ctx.loader.compile_block(st, "module")
+
+
+def init_file(ctx: Ctx, st: Stmt) -> None:
+    ctx.values["init"] = ctx.loader.compile_file(st, "module")
+
+
+def init_worker_block(ctx: Ctx, st: Stmt) -> None:
+    ctx.values["init_worker"] = ctx.loader.compile_block(st, "module")
+
+
+def init_worker_file(ctx: Ctx, st: Stmt) -> None:
+    ctx.values["init_worker"] = ctx.loader.compile_file(st, "module")
+
+
+def access_log(ctx: Ctx, st: Stmt) -> None:
+    target = st.args[0]
+    if len(st.args) > 1 and st.args[1] != "combined":
+        raise Invalid(f'unknown log format "{st.args[1]}"', whole=True)
+    ctx.values["access_log"] = AccessLog(None if target == "off" else ctx.loader.path(target))
+
+
+def default_type(ctx: Ctx, st: Stmt) -> None:
+    ctx.values["default_type"] = st.args[0]
+
+
+def client_max_body_size(ctx: Ctx, st: Stmt) -> None:
+    ctx.values["client_max_body_size"] = values.size(st.args[0])
+
+
+def timeout(key: str) -> Any:
+    """A handler storing a time (seconds) under KEY."""
+    return _store(key, values.time)
+
+
+def server(ctx: Ctx, st: Stmt) -> Ctx:
+    return ctx.open(SERVER, st)
+
+
+# -- server --
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``8080``, ``127.0.0.1:8080``, ``*:8080``, ``[::1]:8080``, ``localhost:80`` → (addr, port)."""
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise Invalid(f'invalid host in "{text}" of the "listen" directive', whole=True)
+        port_text = rest[1:] if rest else "80"
+    elif text.isdigit():
+        host, port_text = "*", text
+    elif ":" in text:
+        host, _, port_text = text.rpartition(":")
+    else:
+        host, port_text = text, "80"
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise Invalid(f'invalid port in "{text}" of the "listen" directive', whole=True)
+    host = {"*": "0.0.0.0", "": "0.0.0.0", "localhost": "127.0.0.1"}.get(host, host)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise Invalid(f'host not found in "{text}" of the "listen" directive', whole=True) from None
+    return host, int(port_text)
+
+
+def listen(ctx: Ctx, st: Stmt) -> None:
+    addr, port = parse_address(st.args[0])
+    reuseport = False
+    for param in st.args[1:]:
+        if param == "reuseport":
+            reuseport = True
+        elif param != "default_server":  # accepted for nginx configs; there is one server per port anyway
+            raise Invalid(f'invalid parameter "{param}"')
+    listens = ctx.values.setdefault("listens", [])
+    if any(ls.key == (addr, port) for ls in listens):
+        shown = f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+        raise Invalid(f"a duplicate listen {shown}", whole=True)
+    listens.append(Listen(addr, port, reuseport, st.file, st.line))
+
+
+def server_name(ctx: Ctx, st: Stmt) -> None:
+    ctx.values.setdefault("server_names", []).extend(st.args)
+
+
+_MODIFIERS = ("=", "^~", "~*", "~")
+
+
+def location(ctx: Ctx, st: Stmt) -> Ctx:
+    if len(st.args) == 2:
+        modifier, pattern = st.args
+        if modifier not in _MODIFIERS:
+            raise Invalid(f'invalid location modifier "{modifier}"', whole=True)
+    else:  # nginx also reads a modifier glued to the pattern: "=/x", "~\.py$"
+        arg = st.args[0]
+        modifier = next((m for m in _MODIFIERS if arg.startswith(m) and len(arg) > len(m)), "")
+        pattern = arg[len(modifier):]
+    regex = None
+    if modifier in ("~", "~*"):
+        try:
+            regex = re.compile(pattern, re.IGNORECASE if modifier == "~*" else 0)
+        except (re.error, OverflowError, RecursionError) as exc:
+            raise Invalid(f're.compile() failed: {exc} in "{pattern}"', whole=True) from None
+    else:
+        for other in ctx.children:
+            if other.kind == LOCATION and other.values.get("modifier") not in ("~", "~*") \
+                    and other.values.get("pattern") == pattern and (other.values["modifier"] == "=") == (modifier == "="):
+                raise Invalid(f'duplicate location "{pattern}"', whole=True)
+    inner = ctx.open(LOCATION, st)
+    inner.values.update(modifier=modifier, pattern=pattern, regex=regex)
+    return inner
+
+
+# -- location --
+
+def set_var(ctx: Ctx, st: Stmt) -> None:
+    name, value = st.args
+    if len(name) < 2 or not name.startswith("$"):
+        raise Invalid(f'invalid variable name "{name}"', whole=True)
+    ctx.values.setdefault("sets", []).append(SetVar(name[1:], value))
+
+
+_REDIRECTS = (301, 302, 303, 307, 308)
+
+
+def return_(ctx: Ctx, st: Stmt) -> None:
+    first = st.args[0]
+    if first.isdigit() and first.isascii():
+        code = int(first)
+        if code > 999:
+            raise Invalid(f'invalid return code "{first}"', whole=True)
+        ctx.values["ret"] = Return(code, st.args[1] if len(st.args) > 1 else None)
+    elif len(st.args) == 1 and first.startswith(("http://", "https://", "$scheme")):
+        ctx.values["ret"] = Return(302, first)  # nginx: "return URL;" is a 302
+    else:
+        raise Invalid(f'invalid return code "{first}"', whole=True)
+
+
+def content_block(ctx: Ctx, st: Stmt) -> None:
+    ctx.values["content"] = ctx.loader.compile_block(st, "handler")
+
+
+def content_file(ctx: Ctx, st: Stmt) -> None:
+    ctx.values["content"] = ctx.loader.compile_file(st, "handler")
+
+
+def status(ctx: Ctx, st: Stmt) -> None:
+    ctx.values["status"] = True

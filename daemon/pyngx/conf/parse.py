@@ -1,0 +1,354 @@
+"""Config text → a tree of `Stmt`, includes expanded.
+
+Owns the syntax: the lark grammar (grammar.lark) for words, strings, comments and
+blocks, the capture of raw Python in ``*_by_python_block`` bodies, unescaping, and
+``include``. Knows nothing of what a directive means (that is directives.py).
+"""
+from __future__ import annotations
+
+import glob
+import os
+import re
+import sys
+import tokenize
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lark import Lark, Token, Transformer
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.lexer import BasicLexer, Lexer, LexerState, LineCounter
+from lark.utils import TextSlice
+
+MAX_INCLUDE_DEPTH = 32
+
+
+class ConfError(Exception):
+    """A mistake in the configuration; str() is ``MESSAGE in FILE:LINE`` as nginx prints it."""
+
+    def __init__(self, message: str, file: str, line: int) -> None:
+        super().__init__(message, file, line)
+        self.message = message
+        self.file = file
+        self.line = line
+
+    def __str__(self) -> str:
+        if not self.file:  # the main file itself is missing: nginx names it in the message only
+            return self.message
+        if not self.line:  # -g directives have no line, as nginx says "in command line"
+            return f"{self.message} in {self.file}"
+        return f"{self.message} in {self.file}:{self.line}"
+
+
+@dataclass(frozen=True, slots=True)
+class Stmt:
+    """One directive as written: ``name args;``, ``name args { block }`` or a Python block."""
+
+    name: str
+    args: tuple[str, ...]
+    block: tuple[Stmt, ...] | None  # None: the statement ended with ";"
+    code: str | None  # the raw Python of a *_by_python_block
+    file: str  # the path as shown in messages
+    line: int
+    path: str = ""  # the absolute path of the file (filename of compiled Python)
+    code_line: int = 0  # the line of the "{" that opens the Python
+
+
+def display_path(path: str) -> str:
+    """How messages name a file: relative to the current directory when under it, as typed."""
+    try:
+        cwd = os.getcwd()
+    except OSError:
+        return path
+    if path.startswith(cwd + os.sep):
+        return path[len(cwd) + 1:]
+    return path
+
+
+# -- escapes --
+
+_ESCAPES = {'"': '"', "'": "'", "\\": "\\", "n": "\n", "t": "\t", "r": "\r"}
+_ESCAPE_RE = re.compile(r"\\(.)", re.S)
+
+
+def unescape(word: str) -> str:
+    """nginx's escapes: \\" \\' \\\\ \\n \\t \\r; any other backslash stays as written."""
+    if "\\" not in word:
+        return word
+    return _ESCAPE_RE.sub(lambda m: _ESCAPES.get(m.group(1), m.group(0)), word)
+
+
+def _arg_value(tok: Token) -> str:
+    text = str(tok)
+    if tok.type == "STRING":
+        text = text[1:-1]
+    return unescape(text)
+
+
+# -- finding the "}" that closes a Python block --
+
+_PY_SCAN = re.compile(r"""(?P<q>[rRbBuUfF]{0,2}(?:\"\"\"|'''|"|'))|(?P<c>\#[^\n]*)|(?P<b>[{}])""")
+_STRING_END = {
+    '"': re.compile(r'(?:[^"\\\n]|\\.)*"', re.S),
+    "'": re.compile(r"(?:[^'\\\n]|\\.)*'", re.S),
+    '"""': re.compile(r'(?:[^\\]|\\.)*?"""', re.S),
+    "'''": re.compile(r"(?:[^\\]|\\.)*?'''", re.S),
+}
+# Before 3.12, an f-string is one STRING token like any other; from 3.12 on it may
+# nest quotes of its own kind, which only the real tokenizer follows.
+_FSTRING_NESTS = sys.version_info >= (3, 12)
+
+
+class _Unclosed(Exception):
+    """The Python ran to the end of the file without its closing brace (or did not tokenize)."""
+
+    def __init__(self, reason: str = "", line: int = 0) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.line = line
+
+
+def find_python_end(text: str, start: int) -> int:
+    """Index of the "}" that closes the Python starting at START.
+
+    Braces in strings (every prefix and quote kind) and comments do not count;
+    braces of dicts, sets and f-string fields do. Raises _Unclosed.
+    """
+    pos, depth = start, 0
+    while True:
+        m = _PY_SCAN.search(text, pos)
+        if m is None:
+            raise _Unclosed()
+        kind = m.lastgroup
+        if kind == "b":
+            if m.group() == "{":
+                depth += 1
+            elif depth == 0:
+                return m.start()
+            else:
+                depth -= 1
+            pos = m.end()
+        elif kind == "c":
+            pos = m.end()
+        else:
+            opener = m.group("q")
+            quote = opener.lstrip("rRbBuUfF")
+            if _FSTRING_NESTS and "f" in opener[: -len(quote)].lower():
+                return _tokenize_end(text, start)
+            end = _STRING_END[quote].match(text, m.end())
+            if end is None:
+                return _tokenize_end(text, start)  # let Python's tokenizer say what is wrong
+            pos = end.end()
+
+
+def _tokenize_end(text: str, start: int) -> int:
+    """The slow, exact way: Python's tokenizer over the text after START."""
+    pos = start
+    # An opening "(" makes the tokenizer ignore indentation: a "}" line indented
+    # less than the code must not be an IndentationError.
+    lead = "("
+    line_starts = [start - 1]
+
+    def readline() -> str:
+        nonlocal pos, lead
+        if pos >= len(text):
+            return ""
+        nl = text.find("\n", pos)
+        end = len(text) if nl < 0 else nl + 1
+        line = lead + text[pos:end]
+        line_starts.append(pos - len(lead))
+        lead, pos = "", end
+        return line
+
+    depth = 0
+    try:
+        for tok in tokenize.generate_tokens(readline):
+            if tok.type != tokenize.OP or tok.string not in "{}":
+                continue
+            if tok.string == "{":
+                depth += 1
+            elif depth == 0:
+                return line_starts[tok.start[0]] + tok.start[1]
+            else:
+                depth -= 1
+    except (tokenize.TokenError, SyntaxError) as exc:
+        line = getattr(exc, "lineno", None) or (exc.args[1][0] if len(exc.args) > 1 else 0)
+        raise _Unclosed(str(exc.args[0]), line) from None
+    raise _Unclosed()
+
+
+# -- the lexer lark drives --
+
+class _ConfLexer(Lexer):
+    """lark's basic lexer for the grammar's terminals, plus the PYCODE capture."""
+
+    def __init__(self, lexer_conf: Any) -> None:
+        self.basic = BasicLexer(lexer_conf)
+
+    def lex(self, text: str) -> Iterator[Token]:  # type: ignore[override]
+        state = LexerState(TextSlice(text, 0, len(text)), LineCounter("\n"))
+        opened: list[int] = []  # lines of the "{" still open: EOF names the innermost
+        at_start, python = True, False
+        while True:
+            try:
+                tok = self.basic.next_token(state)
+            except EOFError:
+                break
+            except UnexpectedCharacters as exc:
+                raise ConfError("unterminated quoted string", "", exc.line) from None
+            kind = tok.type
+            if kind == "LBRACE":
+                if python:
+                    yield self._python(text, tok, state)
+                    at_start = python = False
+                    at_start = True
+                    continue
+                opened.append(tok.line)
+                at_start = True
+            elif kind == "RBRACE":
+                if not opened:
+                    raise ConfError('unexpected "}"', "", tok.line)
+                opened.pop()
+                at_start = True
+            elif kind == "SEMICOLON":
+                at_start, python = True, False
+            elif at_start:
+                python = kind == "WORD" and tok.endswith("_block")
+                at_start = False
+            yield tok
+        if opened:
+            raise ConfError(f'unexpected end of file, expecting "}}" for the block opened on line {opened[-1]}',
+                            "", state.line_ctr.line)
+
+    def _python(self, text: str, brace: Token, state: LexerState) -> Token:
+        start = brace.end_pos
+        try:
+            end = find_python_end(text, start)
+        except _Unclosed as exc:
+            why = f" ({exc.reason})" if exc.reason and "EOF" not in exc.reason else ""
+            raise ConfError(f'unexpected end of file, expecting "}}" for the Python block opened on line '
+                            f"{brace.line}{why}", "", text.count("\n") + 1) from None
+        tok = Token("PYCODE", text[start:end], brace.start_pos, brace.line, brace.column)
+        state.line_ctr.feed(text[start:end + 1])
+        return tok
+
+
+class _Build(Transformer[Token, list[Stmt]]):
+    """Parse tree → Stmt records (run inside the LALR parser: no tree is built)."""
+
+    def __init__(self, file: str, path: str) -> None:
+        super().__init__()
+        self.file, self.path = file, path
+
+    def start(self, items: list[Any]) -> list[Stmt]:
+        return items
+
+    def stmt(self, items: list[Token]) -> Stmt:
+        name = items[0]
+        return Stmt(_arg_value(name), tuple(_arg_value(t) for t in items[1:]), None, None, self.file, name.line,
+                    self.path)
+
+    def block(self, items: list[Any]) -> Stmt:
+        name = items[0]
+        args = tuple(_arg_value(t) for t in items[1:] if isinstance(t, Token))
+        body = tuple(s for s in items[1:] if isinstance(s, Stmt))
+        return Stmt(_arg_value(name), args, body, None, self.file, name.line, self.path)
+
+    def pyblock(self, items: list[Token]) -> Stmt:
+        name, code = items[0], items[-1]
+        return Stmt(_arg_value(name), tuple(_arg_value(t) for t in items[1:-1]), (), str(code), self.file,
+                    name.line, self.path, code.line)
+
+
+_GRAMMAR = (Path(__file__).with_name("grammar.lark")).read_text()
+_build = _Build("", "")
+_parser: list[Lark] = []
+
+
+def _lark() -> Lark:
+    """The one LALR parser, built on first use; its transformer makes Stmts as it parses."""
+    if not _parser:
+        _parser.append(Lark(_GRAMMAR, parser="lalr", lexer=_ConfLexer, transformer=_build,
+                            maybe_placeholders=False))
+    return _parser[0]
+
+
+def parse_text(text: str, file: str, path: str = "") -> list[Stmt]:
+    """Parse TEXT (no include expansion). Raises ConfError naming FILE."""
+    parser = _lark()
+    _build.file, _build.path = file, path
+    try:
+        return parser.parse(text)  # type: ignore[return-value]
+    except ConfError as exc:
+        raise ConfError(exc.message, file, exc.line) from None
+    except UnexpectedEOF as exc:
+        raise ConfError('unexpected end of file, expecting ";" or "}"', file, text.count("\n") + 1) from None
+    except UnexpectedToken as exc:
+        tok = exc.token
+        if tok.type == "$END":
+            raise ConfError('unexpected end of file, expecting ";" or "}"', file, text.count("\n") + 1) from None
+        shown = "}" if tok.type == "PYCODE" else str(tok)
+        raise ConfError(f'unexpected "{shown}"', file, tok.line) from None
+    except UnexpectedInput as exc:
+        raise ConfError("syntax error", file, getattr(exc, "line", 0) or 0) from None
+
+
+# -- files and include --
+
+def read_file(path: str, shown: str, where: tuple[str, int]) -> str:
+    """The text of PATH; an unreadable file is nginx's ``open() "PATH" failed (errno: reason)``."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as exc:
+        raise ConfError(f'open() "{shown}" failed ({exc.errno}: {exc.strerror})', *where) from None
+    except UnicodeDecodeError as exc:
+        raise ConfError(f'"{shown}" is not UTF-8 text ({exc.reason})', *where) from None
+
+
+def parse_file(path: str, files: list[str], where: tuple[str, int] = ("", 0)) -> list[Stmt]:
+    """Parse the file at absolute PATH and every file it includes (relative to its directory)."""
+    shown = display_path(path)
+    files.append(path)
+    stmts = parse_text(read_file(path, shown, where), shown, path)
+    return expand(stmts, os.path.dirname(path), files, 0)
+
+
+def expand(stmts: list[Stmt] | tuple[Stmt, ...], base: str, files: list[str], depth: int) -> list[Stmt]:
+    """Replace every ``include GLOB;`` by the statements of the files it names, sorted."""
+    out: list[Stmt] = []
+    for st in stmts:
+        if st.name == "include" and st.code is None:
+            out.extend(_include(st, base, files, depth))
+        elif st.block:
+            out.append(replace_block(st, tuple(expand(st.block, base, files, depth))))
+        else:
+            out.append(st)
+    return out
+
+
+def replace_block(st: Stmt, block: tuple[Stmt, ...]) -> Stmt:
+    return Stmt(st.name, st.args, block, st.code, st.file, st.line, st.path, st.code_line)
+
+
+def _include(st: Stmt, base: str, files: list[str], depth: int) -> list[Stmt]:
+    where = (st.file, st.line)
+    if st.block is not None:
+        raise ConfError('directive "include" is not terminated by ";"', *where)
+    if len(st.args) != 1:
+        raise ConfError('invalid number of arguments in "include" directive', *where)
+    if depth >= MAX_INCLUDE_DEPTH:
+        raise ConfError(f"include nesting is deeper than {MAX_INCLUDE_DEPTH} files", *where)
+    pattern = os.path.join(base, st.args[0])
+    # nginx: a glob may match nothing; a plain name must exist.
+    paths = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+    out: list[Stmt] = []
+    for path in paths:
+        if os.path.isdir(path):
+            continue
+        files.append(path)
+        shown = display_path(path)
+        stmts = parse_text(read_file(path, shown, where), shown, path)
+        out.extend(expand(stmts, base, files, depth + 1))
+    return out
