@@ -57,7 +57,7 @@ class HttpProtocol(asyncio.Protocol):
     __slots__ = (
         # Per-connection state
         "site", "vhosts", "server", "loop", "transport", "parser", "peer", "sockname", "number", "requests",
-        "state", "since", "since_write", "closed", "eof", "paused", "waiters", "queue", "busy", "reading_paused",
+        "state", "since", "since_write", "version", "closed", "eof", "paused", "waiters", "queue", "busy", "reading_paused",
         # Per-request state (while the head and body arrive)
         "url", "headers", "hsize", "ex", "body", "body_size",
     )
@@ -76,6 +76,7 @@ class HttpProtocol(asyncio.Protocol):
         self.state = IDLE
         self.since = 0.0
         self.since_write = 0.0
+        self.version: str | None = None
         self.closed = False
         self.eof = False
         self.paused = False
@@ -185,8 +186,12 @@ class HttpProtocol(asyncio.Protocol):
         if hit is None:
             hit = _resolve(server, url)
         parser = self.parser
-        ex = Exchange(self, parser.get_method(), url, hit, parser.get_http_version(), self.headers,
-                      parser.should_keep_alive(), self.since)
+        version = self.version
+        if version is None:
+            # httptools formats this string on every call: once per connection is enough
+            version = self.version = parser.get_http_version()
+        ex = Exchange(self, parser.get_method(), url, hit, version, self.headers, parser.should_keep_alive(),
+                      self.since)
         self.ex = ex
         self.body = None
         for name, value in self.headers:
