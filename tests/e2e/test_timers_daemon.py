@@ -29,12 +29,12 @@ NOTE = """
 """
 
 
-def conf(init_worker: str, *, main: str = "", http: str = "", init: str = "") -> str:
+def conf(init_worker: str, *, main: str = "", http: str = "", init: str = "", workers: int = 1) -> str:
     """A config with NOTE and INIT_WORKER in init_worker_by_python and one hello server."""
     init_block = f"init_by_python_block {{\n{init}\n    }}" if init else ""
     return f"""
 error_log logs/error.log info;
-worker_processes 1;
+worker_processes {workers};
 worker_shutdown_timeout 5s;
 {main}
 events {{ worker_connections 64; }}
@@ -223,7 +223,7 @@ UNIQUE = """
 
 
 def test_unique_runs_in_one_process_and_fails_over(daemon: Callable[..., Daemon]) -> None:
-    d = daemon(conf(UNIQUE, main="worker_processes 2;"))
+    d = daemon(conf(UNIQUE, workers=2))
     wait_until(lambda: sum(n[1:] == ["job", "False"] for n in notes(d)) >= 4, 10, what="4 runs")
     runners = {n[0] for n in notes(d) if n[1] == "job"}
     assert len(runners) == 1  # two workers, one runs the job
@@ -246,7 +246,7 @@ def test_unique_runs_in_one_process_and_fails_over(daemon: Callable[..., Daemon]
 
 
 def test_unique_moves_to_the_new_generation_on_reload(daemon: Callable[..., Daemon]) -> None:
-    d = daemon(conf(UNIQUE, main="worker_processes 2;"))
+    d = daemon(conf(UNIQUE, workers=2))
     wait_until(lambda: any(n[1] == "job" for n in notes(d)), 10, what="a run")
     old = {int(n[0]) for n in notes(d) if n[1] == "started"}
     d.signal(signal.SIGHUP)
