@@ -5,6 +5,7 @@ Callbacks report by appending ``PID WORD...`` lines to ``logs/out.txt`` (one
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -29,7 +30,8 @@ NOTE = """
 """
 
 
-def conf(init_worker: str, *, main: str = "", http: str = "", init: str = "", workers: int = 1) -> str:
+def conf(init_worker: str, *, main: str = "", http: str = "", init: str = "", workers: int = 1,
+         locations: str = "") -> str:
     """A config with NOTE and INIT_WORKER in init_worker_by_python and one hello server."""
     init_block = f"init_by_python_block {{\n{init}\n    }}" if init else ""
     return f"""
@@ -48,6 +50,7 @@ http {{
     server {{
         listen 127.0.0.1:@PORT@;
         location / {{ return 200 "ok"; }}
+        {locations}
     }}
 }}
 """
@@ -133,8 +136,29 @@ def test_pending_limit_and_errors_are_catchable(daemon: Callable[..., Daemon]) -
                 bad()
             except ValueError:
                 note("valueerror")
-    """, http="python_max_pending_timers 10;"))
+    """, http="python_max_pending_timers 10;", locations="location /status { pyngx_status; }"))
     assert wait_notes(d, lambda w: len(w) == 3) == ["limit 10 too_many_pending_timers", "valueerror", "valueerror"]
+    status, body = d.get("/status")
+    stats = json.loads(body)["timers"]
+    assert status == 200 and stats["pending"] == 10 and stats["max_pending"] == 10 and stats["running"] == 0
+
+
+def test_timer_made_in_a_request_does_not_see_the_request(daemon: Callable[..., Daemon]) -> None:
+    d = daemon(conf("", locations="""
+        location /t {
+            content_by_python_block {
+                ngx.ctx["mine"] = 1
+                def later(premature):
+                    try:
+                        ngx.say("leak")
+                    except ngx.WrongContextError:
+                        note("no_request", ngx.timer.running_count())
+                ngx.timer.at(0, later)
+                ngx.say("made")
+            }
+        }"""))
+    assert d.get("/t") == (200, b"made\n")
+    assert wait_notes(d, lambda w: len(w) == 1) == ["no_request 1"]
 
 
 PREMATURE = """
