@@ -11,9 +11,11 @@ process groups. Knows nothing of HTTP, timers or the process tree.
   the Lua object is collected) and its child is still reaped.
 - Each child leads its own process group. ``kill_all`` (a lifecycle
   ``on_final`` hook, registered at the first spawn in a process) kills every
-  group when the owner exits; a guardian (a ``/bin/sh`` loop reading the
-  list of groups on a pipe) kills them when the owner dies without running
-  its hooks, e.g. on SIGKILL. PR_SET_PDEATHSIG would need a ``preexec_fn``
+  group when the owner exits; a guardian (a ``/bin/sh`` blocked on a pipe
+  from its owner) kills them when the owner dies without running its hooks,
+  e.g. on SIGKILL: at EOF it reads the list of groups the owner kept in an
+  unlinked file and kills them. The file costs a spawn one ``write()``;
+  telling the guardian through its pipe woke it up twice per spawn. PR_SET_PDEATHSIG would need a ``preexec_fn``
   (no vfork: 3x slower spawns) and would only reach the direct child, not
   the rest of its group.
 - Reads pull from the pipe only while a read is pending, at most
@@ -27,6 +29,7 @@ import errno
 import os
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -38,21 +41,24 @@ from pyngx.runtime import lifecycle, phase
 __all__ = ["spawn", "Proc", "kill_all", "statistics"]
 
 DEFAULT_TIMEOUT = 10.0  # seconds, for each of the four timeouts (ngx.pipe: 10000 ms)
-BIG_READ = 1 << 18  # read_all/read_bytes chunk: nothing is left over, so size is free
+BIG_READ = 1 << 16  # read_all/read_bytes chunk: nothing is left over, so size is free
 
-# The guardian: collects "+PGID" / "-PGID" lines; at EOF (its owner is gone,
-# however it died) it SIGKILLs every group still listed. Plain dash, no forks.
+# The guardian: waits for EOF on stdin (its owner is gone, however it died),
+# then replays the "+ PGID" / "- PGID" lines of the list file (fd $1) and
+# SIGKILLs every group still listed. Plain dash, no forks.
 _GUARD_SCRIPT = r"""
 trap '' HUP INT QUIT TERM USR1 USR2 PIPE
+read -r _
 g=" "
 while read -r op p; do
   case "$op" in
     +) g="$g$p " ;;
     -) case "$g" in *" $p "*) g="${g%% $p *} ${g#* $p }" ;; esac ;;
   esac
-done
+done < "/proc/self/fd/$1"
 for p in $g; do kill -s KILL -- "-$p" 2>/dev/null; done
 """
+_COMPACT = 256  # rewrite the list file when it holds this many lines more than twice the live groups
 
 
 class _Child:
@@ -70,7 +76,7 @@ class _Child:
 class _Registry:
     """Every child of this process, the groups to kill at exit, and the guardian."""
 
-    __slots__ = ("pid", "live", "groups", "guard_fd", "guard_pid", "spawned", "hooked")
+    __slots__ = ("pid", "live", "groups", "guard_fd", "guard_pid", "list_fd", "lines", "spawned", "hooked")
 
     def __init__(self) -> None:
         self.pid = os.getpid()
@@ -78,6 +84,8 @@ class _Registry:
         self.groups: set[int] = set()
         self.guard_fd = -1
         self.guard_pid = 0
+        self.list_fd = -1  # the unlinked file listing our groups, read by the guardian
+        self.lines = 0
         self.spawned = 0
         self.hooked = False
 
@@ -91,6 +99,7 @@ def _forget_after_fork() -> None:
     for child in _reg.live.values():
         _close(child.pidfd)
     _close(_reg.guard_fd)
+    _close(_reg.list_fd)
     _reg = _Registry()
 
 
@@ -148,6 +157,10 @@ def _reaped(child: _Child, status: int) -> None:
         _close(child.pidfd)
         child.pidfd = -1
     _reg.live.pop(child.pid, None)
+    if child.pid == _reg.guard_pid:  # killed by someone: the next spawn starts another
+        _close(_reg.guard_fd)
+        _reg.guard_fd, _reg.guard_pid = -1, 0
+        return
     if not child.exited.done() and not child.loop.is_closed():
         child.exited.set_result(None)
     _prune_group(child.pid)
@@ -159,7 +172,7 @@ def _prune_group(pgid: int) -> None:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         _reg.groups.discard(pgid)
-        _tell_guard(f"- {pgid}\n")
+        _note("-", pgid)
     except OSError:
         pass
 
@@ -173,15 +186,28 @@ def _decode(status: int) -> tuple[bool, str, int]:
 
 # -- the guardian and the exit hook --------------------------------------------------------------
 
-def _tell_guard(line: str) -> None:
-    if _reg.guard_fd < 0:
+def _note(op: str, pgid: int) -> None:
+    """Add (+) or remove (-) PGID in the list file the guardian reads when we die."""
+    if _reg.list_fd < 0:
         return
     try:
-        os.write(_reg.guard_fd, line.encode())
-    except OSError as exc:  # the guardian is gone: start another at the next spawn
-        log.warn(f"pipe guardian {_reg.guard_pid} lost ({exc.strerror})")
-        _close(_reg.guard_fd)
-        _reg.guard_fd = -1
+        if op == "-" and _reg.lines > 2 * len(_reg.groups) + _COMPACT:
+            _rewrite_list()
+        else:
+            os.write(_reg.list_fd, f"{op} {pgid}\n".encode())
+            _reg.lines += 1
+    except OSError as exc:
+        log.warn(f"pipe: cannot update the group list ({exc.strerror})")
+
+
+def _rewrite_list() -> None:
+    """Replace the list file's lines by the live groups (the guardian reads it only at our death)."""
+    os.ftruncate(_reg.list_fd, 0)
+    os.lseek(_reg.list_fd, 0, os.SEEK_SET)
+    text = "".join(f"+ {pgid}\n" for pgid in _reg.groups)
+    if text:
+        os.write(_reg.list_fd, text.encode())
+    _reg.lines = len(_reg.groups)
 
 
 def _start_guard(loop: asyncio.AbstractEventLoop) -> None:
@@ -191,23 +217,30 @@ def _start_guard(loop: asyncio.AbstractEventLoop) -> None:
         _reg.hooked = True
     if _reg.guard_fd >= 0:
         return
-    r, w = os.pipe()
     try:
-        popen = subprocess.Popen(["/bin/sh", "-c", _GUARD_SCRIPT], stdin=r, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL, close_fds=True, start_new_session=True)
+        if _reg.list_fd < 0:
+            with tempfile.TemporaryFile(prefix="pyngx-pipe-") as f:  # unlinked: nothing to clean up
+                _reg.list_fd = os.dup(f.fileno())
+        _rewrite_list()
+        r, w = os.pipe()
+    except OSError as exc:
+        log.warn(f"cannot start the pipe guardian: {exc}")
+        return
+    try:
+        popen = subprocess.Popen(["/bin/sh", "-c", _GUARD_SCRIPT, "pyngx-pipe-guard", str(_reg.list_fd)], stdin=r, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL, close_fds=True, pass_fds=(_reg.list_fd,),
+                                 start_new_session=True)
     except OSError as exc:
         _close(w)
         log.warn(f"cannot start the pipe guardian: {exc}")
         return
     finally:
         _close(r)
-    popen.returncode = 0  # reaped by us (below), not by subprocess' own bookkeeping
+    popen.returncode = 0  # reaped by us (through _live), not by subprocess' own bookkeeping
     _reg.guard_fd, _reg.guard_pid = w, popen.pid
     guard = _Child(popen.pid, loop)
     _reg.live[popen.pid] = guard
     _watch(guard)
-    for pgid in _reg.groups:
-        _tell_guard(f"+ {pgid}\n")
 
 
 def kill_all(graceful: bool = False) -> None:
@@ -222,7 +255,12 @@ def kill_all(graceful: bool = False) -> None:
     for child in list(_reg.live.values()):
         if child.pid != guard:
             _reap_now(child)
-    _close(_reg.guard_fd)  # EOF: the guardian has nothing left to kill and leaves
+    if _reg.list_fd >= 0:
+        try:
+            _rewrite_list()  # empty now: the guardian has nothing left to kill
+        except OSError:
+            pass
+    _close(_reg.guard_fd)  # EOF: the guardian wakes up, finds an empty list and leaves
     _reg.guard_fd = -1
     if guard in _reg.live:
         _reap_now(_reg.live[guard])
@@ -287,7 +325,7 @@ def spawn(args: list[str] | str, *, merge_stderr: bool = False, buffer_size: int
     _reg.live[child.pid] = child
     _reg.groups.add(child.pid)
     _reg.spawned += 1
-    _tell_guard(f"+ {child.pid}\n")
+    _note("+", child.pid)
     _watch(child)
     return Proc(child, loop, fds[1], fds[3], -1 if merge_stderr else fds[5], buffer_size)
 
@@ -338,7 +376,7 @@ def _make_pipes(merge_stderr: bool) -> list[int]:
 class _Stream:
     """One of our pipe ends: its fd, data read but not returned yet, and its pending operation."""
 
-    __slots__ = ("fd", "buf", "eof", "busy", "waiter")
+    __slots__ = ("fd", "buf", "eof", "busy", "waiter", "armed")
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
@@ -346,6 +384,18 @@ class _Stream:
         self.eof = fd < 0
         self.busy = False
         self.waiter: asyncio.Future[None] | None = None
+        self.armed = False  # our reader is on the loop for the whole operation, not per wait
+
+    def disarm(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.armed:
+            self.armed = False
+            if self.fd >= 0:
+                loop.remove_reader(self.fd)
+
+
+def _wake_stream(s: _Stream) -> None:
+    if s.waiter is not None and not s.waiter.done():
+        s.waiter.set_result(None)
 
 
 def _closed(partial: bytes = b"", msg: str = "closed") -> ClosedError:
@@ -516,12 +566,10 @@ class Proc:
         raise ValueError(f"bad shutdown arg: {direction!r}")
 
     def _shut(self, s: _Stream) -> None:
+        s.disarm(self._loop)
         fd, s.fd, s.eof = s.fd, -1, True
         s.buf.clear()
-        if fd >= 0:
-            if s.waiter is not None:
-                self._loop.remove_reader(fd)
-            _close(fd)
+        _close(fd)
         if s.waiter is not None and not s.waiter.done():
             s.waiter.set_exception(_closed(msg="aborted"))
 
@@ -571,6 +619,7 @@ class Proc:
             return await how(s, n, self._timeouts[which])  # type: ignore[misc, no-any-return]
         finally:
             s.busy = False
+            s.disarm(self._loop)
 
     async def _fill(self, s: _Stream, size: int, timeout: float) -> bytes:
         """One read of at most SIZE bytes, waiting for data; b"" at EOF."""
@@ -581,15 +630,18 @@ class Proc:
                 await self._wait_readable(s, timeout)
                 continue
             if not data:
+                s.disarm(self._loop)
                 fd, s.fd, s.eof = s.fd, -1, True
                 _close(fd)
             return data
         return b""
 
     async def _wait_readable(self, s: _Stream, timeout: float) -> None:
-        loop, fd = self._loop, s.fd
+        loop = self._loop
         fut = s.waiter = loop.create_future()
-        loop.add_reader(fd, _wake, fut)
+        if not s.armed:
+            loop.add_reader(s.fd, _wake_stream, s)
+            s.armed = True
         timer = loop.call_later(timeout, _expire, fut) if timeout else None
         try:
             await fut
@@ -597,8 +649,6 @@ class Proc:
             s.waiter = None
             if timer is not None:
                 timer.cancel()
-            if s.fd >= 0:
-                loop.remove_reader(fd)
 
     async def _read_line(self, s: _Stream, _: int, timeout: float) -> bytes:
         start = 0
