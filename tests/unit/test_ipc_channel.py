@@ -64,7 +64,7 @@ def run_tree(n: int, body: Body, init: Init | None = None, *, timeout: float = 3
 
 
 def _collect(reads: list[int], timeout: float) -> list[tuple[str, Any]]:
-    bufs = {r: b"" for r in reads}
+    bufs: dict[int, list[bytes]] = {r: [] for r in reads}
     open_ = set(reads)
     deadline = time.monotonic() + timeout
     while open_:
@@ -72,12 +72,12 @@ def _collect(reads: list[int], timeout: float) -> list[tuple[str, Any]]:
         assert left > 0, "a child did not finish"
         ready, _, _ = select.select(list(open_), [], [], left)
         for r in ready:
-            chunk = os.read(r, 65536)
+            chunk = os.read(r, 1 << 20)
             if chunk:
-                bufs[r] += chunk
+                bufs[r].append(chunk)
             else:
                 open_.discard(r)
-    return [pickle.loads(bufs[r]) if bufs[r] else ("err", "child died") for r in reads]
+    return [pickle.loads(b"".join(bufs[r])) if bufs[r] else ("err", "child died") for r in reads]
 
 
 def _reap(pids: list[int]) -> None:
@@ -125,8 +125,14 @@ def _child(i: int, n: int, table: tree.Tree, body: Body, init: Init | None, w: i
         os._exit(0)
 
 
+BOX: dict[str, Any] = {}  # what init registered, for the body (one per forked process)
+
+
 def collector(name: str, want: int) -> tuple[list[Any], asyncio.Future[None]]:
-    """Register a handler for NAME that keeps (sender, data) until WANT have come."""
+    """Register a handler for NAME that keeps (sender, data) until WANT have come.
+
+    Call it from init (before the process is ready): a peer may send as soon as it is.
+    """
     got: list[Any] = []
     done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -166,14 +172,16 @@ def test_send_reply_and_sender_keep_types() -> None:
 
 
 def test_broadcast_reaches_everyone_sender_included() -> None:
+    def init(i: int) -> None:
+        BOX["hello"] = collector("hello", 3)
+
     async def body(i: int, pids: list[int]) -> Any:
-        got, done = collector("hello", 3)
-        await asyncio.sleep(0.05)  # everyone has its handler before anyone broadcasts
+        got, done = BOX["hello"]
         ipc.broadcast("hello", f"from {i}")
         await asyncio.wait_for(done, 5)
         return sorted((pids.index(s), d) for s, d in got)
 
-    for i, got in enumerate(run_tree(3, body)):
+    for i, got in enumerate(run_tree(3, body, init)):
         assert got == [(0, "from 0"), (1, "from 1"), (2, "from 2")], i
 
 
@@ -181,8 +189,11 @@ def test_big_payloads_arrive_whole_and_typed() -> None:
     big = os.urandom(16 * 1024 * 1024 + 3)
     text = "ü€" * (1024 * 1024 // 5) + "end"  # multi-byte characters across packet edges
 
+    def init(i: int) -> None:
+        BOX["big"] = collector("big", 4)
+
     async def body(i: int, pids: list[int]) -> Any:
-        got, done = collector("big", 4)
+        got, done = BOX["big"]
         if i == 1:
             ipc.send(pids[0], "big", big)
             ipc.send(pids[0], "big", text)
@@ -193,7 +204,7 @@ def test_big_payloads_arrive_whole_and_typed() -> None:
         await asyncio.wait_for(done, 20)
         return [d for _, d in got]
 
-    got = run_tree(2, body)[0]
+    got = run_tree(2, body, init)[0]
     assert got[0] == big and got[1] == text and got[2] == b"" and got[3] == big[: channel.PACKET * 2]
     assert type(got[1]) is str
 
@@ -202,8 +213,11 @@ def test_order_per_sender_and_no_mixing() -> None:
     count = 10_000
     chunk = b"z" * (3 * channel.PACKET + 17)
 
+    def init(i: int) -> None:
+        BOX["seq"] = collector("seq", 2 * count + 20)
+
     async def body(i: int, pids: list[int]) -> Any:
-        got, done = collector("seq", 2 * count + 20)
+        got, done = BOX["seq"]
         if i == 0:
             await asyncio.wait_for(done, 30)
             return got
@@ -212,10 +226,9 @@ def test_order_per_sender_and_no_mixing() -> None:
             if k % 1000 == 0:
                 ipc.send(pids[0], "seq", bytes([i]) * 7 + chunk)  # multi-packet, interleaved with the other sender
                 await asyncio.sleep(0)
-        await asyncio.sleep(0.5)
-        return None
+        return None  # what is queued still leaves: a graceful exit drains it
 
-    got = run_tree(3, body)[0]
+    got = run_tree(3, body, init)[0]
     pids_seen: dict[int, list[int]] = {}
     for sender, data in got:
         if isinstance(data, bytes):
@@ -333,21 +346,22 @@ def test_internal_alerts_never_reach_user_handlers() -> None:
 
     def init(i: int) -> None:
         ipc.receive("wake", handled.append)
-
-    async def body(i: int, pids: list[int]) -> Any:
         got: list[Any] = []
         done = asyncio.get_running_loop().create_future()
 
         def on(sender: int, data: Any) -> None:
-            got.append((pids.index(sender), data))
+            got.append((sender, data))
             if len(got) == 2 and not done.done():
                 done.set_result(None)
 
         channel.receive_internal("wake", on)
-        await asyncio.sleep(0.05)
+        BOX["wake"] = got, done
+
+    async def body(i: int, pids: list[int]) -> Any:
+        got, done = BOX["wake"]
         channel.broadcast_internal("wake", b"w%d" % i)
         await asyncio.wait_for(done, 5)
         await asyncio.sleep(0.05)
-        return sorted(got), handled
+        return sorted((pids.index(pid), data) for pid, data in got), handled
 
-    assert run_tree(2, body) == [([(0, b"w0"), (1, b"w1")], [])] * 2
+    assert run_tree(2, body, init) == [([(0, b"w0"), (1, b"w1")], [])] * 2

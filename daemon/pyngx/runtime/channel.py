@@ -154,9 +154,12 @@ class Conn:
             if not self.writing:
                 self.writing = True
                 self.chan.loop.add_writer(self.fd, self.write)
-        elif self.writing:
-            self.writing = False
-            self.chan.loop.remove_writer(self.fd)
+        else:
+            if self.writing:
+                self.writing = False
+                self.chan.loop.remove_writer(self.fd)
+            if self.chan.waiter is not None:
+                self.chan.check_idle()
 
     def check_stuck(self) -> None:
         """Raise IPCError when the peer has read nothing for SEND_TIMEOUT."""
@@ -255,6 +258,7 @@ class Channel:
         self.local: deque[tuple[bytes, int, Any]] = deque()
         self.local_scheduled = False
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.waiter: asyncio.Future[None] | None = None  # graceful exit waits for idle
         self.cache: dict[bool, tuple[int, list[int]]] = {}
         self.sent = self.received = self.dropped = self.refused = 0
         self.bytes_in = self.bytes_out = 0
@@ -309,6 +313,8 @@ class Channel:
         for _ in range(len(local)):  # what handlers send to themselves now waits for the next turn
             name, flags, data = local.popleft()
             self.deliver(pid, name, flags, data)
+        if self.waiter is not None:
+            self.check_idle()
 
     def targets(self, current: bool) -> list[int]:
         """Pids a broadcast goes to: ready peers and this process."""
@@ -444,11 +450,36 @@ class Channel:
                     break
         if conn.part is not None or conn.out:
             self.dropped += 1
+        if self.waiter is not None:
+            self.check_idle()
 
-    async def wait_handlers(self) -> None:
-        """Graceful exit: let running async handlers finish (bounded by the caller)."""
-        while self.tasks:
-            await asyncio.wait(list(self.tasks))
+    def busy(self) -> bool:
+        return bool(self.tasks or self.local or any(conn.out for conn in self.every))
+
+    def check_idle(self) -> None:
+        if self.waiter is not None and not self.waiter.done() and not self.busy():
+            self.waiter.set_result(None)
+
+    async def wait_idle(self) -> None:
+        """Graceful exit: let async handlers finish and queued alerts leave.
+
+        Bounded by the caller (worker_shutdown_timeout); a peer that reads
+        nothing for SEND_TIMEOUT is given up sooner.
+        """
+        while self.busy():
+            if self.tasks:
+                await asyncio.wait(list(self.tasks))
+                continue
+            self.waiter = self.loop.create_future()
+            try:
+                await asyncio.wait_for(self.waiter, SEND_TIMEOUT)
+            except asyncio.TimeoutError:
+                now = time.monotonic()
+                for conn in list(self.every):
+                    if conn.out and now - conn.progress > SEND_TIMEOUT:
+                        conn.give_up()
+            finally:
+                self.waiter = None
 
     def close(self, graceful: bool) -> None:
         global _chan
@@ -508,7 +539,7 @@ def setup() -> Channel:
     loop = asyncio.get_event_loop()
     master = state.STATE.master_pid or os.getpid()
     _chan = Channel(loop, master)
-    lifecycle.on_wait(_chan.wait_handlers)
+    lifecycle.on_wait(_chan.wait_idle)
     lifecycle.on_final(_chan.close)
     return _chan
 
