@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,12 +19,22 @@ except ImportError:  # pragma: no cover
     _shdict = None  # type: ignore[assignment]
 
 
+_generations = itertools.count(1000)
+
+
+@pytest.fixture(autouse=True)
+def fresh_registry() -> Iterator[None]:
+    saved = state.STATE.generation
+    state.STATE.generation = next(_generations)  # a fresh handler registry
+    yield
+    state.STATE.generation = saved
+
+
 @pytest.fixture
 def zones() -> Iterator[dict[str, Any]]:
     if _shdict is None or not hasattr(_shdict, "create"):
         pytest.skip("shared dict zones are not there yet")
-    saved = state.STATE.shdicts, state.STATE.generation
-    state.STATE.generation = 1000 + id(saved) % 1000  # a fresh handler registry
+    saved = state.STATE.shdicts
     zone = _shdict.create("ev", 1 << 20)
     state.STATE.shdicts = {"ev": zone}
     lifecycle.reset()
@@ -33,7 +44,7 @@ def zones() -> Iterator[dict[str, Any]]:
         bus.leave()
     eventbus._bus = None
     lifecycle.reset()
-    state.STATE.shdicts, state.STATE.generation = saved
+    state.STATE.shdicts = saved
     state.STATE.exiting = False
     getattr(zone, "close", lambda: None)()
 

@@ -24,6 +24,13 @@ Zone layout (every key starts with ``ev:`` so the zone may hold other data):
     ev:gc           records up to this number have been collected
     ev:u:UNIQUE     marker of a unique post: repeats are dropped while it lives
     ev:c:PID:K      claim counter of one unique event: the first incr handles it
+    ev:s:PID        PID's spare chunk: freed to make room for a tombstone
+
+A failed post must still fill its sequence number, or every reader would
+wait ``wait_max`` on the hole. So a process takes a number only while it
+holds a spare (one 64-byte chunk); when the record does not fit, the spare
+is deleted and the tombstone takes its place. Without a spare the post fails
+before it takes a number.
 """
 from __future__ import annotations
 
@@ -58,6 +65,10 @@ def record_key(n: int) -> str:
 
 def pos_key(pid: int) -> str:
     return f"ev:p:{pid}"
+
+
+def spare_key(pid: int) -> str:
+    return f"ev:s:{pid}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +163,7 @@ class Bus:
         self._local: deque[tuple[str, str, Any]] = deque()
         # Post side
         self._claims = 0
+        self._spare = False
         self._wake_pending = False
         # Background loop
         self._task: asyncio.Task[None] | None = None
@@ -174,6 +186,7 @@ class Bus:
         for key in (SEQ, MARK):
             _add_quietly(self.zone, key, 0)
         self.zone.safe_set(pos_key(self.pid), 0)
+        self._ensure_spare()
         self.pos = self._seq()
         self._stored = 0
         self._store_pos()
@@ -187,6 +200,7 @@ class Bus:
             self._task = None
         try:
             self.zone.delete(pos_key(self.pid))
+            self.zone.delete(spare_key(self.pid))
         except Exception as exc:  # noqa: BLE001 - a zone closed under us at exit
             log.debug(f"worker-events: could not drop position: {exc}")
 
@@ -198,33 +212,30 @@ class Bus:
         Raises NoMemoryError (nothing kept, nothing half-written) or TypeError
         for data msgpack cannot carry.
         """
-        claim = None
-        marker = None
-        if unique is not None:
-            marker = f"ev:u:{unique}"
-            claim = f"ev:c:{self.pid}:{self._claims}"
-            blob = _pack([self.pid, source, event, data, claim])
-            try:
-                self._safe_add(marker, 1, exptime=self.settings.timeout)
-            except KeyExistsError:
-                self.stats["dropped_unique"] += 1
-                return False
-            self._claims += 1
-            try:
-                self._safe_add(claim, 0)
-            except NoMemoryError:
-                self.zone.delete(marker)
-                raise
-        else:
-            blob = _pack([self.pid, source, event, data, None])
-        n = self._next_seq()
+        claim = f"ev:c:{self.pid}:{self._claims}" if unique is not None else None
+        blob = _pack([self.pid, source, event, data, claim])
+        self._ensure_spare()
+        taken: list[str] = []
         try:
-            self._safe_add(record_key(n), blob)
+            if unique is not None:
+                try:
+                    self._safe_add(f"ev:u:{unique}", 1, exptime=self.settings.timeout)
+                except KeyExistsError:
+                    self.stats["dropped_unique"] += 1
+                    return False
+                taken.append(f"ev:u:{unique}")
+                self._claims += 1
+                self._safe_add(claim, 0)  # type: ignore[arg-type]
+                taken.append(claim)  # type: ignore[arg-type]
+            n = self._next_seq()
+            try:
+                self._safe_add(record_key(n), blob)
+            except BaseException:
+                self._tombstone(n)
+                raise
         except BaseException:
-            self._tombstone(n)
-            for key in (marker, claim):
-                if key is not None:
-                    self.zone.delete(key)
+            for key in taken:
+                self.zone.delete(key)
             raise
         self.stats["posted"] += 1
         self._after_post()
@@ -254,8 +265,19 @@ class Bus:
                     raise
                 retries -= 1
 
+    def _ensure_spare(self) -> None:
+        """Hold a spare chunk before taking a sequence number (see the module doc)."""
+        if not self._spare:
+            try:
+                self._safe_add(spare_key(self.pid), b"")
+            except KeyExistsError:
+                pass
+            self._spare = True
+
     def _tombstone(self, n: int) -> None:
-        """Fill sequence number N whose post failed, so readers step over it at once."""
+        """Fill sequence number N whose post failed, in the room of our spare."""
+        self.zone.delete(spare_key(self.pid))
+        self._spare = False
         try:
             self.zone.safe_add(record_key(n), TOMBSTONE)
         except KeyExistsError:
