@@ -96,12 +96,17 @@ def test_resolve_user() -> None:
         service.resolve_user("root", "no-such-group-pyngx")
 
 
-def test_reset_signals_restores_defaults() -> None:
+def test_reset_signals_restores_defaults_and_keeps_the_child_signals_blocked() -> None:
     old = signal.signal(signal.SIGUSR2, lambda s, f: None)
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, set())
     try:
         service.reset_signals()
         assert signal.getsignal(signal.SIGUSR2) == signal.SIG_DFL
+        assert service.CHILD_SIGNALS <= signal.pthread_sigmask(signal.SIG_BLOCK, set())
+        service.unblock_child_signals()
+        assert not service.CHILD_SIGNALS & signal.pthread_sigmask(signal.SIG_BLOCK, set())
     finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         signal.signal(signal.SIGUSR2, old)
         signal.signal(signal.SIGINT, signal.default_int_handler)
 

@@ -17,6 +17,7 @@ import struct
 from typing import Any
 
 from pyngx import log
+from pyngx.proc import service
 from pyngx.proc.cycle import Cycle
 from pyngx.runtime import lifecycle, phase, state, tree, usercode
 from pyngx.runtime import loop as loops
@@ -124,6 +125,7 @@ class Child:
             signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the master reloads; a child does not
         signal.signal(signal.SIGUSR2, signal.SIG_IGN)
         signal.signal(signal.SIGWINCH, signal.SIG_IGN)
+        service.unblock_child_signals()  # blocked since before fork(); what came meanwhile runs now
 
     def _report_ready(self) -> None:
         if self.status_fd < 0:

@@ -151,11 +151,33 @@ def listen_fds() -> dict[tuple[str, int], socket.socket]:
     return out
 
 
+# What the master may send a child; blocked from before fork() until the child's
+# own handlers are in place, so a TERM that follows a fork at once is handled,
+# not taken with the default action (a worker "exited on signal 15").
+CHILD_SIGNALS = frozenset({signal.SIGHUP, signal.SIGQUIT, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1})
+
+
+def block_child_signals() -> set[signal.Signals]:
+    """Block CHILD_SIGNALS; returns the previous mask for `restore_mask`."""
+    return signal.pthread_sigmask(signal.SIG_BLOCK, CHILD_SIGNALS)
+
+
+def restore_mask(mask: set[signal.Signals]) -> None:
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
 def reset_signals() -> None:
-    """Default dispositions and an empty mask (a fresh child after fork)."""
+    """Default dispositions, CHILD_SIGNALS still blocked (a fresh child after fork).
+
+    The child unblocks them with `unblock_child_signals` once its loop handles them.
+    """
     signal.set_wakeup_fd(-1)
     for signo in (signal.SIGHUP, signal.SIGQUIT, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1,
                   signal.SIGUSR2, signal.SIGCHLD, signal.SIGWINCH):
         signal.signal(signo, signal.SIG_DFL)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    signal.pthread_sigmask(signal.SIG_SETMASK, CHILD_SIGNALS)
+
+
+def unblock_child_signals() -> None:
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, CHILD_SIGNALS)

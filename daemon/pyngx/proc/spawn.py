@@ -55,7 +55,12 @@ def fork(cycle: Cycle, kind: str, worker_id: int | None, *, master_pid: int, sta
     """
     sys.stdout.flush()
     sys.stderr.flush()
-    pid = os.fork()
+    mask = service.block_child_signals()
+    try:
+        pid = os.fork()
+    finally:
+        if os.getpid() == master_pid:
+            service.restore_mask(mask)
     if pid:
         return pid
     code = FAILED
