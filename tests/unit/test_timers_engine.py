@@ -513,3 +513,17 @@ def test_wait_idle_and_statistics_without_setup() -> None:
 
 def test_timer_repr_and_module() -> None:
     assert ngx.timer.Timer.__module__ == "pyngx.timer"
+
+
+def test_a_callback_with_the_wrong_arguments_is_one_log_line(run: Callable[..., Any], errlog: Path) -> None:
+    def no_args() -> None:
+        pass
+
+    async def main() -> None:
+        ngx.timer.at(0, no_args)
+        await timers.wait_idle()
+
+    run(main)
+    text = errlog.read_text()
+    assert "no_args() takes 0 positional arguments but 1 was given" in text
+    assert "Traceback" not in text and "runtime/timers.py" not in text

@@ -342,8 +342,10 @@ class Engine:
     def _report(self, t: Timer, exc: BaseException, *, skip_frame: bool) -> None:
         self.failed += 1
         tb = exc.__traceback__
-        if skip_frame and tb is not None and tb.tb_next is not None:
-            exc = exc.with_traceback(tb.tb_next)  # start the traceback at the user's code
+        if skip_frame and tb is not None:
+            # start the traceback at the user's code; nothing when the call itself
+            # failed (a callback that takes other arguments)
+            exc = exc.with_traceback(tb.tb_next)
         log.exception(f"timer callback {where(t._fn)} failed", exc)
 
     def _finish(self, t: Timer) -> None:
