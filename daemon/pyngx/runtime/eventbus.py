@@ -85,11 +85,13 @@ class Settings:
 class Registry:
     """Callbacks by level: every event, one source, or one source's named events."""
 
-    __slots__ = ("_levels",)
+    __slots__ = ("_levels", "_cache")
 
     def __init__(self) -> None:
         # (None, None) every event; (source, None) one source; (source, event)
         self._levels: dict[tuple[str | None, str | None], list[Any]] = {}
+        # (source, event) -> (entries of the three levels in order, any weak ones)
+        self._cache: dict[tuple[str, str], tuple[list[Any], bool]] = {}
 
     def add(self, callback: Callable[..., Any], weak: bool, source: str | None, events: Iterable[str]) -> None:
         ref: Any = callback
@@ -97,6 +99,7 @@ class Registry:
             ref = weakref.WeakMethod(callback) if inspect.ismethod(callback) else weakref.ref(callback)
         for level in self._keys(source, events):
             self._levels.setdefault(level, []).append(ref)
+        self._cache.clear()
 
     def remove(self, callback: Callable[..., Any], source: str | None, events: Iterable[str]) -> bool:
         removed = False
@@ -105,24 +108,26 @@ class Registry:
             keep = [e for e in entries if _resolve(e) != callback]
             removed = removed or len(keep) != len(entries)
             self._levels[level] = keep
+        self._cache.clear()
         return removed
 
     def matching(self, source: str, event: str) -> list[Callable[..., Any]]:
         """Live callbacks for one event, every-event ones first (the original's order)."""
-        out = []
-        for level in ((None, None), (source, None), (source, event)):
-            entries = self._levels.get(level)
-            if not entries:
-                continue
-            dead = False
-            for entry in entries:
-                fn = _resolve(entry)
-                if fn is None:
-                    dead = True
-                else:
-                    out.append(fn)
-            if dead:  # a weak handler was garbage-collected: drop it for good
-                self._levels[level] = [e for e in entries if _resolve(e) is not None]
+        hit = self._cache.get((source, event))
+        if hit is None:
+            entries = [e for level in ((None, None), (source, None), (source, event))
+                       for e in self._levels.get(level, ())]
+            if len(self._cache) > 1024:
+                self._cache.clear()
+            hit = self._cache[(source, event)] = (entries, any(isinstance(e, weakref.ref) for e in entries))
+        entries, weak = hit
+        if not weak:
+            return entries
+        out = [fn for fn in map(_resolve, entries) if fn is not None]
+        if len(out) != len(entries):  # a weak handler was garbage-collected: drop it for good
+            for level, found in self._levels.items():
+                self._levels[level] = [e for e in found if _resolve(e) is not None]
+            self._cache.clear()
         return out
 
     def count(self) -> int:
@@ -212,50 +217,67 @@ class Bus:
         Raises NoMemoryError (nothing kept, nothing half-written) or TypeError
         for data msgpack cannot carry.
         """
-        claim = f"ev:c:{self.pid}:{self._claims}" if unique is not None else None
+        if unique is not None:
+            return self._post_unique(source, event, data, unique)
+        blob = _pack([self.pid, source, event, data, None])
+        if not self._spare:
+            self._ensure_spare()
+        self._append(blob)
+        return True
+
+    def _post_unique(self, source: str, event: str, data: Any, unique: str) -> bool:
+        claim = f"ev:c:{self.pid}:{self._claims}"
         blob = _pack([self.pid, source, event, data, claim])
         self._ensure_spare()
-        taken: list[str] = []
+        marker = f"ev:u:{unique}"
         try:
-            if unique is not None:
-                try:
-                    self._safe_add(f"ev:u:{unique}", 1, exptime=self.settings.timeout)
-                except KeyExistsError:
-                    self.stats["dropped_unique"] += 1
-                    return False
-                taken.append(f"ev:u:{unique}")
-                self._claims += 1
-                self._safe_add(claim, 0)  # type: ignore[arg-type]
-                taken.append(claim)  # type: ignore[arg-type]
-            n = self._next_seq()
+            self._safe_add(marker, 1, exptime=self.settings.timeout)
+        except KeyExistsError:
+            self.stats["dropped_unique"] += 1
+            return False
+        self._claims += 1
+        try:
+            self._safe_add(claim, 0)
+            self._append(blob)
+        except BaseException:
+            self.zone.delete(marker)
+            self.zone.delete(claim)
+            raise
+        return True
+
+    def _append(self, blob: bytes) -> None:
+        """Take the next sequence number and write BLOB under it; on failure a tombstone."""
+        zone = self.zone
+        try:
+            n = zone.incr(SEQ, 1)
+        except KeyNotFoundError:  # the zone was flushed under us: start the log again
+            _add_quietly(zone, SEQ, 0)
+            n = zone.incr(SEQ, 1)
+        key = f"ev:r:{n}"
+        try:
+            zone.safe_add(key, blob)
+        except NoMemoryError:
             try:
-                self._safe_add(record_key(n), blob)
+                self._safe_add(key, blob, collect_first=True)
             except BaseException:
                 self._tombstone(n)
                 raise
         except BaseException:
-            for key in taken:
-                self.zone.delete(key)
+            self._tombstone(n)
             raise
         self.stats["posted"] += 1
         self._after_post()
-        return True
 
     def post_local(self, source: str, event: str, data: Any) -> None:
         self._local.append((source, event, data))
         self.stats["posted_local"] += 1
         self._wake.set()
 
-    def _next_seq(self) -> int:
-        try:
-            return int(self.zone.incr(SEQ, 1))
-        except KeyNotFoundError:  # the zone was flushed under us: start the log again
-            _add_quietly(self.zone, SEQ, 0)
-            return int(self.zone.incr(SEQ, 1))
-
-    def _safe_add(self, key: str, value: Any, exptime: float = 0) -> None:
+    def _safe_add(self, key: str, value: Any, exptime: float = 0, *, collect_first: bool = False) -> None:
         """safe_add, collecting what every process has read when the zone is full."""
         retries = min(self.settings.shm_retries, 3)
+        if collect_first and (retries <= 0 or not self.collect()):
+            raise NoMemoryError()
         while True:
             try:
                 self.zone.safe_add(key, value, exptime)
@@ -321,12 +343,14 @@ class Bus:
         if self._busy:
             return "recursive"
         self._busy = True
+        token = phase.set(phase.EVENT)
         try:
             while self._local:
                 source, event, data = self._local.popleft()
                 self.dispatch(source, event, data, None)
             return self._read(limit)
         finally:
+            phase.reset(token)
             self._busy = False
 
     def _read(self, limit: int) -> str:
@@ -335,18 +359,25 @@ class Bus:
             log.warn(f"worker-events: the event log in \"{self.name}\" was reset, reading from {seq}")
             self.pos = seq
         end = min(seq, self.pos + limit) if limit > 0 else seq
-        zone = self.zone
+        get, unpack, dispatch = self.zone.get, msgpack.unpackb, self.dispatch
         result = "done"
         while self.pos < end:
             n = self.pos + 1
-            blob = zone.get(record_key(n))
+            blob = get(f"ev:r:{n}")
             if blob is None and not self._hole(n):
                 result = "wait"
                 break
             self._gap_since = None
             self.pos = n
-            if blob is not None and blob != TOMBSTONE:
-                self._handle(n, blob)
+            if blob is None or blob == TOMBSTONE:
+                continue
+            try:
+                pid, source, event, data, claim = unpack(blob)
+            except Exception as exc:  # noqa: BLE001 - a foreign value under our key
+                log.error(f"worker-events: failed decoding event {n}: {exc}")
+                continue
+            if claim is None or self._claim(claim):
+                dispatch(source, event, data, pid)
         else:
             if self.pos < seq:
                 result = "more"
@@ -366,16 +397,6 @@ class Bus:
         self.stats["lost"] += 1
         return True
 
-    def _handle(self, n: int, blob: bytes) -> None:
-        try:
-            pid, source, event, data, claim = msgpack.unpackb(blob)
-        except Exception as exc:  # noqa: BLE001 - a foreign key in our namespace
-            log.error(f"worker-events: failed decoding event {n}: {exc}")
-            return
-        if claim is not None and not self._claim(claim):
-            return
-        self.dispatch(source, event, data, pid)
-
     def _claim(self, key: str) -> bool:
         """True for the one process whose incr comes first (unique events)."""
         try:
@@ -387,22 +408,15 @@ class Bus:
         return first
 
     def dispatch(self, source: str, event: str, data: Any, pid: int | None) -> None:
-        """Call every matching handler with (data, event, source, pid) in phase EVENT."""
+        """Call every matching handler with (data, event, source, pid); poll() set phase EVENT."""
         self.stats["handled"] += 1
-        handlers = self.registry.matching(source, event)
-        if not handlers:
-            return
-        token = phase.set(phase.EVENT)
-        try:
-            for fn in handlers:
-                try:
-                    result = fn(data, event, source, pid)
-                    if inspect.isawaitable(result):
-                        self._spawn(result, source, event)
-                except Exception as exc:  # noqa: BLE001 - the user's handler
-                    self._failed(exc, source, event, pid)
-        finally:
-            phase.reset(token)
+        for fn in self.registry.matching(source, event):
+            try:
+                result = fn(data, event, source, pid)
+                if result is not None and inspect.isawaitable(result):
+                    self._spawn(result, source, event)
+            except Exception as exc:  # noqa: BLE001 - the user's handler
+                self._failed(exc, source, event, pid)
 
     def _spawn(self, awaitable: Any, source: str, event: str) -> None:
         task = asyncio.ensure_future(awaitable)
@@ -517,9 +531,12 @@ class Bus:
                 "interval": self.settings.interval}
 
 
+_packer = msgpack.Packer()
+
+
 def _pack(value: Any) -> bytes:
     try:
-        return msgpack.packb(value)  # type: ignore[no-any-return]
+        return _packer.pack(value)  # type: ignore[no-any-return]
     except (TypeError, ValueError, OverflowError) as exc:
         raise TypeError(f"event data cannot be serialized: {exc}") from None
 
