@@ -153,6 +153,23 @@ def test_reload_picks_up_new_module_code(daemon: object) -> None:
     assert "reload: generation 2 is serving" in log
 
 
+def test_back_to_back_reloads_settle_on_the_last_config(daemon: object) -> None:
+    d = make(daemon, agent=False)
+    first = wait_tree(d, agent=False)
+    d.write_conf(CONF.replace("worker_processes 2;", "worker_processes 3;"))
+    write_module(d, 2, agent=False)
+    d.signal(signal.SIGHUP)
+    d.signal(signal.SIGHUP)  # arrives while the first reload is starting its workers
+    wait_until(lambda: not any(pid_alive(p) for p in first), 10, what="the first workers to exit")
+
+    def settled() -> dict[int, list[str]] | None:
+        tree = wait_tree(d, workers=3, agent=False, version=2)
+        return tree if set(children(d.master_pid)) == set(tree) else None
+    last = wait_until(settled, 10, what="only the last generation to be left")
+    assert sorted(w[1] for w in last.values()) == ["0", "1", "2"]
+    assert all(w[2] == "3" for w in last.values())
+
+
 def test_reload_with_broken_config_keeps_the_old_workers(daemon: object) -> None:
     d = make(daemon)
     old = wait_tree(d)
