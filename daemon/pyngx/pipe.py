@@ -1,26 +1,11 @@
 """Non-blocking subprocesses: ``pipe.spawn()`` and ``Proc`` (OpenResty's ngx.pipe).
 
-Owns the children a process spawns: their pipes, their reaping and their
-process groups. Knows nothing of HTTP, timers or the process tree.
-
-- Reaping waits for exactly our own pids, through one pidfd per child watched
-  by the event loop (``os.pidfd_open``): no SIGCHLD handler and no
-  ``waitpid(-1)``, so it never steals an exit status from the master,
-  from asyncio's or uvloop's own child watchers, or from another worker.
-  A ``Proc`` dropped without ``wait()`` is killed (as OpenResty does when
-  the Lua object is collected) and its child is still reaped.
-- Each child leads its own process group. ``kill_all`` (a lifecycle
-  ``on_final`` hook, registered at the first spawn in a process) kills every
-  group when the owner exits; a guardian (a ``/bin/sh`` blocked on a pipe
-  from its owner) kills them when the owner dies without running its hooks,
-  e.g. on SIGKILL: at EOF it reads the list of groups the owner kept in an
-  unlinked file and kills them. The file costs a spawn one ``write()``;
-  telling the guardian through its pipe woke it up twice per spawn. PR_SET_PDEATHSIG would need a ``preexec_fn``
-  (no vfork: 3x slower spawns) and would only reach the direct child, not
-  the rest of its group.
-- Reads pull from the pipe only while a read is pending, at most
-  ``buffer_size`` ahead of what was asked, so a chatty child blocks on a
-  full pipe instead of filling our memory.
+Owns the pipes to a child and the operations on them. The children
+themselves — reaping by pidfd, their process groups, killing them all when
+this process exits or dies — belong to `pyngx.runtime.children`. Reads pull
+from the pipe only while a read is pending, at most ``buffer_size`` ahead of
+what was asked, so a chatty child blocks on a full pipe instead of filling
+our memory.
 """
 from __future__ import annotations
 
@@ -29,266 +14,18 @@ import errno
 import os
 import signal
 import subprocess
-import tempfile
-import threading
-import time
 from collections.abc import Callable
 
-from pyngx import log
 from pyngx.errors import ClosedError, Error, TimeoutError
-from pyngx.runtime import lifecycle, phase
+from pyngx.runtime import children, phase
+from pyngx.runtime.children import close_fd as _close_fd
+from pyngx.runtime.children import kill_all as kill_all
+from pyngx.runtime.children import statistics as statistics
 
 __all__ = ["spawn", "Proc", "kill_all", "statistics"]
 
 DEFAULT_TIMEOUT = 10.0  # seconds, for each of the four timeouts (ngx.pipe: 10000 ms)
 BIG_READ = 1 << 16  # read_all/read_bytes chunk: nothing is left over, so size is free
-
-# The guardian: waits for EOF on stdin (its owner is gone, however it died),
-# then replays the "+ PGID" / "- PGID" lines of the list file (fd $1) and
-# SIGKILLs every group still listed. Plain dash, no forks.
-_GUARD_SCRIPT = r"""
-trap '' HUP INT QUIT TERM USR1 USR2 PIPE
-read -r _
-g=" "
-while read -r op p; do
-  case "$op" in
-    +) g="$g$p " ;;
-    -) case "$g" in *" $p "*) g="${g%% $p *} ${g#* $p }" ;; esac ;;
-  esac
-done < "/proc/self/fd/$1"
-for p in $g; do kill -s KILL -- "-$p" 2>/dev/null; done
-"""
-_COMPACT = 256  # rewrite the list file when it holds this many lines more than twice the live groups
-
-
-class _Child:
-    """A spawned pid until it is reaped; kept in ``_live`` independently of its Proc."""
-
-    __slots__ = ("pid", "pidfd", "loop", "status", "exited")
-
-    def __init__(self, pid: int, loop: asyncio.AbstractEventLoop) -> None:
-        self.pid, self.loop = pid, loop
-        self.status: int | None = None  # the raw wait status once reaped
-        self.exited: asyncio.Future[None] = loop.create_future()
-        self.pidfd = -1
-
-
-class _Registry:
-    """Every child of this process, the groups to kill at exit, and the guardian."""
-
-    __slots__ = ("pid", "live", "groups", "guard_fd", "guard_pid", "list_fd", "lines", "spawned", "hooked")
-
-    def __init__(self) -> None:
-        self.pid = os.getpid()
-        self.live: dict[int, _Child] = {}
-        self.groups: set[int] = set()
-        self.guard_fd = -1
-        self.guard_pid = 0
-        self.list_fd = -1  # the unlinked file listing our groups, read by the guardian
-        self.lines = 0
-        self.spawned = 0
-        self.hooked = False
-
-
-_reg = _Registry()
-
-
-def _forget_after_fork() -> None:
-    """A forked child owns none of its parent's children (and must not hold the guardian open)."""
-    global _reg
-    for child in _reg.live.values():
-        _close(child.pidfd)
-    _close(_reg.guard_fd)
-    _close(_reg.list_fd)
-    _reg = _Registry()
-
-
-os.register_at_fork(after_in_child=_forget_after_fork)
-
-
-def _close(fd: int) -> None:
-    if fd >= 0:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-
-
-# -- reaping -------------------------------------------------------------------------------------
-
-def _watch(child: _Child) -> None:
-    """Reap CHILD when it exits: a pidfd on the loop, else a thread blocked in waitpid(pid)."""
-    try:
-        child.pidfd = os.pidfd_open(child.pid)
-    except (AttributeError, OSError):  # Linux < 5.3: no pidfd
-        threading.Thread(target=_wait_thread, args=(child,), daemon=True).start()
-        return
-    child.loop.add_reader(child.pidfd, _on_pidfd, child)
-
-
-def _on_pidfd(child: _Child) -> None:
-    try:
-        pid, status = os.waitpid(child.pid, os.WNOHANG)
-    except ChildProcessError:  # reaped behind our back (someone called waitpid(-1))
-        pid, status = child.pid, 255 << 8
-    if pid:
-        _reaped(child, status)
-
-
-def _wait_thread(child: _Child) -> None:
-    try:
-        _, status = os.waitpid(child.pid, 0)
-    except ChildProcessError:
-        status = 255 << 8
-    try:
-        child.loop.call_soon_threadsafe(_reaped, child, status)
-    except RuntimeError:  # the loop is closed: record it anyway
-        child.status = status
-
-
-def _reaped(child: _Child, status: int) -> None:
-    """Record CHILD's exit status, stop watching it, and forget its group once it is empty."""
-    if child.status is not None and child.pidfd < 0:
-        return
-    child.status = status
-    if child.pidfd >= 0:
-        if not child.loop.is_closed():
-            child.loop.remove_reader(child.pidfd)
-        _close(child.pidfd)
-        child.pidfd = -1
-    _reg.live.pop(child.pid, None)
-    if child.pid == _reg.guard_pid:  # killed by someone: the next spawn starts another
-        _close(_reg.guard_fd)
-        _reg.guard_fd, _reg.guard_pid = -1, 0
-        return
-    if not child.exited.done() and not child.loop.is_closed():
-        child.exited.set_result(None)
-    _prune_group(child.pid)
-
-
-def _prune_group(pgid: int) -> None:
-    """Stop tracking PGID when no process is left in it (a background grandchild keeps it)."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        _reg.groups.discard(pgid)
-        _note("-", pgid)
-    except OSError:
-        pass
-
-
-def _decode(status: int) -> tuple[bool, str, int]:
-    if os.WIFSIGNALED(status):
-        return False, "signal", os.WTERMSIG(status)
-    code = os.waitstatus_to_exitcode(status)
-    return code == 0, "exit", code
-
-
-# -- the guardian and the exit hook --------------------------------------------------------------
-
-def _note(op: str, pgid: int) -> None:
-    """Add (+) or remove (-) PGID in the list file the guardian reads when we die."""
-    if _reg.list_fd < 0:
-        return
-    try:
-        if op == "-" and _reg.lines > 2 * len(_reg.groups) + _COMPACT:
-            _rewrite_list()
-        else:
-            os.write(_reg.list_fd, f"{op} {pgid}\n".encode())
-            _reg.lines += 1
-    except OSError as exc:
-        log.warn(f"pipe: cannot update the group list ({exc.strerror})")
-
-
-def _rewrite_list() -> None:
-    """Replace the list file's lines by the live groups (the guardian reads it only at our death)."""
-    os.ftruncate(_reg.list_fd, 0)
-    os.lseek(_reg.list_fd, 0, os.SEEK_SET)
-    text = "".join(f"+ {pgid}\n" for pgid in _reg.groups)
-    if text:
-        os.write(_reg.list_fd, text.encode())
-    _reg.lines = len(_reg.groups)
-
-
-def _start_guard(loop: asyncio.AbstractEventLoop) -> None:
-    """Start this process's guardian (once), and hook kill_all on its exit."""
-    if not _reg.hooked:
-        lifecycle.on_final(kill_all)
-        _reg.hooked = True
-    if _reg.guard_fd >= 0:
-        return
-    try:
-        if _reg.list_fd < 0:
-            with tempfile.TemporaryFile(prefix="pyngx-pipe-") as f:  # unlinked: nothing to clean up
-                _reg.list_fd = os.dup(f.fileno())
-        _rewrite_list()
-        r, w = os.pipe()
-    except OSError as exc:
-        log.warn(f"cannot start the pipe guardian: {exc}")
-        return
-    try:
-        popen = subprocess.Popen(["/bin/sh", "-c", _GUARD_SCRIPT, "pyngx-pipe-guard", str(_reg.list_fd)], stdin=r, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL, close_fds=True, pass_fds=(_reg.list_fd,),
-                                 start_new_session=True)
-    except OSError as exc:
-        _close(w)
-        log.warn(f"cannot start the pipe guardian: {exc}")
-        return
-    finally:
-        _close(r)
-    popen.returncode = 0  # reaped by us (through _live), not by subprocess' own bookkeeping
-    _reg.guard_fd, _reg.guard_pid = w, popen.pid
-    guard = _Child(popen.pid, loop)
-    _reg.live[popen.pid] = guard
-    _watch(guard)
-
-
-def kill_all(graceful: bool = False) -> None:
-    """SIGKILL every child's process group, reap them, and stop the guardian (lifecycle on_final)."""
-    guard = _reg.guard_pid
-    for pgid in list(_reg.groups):
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except OSError:
-            pass
-    _reg.groups.clear()
-    for child in list(_reg.live.values()):
-        if child.pid != guard:
-            _reap_now(child)
-    if _reg.list_fd >= 0:
-        try:
-            _rewrite_list()  # empty now: the guardian has nothing left to kill
-        except OSError:
-            pass
-    _close(_reg.guard_fd)  # EOF: the guardian wakes up, finds an empty list and leaves
-    _reg.guard_fd = -1
-    if guard in _reg.live:
-        _reap_now(_reg.live[guard])
-    _reg.guard_pid = 0
-
-
-def _reap_now(child: _Child, limit: float = 2.0) -> None:
-    """Wait (bounded) for a child that was just killed; the process is leaving or a test ends."""
-    deadline = time.monotonic() + limit
-    while True:
-        try:
-            pid, status = os.waitpid(child.pid, os.WNOHANG)
-        except ChildProcessError:
-            pid, status = child.pid, 255 << 8
-        if pid or time.monotonic() > deadline:
-            break
-        time.sleep(0.001)
-    if pid:
-        _reaped(child, status)
-    else:
-        log.warn(f"pipe child {child.pid} did not exit after SIGKILL")
-
-
-def statistics() -> dict[str, int]:
-    """Children running now (the guardian excluded) and spawned so far in this process."""
-    running = len(_reg.live) - (1 if _reg.guard_pid in _reg.live else 0)
-    return {"running": running, "spawned": _reg.spawned}
-
 
 # -- spawn ---------------------------------------------------------------------------------------
 
@@ -308,25 +45,20 @@ def spawn(args: list[str] | str, *, merge_stderr: bool = False, buffer_size: int
         loop = asyncio.get_running_loop()
     except RuntimeError:
         raise Error("pipe.spawn: no event loop is running") from None
-    _start_guard(loop)
+    children.prepare(loop)
     fds = _make_pipes(merge_stderr)
     try:
         popen = subprocess.Popen(argv, stdin=fds[0], stdout=fds[2], stderr=fds[4] if not merge_stderr else fds[2],
                                  env=env, close_fds=True, process_group=0)
     except OSError as exc:
         for fd in fds:
-            _close(fd)
+            _close_fd(fd)
         raise Error(f'execvp failed while executing "{argv[0]}" ({exc.strerror or exc})') from None
     finally:
         for fd in (fds[0], fds[2], fds[4]):  # the child's ends
-            _close(fd)
-    popen.returncode = 0  # reaped through our pidfd, not by subprocess' bookkeeping
-    child = _Child(popen.pid, loop)
-    _reg.live[child.pid] = child
-    _reg.groups.add(child.pid)
-    _reg.spawned += 1
-    _note("+", child.pid)
-    _watch(child)
+            _close_fd(fd)
+    popen.returncode = 0  # reaped by pyngx.runtime.children, not by subprocess' bookkeeping
+    child = children.adopt(popen.pid, loop)
     return Proc(child, loop, fds[1], fds[3], -1 if merge_stderr else fds[5], buffer_size)
 
 
@@ -360,7 +92,7 @@ def _make_pipes(merge_stderr: bool) -> list[int]:
             fds.extend(os.pipe())
     except OSError:
         for fd in fds:
-            _close(fd)
+            _close_fd(fd)
         raise
     if merge_stderr:
         fds.extend((-1, -1))
@@ -429,7 +161,7 @@ class Proc:
     __slots__ = ("_child", "_loop", "_stdin", "_out", "_err", "_bufsize", "_timeouts",
                  "_writing", "_writer", "_waiting", "_waited", "__weakref__")
 
-    def __init__(self, child: _Child, loop: asyncio.AbstractEventLoop, stdin: int, stdout: int,
+    def __init__(self, child: children.Child, loop: asyncio.AbstractEventLoop, stdin: int, stdout: int,
                  stderr: int, buffer_size: int) -> None:
         self._child, self._loop = child, loop
         self._stdin = stdin
@@ -496,7 +228,7 @@ class Proc:
                 self._waiting = False
         assert child.status is not None
         self._waited = True
-        return _decode(child.status)
+        return children.decode(child.status)
 
     # -- stdin ----------------------------------------------------------------------------------
 
@@ -551,7 +283,7 @@ class Proc:
             if fd >= 0:
                 if self._writer is not None:
                     self._loop.remove_writer(fd)
-                _close(fd)
+                _close_fd(fd)
             if self._writer is not None and not self._writer.done():
                 self._writer.set_exception(_closed(msg="aborted"))
             return True
@@ -569,7 +301,7 @@ class Proc:
         s.disarm(self._loop)
         fd, s.fd, s.eof = s.fd, -1, True
         s.buf.clear()
-        _close(fd)
+        _close_fd(fd)
         if s.waiter is not None and not s.waiter.done():
             s.waiter.set_exception(_closed(msg="aborted"))
 
@@ -632,7 +364,7 @@ class Proc:
             if not data:
                 s.disarm(self._loop)
                 fd, s.fd, s.eof = s.fd, -1, True
-                _close(fd)
+                _close_fd(fd)
             return data
         return b""
 
@@ -704,15 +436,15 @@ class Proc:
 
     def __del__(self) -> None:
         # ngx.pipe: "The sub-process will be killed via SIGKILL if it is still alive when the
-        # instance is collected"; _live keeps its _Child, so it is still reaped.
+        # instance is collected"; _live keeps its children.Child, so it is still reaped.
         child = self._child
-        if child.status is None and _reg.pid == os.getpid():
+        if child.status is None and children.owned_here():
             try:
                 os.kill(child.pid, signal.SIGKILL)
             except OSError:
                 pass
         for fd in (self._stdin, self._out.fd, self._err.fd if self._err else -1):
-            _close(fd)
+            _close_fd(fd)
 
 
 def _count(n: object, what: str, least: int = 1) -> int:
