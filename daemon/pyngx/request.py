@@ -96,7 +96,9 @@ def exit(status: int) -> None:  # noqa: A001 - OpenResty's name
     0 (ngx.OK) sends what was printed."""
     ex = _exchange("ngx.exit")
     status = int(status)
-    if status >= 200 and not ex.sent:
+    if status == 444:  # nginx's "close the connection, answer nothing"
+        ex.conn.abort()
+    elif status >= 200 and not ex.sent:
         ex.status = status
         if not ex.out and status >= 300:
             ex.out = [replies.page(status)]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import socket
 import time
 from typing import Any
@@ -233,6 +234,16 @@ def test_access_log_and_status_page(daemon: Any) -> None:
                       what="the access log line")
     assert re.search(r'^127\.0\.0\.1 - - \[[^\]]+\] "GET /hello\?x=1 HTTP/1\.1" 200 6 "http://ref/" "agent/1"$',
                      text, re.M), text
+    # USR1 reopens the access log (logrotate renamed it)
+    access.rename(access.with_name("access.log.1"))
+    d.signal(signal.SIGUSR1)
+    wait_until(lambda: access.exists(), 5, what="the reopened access log")
+
+    def rotated() -> bool:  # each worker reopens on its own; ask until one that did answers
+        d.request("GET", "/hello?after=rotate")
+        return "after=rotate" in access.read_text()
+
+    wait_until(rotated, 5, interval=0.1, what="a line in the new file")
     status, hdrs, body = d.request("GET", "/status")
     data = json.loads(body)
     assert status == 200 and hdrs["content-type"] == "application/json"
