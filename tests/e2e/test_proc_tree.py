@@ -381,3 +381,20 @@ def test_no_request_fails_during_reloads(daemon: object) -> None:
             f.result(timeout=30)
     assert answers and all(status == 200 for status, _ in answers)
     assert {body.split()[1] for _, body in answers} >= {b"1", b"4"}
+
+
+def test_exec_with_shared_dicts_and_timers(tmp_path: Path) -> None:
+    code = """
+d = ngx.shared.d
+d.set("n", 0)
+def tick(premature, step):
+    d.incr("n", step)
+ngx.timer.at(0.05, tick, 2)
+ngx.timer.at(0.02, tick, 1)
+await ngx.sleep(0.1)
+print(d.get("n"), sorted(ngx.shared))
+"""
+    result = subprocess.run([sys.executable, "-m", "pyngx", "-p", str(tmp_path), "--shdict", "d 1m", "--shdict", "e 64k",
+                             "-e", code], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "3 ['d', 'e']\n"
