@@ -68,6 +68,8 @@ SEND_TIMEOUT = 5.0  # seconds a peer may read nothing while data waits for it
 RECV_SIZE = 262144
 BACKLOG = 128
 ADOPT_WAIT = 2.0  # how long a fresh child may be missing from the table
+DIAL_WAIT = 5.0  # how long a process in the table may take to listen
+DIAL_EVERY = 0.01
 _CRED = struct.Struct("3i")
 
 Handler = Callable[[Any], Any]
@@ -106,16 +108,41 @@ class Conn:
     """One connection to one peer: a write queue and a packet reader."""
 
     __slots__ = ("chan", "sock", "fd", "pid", "out", "writing", "scheduled", "progress", "rest", "part",
-                 "closed")
+                 "closed", "dialing")
 
-    def __init__(self, chan: Channel, sock: socket.socket, pid: int) -> None:
-        self.chan, self.sock, self.fd, self.pid = chan, sock, sock.fileno(), pid
+    def __init__(self, chan: Channel, sock: socket.socket | None, pid: int) -> None:
+        self.chan, self.sock, self.fd, self.pid = chan, sock, -1, pid
         self.out = bytearray()
         self.writing = self.scheduled = self.closed = False
         self.progress = 0.0
         self.rest = b""
         self.part: tuple[bytes, int, list[bytes]] | None = None  # a message still arriving
-        chan.loop.add_reader(self.fd, self.on_readable)
+        self.dialing: asyncio.TimerHandle | None = None
+        if sock is not None:
+            self.attach(sock)
+        else:  # in the table but not listening yet (forked a moment ago): queue and dial again
+            self.dialing = chan.loop.call_later(DIAL_EVERY, self.redial, time.monotonic() + DIAL_WAIT)
+
+    def attach(self, sock: socket.socket) -> None:
+        self.sock, self.fd = sock, sock.fileno()
+        self.chan.loop.add_reader(self.fd, self.on_readable)
+        if self.out and not self.scheduled:
+            self.flush()
+
+    def redial(self, deadline: float) -> None:
+        self.dialing = None
+        try:
+            sock = self.chan.dial(self.pid)
+        except IPCError:
+            sock = None
+            deadline = 0.0
+        if sock is not None:
+            self.attach(sock)
+        elif time.monotonic() < deadline and _known(self.pid):
+            self.dialing = self.chan.loop.call_later(DIAL_EVERY, self.redial, deadline)
+        else:
+            log.warn(f"ipc: process {self.pid} never listened, dropped {len(self.out)} bytes queued for it")
+            self.close()
 
     # -- writing --
 
@@ -135,7 +162,7 @@ class Conn:
 
     def flush(self) -> None:
         self.scheduled = False
-        if not self.writing and not self.closed:
+        if not self.writing and not self.closed and self.sock is not None:
             self.write()
 
     def write(self) -> None:
@@ -163,7 +190,8 @@ class Conn:
 
     def check_stuck(self) -> None:
         """Raise IPCError when the peer has read nothing for SEND_TIMEOUT."""
-        self.write()  # our own loop may have been the busy one: try before judging
+        if self.sock is not None:
+            self.write()  # our own loop may have been the busy one: try before judging
         if self.closed:
             raise IPCError("no such process")
         if self.out and time.monotonic() - self.progress > SEND_TIMEOUT:
@@ -235,14 +263,17 @@ class Conn:
         if self.closed:
             return
         self.closed = True
-        loop = self.chan.loop
-        try:
-            loop.remove_reader(self.fd)
-            if self.writing:
-                loop.remove_writer(self.fd)
-        except Exception:  # noqa: BLE001 - the loop may be closing already
-            pass
-        self.sock.close()
+        if self.dialing is not None:
+            self.dialing.cancel()
+        if self.sock is not None:
+            loop = self.chan.loop
+            try:
+                loop.remove_reader(self.fd)
+                if self.writing:
+                    loop.remove_writer(self.fd)
+            except Exception:  # noqa: BLE001 - the loop may be closing already
+                pass
+            self.sock.close()
         self.out = bytearray()
         self.chan.forget(self)
 
@@ -331,8 +362,16 @@ class Channel:
         return pids
 
     def connect(self, pid: int) -> Conn:
+        """The connection to PID, opened now (or dialling, while PID starts)."""
         if not _known(pid):
             raise IPCError("no such process")
+        conn = Conn(self, self.dial(pid), pid)
+        self.conns[pid] = conn
+        self.every.add(conn)
+        return conn
+
+    def dial(self, pid: int) -> socket.socket | None:
+        """A socket connected to PID's name and checked; None when nobody listens there yet."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
         try:
             sock.connect(address(self.master, pid))
@@ -340,6 +379,9 @@ class Channel:
         except (BlockingIOError, InterruptedError):
             sock.close()
             raise IPCError("busy") from None  # its backlog is full: it accepts nothing
+        except (ConnectionRefusedError, FileNotFoundError):
+            sock.close()
+            return None
         except OSError:
             sock.close()
             raise IPCError("no such process") from None
@@ -347,10 +389,7 @@ class Channel:
             sock.close()
             log.alert(f"ipc: the socket of process {pid} is bound by process {owner}, refused")
             raise IPCError("no such process")
-        conn = Conn(self, sock, pid)
-        self.conns[pid] = conn
-        self.every.add(conn)
-        return conn
+        return sock
 
     # -- receiving --
 
