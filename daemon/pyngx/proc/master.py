@@ -60,7 +60,6 @@ class Pending:
     generation: int
     deadline: float
     reload: bool
-    seq: int = 0
 
 
 def serve(config: Config, argv: list[str], conf_path: str, prefix: str, extra: list[str]) -> int:
@@ -179,7 +178,7 @@ class Master:
         # The first generation has no bound: systemd's TimeoutStartSec judges a start that
         # never serves, and READY=1 must not be sent before the workers answer.
         deadline = time.monotonic() + READY_TIMEOUT if reload else float("inf")
-        self.pending = Pending(cycle.generation, deadline, reload, self.reload_seq)
+        self.pending = Pending(cycle.generation, deadline, reload)
 
     def spawn(self, kind: str, worker_id: int | None) -> None:
         cycle = self.cycle
