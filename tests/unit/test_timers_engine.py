@@ -530,3 +530,17 @@ def test_a_callback_with_the_wrong_arguments_is_one_log_line(run: Callable[..., 
     text = errlog.read_text()
     assert "no_args() takes 0 positional arguments but 1 was given" in text
     assert "Traceback" not in text and "runtime/timers.py" not in text
+
+
+def test_a_zero_shutdown_timeout_runs_nothing_after_the_end(run: Callable[..., Any]) -> None:
+    seen: list[bool] = []
+
+    async def main() -> None:
+        ngx.timer.at(60, seen.append)
+        lifecycle.begin()  # the flush is planned for the next turn...
+        lifecycle.final(False)  # ...but the process ends first
+        await asyncio.sleep(0.02)
+        assert ngx.timer.pending_count() == 0
+
+    run(main)
+    assert seen == []

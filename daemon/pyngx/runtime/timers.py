@@ -142,6 +142,7 @@ class Engine:
         self._tasks: dict[asyncio.Future[Any], Timer] = {}  # async callbacks running
         self._held: dict[str, Timer] = {}  # unique names this process holds
         self._idle_waiters: list[asyncio.Future[None]] = []
+        self._batch: list[tuple[Timer, bool]] = []  # the last runs at exit, about to start
         self._burst = 0  # timers that waited for a slot in the current burst
         # Each run gets a copy of this context: the phase is TIMER, and nothing of
         # the code that created the timer (its request, say) leaks into the callback.
@@ -454,7 +455,8 @@ class Engine:
                 batch.append((t, t not in due_every))
         self._scheduled.clear()
         if batch:
-            self.loop.call_soon(self._run_batch, batch)
+            self._batch = batch
+            self.loop.call_soon(self._run_batch)
         self._check_idle()
 
     def _drop(self, t: Timer) -> None:
@@ -462,7 +464,8 @@ class Engine:
         t._alive = False
         self.pending -= 1
 
-    def _run_batch(self, batch: list[tuple[Timer, bool]]) -> None:
+    def _run_batch(self) -> None:
+        batch, self._batch = self._batch, []
         for t, premature in batch:
             if t._alive:
                 if t._interval:
@@ -492,7 +495,7 @@ class Engine:
         if self._drain_handle is not None:
             self._drain_handle.cancel()
             self._drain_handle = None
-        for t in list(self._scheduled) + list(self._ready) + list(self._waitq):
+        for t in [*self._scheduled, *self._ready, *self._waitq, *(t for t, _ in self._batch)]:
             if t._handle is not None:
                 t._handle.cancel()
                 t._handle = None
@@ -501,6 +504,7 @@ class Engine:
         self._scheduled.clear()
         self._ready.clear()
         self._waitq.clear()
+        self._batch = []
         for task in list(self._tasks):
             task.cancel()
         for t in list(self._held.values()):
