@@ -10,6 +10,7 @@ lifecycle hooks and the caller decides when the process ends.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import socket
 import time
 from collections.abc import Mapping
@@ -23,7 +24,7 @@ from pyngx.http.accesslog import AccessLog
 from pyngx.http.protocol import HttpProtocol
 from pyngx.http.replies import SERVER
 from pyngx.http.route import Vhosts, build
-from pyngx.runtime import lifecycle
+from pyngx.runtime import lifecycle, phase
 from pyngx.runtime.state import STATE
 
 if TYPE_CHECKING:
@@ -57,6 +58,9 @@ class HttpServer:
         self.n_refused = 0
         self.by_class = [0, 0, 0, 0, 0, 0]  # index = status // 100
         self.started = time.time()
+        # the context plain content handlers run in (pyngx.http.protocol.run)
+        self.content_ctx = contextvars.copy_context()
+        self.content_ctx.run(phase.set, phase.CONTENT)
         self._tick()
 
     # -- lifecycle --
