@@ -246,11 +246,11 @@ import socket, struct
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 s.connect("\\0pyngx-ipc-{d.master_pid}-{agent_pid}")
 name, data = b"ping", b"intruder"
-s.sendall(struct.pack("<IHB", len(name) + len(data), len(name), 0) + name + data)
 s.settimeout(5)
 try:
+    s.sendall(struct.pack("<IHB", len(name) + len(data), len(name), 0) + name + data)
     print("closed" if s.recv(10) == b"" else "open")
-except ConnectionResetError:
+except (ConnectionResetError, BrokenPipeError):
     print("closed")
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
