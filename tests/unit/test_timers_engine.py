@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import fcntl
 import math
 import os
 import time
@@ -16,7 +15,7 @@ import pytest
 import pyngx as ngx
 from pyngx import log
 from pyngx.errors import ProcessExitingError, TooManyTimersError, WrongContextError
-from pyngx.runtime import lifecycle, phase, state, timers
+from pyngx.runtime import lifecycle, phase, state, timers, treelock
 from pyngx.runtime import loop as loops
 
 
@@ -430,7 +429,7 @@ def _hold_lock_in_child(name: str) -> tuple[int, int]:
     if pid == 0:  # pragma: no cover - the child
         try:
             os.close(wr)
-            fcntl.lockf(timers._LOCK_FD, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, timers._lock_offset(name), os.SEEK_SET)
+            assert treelock.try_lock(name)
             os.write(ready_wr, b"1")
             os.read(rd, 1)
         finally:

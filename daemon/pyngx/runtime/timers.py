@@ -15,26 +15,21 @@ Rules that differ from OpenResty, on purpose (issue 8):
   skipped: runs never overlap, and due times stay on the fixed grid
   ``start + k * interval``;
 - ``unique="NAME"`` runs an ``every`` job in one process of the whole tree:
-  the holder keeps a POSIX byte-range lock (``F_SETLK``, per process, freed by
-  the kernel when the holder dies) on a memfd created when this module is
-  first imported, which happens in the master, so every child of every
-  generation shares it. The others try the lock at each of their due times.
+  the holder keeps a `treelock` (a POSIX byte-range lock, freed by the kernel
+  when the holder dies, on a file the master opened before forking). The
+  others try the lock at each of their due times.
 """
 from __future__ import annotations
 
 import asyncio
 import contextvars
-import fcntl
-import hashlib
-import os
-import tempfile
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from pyngx import log
 from pyngx.errors import ProcessExitingError, TooManyTimersError
-from pyngx.runtime import lifecycle, phase
+from pyngx.runtime import lifecycle, phase, treelock
 
 _Context = contextvars.Context
 _new = object.__new__
@@ -47,25 +42,6 @@ _TIMER = phase.TIMER
 _DRAIN_EXTRA = 1024
 # How long cancelled callbacks get to run their ``finally`` blocks at exit.
 _CANCEL_GRACE = 0.5
-
-
-def _open_lock_file() -> int:
-    """The file every process of this tree takes ``unique=`` locks on (see module doc)."""
-    try:
-        return os.memfd_create("pyngx-timer-unique", os.MFD_CLOEXEC)
-    except (AttributeError, OSError):  # pragma: no cover - kernels without memfd
-        fd, path = tempfile.mkstemp(prefix="pyngx-timer-unique-")
-        os.unlink(path)
-        os.set_inheritable(fd, False)
-        return fd
-
-
-_LOCK_FD = _open_lock_file()
-
-
-def _lock_offset(name: str) -> int:
-    """A byte of the lock file that stands for NAME (56-bit hash: no collisions in practice)."""
-    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=7).digest(), "big")
 
 
 def where(fn: Callable[..., Any]) -> str:
@@ -375,9 +351,7 @@ class Engine:
         holder = self._held.get(name)
         if holder is not None:
             return holder is t
-        try:
-            fcntl.lockf(_LOCK_FD, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, _lock_offset(name), os.SEEK_SET)
-        except OSError:
+        if not treelock.try_lock(name):
             return False  # another process of the tree holds it
         self._held[name] = t
         log.info(f'timer "{name}" runs in this process now')
@@ -389,7 +363,7 @@ class Engine:
             return
         del self._held[name]
         try:
-            fcntl.lockf(_LOCK_FD, fcntl.LOCK_UN, 1, _lock_offset(name), os.SEEK_SET)
+            treelock.unlock(name)
         except OSError as exc:  # pragma: no cover - unlocking a held lock does not fail
             log.warn(f'unlocking timer "{name}" failed ({exc.errno}: {exc.strerror})')
 
