@@ -318,12 +318,15 @@ def _is_ipv4(addr: str) -> bool:
     return addr.count(".") == 3
 
 
-def freeze() -> None:
+def freeze(*, collect: bool) -> None:
     """Move what exists now out of the collector's reach before forking (copy-on-write).
 
-    The previous generation's frozen objects are unfrozen and collected first,
-    so reloads do not pile up garbage in the permanent generation.
+    With COLLECT, first unfreeze and collect, so the garbage of generations that
+    are gone does not stay frozen for ever. A full collection takes tens of
+    milliseconds, so a reload freezes without it before forking and the master
+    collects once the old generation has left (`pyngx.proc.master`).
     """
-    gc.unfreeze()
-    gc.collect()
+    if collect:
+        gc.unfreeze()
+        gc.collect()
     gc.freeze()

@@ -170,11 +170,11 @@ class Master:
     # -- children --
 
     def start_generation(self) -> None:
-        cycles.freeze()
+        reload = bool(self.old_cycles)
+        cycles.freeze(collect=not reload)  # a reload collects later, off the HUP-to-answer path
         cycle = self.cycle
         for kind, wid in self.slots(cycle):
             self.spawn(kind, wid)
-        reload = bool(self.old_cycles)
         # The first generation has no bound: systemd's TimeoutStartSec judges a start that
         # never serves, and READY=1 must not be sent before the workers answer.
         deadline = time.monotonic() + READY_TIMEOUT if reload else float("inf")
@@ -364,7 +364,10 @@ class Master:
             else:
                 cyc.close_sockets(keep=self.cycle)
                 cyc.release_zones(keep=self.cycle)
+        released = len(keep) < len(self.old_cycles)
         self.old_cycles = keep
+        if released and not self.stopping:
+            cycles.freeze(collect=True)  # the old namespace and its modules are garbage now
 
     def answer_reload(self, ok: bool, message: str) -> None:
         self.reload_seq += 1

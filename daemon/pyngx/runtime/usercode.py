@@ -9,6 +9,7 @@ content handlers. Content blocks are compiled as one function each
 from __future__ import annotations
 
 import builtins
+import functools
 import importlib
 import os
 import sys
@@ -79,16 +80,17 @@ def purge_modules(dirs: Iterable[str]) -> list[str]:
     """Drop from sys.modules every module loaded from DIRS, so a new generation
     imports the code as it is now on disk (no stale imports after HUP).
 
-    pyngx itself and installed packages are never purged. Returns the names.
+    pyngx itself, the standard library and installed packages are never purged.
+    Returns the names.
     """
     roots = tuple(d.rstrip(os.sep) + os.sep for d in dirs)
     keep = _kept_roots()
     gone = []
     for name, module in list(sys.modules.items()):
         path = getattr(module, "__file__", None)
-        if not path:
+        if not path or path.startswith(keep):  # most modules: no realpath() syscalls for them
             continue
-        real = os.path.realpath(path)
+        real = _realpath(path)
         if real.startswith(roots) and not real.startswith(keep) and "site-packages" not in real:
             del sys.modules[name]
             gone.append(name)
@@ -96,15 +98,27 @@ def purge_modules(dirs: Iterable[str]) -> list[str]:
     return gone
 
 
+_real: dict[str, str] = {}
+
+
+def _realpath(path: str) -> str:
+    real = _real.get(path)
+    if real is None:
+        real = _real[path] = os.path.realpath(path)
+    return real
+
+
+@functools.cache
 def _kept_roots() -> tuple[str, ...]:
-    """pyngx itself, the standard library and installed packages: never purged,
-    even when the prefix is a parent of them (``-p /``)."""
+    """pyngx itself, the standard library and installed packages, as given and as
+    resolved: never purged, even when the prefix is a parent of them (``-p /``)."""
     import sysconfig
 
-    pkg = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+    pkg = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     paths = sysconfig.get_paths()
-    dirs = [pkg, *(paths.get(k) for k in ("stdlib", "platstdlib", "purelib", "platlib"))]
-    return tuple(os.path.realpath(d).rstrip(os.sep) + os.sep for d in dirs if d)
+    dirs = [d for d in (pkg, *(paths.get(k) for k in ("stdlib", "platstdlib", "purelib", "platlib"))) if d]
+    both = {os.path.abspath(d) for d in dirs} | {os.path.realpath(d) for d in dirs}
+    return tuple(sorted(d.rstrip(os.sep) + os.sep for d in both))
 
 
 def format_exception(exc: BaseException) -> str:
