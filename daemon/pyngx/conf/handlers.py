@@ -244,11 +244,12 @@ def location(ctx: Ctx, st: Stmt) -> Ctx:
             regex = re.compile(pattern, re.IGNORECASE if modifier == "~*" else 0)
         except (re.error, OverflowError, RecursionError) as exc:
             raise Invalid(f're.compile() failed: {exc} in "{pattern}"', whole=True) from None
-    else:
-        for other in ctx.children:
-            if other.kind == LOCATION and other.values.get("modifier") not in ("~", "~*") \
-                    and other.values.get("pattern") == pattern and (other.values["modifier"] == "=") == (modifier == "="):
-                raise Invalid(f'duplicate location "{pattern}"', whole=True)
+    else:  # "=" and prefixes (plain or ^~) each may name a URI once per server
+        key = (modifier == "=", pattern)
+        taken = ctx.values.setdefault("location_keys", set())
+        if key in taken:
+            raise Invalid(f'duplicate location "{pattern}"', whole=True)
+        taken.add(key)
     inner = ctx.open(LOCATION, st)
     inner.values.update(modifier=modifier, pattern=pattern, regex=regex)
     return inner

@@ -7,6 +7,8 @@ user sees in an editor.
 from __future__ import annotations
 
 import ast
+import inspect
+import re
 import textwrap
 from types import CodeType
 
@@ -16,11 +18,63 @@ _FLAGS = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
 _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
 
 
+_CO_COROUTINE = inspect.CO_COROUTINE
+# Text the quick path cannot wrap by indenting each line: the inside of a multi-line
+# string would change, and "async"/"await" need the exact top-level check.
+_SLOW = re.compile(r'"""|\'\'\'|\\\n|await|async|\t')
+_WRAPPER_HEAD = f"def {HANDLER_NAME}():\n"
+
+
 def compile_chunk(source: str, filename: str, first_line: int, kind: ChunkKind) -> Chunk:
     """Compile SOURCE, whose first line is line FIRST_LINE of FILENAME.
 
     Raises SyntaxError (with the config's file and line) for bad Python.
     """
+    if kind == "module":
+        code = _compile_module(source, filename, first_line)
+        return Chunk(code, kind, bool(code.co_flags & _CO_COROUTINE), filename, first_line)
+    if _SLOW.search(source) is None:
+        code = _quick_handler(source, filename, first_line)
+        if code is not None:
+            return Chunk(code, kind, False, filename, first_line)
+    return _compile_tree(source, filename, first_line, kind)
+
+
+def _compile_module(source: str, filename: str, first_line: int) -> CodeType:
+    """Module code straight from text, its lines moved to the file's afterwards."""
+    try:
+        code = compile(textwrap.dedent(source), filename, "exec", flags=_FLAGS, dont_inherit=True)
+    except SyntaxError:
+        return _compile_tree(source, filename, first_line, "module").code  # the exact error, or the dedent fallback
+    return shift_lines(code, first_line - 1)
+
+
+def _quick_handler(source: str, filename: str, first_line: int) -> CodeType | None:
+    """The handler function compiled from text: the body indented one space more under a def line.
+
+    No dedent is needed: Python takes the first code line's indentation as the body's. None
+    when the text does not compile this way, e.g. a body of comments only (then the tree path
+    compiles it, or says why not).
+    """
+    text = _WRAPPER_HEAD + " " + source.replace("\n", "\n ") + "\n"
+    try:
+        code = compile(text, filename, "exec", dont_inherit=True)
+    except (SyntaxError, ValueError):
+        return None
+    # Wrapper line 2 is the block's first line.
+    return shift_lines(code, first_line - 2)
+
+
+def shift_lines(code: CodeType, delta: int) -> CodeType:
+    """CODE with every line number (nested code objects too) moved by DELTA."""
+    if not delta:
+        return code
+    consts = tuple(shift_lines(c, delta) if isinstance(c, CodeType) else c for c in code.co_consts)
+    return code.replace(co_firstlineno=max(0, code.co_firstlineno + delta), co_consts=consts)
+
+
+def _compile_tree(source: str, filename: str, first_line: int, kind: ChunkKind) -> Chunk:
+    """The exact path through the AST: any text Python accepts, and its errors at the config's lines."""
     try:
         tree = _parse(source, filename)
     except SyntaxError as exc:
