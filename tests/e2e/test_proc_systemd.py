@@ -169,3 +169,29 @@ def test_titles_visible_in_ps(daemon: object) -> None:
     assert titles == ["pyngx: privileged agent process", "pyngx: worker process", "pyngx: worker process"]
     assert proc_title(d.master_pid).startswith("pyngx: master process")
     assert pid_alive(d.master_pid)
+
+
+def test_the_agent_listens_on_nothing(daemon: object) -> None:
+    d = daemon(CONF)  # type: ignore[operator]
+    found = wait_until(lambda: (w := who(d.prefix, children(d.master_pid))) and len(w) == 3 and w, 10)
+    agent = next(pid for pid, (kind, _, _) in found.items() if kind == "privileged agent")
+    worker = next(pid for pid, (kind, _, _) in found.items() if kind == "worker")
+    assert _listening_fds(worker) and not _listening_fds(agent)
+
+
+def _listening_fds(pid: int) -> list[str]:
+    """Socket inodes of PID that are TCP listeners (state 0A in /proc/net/tcp)."""
+    listeners = set()
+    with open("/proc/net/tcp") as f:
+        for row in (line.split() for line in f.readlines()[1:]):
+            if row[3] == "0A":
+                listeners.add(row[9])
+    out = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:[") and target[8:-1] in listeners:
+            out.append(target)
+    return out

@@ -58,6 +58,9 @@ def setup_state(cycle: Cycle, kind: str, worker_id: int | None, master_pid: int)
 def run(cycle: Cycle, kind: str, worker_id: int | None, *, master_pid: int, status_fd: int) -> int:
     """Run a child (or the single process) to its end; returns the exit code."""
     set_title(TITLES[kind])
+    if kind == state.AGENT:
+        for sock in cycle.sockets.values():  # the agent listens on nothing (DESIGN.md)
+            sock.close()  # this process's copy only; the workers keep theirs
     lifecycle.reset()
     setup_state(cycle, kind, worker_id, master_pid)
     loop = loops.new_loop()
