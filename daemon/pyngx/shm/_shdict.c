@@ -292,41 +292,26 @@ static int remove_any(Engine *e, uint32_t idx) {
     return remove_item(e, idx, prev);
 }
 
-/* lua-nginx-module's ngx_http_lua_shdict_expire(ctx, n); returns freed or -1 */
-static int expire_tail(Engine *e, int n, double now, int *forced) {
-    int freed = 0;
-    while (n < 3) {
+/* lua-nginx-module's shdict_expire(ctx, 1): free up to two expired items at the LRU tail;
+   committed on its own so that no later allocation in the step reuses their chunks */
+static int expire_tail(Engine *e, double now) {
+    for (int n = 1; n < 3; n++) {
         uint32_t tail = W32(e, H_LRU_TAIL);
-        if (!tail) break;
-        int expired = is_expired(e, tail, now);
-        if (n != 0 && !expired) break;
-        n++;
-        if (!expired) {
-            uint64_t ev;
-            *forced = 1;
-            memcpy(&ev, e->b + H_EVICTIONS, 8);
-            ev++;
-            if (jwbytes(e, H_EVICTIONS, (const char *)&ev, 8) < 0) return -1;
-        }
+        if (!tail || !is_expired(e, tail, now)) break;
         if (remove_any(e, tail) < 0) return -1;
-        freed++;
     }
-    return freed;
+    commit(e);
+    return 0;
 }
 
-/* 0 stored, 1 no memory, -1 error; *forcible set when valid items were evicted */
-static int insert(Engine *e, const char *kb, uint32_t klen, uint32_t h, int vt, const char *val,
-                  uint32_t vlen, double expires, uint32_t flags, int evict, double now, int *forcible) {
-    uint32_t need = chunks_for(klen + vlen), first = alloc_chain(e, need);
+static uint32_t chain_len(Engine *e, uint32_t idx) {
+    return chunks_for(klen_of(e, idx) + W32(e, AT(e, idx) + F_VLEN));
+}
+
+static int link_new(Engine *e, const char *kb, uint32_t klen, uint32_t h, int vt, const char *val,
+                    uint32_t vlen, double expires, uint32_t flags, uint32_t need) {
+    uint32_t first = alloc_chain(e, need);
     if (first == UINT32_MAX) return -1;
-    for (int i = 0; !first && evict && i < MAX_EVICT; i++) {
-        int freed = expire_tail(e, 0, now, forcible);
-        if (freed < 0) return -1;
-        if (freed == 0) break;
-        first = alloc_chain(e, need);
-        if (first == UINT32_MAX) return -1;
-    }
-    if (!first) return 1;
     uint32_t off = AT(e, first), bucket = e->buckets + 4u * (h & e->mask);
     uint16_t k16 = (uint16_t)klen;
     uint8_t t8 = (uint8_t)vt;
@@ -341,6 +326,44 @@ static int insert(Engine *e, const char *kb, uint32_t klen, uint32_t h, int vt, 
     data_io(e, first, klen, vlen, NULL, val, 0);
     if (jw32(e, bucket, first) < 0 || lru_push_head(e, first, 1) < 0) return -1;
     return jw32(e, H_ITEMS, W32(e, H_ITEMS) + 1);
+}
+
+/* items.py Items.put: store a new item replacing OLD (0 if none); never fills chunks freed
+   in the same step. 0 stored, 1 no memory (nothing changed), -1 error. */
+static int put(Engine *e, const char *kb, uint32_t klen, uint32_t h, uint32_t old, int vt,
+               const char *val, uint32_t vlen, double expires, uint32_t flags, int evict,
+               double now, int *forcible) {
+    uint32_t need = chunks_for(klen + vlen), nfree = W32(e, H_NFREE);
+    if (nfree >= need) {
+        if (link_new(e, kb, klen, h, vt, val, vlen, expires, flags, need) < 0) return -1;
+        return old && remove_any(e, old) < 0 ? -1 : 0;
+    }
+    uint32_t room = nfree + (old ? chain_len(e, old) : 0), victims[MAX_EVICT];
+    int nv = 0;
+    if (evict) {
+        uint32_t idx = W32(e, H_LRU_TAIL);
+        while (idx && room < need && nv < MAX_EVICT) {
+            if (idx != old) {
+                victims[nv++] = idx;
+                room += chain_len(e, idx);
+            }
+            idx = W32(e, AT(e, idx) + F_PREV);
+        }
+    }
+    if (room < need) return 1;
+    if (old && remove_any(e, old) < 0) return -1;
+    for (int i = 0; i < nv; i++) {
+        if (!is_expired(e, victims[i], now)) {
+            uint64_t ev;
+            *forcible = 1;
+            memcpy(&ev, e->b + H_EVICTIONS, 8);
+            ev++;
+            if (jwbytes(e, H_EVICTIONS, (const char *)&ev, 8) < 0) return -1;
+        }
+        if (remove_any(e, victims[i]) < 0) return -1;
+    }
+    commit(e);
+    return link_new(e, kb, klen, h, vt, val, vlen, expires, flags, need) < 0 ? -1 : 0;
 }
 
 /* ---- arguments ---- */
@@ -553,18 +576,17 @@ static PyObject *store(Engine *e, int op, int safe, PyObject *const *args, Py_ss
     uint32_t h = (uint32_t)crc32(0, (const Bytef *)k.p, (uInt)k.n), prev;
     lock_zone(e);
     double now = now_s();
-    int dummy = 0;
-    if (expire_tail(e, 1, now, &dummy) < 0) rc = -1;
+    if (expire_tail(e, now) < 0) rc = -1;
     uint32_t idx = rc ? 0 : find(e, k.p, (uint32_t)k.n, h, &prev);
     if (!rc && prev == UINT32_MAX) rc = -1;
     if (!rc) {
         int live = idx && !is_expired(e, idx, now);
         if (op == OP_ADD && live) rc = 2;
         else if (op == OP_REPLACE && !live) rc = 3;
-        else if (idx && remove_item(e, idx, prev) < 0) rc = -1;
-        else if (vt)
-            rc = insert(e, k.p, (uint32_t)k.n, h, vt, v.p, (uint32_t)v.n, exptime ? now + exptime : 0.0,
-                        flags, !safe, now, &forcible);
+        else if (!vt) rc = idx && remove_item(e, idx, prev) < 0 ? -1 : 0;
+        else
+            rc = put(e, k.p, (uint32_t)k.n, h, idx, vt, v.p, (uint32_t)v.n, exptime ? now + exptime : 0.0,
+                     flags, !safe, now, &forcible);
     }
     if (rc) rollback(e); else commit(e);
     unlock_zone(e);
@@ -646,7 +668,7 @@ static PyObject *E_incr(Engine *e, PyObject *const *args, Py_ssize_t nargs, PyOb
     int forcible = 0;
     lock_zone(e);
     double now = now_s();
-    if (expire_tail(e, 1, now, &forcible) < 0) rc = -1;
+    if (expire_tail(e, now) < 0) rc = -1;
     uint32_t idx = rc ? 0 : find(e, k.p, (uint32_t)k.n, h, &prev);
     if (!rc && prev == UINT32_MAX) rc = -1;
     if (!rc && idx && !is_expired(e, idx, now)) {
@@ -671,9 +693,8 @@ static PyObject *E_incr(Engine *e, PyObject *const *args, Py_ssize_t nargs, PyOb
         char raw[8];
         res = add_num(init, val);
         memcpy(raw, res.is_int ? (void *)&res.i : (void *)&res.d, 8);
-        if (idx && remove_item(e, idx, prev) < 0) rc = -1;
-        else rc = insert(e, k.p, (uint32_t)k.n, h, res.is_int ? T_INT : T_FLOAT, raw, 8,
-                         ttl ? now + ttl : 0.0, 0, 1, now, &forcible);
+        rc = put(e, k.p, (uint32_t)k.n, h, idx, res.is_int ? T_INT : T_FLOAT, raw, 8,
+                 ttl ? now + ttl : 0.0, 0, 1, now, &forcible);
     }
     if (rc) rollback(e); else commit(e);
     unlock_zone(e);

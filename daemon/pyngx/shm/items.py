@@ -190,55 +190,86 @@ class Items:
         r.w32(z.H_ITEMS, r.r32(z.H_ITEMS) - 1)
 
     def remove_item(self, idx: int) -> None:
-        """Remove IDX, finding its bucket predecessor."""
-        kb = self.key(idx)
-        found, prev = self.find(kb, _U32.unpack_from(self.mm, self.at(idx) + F_HASH)[0])
-        assert found == idx, "item not in its bucket"
+        """Remove IDX, finding its bucket predecessor (by index: a new item may share its key)."""
+        h, = _U32.unpack_from(self.mm, self.at(idx) + F_HASH)
+        prev, cur = 0, _U32.unpack_from(self.mm, self.buckets + 4 * (h & self.mask))[0]
+        while cur and cur != idx:
+            prev, cur = cur, _U32.unpack_from(self.mm, self.at(cur) + F_HNEXT)[0]
+        assert cur == idx, "item not in its bucket"
         self.remove(idx, prev)
 
     def expire_tail(self, n: int, now: float) -> tuple[int, bool]:
-        """lua-nginx-module's shdict_expire(ctx, n): N=0 frees the LRU item whatever its
-        expiry, then (as N=1 does) up to two more expired ones from the tail.
+        """lua-nginx-module's shdict_expire(ctx, 1): free up to two expired items at the LRU tail.
 
-        Returns (freed, whether a valid item was evicted).
+        Committed on its own: removing expired items is invisible to readers, and a
+        later allocation in the same step must never reuse chunks freed in it.
+        Returns (freed, False).
         """
-        freed, forced = 0, False
+        freed = 0
         while n < 3:
             tail = self.r.r32(z.H_LRU_TAIL)
-            if not tail:
-                break
-            expired = self.is_expired(tail, now)
-            if n != 0 and not expired:
+            if not tail or not self.is_expired(tail, now):
                 break
             n += 1
-            if not expired:
-                forced = True
-                self.evictions_add(1)
             self.remove_item(tail)
             freed += 1
-        return freed, forced
+        self.r.commit()
+        return freed, False
 
-    def insert(self, kb: bytes, h: int, vtype: int, payload: bytes, expires: float, flags: int,
-               *, evict: bool, now: float) -> bool:
-        """Store a new item as the most recently used; returns forcible.
+    def chain_len(self, idx: int) -> int:
+        h = self.head(idx)
+        return slab.chunks_for(h[8] + h[6])
 
-        Raises NoMemoryError (the caller rolls back whatever eviction did).
+    def put(self, kb: bytes, h: int, old: int, vtype: int, payload: bytes, expires: float,
+            flags: int, *, evict: bool, now: float) -> bool:
+        """Store a new item (replacing item OLD, 0 if none) as the most recently used.
+
+        The last write of an operation. Chunks freed by a step are never filled in
+        that same step (the journal could not undo the overwrite), so:
+        - enough free chunks: one step — link the new item, then unlink OLD;
+        - otherwise: first a step that unlinks OLD and evicts LRU items (at most
+          MAX_EVICT, as lua-nginx-module), committed, then a step that links the
+          new item. A crash between the two leaves the key deleted, never a
+          broken zone. Whether it will fit is decided before anything changes.
+        Returns forcible (valid items were evicted). Raises NoMemoryError, changing nothing.
         """
+        r = self.r
         need = slab.chunks_for(len(kb) + len(payload))
-        forcible = False
-        first = slab.alloc(self.r, self.cbase, need)
-        if not first and evict:
-            for _ in range(MAX_EVICT):
-                freed, forced = self.expire_tail(0, now)
-                if not freed:
-                    break
-                forcible = forcible or forced
-                first = slab.alloc(self.r, self.cbase, need)
-                if first:
-                    break
-        if not first:
+        nfree = r.r32(z.H_NFREE)
+        if nfree >= need:
+            self._link_new(kb, h, vtype, payload, expires, flags, need)
+            if old:
+                self.remove_item(old)
+            return False
+        room = nfree + (self.chain_len(old) if old else 0)
+        victims = []
+        if evict and room < need:
+            idx = r.r32(z.H_LRU_TAIL)
+            while idx and room < need and len(victims) < MAX_EVICT:
+                if idx != old:
+                    victims.append(idx)
+                    room += self.chain_len(idx)
+                idx = self.head(idx)[2]
+        if room < need:
             raise NoMemoryError()
-        r, off = self.r, self.at(first)
+        if old:
+            self.remove_item(old)
+        forcible = False
+        for idx in victims:
+            if not self.is_expired(idx, now):
+                forcible = True
+                self.evictions_add(1)
+            self.remove_item(idx)
+        r.commit()
+        self._link_new(kb, h, vtype, payload, expires, flags, need)
+        return forcible
+
+    def _link_new(self, kb: bytes, h: int, vtype: int, payload: bytes, expires: float, flags: int,
+                  need: int) -> None:
+        r = self.r
+        first = slab.alloc(r, self.cbase, need)
+        assert first, "allocation checked before"
+        off = self.at(first)
         bucket = self.buckets + 4 * (h & self.mask)
         nxt, = _U32.unpack_from(self.mm, off)
         _HEAD.pack_into(self.mm, off, nxt, r.r32(bucket), 0, 0, expires, h, len(payload), flags,
@@ -247,7 +278,6 @@ class Items:
         r.w32(bucket, first)
         self._lru_push_head(first, fresh=True)
         r.w32(z.H_ITEMS, r.r32(z.H_ITEMS) + 1)
-        return forcible
 
     def set_expires(self, idx: int, expires: float) -> None:
         self.r.w64(self.at(idx) + F_EXP, _F64.pack(expires))

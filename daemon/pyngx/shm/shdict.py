@@ -228,11 +228,11 @@ class Zone:
             raise KeyExistsError()
         if op == REPLACE and not live:
             raise KeyNotFoundError()
-        if idx:
-            it.remove(idx, prev)
         if not vt:
+            if idx:
+                it.remove(idx, prev)
             return False
-        return it.insert(kb, h, vt, payload, now + exp if exp else 0.0, fl, evict=not safe, now=now)
+        return it.put(kb, h, idx, vt, payload, now + exp if exp else 0.0, fl, evict=not safe, now=now)
 
     def incr(self, key: Any, value: Any, init: Any = None, init_ttl: Any = 0) -> int | float:
         kb, value = _key(key), _number(value, "value")
@@ -263,13 +263,11 @@ class Zone:
             return new
         if init is None:
             raise KeyNotFoundError()
-        if idx:
-            it.remove(idx, prev)
         new = init + value
         if type(new) is int and not it_.INT_MIN <= new <= it_.INT_MAX:
             new = float(new)
         nt, nraw = encode(new)
-        it.insert(kb, h, nt, nraw, now + ttl if ttl else 0.0, 0, evict=True, now=now)
+        it.put(kb, h, idx, nt, nraw, now + ttl if ttl else 0.0, 0, evict=True, now=now)
         return new
 
     # -- lists --
@@ -301,9 +299,8 @@ class Zone:
                 count, body = _LHEAD.unpack_from(raw)[0], raw[4:]
                 head = it.head(idx)
                 exp, fl = head[4], head[7]
-            it.remove(idx, prev)
         body = elem + body if left else body + elem
-        it.insert(kb, h, T_LIST, _LHEAD.pack(count + 1) + body, exp, fl, evict=True, now=now)
+        it.put(kb, h, idx, T_LIST, _LHEAD.pack(count + 1) + body, exp, fl, evict=True, now=now)
         return count + 1
 
     def lpop(self, key: Any) -> Any:
@@ -331,9 +328,10 @@ class Zone:
             n, = _LHEAD.unpack_from(raw, end)
             et, value, body = raw[end - n - 5], raw[end - n:end], raw[4:end - n - 5]
         head = it.head(idx)
-        it.remove(idx, prev)
         if count > 1:
-            it.insert(kb, h, T_LIST, _LHEAD.pack(count - 1) + body, head[4], head[7], evict=False, now=now)
+            it.put(kb, h, idx, T_LIST, _LHEAD.pack(count - 1) + body, head[4], head[7], evict=False, now=now)
+        else:
+            it.remove(idx, prev)
         return decode(et, value)
 
     def llen(self, key: Any) -> int:

@@ -134,7 +134,7 @@ def _check_locked(zone: Zone) -> None:
         lru.append(idx)
         prev, idx = idx, head[3]
     assert r.r32(z.H_LRU_TAIL) == prev, "LRU tail wrong"
-    assert len(lru) == len(in_buckets) == r.r32(z.H_ITEMS), "item counts disagree"
+    assert len(lru) == len(in_buckets) == r.r32(z.H_ITEMS), f"item counts disagree: LRU {len(lru)}, buckets {len(in_buckets)}, counter {r.r32(z.H_ITEMS)}"
     free, idx = 0, r.r32(z.H_FREE)
     while idx:
         assert 1 <= idx <= nchunks and owner[idx] == 0, f"free chunk {idx} bad or owned"
@@ -186,10 +186,8 @@ def fill(zone: Zone, recs: list[Record]) -> int:
     try:
         for exp, flags, vt, kb, raw in live[len(live) - keep:]:
             h = key_hash(kb)
-            idx, prev = it.find(kb, h)
-            if idx:
-                it.remove(idx, prev)
-            it.insert(kb, h, vt, raw, exp, flags, evict=False, now=now)
+            idx, _ = it.find(kb, h)
+            it.put(kb, h, idx, vt, raw, exp, flags, evict=False, now=now)
             r.commit()
     finally:
         r.rollback()
