@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from pyngx import log
 from pyngx.conf.model import HttpConf
 from pyngx.http import status as status_page
+from pyngx.http.accept import Acceptor
 from pyngx.http.accesslog import AccessLog
 from pyngx.http.protocol import HttpProtocol
 from pyngx.http.replies import SERVER
@@ -43,7 +44,7 @@ class HttpServer:
         self.conf = http
         self.loop = loop
         self.vhosts: dict[tuple[str, int], Vhosts] = build(http, STATE.globals)
-        self.listeners: list[asyncio.AbstractServer] = []
+        self.listeners: list[Acceptor] = []
         self.conns: set[HttpProtocol] = set()
         self.draining = False
         self.drain_since = 0.0
@@ -64,32 +65,23 @@ class HttpServer:
         self._tick()
 
     # -- lifecycle --
-    async def listen(self, sockets: Mapping[tuple[str, int], socket.socket]) -> None:
+    def listen(self, sockets: Mapping[tuple[str, int], socket.socket]) -> None:
         """Accept on every socket whose address a server listens on."""
+        config = STATE.config
+        limit = config.worker_connections if config is not None else 1024
         for key, sock in sockets.items():
             vhosts = self.vhosts.get(key)
-            if vhosts is None:
+            if vhosts is None or self.draining:
                 continue
-            # Our own descriptor: closing the server must not close the master's socket.
-            dup = sock.dup()
-            dup.setblocking(False)
-            try:
-                server = await self.loop.create_server(lambda v=vhosts: HttpProtocol(self, v), sock=dup,
-                                                       backlog=511)
-            except BaseException:
-                dup.close()
-                raise
-            if self.draining:
-                server.close()
-            else:
-                self.listeners.append(server)
+            self.listeners.append(Acceptor(self.loop, sock, lambda v=vhosts: HttpProtocol(self, v),
+                                           self.conns.__len__, limit))
 
     def stop_accepting(self) -> None:
         """Graceful exit begins: no new connections; keep-alive ones end after their next answer."""
         self.draining = True
         self.drain_since = self.loop.time()
-        for server in self.listeners:
-            server.close()
+        for acceptor in self.listeners:
+            acceptor.close()
         self.listeners.clear()
         self._sweep()
 
@@ -102,8 +94,8 @@ class HttpServer:
 
     def final(self, graceful: bool) -> None:
         """The process ends: drop what is left and flush the access log."""
-        for server in self.listeners:
-            server.close()
+        for acceptor in self.listeners:
+            acceptor.close()
         self.listeners.clear()
         for conn in list(self.conns):
             conn.abort()
@@ -178,24 +170,17 @@ class HttpServer:
 def start(http: HttpConf, sockets: Mapping[tuple[str, int], socket.socket]) -> HttpServer:
     """Serve HTTP on SOCKETS (bound and listening, keyed by ``Listen.key``) in the running loop.
 
-    Every location's handler is made here, once. Registers the graceful-exit
-    hooks; accepting begins on the next loop turn.
+    Every location's handler is made here, once. Registers the graceful-exit hooks.
     """
     loop = asyncio.get_running_loop()
     server = HttpServer(http, loop)
-    task = loop.create_task(server.listen(sockets))
-    task.add_done_callback(_listen_done)
+    server.listen(sockets)
     lifecycle.on_begin(server.stop_accepting, order=lifecycle.STOP_ACCEPTING)
     lifecycle.on_wait(server.drain)
     lifecycle.on_final(server.final)
     log.on_reopen(reopen_logs)
     _live.append(server)
     return server
-
-
-def _listen_done(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.exception("cannot accept connections", task.exception(), log.ALERT)  # type: ignore[arg-type]
 
 
 def reopen_logs() -> None:
