@@ -543,3 +543,21 @@ def test_a_zero_shutdown_timeout_runs_nothing_after_the_end(run: Callable[..., A
 
     run(main)
     assert seen == []
+
+
+def test_a_stuck_every_gets_no_premature_run_after_the_timeout(run: Callable[..., Any]) -> None:
+    seen: list[bool] = []
+
+    async def job(premature: bool) -> None:
+        seen.append(premature)
+        await ngx.sleep(3600)
+
+    async def main() -> None:
+        ngx.timer.every(0.005, job)
+        while not seen:
+            await asyncio.sleep(0.005)
+        await lifecycle.graceful(0.05)
+        await asyncio.sleep(0.02)
+
+    run(main)
+    assert seen == [False]

@@ -110,6 +110,7 @@ class Engine:
         self.pending = 0
         self.running = 0
         self.closing = False  # graceful exit began: no new timers
+        self._stopped = False  # the exit's time is up: no callback starts any more
         # Queues (a cancelled timer stays in them, skipped when it comes out)
         self._ready: deque[Timer] = deque()  # `at` timers due now, in order
         self._drain_handle: asyncio.Handle | None = None
@@ -335,7 +336,7 @@ class Engine:
 
     def _finish_every(self, t: Timer) -> None:
         t._running = False
-        if t._after:  # exit began while this run was going: one premature run now
+        if t._after and not self._stopped:  # exit began while this run was going: one premature run now
             t._after = False
             self.premature += 1
             self._run(t, True)
@@ -453,6 +454,7 @@ class Engine:
         try:
             await self.wait_idle()
         except asyncio.CancelledError:
+            self._stopped = True  # what is cancelled now gets no premature run after it
             tasks = list(self._tasks)
             for task in tasks:
                 log.warn(f"timer callback {where(self._tasks[task]._fn)} still running at "
@@ -466,6 +468,7 @@ class Engine:
     def final(self, graceful: bool) -> None:
         """The process ends: nothing more runs (a fast stop runs none at all)."""
         self.closing = True
+        self._stopped = True
         if self._drain_handle is not None:
             self._drain_handle.cancel()
             self._drain_handle = None
