@@ -436,13 +436,13 @@ class Proc:
 
     def __del__(self) -> None:
         # ngx.pipe: "The sub-process will be killed via SIGKILL if it is still alive when the
-        # instance is collected"; _live keeps its children.Child, so it is still reaped.
-        child = self._child
-        if child.status is None and children.owned_here():
-            try:
+        # instance is collected"; runtime.children still reaps it.
+        try:
+            child = self._child
+            if child.status is None and children.owned_here():
                 os.kill(child.pid, signal.SIGKILL)
-            except OSError:
-                pass
+        except Exception:  # noqa: BLE001 - already gone, or the interpreter is shutting down
+            pass
         for fd in (self._stdin, self._out.fd, self._err.fd if self._err else -1):
             _close_fd(fd)
 

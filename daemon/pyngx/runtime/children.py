@@ -254,6 +254,7 @@ def kill_all(graceful: bool = False) -> None:
     if guard in _reg.live:
         _reap_now(_reg.live[guard])
     _reg.guard_pid = 0
+    _reg.hooked = False  # lifecycle.final() drops its hooks once run: a later spawn hooks again
 
 
 def _reap_now(child: Child, limit: float = 2.0) -> None:
