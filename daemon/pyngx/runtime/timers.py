@@ -440,6 +440,8 @@ class Engine:
         self.pending -= 1
 
     def _run_batch(self) -> None:
+        if self._stopped:
+            return  # final() drops them
         batch, self._batch = self._batch, []
         for t, premature in batch:
             if t._alive:
