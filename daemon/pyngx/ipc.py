@@ -18,14 +18,22 @@ from pyngx.runtime import channel, phase
 __all__ = ["send", "broadcast", "receive", "reply", "sender"]
 
 _MISSING: Any = object()
+_NAMES: dict[str, bytes] = {}  # checked names, encoded (a program uses a handful)
 
 
 def _name(name: object, api: str) -> bytes:
-    if type(name) is not str:
+    if type(name) is str:
+        raw = _NAMES.get(name)
+        if raw is not None:
+            return raw
+    else:
         raise TypeError(f"{api}: name must be str, not {type(name).__name__}")
     raw = name.encode("utf-8", "surrogatepass")
     if not 0 < len(raw) <= channel.MAX_NAME:
         raise ValueError(f"{api}: name must be 1 to {channel.MAX_NAME} bytes long")
+    if len(_NAMES) >= 4096:
+        _NAMES.clear()
+    _NAMES[name] = raw
     return raw
 
 
@@ -41,9 +49,9 @@ def _data(data: object, api: str) -> str | bytes:
 
 
 def _channel(api: str) -> channel.Channel:
-    phase.forbid(phase.INIT, api=api)
     chan = channel.current()
     if chan is None:
+        phase.forbid(phase.INIT, api=api)  # there is no channel where init_by_python runs
         raise WrongContextError(f"{api}: API disabled in the context of this process "
                                 "(allowed in a worker, the privileged agent or a single process)")
     return chan
@@ -55,10 +63,12 @@ def send(pid: int, name: str, data: str | bytes) -> None:
     Raises IPCError("no such process") for any other pid, IPCError("queue full")
     or IPCError("timeout") when PID does not read what was sent to it.
     """
-    chan = _channel("ipc.send")
+    chan = channel.current() or _channel("ipc.send")
     if type(pid) is not int:
         raise TypeError(f"ipc.send: pid must be int, not {type(pid).__name__}")
-    chan.send(pid, _name(name, "ipc.send"), _data(data, "ipc.send"))
+    if type(data) is not bytes and type(data) is not str:
+        data = _data(data, "ipc.send")
+    chan.send(pid, _NAMES.get(name) or _name(name, "ipc.send"), data)
 
 
 def broadcast(name: str, data: str | bytes) -> None:

@@ -65,6 +65,7 @@ PACKET = 65536  # data bytes per packet
 MAX_NAME = 65535
 QUEUE_LIMIT = 64 * 1024 * 1024  # bytes waiting for one peer
 SEND_TIMEOUT = 5.0  # seconds a peer may read nothing while data waits for it
+STUCK_CHECK = 262144  # queued bytes from which a send checks SEND_TIMEOUT
 RECV_SIZE = 262144
 BACKLOG = 128
 ADOPT_WAIT = 2.0  # how long a fresh child may be missing from the table
@@ -86,22 +87,27 @@ def address(master_pid: int, pid: int) -> str:
     return f"\0pyngx-ipc-{master_pid}-{pid}"
 
 
-def encode(name: bytes, data: str | bytes, flags: int) -> bytes:
-    """The packets of one message."""
+def packets(name: bytes, data: str | bytes, flags: int) -> tuple[bytes, ...] | list[Any]:
+    """The packets of one message, as buffers to append to a queue (no copy of a big payload)."""
     if type(data) is str:
         payload = data.encode("utf-8", "surrogatepass")
         flags |= STR
     else:
         payload = bytes(data)
     if len(payload) <= PACKET:
-        return HEAD.pack(len(name) + len(payload), len(name), flags) + name + payload
+        return (HEAD.pack(len(name) + len(payload), len(name), flags) + name + payload,)
     view = memoryview(payload)
-    out = [HEAD.pack(len(name) + PACKET, len(name), flags | MORE), name, view[:PACKET]]
+    out: list[Any] = [HEAD.pack(len(name) + PACKET, len(name), flags | MORE), name, view[:PACKET]]
     for at in range(PACKET, len(payload), PACKET):
         piece = view[at:at + PACKET]
         more = MORE if at + PACKET < len(payload) else 0
         out += (HEAD.pack(len(piece), 0, (flags & (STR | INTERNAL)) | CONT | more), piece)
-    return b"".join(out)
+    return out
+
+
+def encode(name: bytes, data: str | bytes, flags: int) -> bytes:
+    """The packets of one message, joined (the bytes on the wire)."""
+    return b"".join(packets(name, data, flags))
 
 
 class Conn:
@@ -146,16 +152,19 @@ class Conn:
 
     # -- writing --
 
-    def queue(self, frame: bytes) -> None:
+    def queue(self, pieces: tuple[bytes, ...] | list[Any]) -> None:
+        """Append one message's packets; raises IPCError when the peer does not keep up."""
         out = self.out
         if out:
-            if time.monotonic() - self.progress > SEND_TIMEOUT:
+            # a queue the kernel could not take at once: is the peer still reading?
+            if len(out) > STUCK_CHECK and time.monotonic() - self.progress > SEND_TIMEOUT:
                 self.check_stuck()
-            if len(out) + len(frame) > QUEUE_LIMIT:
+            if len(out) + (len(pieces[0]) if len(pieces) == 1 else sum(map(len, pieces))) > QUEUE_LIMIT:
                 raise IPCError("queue full")
         else:
             self.progress = time.monotonic()
-        out += frame
+        for piece in pieces:
+            out += piece
         if not self.scheduled and not self.writing:
             self.scheduled = True
             self.chan.loop.call_soon(self.flush)
@@ -207,18 +216,31 @@ class Conn:
     # -- reading --
 
     def on_readable(self) -> None:
+        chan = self.chan
         try:
-            data = self.sock.recv(RECV_SIZE)
+            # into one reused buffer: recv(n) would allocate n fresh bytes per call, several times slower
+            n = self.sock.recv_into(chan.rbuf)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
-            data = b""
-        if not data:
+            n = 0
+        if not n:
             self.close()
             return
+        data = chan.rview[:n].tobytes()
         self.chan.bytes_in += len(data)
         if self.rest:
             data = self.rest + data
+        # one sender per connection: its pid and the phase are set once for the whole read
+        sender_token, phase_token = _sender.set(self.pid), phase.set(phase.IPC)
+        try:
+            self.parse(data)
+        finally:
+            phase.reset(phase_token)
+            _sender.reset(sender_token)
+
+    def parse(self, data: bytes) -> None:
+        """Deliver every whole message in DATA; keep the rest for the next read."""
         pos, end, size = 0, len(data), HEAD.size
         unpack, deliver = HEAD.unpack_from, self.chan.deliver
         while end - pos >= size:
@@ -290,6 +312,8 @@ class Channel:
         self.local_scheduled = False
         self.tasks: set[asyncio.Task[Any]] = set()
         self.waiter: asyncio.Future[None] | None = None  # graceful exit waits for idle
+        self.rbuf = bytearray(RECV_SIZE)
+        self.rview = memoryview(self.rbuf)
         self.cache: dict[bool, tuple[int, list[int]]] = {}
         self.sent = self.received = self.dropped = self.refused = 0
         self.bytes_in = self.bytes_out = 0
@@ -311,12 +335,12 @@ class Channel:
             conn = self.conns.get(pid)
             if conn is None:
                 conn = self.connect(pid)
-            conn.queue(encode(name, data, flags))
+            conn.queue(packets(name, data, flags))
         self.sent += 1
 
     def broadcast(self, name: bytes, data: str | bytes, flags: int = 0, *, current: bool = True) -> None:
         """To every target; raises the first IPCError after trying them all."""
-        frame = b""
+        frame: tuple[bytes, ...] | list[Any] = ()
         failure: IPCError | None = None
         for pid in self.targets(current):
             try:
@@ -324,7 +348,7 @@ class Channel:
                     self.send_local(name, flags, data)
                 else:
                     conn = self.conns.get(pid) or self.connect(pid)
-                    conn.queue(frame or (frame := encode(name, data, flags)))
+                    conn.queue(frame or (frame := packets(name, data, flags)))
                 self.sent += 1
             except IPCError as exc:
                 if str(exc) != "no such process":  # one that just exited is not an error
@@ -341,9 +365,14 @@ class Channel:
     def drain_local(self) -> None:
         self.local_scheduled = False
         local, pid = self.local, self.pid
-        for _ in range(len(local)):  # what handlers send to themselves now waits for the next turn
-            name, flags, data = local.popleft()
-            self.deliver(pid, name, flags, data)
+        sender_token, phase_token = _sender.set(pid), phase.set(phase.IPC)
+        try:
+            for _ in range(len(local)):  # what handlers send to themselves now waits for the next turn
+                name, flags, data = local.popleft()
+                self.deliver(pid, name, flags, data)
+        finally:
+            phase.reset(phase_token)
+            _sender.reset(sender_token)
         if self.waiter is not None:
             self.check_idle()
 
@@ -437,7 +466,7 @@ class Channel:
         sock.close()
 
     def deliver(self, pid: int, name: bytes, flags: int, data: str | bytes) -> None:
-        """Run the handler of one arrived alert."""
+        """Run the handler of one arrived alert (the caller has set the sender and the phase)."""
         self.received += 1
         if flags & INTERNAL:
             ifn = _internal.get(name)
@@ -455,16 +484,12 @@ class Channel:
             if log.enabled(log.DEBUG):
                 log.debug(f'ipc: alert "{name.decode(errors="replace")}" from {pid} has no handler, dropped')
             return
-        sender_token, phase_token = _sender.set(pid), phase.set(phase.IPC)
         try:
             result = fn(data)
             if result is not None and inspect.isawaitable(result):
                 self.spawn(result, name)  # the task copies this context: sender and phase
         except Exception as exc:  # noqa: BLE001 - the user's handler
             log.exception(f'ipc handler "{name.decode(errors="replace")}" failed', exc)
-        finally:
-            phase.reset(phase_token)
-            _sender.reset(sender_token)
 
     def spawn(self, awaitable: Any, name: bytes) -> None:
         task = asyncio.ensure_future(awaitable, loop=self.loop)
@@ -573,7 +598,7 @@ def _parent(pid: int) -> int:
 def setup() -> Channel:
     """Bind this process's socket (once per process); it closes at the process's end."""
     global _chan
-    if _chan is not None and _chan.pid == os.getpid():
+    if _chan is not None:
         return _chan
     loop = asyncio.get_event_loop()
     master = state.STATE.master_pid or os.getpid()
@@ -585,8 +610,16 @@ def setup() -> Channel:
 
 def current() -> Channel | None:
     """This process's channel, or None where there is none (the master, a script)."""
-    chan = _chan
-    return chan if chan is not None and chan.pid == os.getpid() else None
+    return _chan
+
+
+def _forget_after_fork() -> None:
+    # a child never uses its parent's channel (its sockets belong to the parent)
+    global _chan
+    _chan = None
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def sender() -> int | None:
