@@ -46,20 +46,20 @@ def spawn(args: list[str] | str, *, merge_stderr: bool = False, buffer_size: int
     except RuntimeError:
         raise Error("pipe.spawn: no event loop is running") from None
     children.prepare(loop)
-    fds = _make_pipes(merge_stderr)
+    theirs, ours = _make_pipes(merge_stderr)
     try:
-        popen = subprocess.Popen(argv, stdin=fds[0], stdout=fds[2], stderr=fds[4] if not merge_stderr else fds[2],
-                                 env=env, close_fds=True, process_group=0)
+        popen = subprocess.Popen(argv, stdin=theirs[0], stdout=theirs[1], stderr=theirs[2], env=env,
+                                 close_fds=True, process_group=0)
     except OSError as exc:
-        for fd in fds:
+        for fd in ours:
             _close_fd(fd)
         raise Error(f'execvp failed while executing "{argv[0]}" ({exc.strerror or exc})') from None
     finally:
-        for fd in (fds[0], fds[2], fds[4]):  # the child's ends
+        for fd in set(theirs):
             _close_fd(fd)
     popen.returncode = 0  # reaped by pyngx.runtime.children, not by subprocess' bookkeeping
     child = children.adopt(popen.pid, loop)
-    return Proc(child, loop, fds[1], fds[3], -1 if merge_stderr else fds[5], buffer_size)
+    return Proc(child, loop, *ours, buffer_size)
 
 
 def _argv(args: object) -> list[str]:
@@ -84,23 +84,23 @@ def _environ(environ: object) -> dict[str, str] | None:
     return dict(environ)
 
 
-def _make_pipes(merge_stderr: bool) -> list[int]:
-    """[stdin_r, stdin_w, stdout_r, stdout_w, stderr_r, stderr_w]; our ends non-blocking."""
-    fds: list[int] = []
+def _make_pipes(merge_stderr: bool) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """The child's (stdin, stdout, stderr) and ours; ours are non-blocking, our stderr -1 when merged."""
+    made: list[tuple[int, int]] = []
     try:
         for _ in range(2 if merge_stderr else 3):
-            fds.extend(os.pipe())
+            made.append(os.pipe())
     except OSError:
-        for fd in fds:
-            _close_fd(fd)
+        for r, w in made:
+            _close_fd(r)
+            _close_fd(w)
         raise
-    if merge_stderr:
-        fds.extend((-1, -1))
-    for fd in (fds[1], fds[2], fds[4]):
+    (in_r, in_w), (out_r, out_w) = made[0], made[1]
+    err_r, err_w = made[2] if not merge_stderr else (-1, out_w)
+    for fd in (in_w, out_r, err_r):
         if fd >= 0:
             os.set_blocking(fd, False)
-    # ours: stdin write end (1), stdout read end (2), stderr read end (4)
-    return [fds[0], fds[1], fds[3], fds[2], fds[5], fds[4]]
+    return (in_r, out_w, err_w), (in_w, out_r, err_r)
 
 
 # -- Proc ----------------------------------------------------------------------------------------
@@ -152,7 +152,6 @@ def _timeout_value(value: float | None, current: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
         raise ValueError("bad timeout value")
     return float(value)
-
 
 
 class Proc:

@@ -151,6 +151,25 @@ def test_write_larger_than_the_pipe_while_reading(run: Run) -> None:
     run(body)
 
 
+def test_write_timeout_and_shutdown_aborting_a_write(run: Run) -> None:
+    async def body() -> None:
+        proc = pipe.spawn(["sleep", "30"])  # never reads its stdin: the pipe fills up
+        proc.set_timeouts(write_timeout=0.05)
+        with pytest.raises(TimeoutError, match="^timeout$"):
+            await proc.write(b"x" * (1 << 20))
+        proc.set_timeouts(write_timeout=0)
+        writer = asyncio.ensure_future(proc.write(b"x" * (1 << 20)))
+        await asyncio.sleep(0.01)
+        with pytest.raises(Error, match="^pipe busy writing$"):
+            await proc.write(b"y")
+        proc.shutdown("stdin")
+        with pytest.raises(ClosedError, match="^aborted$"):
+            await writer
+        proc.kill(signal.SIGKILL)
+        await proc.wait()
+    run(body)
+
+
 def test_write_to_a_child_that_exited_is_closed(run: Run) -> None:
     async def body() -> None:
         proc = pipe.spawn(["true"])
