@@ -245,10 +245,10 @@ class Conn:
         unpack, deliver = HEAD.unpack_from, self.chan.deliver
         while end - pos >= size:
             blen, nlen, flags = unpack(data, pos)
+            if blen > PACKET + MAX_NAME or nlen > blen:
+                return self.violation(f"a malformed packet ({blen} bytes, name {nlen})")
             stop = pos + size + blen
             if stop > end:
-                if blen > PACKET + MAX_NAME:
-                    return self.violation(f"a packet of {blen} bytes")
                 break
             start = pos + size + nlen
             if flags & (MORE | CONT):
