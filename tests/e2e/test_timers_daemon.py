@@ -95,7 +95,14 @@ def test_at_every_cancel_counts_and_context(daemon: Callable[..., Daemon]) -> No
             await ngx.sleep(0.01)
             note("async", premature, ngx.timer.running_count() >= 1)
         ngx.timer.at(0, slow)
-    """, locations="""
+        # a callback may use shared dicts and IPC
+        from pyngx import ipc
+        ipc.receive("ping", lambda data: note("ipc", data, ngx.shared.counts.get("n")))
+        def poke(premature):
+            ngx.shared.counts.incr("n", 1, 41)
+            ipc.send(os.getpid(), "ping", "hello")
+        ngx.timer.at(0.02, poke)
+    """, http="python_shared_dict counts 1m;", locations="""
         location /t {
             content_by_python_block {
                 ngx.ctx["mine"] = 1
@@ -108,7 +115,7 @@ def test_at_every_cancel_counts_and_context(daemon: Callable[..., Daemon]) -> No
                 ngx.say("made")
             }
         }"""))
-    got = wait_notes(d, lambda w: "stop True" in w and "async False True" in w)
+    got = wait_notes(d, lambda w: "stop True" in w and "async False True" in w and "ipc hello 42" in w)
     assert got[0] == "cancel True False" and got[1] == "pending 2"
     assert "at zero False 1" in got and "at later False 1" in got
     assert not any("doomed" in w for w in got)
