@@ -217,7 +217,7 @@ class _ConfLexer(Lexer):
                 python = _arg_value(tok).endswith("_block")
                 at_start = False
             yield tok
-        if opened:
+        if opened and at_start:  # mid-statement, the parser says: expecting ";" or "}"
             raise ConfError(f'unexpected end of file, expecting "}}" for the block opened on line {opened[-1]}',
                             "", state.line_ctr.line)
 

@@ -1,0 +1,88 @@
+"""Mutated configs never make pyngx.conf.load raise anything but ConfError (no traceback for a user)."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pyngx import conf
+from pyngx.conf import parse
+
+CORPUS = Path(__file__).resolve().parent.parent / "conf"
+# PYNGX_FUZZ_EXAMPLES=5000 for a deeper search than the default run.
+EXAMPLES = int(os.environ.get("PYNGX_FUZZ_EXAMPLES", "200"))
+SEEDS = [p.read_text() for p in sorted(CORPUS.glob("*/*.conf"))]
+# Pieces that stress the syntax: braces, quotes of every kind, escapes, comments, Python prefixes.
+PIECES = ["{", "}", ";", '"', "'", '"""', "'''", "\\", "#", "\n", " ", "\t", "\0", "\x0b", "f'{", "rb'", "}'",
+          "_block", "content_by_python_block {", "location ~ (", "include *;", "listen [::1", "$", "=", "~*",
+          "http {", "server {", "python_shared_dict a 1m;", "await ", "async ", "lambda: {", "\u00e9", "\r\n"]
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> str:
+    text = draw(st.sampled_from(SEEDS))
+    for _ in range(draw(st.integers(1, 4))):
+        pos = draw(st.integers(0, len(text)))
+        op = draw(st.sampled_from(["insert", "delete", "replace", "duplicate"]))
+        piece = draw(st.sampled_from(PIECES)) if op in ("insert", "replace") else ""
+        if op == "insert":
+            text = text[:pos] + piece + text[pos:]
+        elif op == "delete":
+            text = text[:pos] + text[pos + draw(st.integers(1, 20)):]
+        elif op == "replace":
+            text = text[:pos] + piece + text[pos + len(piece):]
+        else:
+            end = min(len(text), pos + draw(st.integers(1, 80)))
+            text = text[:end] + text[pos:end] + text[end:]
+    return text
+
+
+@pytest.fixture(scope="module")
+def prefix() -> object:
+    with tempfile.TemporaryDirectory() as tmp:
+        os.makedirs(os.path.join(tmp, "conf"))
+        yield tmp
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=mutated())
+def test_load_raises_only_conf_error(prefix: str, text: str) -> None:
+    path = os.path.join(prefix, "conf", "pyngx.conf")
+    with open(path, "w", encoding="utf-8", errors="surrogateescape") as f:
+        f.write(text)
+    try:
+        conf.load("conf/pyngx.conf", prefix, ["daemon off;"])
+    except conf.ConfError as exc:
+        assert str(exc) and "Traceback" not in str(exc)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(text=mutated())
+def test_fast_reader_equals_lark_on_mutations(text: str) -> None:
+    results = []
+    for reader in (parse.parse_text, parse.parse_text_lark):
+        try:
+            results.append(reader(text, "f.conf", "/f.conf"))
+        except conf.ConfError as exc:
+            results.append(str(exc))
+    assert results[0] == results[1]
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(parts=st.lists(st.sampled_from(list("{}; \"'#\\\nab_$~=*()") + ["_block", "content_by_python_block"]),
+                      max_size=60))
+def test_random_text_raises_only_conf_error(parts: list[str]) -> None:
+    text = "".join(parts)
+    try:
+        fast = parse.parse_text(text, "f.conf")
+    except conf.ConfError as exc:
+        fast = str(exc)  # type: ignore[assignment]
+    try:
+        ref = parse.parse_text_lark(text, "f.conf")
+    except conf.ConfError as exc:
+        ref = str(exc)  # type: ignore[assignment]
+    assert fast == ref
