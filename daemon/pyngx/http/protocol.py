@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 import httptools
 
 from pyngx import log
-from pyngx.http import replies, uri
+from pyngx.http import answers, replies, uri
 from pyngx.http.exchange import CURRENT, Exchange, Exit
-from pyngx.http.route import CONTENT, REDIRECTS, RETURN, STATUS, Route, Server, Vhosts
+from pyngx.http.route import CONTENT, RETURN, STATUS, Route, Server, Vhosts
 from pyngx.http.variables import assign
 from pyngx.runtime import phase
 
@@ -253,7 +253,7 @@ class HttpProtocol(asyncio.Protocol):
         self.requests += 1
         route = ex.route
         if route is None:
-            return self.answer(ex, 404)
+            return answers.answer(self, ex, 404)
         if route.sets:
             for name, template in route.sets:
                 assign(ex, name, template.render(ex))
@@ -270,13 +270,13 @@ class HttpProtocol(asyncio.Protocol):
             except Exit:
                 pass
             except BaseException as exc:  # noqa: BLE001 - the user's code: 500, never a dead worker
-                self.crash(ex, exc)
+                answers.crash(self, ex, exc)
             return self.finish(ex)
         if kind is RETURN:
-            return self.answer_return(ex, route)
+            return answers.answer_return(self, ex, route)
         if kind is STATUS:
             return self.site.answer_status(ex)
-        return self.answer(ex, 404)
+        return answers.answer(self, ex, 404)
 
     async def run_async(self, ex: Exchange, route: Route) -> None:
         # A task runs in its own copy of the context: no reset needed.
@@ -292,51 +292,9 @@ class HttpProtocol(asyncio.Protocol):
             self.abort()
             raise
         except BaseException as exc:  # noqa: BLE001
-            self.crash(ex, exc)
+            answers.crash(self, ex, exc)
         self.busy = False
         self.finish(ex)
-
-    def crash(self, ex: Exchange, exc: BaseException) -> None:
-        """The handler raised: log the traceback (user frames only), answer 500."""
-        tb = exc.__traceback__
-        while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename == __file__:
-            tb = tb.tb_next  # the user's frames only
-        exc = exc.with_traceback(tb)
-        log.exception(f"content_by_python error, client: {_addr(self.peer)}, request: \"{ex.request_line()}\"", exc)
-        if ex.sent:
-            ex.keep_alive = False  # the head is out: end the response early by closing
-            return
-        ex.status = 500
-        ex.out = [replies.page(500)]
-        ex.out_headers = {"content-type": ("Content-Type", "text/html")}
-
-    def answer(self, ex: Exchange, status: int, body: bytes | None = None, ctype: str = "text/html") -> None:
-        ex.status = status
-        if body is None:
-            body = replies.page(status)
-        if body or status >= 300:
-            ex.out_headers = {"content-type": ("Content-Type", ctype)}
-        ex.out = [body] if body else []
-        self.finish(ex)
-
-    def answer_return(self, ex: Exchange, route: Route) -> None:
-        code = route.ret_code
-        text = route.ret_text.render(ex) if route.ret_text is not None else None
-        if code == 444:
-            self.requests -= 1
-            self.abort()
-            return
-        if code in REDIRECTS and text is not None:
-            ex.out_headers = {"location": ("Location", text)}
-            ex.status = code
-            ex.out = [replies.page(code)]
-            ex.out_headers["content-type"] = ("Content-Type", "text/html")
-            return self.finish(ex)
-        if text is not None:
-            ex.status = code
-            ex.out = [text.encode("utf-8", "surrogateescape")]
-            return self.finish(ex)
-        return self.answer(ex, code)
 
     # -- writing --
     def finish(self, ex: Exchange) -> None:
@@ -538,7 +496,3 @@ def _check_head(url: bytes, size: int) -> None:
         raise RequestError(414)
     if size - len(url) > MAX_HEADERS_SIZE:
         raise RequestError(431)
-
-
-def _addr(peer: Any) -> str:
-    return str(peer[0]) if isinstance(peer, tuple) and peer else "unix"

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyngx import log
 from pyngx.conf.model import HttpConf
+from pyngx.http import answers
 from pyngx.http import status as status_page
 from pyngx.http.accept import Acceptor
 from pyngx.http.accesslog import AccessLog
@@ -131,7 +132,7 @@ class HttpServer:
 
     def answer_status(self, ex: Exchange) -> None:
         body, ctype = status_page.render(self, ex)
-        ex.conn.answer(ex, 200, body, ctype)
+        answers.answer(ex.conn, ex, 200, body, ctype)
 
     # -- once per tick --
     def _tick(self) -> None:

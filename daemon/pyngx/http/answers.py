@@ -1,0 +1,73 @@
+"""Answers made by the server rather than by user code: ``return``, errors, 500s.
+
+Owns filling an `Exchange` for ``return CODE [TEXT|URL]``, nginx's pages, and
+the 500 after a handler raised (with the traceback logged, the user's frames
+only). The connection (`pyngx.http.protocol`) sends what is filled here.
+"""
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from pyngx import log
+from pyngx.http import replies
+from pyngx.http.route import REDIRECTS
+
+if TYPE_CHECKING:
+    from pyngx.http.exchange import Exchange
+    from pyngx.http.protocol import HttpProtocol
+    from pyngx.http.route import Route
+
+_HERE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def crash(conn: HttpProtocol, ex: Exchange, exc: BaseException) -> None:
+    """The handler raised: log the traceback (from the user's first frame), answer 500."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename.startswith(_HERE):
+        tb = tb.tb_next
+    exc = exc.with_traceback(tb)
+    log.exception(f"content_by_python error, client: {_addr(conn.peer)}, request: \"{ex.request_line()}\"", exc)
+    if ex.sent:
+        ex.keep_alive = False  # the head is out: end the response early by closing
+        return
+    ex.status = 500
+    ex.out = [replies.page(500)]
+    ex.out_headers = {"content-type": ("Content-Type", "text/html")}
+
+
+def answer(conn: HttpProtocol, ex: Exchange, status: int, body: bytes | None = None,
+           ctype: str = "text/html") -> None:
+    """Answer STATUS with BODY (nginx's page for STATUS when None)."""
+    ex.status = status
+    if body is None:
+        body = replies.page(status)
+    if body or status >= 300:
+        ex.out_headers = {"content-type": ("Content-Type", ctype)}
+    ex.out = [body] if body else []
+    conn.finish(ex)
+
+
+def answer_return(conn: HttpProtocol, ex: Exchange, route: Route) -> None:
+    """``return CODE [TEXT|URL];`` (444: close without an answer, as nginx)."""
+    code = route.ret_code
+    text = route.ret_text.render(ex) if route.ret_text is not None else None
+    if code == 444:
+        conn.requests -= 1
+        conn.abort()
+        return
+    if code in REDIRECTS and text is not None:
+        ex.status = code
+        ex.out = [replies.page(code)]
+        ex.out_headers = {"location": ("Location", text), "content-type": ("Content-Type", "text/html")}
+        conn.finish(ex)
+    elif text is not None:
+        ex.status = code
+        ex.out = [text.encode("utf-8", "surrogateescape")]
+        conn.finish(ex)
+    else:
+        answer(conn, ex, code)
+
+
+def _addr(peer: Any) -> str:
+    return str(peer[0]) if isinstance(peer, tuple) and peer else "unix"
