@@ -34,7 +34,7 @@ def loc(modifier: str, pattern: str, code: str | None = None, *, line: int = 10,
 class Served:
     """server.start() on a loopback socket, its loop running in a thread."""
 
-    def __init__(self, locations: tuple[LocationConf, ...], **http_kw: Any) -> None:
+    def __init__(self, locations: tuple[LocationConf, ...], loop_kind: str = "uvloop", **http_kw: Any) -> None:
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(128)
@@ -43,7 +43,7 @@ class Served:
         conf = HttpConf(servers=(ServerConf(listens=(Listen("127.0.0.1", self.port),), locations=locations),),
                         **http_kw)
         STATE.globals = usercode.new_globals()
-        self.loop = uvloop.new_event_loop()
+        self.loop = uvloop.new_event_loop() if loop_kind == "uvloop" else asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.server = self.call(self._start, conf)
@@ -162,14 +162,15 @@ LOCATIONS = (
     loc("=", "/ret301", None, ret=Return(301, "/moved?from=$uri")),
     loc("=", "/ret403", None, ret=Return(403)),
     loc("=", "/status", None, status=True),
+    loc("=", "/big", 'ngx.print(b"x" * 30_000_000)'),
     loc("=", "/small", 'ngx.say(len(ngx.req.get_body_data() or b""))', client_max_body_size=10),
 )
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[Served]:
-    s = Served(LOCATIONS, access_log=AccessLog(str(tmp_path / "access.log")), client_header_timeout=1.0,
-               keepalive_timeout=1.0)
+@pytest.fixture(params=["uvloop", "asyncio"])
+def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Served]:
+    s = Served(LOCATIONS, request.param, access_log=AccessLog(str(tmp_path / "access.log")),
+               client_header_timeout=1.0, keepalive_timeout=1.0, client_body_timeout=1.0, send_timeout=1.0)
     try:
         yield s
     finally:
@@ -305,6 +306,20 @@ def test_header_timeout_and_keepalive_timeout_close(served: Served) -> None:
         s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         data = read_all(s)  # answered, then closed when idle past keepalive_timeout
         assert responses(data)[0][2] == b"hello\n"
+
+
+def test_body_timeout_and_send_timeout_close(served: Served) -> None:
+    with served.connect() as s:
+        s.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")  # 7 bytes never come
+        t0 = time.monotonic()
+        assert read_all(s) == b""
+        assert time.monotonic() - t0 < 4
+    with served.connect() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")  # and never read the answer
+        wait_until(lambda: served.server.conns and all(c.paused for c in list(served.server.conns)), 5,
+                   what="the answer to fill the socket")
+        wait_until(lambda: not served.server.conns, 5, what="send_timeout to close the connection")
 
 
 def test_drain_finishes_in_flight_and_closes_keepalive(served: Served) -> None:
