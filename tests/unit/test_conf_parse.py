@@ -1,0 +1,89 @@
+"""pyngx.conf.parse: statements, strings, escapes, and the end of a Python block."""
+from __future__ import annotations
+
+import pytest
+
+from pyngx.conf import ConfError, parse
+from pyngx.conf.parse import Stmt
+
+# Python bodies (what follows "{") and the text after their closing "}".
+BODIES = [
+    ' d = {"a": "}"} ',
+    " s = {1, {2}.pop()} ",
+    " x = f\"{ {'k': '}'}['k'] }\" ",
+    " x = f'{{' + F\"}}\" ",
+    " x = rb'}' + Rb\"{\" + BR'}' + u'}' + U\"{\" + fr'{1}' ",
+    ' x = """ } \n } """ ',
+    " x = ''' { ''' ",
+    ' x = "\\"}" ',
+    " x = '\\'}' ",
+    " # } a comment\n ",
+    ' x = "#}"  # "}" a comment ends at the end of its line, brace included\n',
+    "\n    d = {\n        'a': 1,\n}\n",
+    "\n        x = 1\n    ",  # the "}" indented less than the code
+    " x = 1 + \\\n 2 ",
+    "",
+]
+
+
+@pytest.mark.parametrize("body", BODIES)
+def test_python_block_ends_at_its_own_brace(body: str) -> None:
+    text = "content_by_python_block {" + body + "} after;"
+    start = text.index("{") + 1
+    end = parse.find_python_end(text, start)
+    assert text[start:end] == body
+    assert parse._tokenize_end(text, start) == end  # the quick scanner agrees with Python's tokenizer
+
+
+@pytest.mark.parametrize("body", [" x = '''}", " d = {1: 2", ' x = f"{'])
+def test_unclosed_python(body: str) -> None:
+    with pytest.raises(ConfError) as info:
+        parse.parse_text("http {\n init_by_python_block {" + body + "\n}\n", "f.conf")
+    assert str(info.value).startswith('unexpected end of file, expecting "}" for the Python block opened on line 2')
+
+
+def test_statements_blocks_and_python() -> None:
+    text = 'a 1 "two words";\nb {\n  c;\n}\nx_block arg {\n  y = {1}\n}\n"quoted_block" { z }\n'
+    assert parse.parse_text(text, "f.conf", "/p/f.conf") == [
+        Stmt("a", ("1", "two words"), None, None, "f.conf", 1, "/p/f.conf"),
+        Stmt("b", (), (Stmt("c", (), None, None, "f.conf", 3, "/p/f.conf"),), None, "f.conf", 2, "/p/f.conf"),
+        Stmt("x_block", ("arg",), (), "\n  y = {1}\n", "f.conf", 5, "/p/f.conf", 5),
+        Stmt("quoted_block", (), (), " z ", "f.conf", 8, "/p/f.conf", 8),
+    ]
+
+
+@pytest.mark.parametrize("word, value", [
+    ('"a\\"b"', 'a"b'), ("'a\\'b'", "a'b"), ('"a\\\\b"', "a\\b"), ('"a\\nb\\tc\\rd"', "a\nb\tc\rd"),
+    ('"\\d+"', "\\d+"), ("^/a\\.b$", "^/a\\.b$"), ("'multi\nline'", "multi\nline"), ('""', ""),
+])
+def test_unescape(word: str, value: str) -> None:
+    (st,) = parse.parse_text(f"d {word};", "f.conf")
+    assert st.args == (value,)
+
+
+def test_hash_inside_a_word_is_not_a_comment() -> None:
+    (st,) = parse.parse_text("d a#b #c\n;", "f.conf")
+    assert st.args == ("a#b",)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("a", 'unexpected end of file, expecting ";" or "}" in f.conf:1'),
+    ("a {\n", 'unexpected end of file, expecting "}" for the block opened on line 1 in f.conf:2'),
+    ("}", 'unexpected "}" in f.conf:1'),
+    ("a }", 'unexpected "}" in f.conf:1'),
+    ("\n;", 'unexpected ";" in f.conf:2'),
+    ("{", 'unexpected "{" in f.conf:1'),
+    ('a\n\n "b;\n', "unterminated quoted string in f.conf:3"),
+])
+def test_syntax_errors(text: str, message: str) -> None:
+    for reader in (parse.parse_text, parse.parse_text_lark):
+        with pytest.raises(ConfError) as info:
+            reader(text, "f.conf")
+        assert str(info.value) == message
+
+
+def test_unterminated_one_line_string_is_python_s_error() -> None:
+    """As Python's tokenizer: an unterminated one-line string is an error token, the "}" in it closes
+    the block, and compiling the rest reports the bad string (a SyntaxError at the config's line)."""
+    text = 'init_by_python_block { x = "}\n}'
+    assert parse.find_python_end(text, text.index("{") + 1) == text.index("}")
