@@ -400,3 +400,28 @@ print(d.get("n"), sorted(ngx.shared))
                              "-e", code], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "3 ['d', 'e']\n"
+
+
+def test_signal_graceful_exit_is_replaced_with_the_same_id(daemon: object) -> None:
+    conf = HTTP_CONF.replace("@GEN@", "1").replace("location /slow {", """location /bye {
+            content_by_python_block {
+                from pyngx import process
+                process.signal_graceful_exit()
+                ngx.say(ngx.worker.pid(), " ", ngx.worker.id())
+            }
+        }
+        location /slow {""")
+    d = daemon(conf)  # type: ignore[operator]
+    wait_until(lambda: d.get("/")[0] == 200, 10)
+    before = set(d.workers())
+    status, body = d.get("/bye")
+    assert status == 200
+    pid, wid = body.split()
+    d.wait_log(f"worker process {int(pid)} exited with code 0")
+
+    def replaced() -> bool:
+        now = set(d.workers())
+        return len(now) == 2 and int(pid) not in now and bool(now - before)
+    wait_until(replaced, 10, what="the worker to be replaced")
+    wait_until(lambda: f"gen 1 {wid.decode()}".encode() in b"".join(d.get("/")[1] for _ in range(20)), 10,
+               what="the same worker id to answer again")
