@@ -14,7 +14,7 @@ from pyngx.conf import parse
 
 CORPUS = Path(__file__).resolve().parent.parent / "conf"
 # PYNGX_FUZZ_EXAMPLES=5000 for a deeper search than the default run.
-EXAMPLES = int(os.environ.get("PYNGX_FUZZ_EXAMPLES", "200"))
+EXAMPLES = int(os.environ.get("PYNGX_FUZZ_EXAMPLES", "120"))
 SEEDS = [p.read_text() for p in sorted(CORPUS.glob("*/*.conf"))]
 # Pieces that stress the syntax: braces, quotes of every kind, escapes, comments, Python prefixes.
 PIECES = ["{", "}", ";", '"', "'", '"""', "'''", "\\", "#", "\n", " ", "\t", "\0", "\x0b", "f'{", "rb'", "}'",
