@@ -167,7 +167,7 @@ def _machine(engine: str) -> type[RuleBasedStateMachine]:
 @pytest.mark.parametrize("engine", ENGINES)
 def test_zone_matches_a_dict(engine: str) -> None:
     machine = _machine(engine)
-    machine.TestCase.settings = settings(max_examples=40, stateful_step_count=50, deadline=None)
+    machine.TestCase.settings = settings(max_examples=30, stateful_step_count=50, deadline=None)
     machine.TestCase().runTest()
 
 

@@ -54,14 +54,16 @@ def zone(engine: str) -> Iterator[shdict.Zone]:
     z.close()
 
 
-def test_two_processes_incr_exactly(zone: shdict.Zone) -> None:
+def test_two_processes_incr_exactly(zone: shdict.Zone, engine: str) -> None:
+    n = 100_000 if engine == "c" else 20_000  # the same code path; the fallback is ~50x slower
+
     def work() -> None:
-        for _ in range(100_000):
+        for _ in range(n):
             zone.incr("n", 1, 0)
 
     pids = [fork(work), fork(work)]
     assert [reap(p) for p in pids] == [0, 0]
-    assert zone.get("n") == 200_000
+    assert zone.get("n") == 2 * n
 
 
 def _hammer(zone: shdict.Zone, seed: int) -> Callable[[], None]:
@@ -78,7 +80,7 @@ def _hammer(zone: shdict.Zone, seed: int) -> Callable[[], None]:
                     zone.incr("count" + key, 1, 0)
                 elif r < 0.7:
                     if zone.llen("list" + key) < 20:  # bounded, so a big zone never evicts
-                        zone.rpush("list" + key, value[:200])
+                        zone.rpush("list" + key, value[:100])
                 elif r < 0.8:
                     zone.lpop("list" + key)
                 elif r < 0.9:
@@ -116,14 +118,14 @@ def _kill_rounds(zone: shdict.Zone, rounds: int) -> int:
 
 
 def test_killed_holders_in_a_full_zone_leave_it_whole(zone: shdict.Zone) -> None:
-    _kill_rounds(zone, 30)  # the 64k zone evicts all the time: kills land in multi-step writes
+    _kill_rounds(zone, 25)  # the 64k zone evicts all the time: kills land in multi-step writes
     zone.check()
     zone.set("after", 1)
     assert zone.get("after") == 1
 
 
 def test_others_carry_on_exactly_while_holders_die(engine: str) -> None:
-    zone = shdict.create("big", 1 << 20, engine)  # roomy: nothing is evicted, so counts are exact
+    zone = shdict.create("big", 512 * 1024, engine)  # roomy: nothing is evicted, so counts are exact
     stop_r, stop_w = os.pipe()
 
     def survivor() -> None:
@@ -138,7 +140,7 @@ def test_others_carry_on_exactly_while_holders_die(engine: str) -> None:
     keeper = fork(survivor)
     os.close(stop_r)
     try:
-        _kill_rounds(zone, 30)
+        _kill_rounds(zone, 20)
     finally:
         os.close(stop_w)
         code = reap(keeper)
