@@ -167,6 +167,17 @@ LOCATIONS = (
 )
 
 
+@pytest.fixture
+def served_uvloop(tmp_path: Path) -> Iterator[Served]:
+    """The slow (timeout) tests run on uvloop only; the rest on both loops."""
+    s = Served(LOCATIONS, "uvloop", access_log=AccessLog(str(tmp_path / "access.log")),
+               client_header_timeout=1.0, keepalive_timeout=1.0, client_body_timeout=1.0, send_timeout=1.0)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
 @pytest.fixture(params=["uvloop", "asyncio"])
 def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Served]:
     s = Served(LOCATIONS, request.param, access_log=AccessLog(str(tmp_path / "access.log")),
@@ -296,45 +307,45 @@ def test_413_before_the_body_with_expect(served: Served) -> None:
         assert s.recv(100).startswith(b"HTTP/1.1 413 ")
 
 
-def test_header_timeout_and_keepalive_timeout_close(served: Served) -> None:
-    with served.connect() as s:
+def test_header_timeout_and_keepalive_timeout_close(served_uvloop: Served) -> None:
+    with served_uvloop.connect() as s:
         s.sendall(b"GET / HTTP/1.1\r\nHo")  # never finishes the head
         t0 = time.monotonic()
         assert read_all(s) == b""
         assert time.monotonic() - t0 < 4
-    with served.connect() as s:
+    with served_uvloop.connect() as s:
         s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         data = read_all(s)  # answered, then closed when idle past keepalive_timeout
         assert responses(data)[0][2] == b"hello\n"
 
 
-def test_body_timeout_and_send_timeout_close(served: Served) -> None:
-    with served.connect() as s:
+def test_body_timeout_and_send_timeout_close(served_uvloop: Served) -> None:
+    with served_uvloop.connect() as s:
         s.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")  # 7 bytes never come
         t0 = time.monotonic()
         assert read_all(s) == b""
         assert time.monotonic() - t0 < 4
-    with served.connect() as s:
+    with served_uvloop.connect() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         s.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")  # and never read the answer
-        wait_until(lambda: served.server.conns and all(c.paused for c in list(served.server.conns)), 5,
+        wait_until(lambda: served_uvloop.server.conns and all(c.paused for c in list(served_uvloop.server.conns)), 5,
                    what="the answer to fill the socket")
-        wait_until(lambda: not served.server.conns, 5, what="send_timeout to close the connection")
+        wait_until(lambda: not served_uvloop.server.conns, 5, what="send_timeout to close the connection")
 
 
-def test_drain_finishes_in_flight_and_closes_keepalive(served: Served) -> None:
-    busy = served.connect()
-    idle = served.connect()
-    keep = served.connect()
+def test_drain_finishes_in_flight_and_closes_keepalive(served_uvloop: Served) -> None:
+    busy = served_uvloop.connect()
+    idle = served_uvloop.connect()
+    keep = served_uvloop.connect()
     try:
         keep.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert responses(keep.recv(1000))[0][0] == 200
         idle.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert idle.recv(1000)
         busy.sendall(b"GET /async HTTP/1.1\r\nHost: x\r\n\r\n")
-        wait_until(lambda: any(c.busy for c in list(served.server.conns)), 5, what="the slow request to start")
-        served.loop.call_soon_threadsafe(served.server.stop_accepting)
-        drained = asyncio.run_coroutine_threadsafe(served.server.drain(), served.loop)
+        wait_until(lambda: any(c.busy for c in list(served_uvloop.server.conns)), 5, what="the slow request to start")
+        served_uvloop.loop.call_soon_threadsafe(served_uvloop.server.stop_accepting)
+        drained = asyncio.run_coroutine_threadsafe(served_uvloop.server.drain(), served_uvloop.loop)
         # in flight: answered in full, with Connection: close
         (status, hdrs, body), = responses(read_all(busy))
         assert (status, body, hdrs["connection"]) == (200, b"slow /async\n", "close")
@@ -345,7 +356,7 @@ def test_drain_finishes_in_flight_and_closes_keepalive(served: Served) -> None:
         # idle: closed after the grace
         assert read_all(idle) == b""
         drained.result(5)
-        assert not served.server.listeners and not served.server.conns
+        assert not served_uvloop.server.listeners and not served_uvloop.server.conns
     finally:
         for s in (busy, idle, keep):
             s.close()

@@ -98,7 +98,7 @@ def test_whole_input_answers_every_request() -> None:
     assert WHOLE.endswith(b"Content-Length: 8\r\n\r\n")  # HEAD: the length, no body
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(st.lists(st.integers(min_value=1, max_value=len(REQUESTS) - 1), max_size=40))
 def test_any_split_gives_the_same_answers(splits: list[int]) -> None:
     assert feed(splits) == WHOLE
