@@ -181,3 +181,45 @@ def apply(ctx: Ctx, st: Stmt, *, override: bool = False) -> None:
 def resolve(prefix: str, path: str) -> str:
     """A path from the config: relative ones resolve against the prefix, as nginx does."""
     return os.path.normpath(os.path.join(prefix, path))
+
+
+# -- the reference in docs/config.md is generated from the table --
+
+DOC_BEGIN = "<!-- directives: generated from pyngx/conf/directives.py; do not edit by hand -->"
+DOC_END = "<!-- end of directives -->"
+
+
+def reference() -> str:
+    """The directive reference (markdown), one entry per row, in table order."""
+    out = [DOC_BEGIN, ""]
+    for d in DIRECTIVES:
+        where = "any" if d.contexts == ANY else ", ".join(n for bit, n in CONTEXT_NAMES.items() if d.contexts & bit)
+        out.append(f"### `{d.name}`")
+        out.append("")
+        out.append(f"    {d.name}{' ' + d.syntax if d.syntax else ''}{'' if d.kind != SIMPLE else ';'}")
+        out.append("")
+        facts = [f"context: {where}"]
+        if d.default:
+            facts.append(f"default: `{d.default}`")
+        if d.multi:
+            facts.append("may repeat")
+        out.append("*" + "; ".join(facts) + "*")
+        out.append("")
+        out.append(d.doc)
+        out.append("")
+    out.append(DOC_END)
+    return "\n".join(out) + "\n"
+
+
+def update_doc(path: str) -> bool:
+    """Rewrite the generated part of the file at PATH; True when it changed."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    head, _, rest = text.partition(DOC_BEGIN)
+    _, _, tail = rest.partition(DOC_END + "\n")
+    new = head + reference() + tail
+    if new != text:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(new)
+    return new != text
+
