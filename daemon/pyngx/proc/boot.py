@@ -111,9 +111,7 @@ def preload() -> None:
 
 
 def version() -> str:
-    try:
-        from importlib.metadata import version
+    """pyngx's version (from the package: importlib.metadata scans sys.path, ~0.1 s)."""
+    import pyngx
 
-        return version("pyngx")
-    except Exception:  # noqa: BLE001
-        return "0.1.0"
+    return str(getattr(pyngx, "__version__", "0.1.0"))
