@@ -171,7 +171,9 @@ class Master:
 
     def start_generation(self) -> None:
         reload = bool(self.old_cycles)
-        cycles.freeze(collect=not reload)  # a reload collects later, off the HUP-to-answer path
+        # No full collection now: it would cost tens of milliseconds on the way to the first
+        # answer. The master collects once the generation serves (start) or the old one left.
+        cycles.freeze(collect=False)
         cycle = self.cycle
         for kind, wid in self.slots(cycle):
             self.spawn(kind, wid)
@@ -306,6 +308,8 @@ class Master:
             self.answer_reload(ok, why or "serving")
         elif not ok:
             log.alert(why)
+        else:
+            cycles.freeze(collect=True)  # the start-up garbage, now that the children have forked
         service.notify_ready(self.pid)
         if self.reload_deferred:
             self.reload_deferred = False
