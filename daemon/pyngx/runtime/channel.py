@@ -94,8 +94,10 @@ def packets(name: bytes, data: str | bytes, flags: int) -> tuple[bytes, ...] | l
         flags |= STR
     else:
         payload = bytes(data)
-    if len(payload) <= PACKET:
+    if len(payload) <= 4096:
         return (HEAD.pack(len(name) + len(payload), len(name), flags) + name + payload,)
+    if len(payload) <= PACKET:  # appended as it is: no joined copy of a big payload
+        return (HEAD.pack(len(name) + len(payload), len(name), flags) + name, payload)
     view = memoryview(payload)
     out: list[Any] = [HEAD.pack(len(name) + PACKET, len(name), flags | MORE), name, view[:PACKET]]
     for at in range(PACKET, len(payload), PACKET):
@@ -113,12 +115,15 @@ def encode(name: bytes, data: str | bytes, flags: int) -> bytes:
 class Conn:
     """One connection to one peer: a write queue and a packet reader."""
 
-    __slots__ = ("chan", "sock", "fd", "pid", "out", "writing", "scheduled", "progress", "rest", "part",
+    __slots__ = ("chan", "sock", "fd", "pid", "out", "head", "writing", "scheduled", "progress", "rest", "part",
                  "closed", "dialing")
 
     def __init__(self, chan: Channel, sock: socket.socket | None, pid: int) -> None:
         self.chan, self.sock, self.fd, self.pid = chan, sock, -1, pid
+        # New messages are appended to `out`; `head` is the buffer being written. Swapping
+        # them (never deleting from the front of one growing buffer) copies each byte once.
         self.out = bytearray()
+        self.head: memoryview | None = None
         self.writing = self.scheduled = self.closed = False
         self.progress = 0.0
         self.rest = b""
@@ -132,7 +137,7 @@ class Conn:
     def attach(self, sock: socket.socket) -> None:
         self.sock, self.fd = sock, sock.fileno()
         self.chan.loop.add_reader(self.fd, self.on_readable)
-        if self.out and not self.scheduled:
+        if self.queued() and not self.scheduled:
             self.flush()
 
     def redial(self, deadline: float) -> None:
@@ -147,22 +152,23 @@ class Conn:
         elif time.monotonic() < deadline and _known(self.pid):
             self.dialing = self.chan.loop.call_later(DIAL_EVERY, self.redial, deadline)
         else:
-            log.warn(f"ipc: process {self.pid} never listened, dropped {len(self.out)} bytes queued for it")
+            log.warn(f"ipc: process {self.pid} is not listening, dropped {self.queued()} bytes queued for it")
             self.close()
 
     # -- writing --
 
     def queue(self, pieces: tuple[bytes, ...] | list[Any]) -> None:
         """Append one message's packets; raises IPCError when the peer does not keep up."""
-        out = self.out
-        if out:
+        queued = len(self.out) + (len(self.head) if self.head is not None else 0)
+        if queued:
             # a queue the kernel could not take at once: is the peer still reading?
-            if len(out) > STUCK_CHECK and time.monotonic() - self.progress > SEND_TIMEOUT:
+            if queued > STUCK_CHECK and time.monotonic() - self.progress > SEND_TIMEOUT:
                 self.check_stuck()
-            if len(out) + (len(pieces[0]) if len(pieces) == 1 else sum(map(len, pieces))) > QUEUE_LIMIT:
+            if queued + (len(pieces[0]) if len(pieces) == 1 else sum(map(len, pieces))) > QUEUE_LIMIT:
                 raise IPCError("queue full")
         else:
             self.progress = time.monotonic()
+        out = self.out
         for piece in pieces:
             out += piece
         if not self.scheduled and not self.writing:
@@ -174,19 +180,34 @@ class Conn:
         if not self.writing and not self.closed and self.sock is not None:
             self.write()
 
+    def queued(self) -> int:
+        return len(self.out) + (len(self.head) if self.head is not None else 0)
+
     def write(self) -> None:
-        try:
-            n = self.sock.send(self.out)
-        except (BlockingIOError, InterruptedError):
-            n = 0
-        except OSError:
-            self.close()
-            return
-        if n:
-            del self.out[:n]
-            self.chan.bytes_out += n
-            self.progress = time.monotonic()
-        if self.out:
+        """Write what the kernel takes now; wait for writability for the rest."""
+        while True:
+            head = self.head
+            if head is None:
+                if not self.out:
+                    break
+                head = memoryview(self.out)
+                self.out = bytearray()
+            try:
+                n = self.sock.send(head)  # type: ignore[union-attr]
+            except (BlockingIOError, InterruptedError):
+                n = 0
+            except OSError:
+                self.close()
+                return
+            if n:
+                self.chan.bytes_out += n
+                self.progress = time.monotonic()
+            if n == len(head):
+                self.head = None
+                continue
+            self.head = head[n:]
+            break
+        if self.head is not None:
             if not self.writing:
                 self.writing = True
                 self.chan.loop.add_writer(self.fd, self.write)
@@ -203,14 +224,13 @@ class Conn:
             self.write()  # our own loop may have been the busy one: try before judging
         if self.closed:
             raise IPCError("no such process")
-        if self.out and time.monotonic() - self.progress > SEND_TIMEOUT:
+        if self.queued() and time.monotonic() - self.progress > SEND_TIMEOUT:
             self.give_up()
             raise IPCError("timeout")
 
     def give_up(self) -> None:
         log.warn(f"ipc: process {self.pid} has read nothing for {SEND_TIMEOUT:g}s, "
-                 f"dropped {len(self.out)} bytes queued for it")
-        self.chan.dropped += 1
+                 f"dropped {self.queued()} bytes queued for it")
         self.close()
 
     # -- reading --
@@ -296,8 +316,10 @@ class Conn:
             except Exception:  # noqa: BLE001 - the loop may be closing already
                 pass
             self.sock.close()
+        lost = self.queued() > 0 or self.part is not None
         self.out = bytearray()
-        self.chan.forget(self)
+        self.head = None
+        self.chan.forget(self, lost)
 
 
 class Channel:
@@ -504,7 +526,7 @@ class Channel:
 
     # -- ending --
 
-    def forget(self, conn: Conn) -> None:
+    def forget(self, conn: Conn, lost: bool) -> None:
         self.every.discard(conn)
         if self.conns.get(conn.pid) is conn:
             del self.conns[conn.pid]
@@ -512,13 +534,13 @@ class Channel:
                 if other.pid == conn.pid:
                     self.conns[conn.pid] = other
                     break
-        if conn.part is not None or conn.out:
+        if lost:
             self.dropped += 1
         if self.waiter is not None:
             self.check_idle()
 
     def busy(self) -> bool:
-        return bool(self.tasks or self.local or any(conn.out for conn in self.every))
+        return bool(self.tasks or self.local or any(conn.queued() for conn in self.every))
 
     def check_idle(self) -> None:
         if self.waiter is not None and not self.waiter.done() and not self.busy():
@@ -540,7 +562,7 @@ class Channel:
             except asyncio.TimeoutError:
                 now = time.monotonic()
                 for conn in list(self.every):
-                    if conn.out and now - conn.progress > SEND_TIMEOUT:
+                    if conn.queued() and now - conn.progress > SEND_TIMEOUT:
                         conn.give_up()
             finally:
                 self.waiter = None
@@ -549,7 +571,7 @@ class Channel:
         global _chan
         if graceful:
             for conn in list(self.every):
-                if conn.out and not conn.closed:
+                if conn.queued() and not conn.closed and conn.sock is not None:
                     conn.write()  # one last try, without waiting
         for conn in list(self.every):
             conn.close()
@@ -570,7 +592,7 @@ class Channel:
         return {"sent": self.sent, "received": self.received, "dropped": self.dropped,
                 "bytes": self.bytes_in + self.bytes_out, "bytes_in": self.bytes_in,
                 "bytes_out": self.bytes_out, "refused": self.refused, "peers": len(self.every),
-                "queued": sum(len(c.out) for c in self.every)}
+                "queued": sum(c.queued() for c in self.every)}
 
 
 def _peer(sock: socket.socket) -> tuple[int, int, int]:
