@@ -56,9 +56,10 @@ def where(fn: Callable[..., Any]) -> str:
 class Timer:
     """A timer made by ``ngx.timer.at`` or ``ngx.timer.every``."""
 
-    # An `at` timer sets only these five; the class attributes below are the
-    # answers for it, and `EveryTimer` makes them per-instance slots.
-    __slots__ = ("_engine", "_fn", "_args", "_alive", "_handle")
+    # An `at(0)` timer sets only these four; the class attributes below are the
+    # answers for it, and `LaterTimer` and `EveryTimer` make them per-instance slots.
+    __slots__ = ("_engine", "_fn", "_args", "_alive")
+    _handle: asyncio.TimerHandle | None = None  # on the loop's timer heap
     _interval = 0.0
     _unique: str | None = None
     _running = False  # an `every` run is in progress
@@ -69,7 +70,6 @@ class Timer:
         self._fn = fn
         self._args = args
         self._alive = True  # counted in pending_count()
-        self._handle: asyncio.TimerHandle | None = None
 
     def cancel(self) -> bool:
         """Stop the timer; False when it already ran, was cancelled, or the process is exiting."""
@@ -84,7 +84,17 @@ class Timer:
         return f"<pyngx.Timer {kind} {where(self._fn)} {state}>"
 
 
-class EveryTimer(Timer):
+class LaterTimer(Timer):
+    """A timer on the loop's timer heap: ``at`` with a delay, and ``every``."""
+
+    __slots__ = ("_handle",)
+
+    def __init__(self, engine: Engine, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        super().__init__(engine, fn, args)
+        self._handle = None
+
+
+class EveryTimer(LaterTimer):
     """An ``every`` timer: the state an `at` timer does not need."""
 
     __slots__ = ("_interval", "_unique", "_running", "_after", "_due")
@@ -110,6 +120,7 @@ class Engine:
         self.pending = 0
         self.running = 0
         self.closing = False  # graceful exit began: no new timers
+        self._cap = max_pending  # -1 once closing: one test on the hot path refuses both
         self._stopped = False  # the exit's time is up: no callback starts any more
         # Queues (a cancelled timer stays in them, skipped when it comes out)
         self._ready: deque[Timer] = deque()  # `at` timers due now, in order
@@ -137,28 +148,29 @@ class Engine:
 
     def at(self, delay: float, fn: Callable[..., Any], args: tuple[Any, ...]) -> Timer:
         """Raises ProcessExitingError or TooManyTimersError; nothing changes then."""
-        if self.pending >= self.max_pending or self.closing:
+        if self.pending >= self._cap:
             raise ProcessExitingError() if self.closing else TooManyTimersError()
-        # Timer.__init__ spelled out: at(0) is a hot path and a frame costs more than it
-        t = _new(Timer)
-        t._engine = self
-        t._fn = fn
-        t._args = args
-        t._alive = True
-        t._handle = None
-        self.pending += 1
         if delay == 0:
+            # Timer.__init__ spelled out: at(0) is the hot path, and a frame costs more
+            t = _new(Timer)
+            t._engine = self
+            t._fn = fn
+            t._args = args
+            t._alive = True
+            self.pending += 1
             self._ready.append(t)
             if self._drain_handle is None:
                 self._drain_handle = self.loop.call_soon(self._drain)
-        else:
-            self._scheduled.add(t)
-            t._handle = self.loop.call_at(self.loop.time() + delay, self._expire, t)
-        return t
+            return t
+        later = LaterTimer(self, fn, args)
+        self.pending += 1
+        self._scheduled.add(later)
+        later._handle = self.loop.call_at(self.loop.time() + delay, self._expire, later)
+        return later
 
     def every(self, interval: float, fn: Callable[..., Any], args: tuple[Any, ...], unique: str | None) -> Timer:
         """Raises ProcessExitingError or TooManyTimersError; nothing changes then."""
-        if self.pending >= self.max_pending or self.closing:
+        if self.pending >= self._cap:
             raise ProcessExitingError() if self.closing else TooManyTimersError()
         t = EveryTimer(self, fn, args, float(interval), unique)
         self.pending += 1
@@ -398,6 +410,7 @@ class Engine:
         if self.closing:
             return
         self.closing = True
+        self._cap = -1
         if self._drain_handle is not None:
             self._drain_handle.cancel()
             self._drain_handle = None
@@ -470,6 +483,7 @@ class Engine:
     def final(self, graceful: bool) -> None:
         """The process ends: nothing more runs (a fast stop runs none at all)."""
         self.closing = True
+        self._cap = -1
         self._stopped = True
         if self._drain_handle is not None:
             self._drain_handle.cancel()
