@@ -201,8 +201,7 @@ class _ConfLexer(Lexer):
             if kind == "LBRACE":
                 if python:
                     yield self._python(text, tok, state)
-                    at_start = python = False
-                    at_start = True
+                    at_start, python = True, False
                     continue
                 opened.append(tok.line)
                 at_start = True
