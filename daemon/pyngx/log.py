@@ -159,8 +159,17 @@ def user(level: int, args: tuple[object, ...], filename: str, lineno: int) -> No
         raise ValueError(f"bad log level: {level!r}")
     if level > error_log.level:
         return
-    msg = "".join(a if isinstance(a, str) else ("nil" if a is None else str(a)) for a in args)
+    msg = "".join(a if isinstance(a, str) else _text(a) for a in args)
     error_log.write(level, f"[python] {filename}:{lineno}: {msg}")
+
+
+def _text(value: object) -> str:
+    """None as Lua's "nil", bytes as their UTF-8 text, anything else as str()."""
+    if value is None:
+        return "nil"
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8", "backslashreplace")
+    return str(value)
 
 
 class _LogModule(types.ModuleType):
