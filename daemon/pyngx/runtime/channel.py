@@ -36,7 +36,8 @@ Internal API (for other parts of pyngx, e.g. the events engine's wake-ups):
 - ``send_internal(pid, name, data)``, ``broadcast_internal(name, data, *,
   current=False)`` (every live worker and agent, old generations included
   unless ``current``; this process included): ``data`` is str or bytes.
-  Raise IPCError like the public calls.
+  Raise IPCError like the public calls; do nothing where there is no
+  channel (the master during init_by_python, a plain script).
 - ``receive_internal(name, handler)``: ``handler(sender_pid, data)``, called
   on the loop; None removes it. Internal names live apart from user names.
 - ``statistics() -> dict``: sent, received, dropped, bytes, ... for the
@@ -656,21 +657,24 @@ def set_handler(name: bytes, fn: Handler | None) -> None:
         _user[name] = fn
 
 
-def _require() -> Channel:
-    chan = current()
-    if chan is None:
-        raise IPCError("no such process")
-    return chan
-
-
 def send_internal(pid: int, name: str, data: str | bytes) -> None:
-    """Send a pyngx-internal alert to PID (never seen by user handlers)."""
-    _require().send(pid, name.encode(), data, INTERNAL)
+    """Send a pyngx-internal alert to PID (never seen by user handlers).
+
+    Does nothing where there is no channel (the master, a script).
+    """
+    chan = _chan
+    if chan is not None:
+        chan.send(pid, name.encode(), data, INTERNAL)
 
 
 def broadcast_internal(name: str, data: str | bytes, *, current: bool = False) -> None:
-    """Send a pyngx-internal alert to every live worker and agent and to this process."""
-    _require().broadcast(name.encode(), data, INTERNAL, current=current)
+    """Send a pyngx-internal alert to every live worker and agent and to this process.
+
+    Does nothing where there is no channel (the master, a script).
+    """
+    chan = _chan
+    if chan is not None:
+        chan.broadcast(name.encode(), data, INTERNAL, current=current)
 
 
 def receive_internal(name: str, handler: InternalHandler | None) -> None:
