@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -155,3 +157,44 @@ def test_packets_encode_split_and_flags() -> None:
     assert first == (channel.PACKET + 2, 2, channel.INTERNAL | channel.MORE)
     second = channel.HEAD.unpack_from(big, channel.HEAD.size + first[0])
     assert second == (1, 0, channel.INTERNAL | channel.CONT)
+
+
+def test_a_process_that_is_not_listening_yet_gets_its_alerts(single: asyncio.AbstractEventLoop) -> None:
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - a child that binds its name late
+        code = 1
+        try:
+            os.close(r)
+            time.sleep(0.3)
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as srv:
+                srv.bind(channel.address(os.getppid(), os.getpid()))
+                srv.listen()
+                srv.settimeout(5)
+                conn, _ = srv.accept()
+                with conn:
+                    want = len(channel.encode(b"late", b"first", 0) + channel.encode(b"late", "second", 0))
+                    data = b""
+                    while len(data) < want:
+                        data += conn.recv(65536)
+                os.write(w, data)
+                code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    try:
+        tree.TREE.add(pid, state.WORKER, 1, 1)  # type: ignore[union-attr]
+
+        async def main() -> None:
+            ipc.send(pid, "late", b"first")  # queued: nobody listens there yet
+            ipc.send(pid, "late", "second")
+            while channel.statistics()["queued"]:
+                await asyncio.sleep(0.02)
+
+        single.run_until_complete(asyncio.wait_for(main(), 10))
+        got = os.read(r, 65536)
+    finally:
+        os.close(r)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert got == channel.encode(b"late", b"first", 0) + channel.encode(b"late", "second", 0)
