@@ -3,10 +3,11 @@ per simulated process, each with its own pid) read the same log."""
 from __future__ import annotations
 
 import asyncio
-import gc
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import msgpack
 import pytest
 
 from pyngx.errors import NoMemoryError
@@ -176,15 +177,32 @@ def test_a_dead_process_does_not_hold_collection(zone_factory: Callable[[int], A
     assert world.buses[1].stats["collected"] > 0
 
 
-def test_a_missing_record_is_skipped_after_wait_max(zone_factory: Callable[[int], Any]) -> None:
+def test_a_hole_left_by_a_dead_poster_is_skipped(zone_factory: Callable[[int], Any]) -> None:
     zone = zone_factory(1 << 20)
-    world = World(zone, 1, Settings(wait_max=0.0))
-    zone.incr(eventbus.SEQ, 1)  # a poster took a number and died
+    world = World(zone, 1)
+    zone.incr(eventbus.SEQ, 1)  # a poster took a number and died before writing it
     world.buses[1].post("s", "e", 1, None)
-    assert world.buses[1].poll() == "wait"
     assert world.buses[1].poll() == "done"
     assert [d for d, *_ in world.seen[1]] == [1]
     assert world.buses[1].stats["lost"] == 1
+
+
+def test_a_slow_poster_is_waited_for_however_long(zone_factory: Callable[[int], Any]) -> None:
+    zone = zone_factory(1 << 20)
+    world = World(zone, 2, Settings(wait_max=0.0))
+    slow = world.buses[2]
+    zone.incr(eventbus.flag_key(2), 1)  # process 2 raised its flag and took a number...
+    n = zone.incr(eventbus.SEQ, 1)
+    world.buses[1].post("s", "e", "after", None)
+    assert world.buses[1].poll() == "wait"
+    time.sleep(0.01)
+    assert world.buses[1].poll() == "wait"  # ... and is descheduled for longer than wait_max
+    zone.safe_add(eventbus.record_key(n), msgpack.packb([2, "s", "e", "slow", None]))
+    zone.incr(eventbus.flag_key(2), -1)
+    assert world.buses[1].poll() == "done"
+    assert [d for d, *_ in world.seen[1]] == ["slow", "after"]
+    assert world.buses[1].stats["lost"] == 0
+    slow.poll()
 
 
 def test_poll_inside_a_handler_is_recursive(zone_factory: Callable[[int], Any]) -> None:

@@ -25,12 +25,19 @@ Zone layout (every key starts with ``ev:`` so the zone may hold other data):
     ev:u:UNIQUE     marker of a unique post: repeats are dropped while it lives
     ev:c:PID:K      claim counter of one unique event: the first incr handles it
     ev:s:PID        PID's spare chunk: freed to make room for a tombstone
+    ev:w:PID        1 while PID may be between taking a number and writing it
 
 A failed post must still fill its sequence number, or every reader would
 wait ``wait_max`` on the hole. So a process takes a number only while it
 holds a spare (one 64-byte chunk); when the record does not fit, the spare
 is deleted and the tombstone takes its place. Without a spare the post fails
 before it takes a number.
+
+A reader that finds a number taken but not written yet waits while a live
+process has its ``ev:w`` flag up (set before taking a number, cleared at the
+end of that loop turn, so a burst costs two writes, not two per post); only
+a hole whose poster is gone (it died between the two steps) is skipped. The
+original skips after ``wait_max`` even when the poster is only slow.
 """
 from __future__ import annotations
 
@@ -69,6 +76,10 @@ def pos_key(pid: int) -> str:
 
 def spare_key(pid: int) -> str:
     return f"ev:s:{pid}"
+
+
+def flag_key(pid: int) -> str:
+    return f"ev:w:{pid}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,13 +174,12 @@ class Bus:
         self.pos = 0  # the last sequence number read here
         self._stored = 0  # the position last written to the zone
         self._collected_at = 0  # our position at the last collection
-        self._gap_since: float | None = None
         self._busy = False
         self._local: deque[tuple[str, str, Any]] = deque()
         # Post side
         self._claims = 0
         self._spare = False
-        self._wake_pending = False
+        self._flagged = False  # our ev:w flag is up until the end of this loop turn
         # Background loop
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -191,6 +201,7 @@ class Bus:
         for key in (SEQ, MARK):
             _add_quietly(self.zone, key, 0)
         self.zone.safe_set(pos_key(self.pid), 0)
+        self.zone.safe_set(flag_key(self.pid), 0)
         self._ensure_spare()
         self.pos = self._seq()
         self._stored = 0
@@ -206,6 +217,7 @@ class Bus:
         try:
             self.zone.delete(pos_key(self.pid))
             self.zone.delete(spare_key(self.pid))
+            self.zone.delete(flag_key(self.pid))
         except Exception as exc:  # noqa: BLE001 - a zone closed under us at exit
             log.debug(f"worker-events: could not drop position: {exc}")
 
@@ -247,26 +259,31 @@ class Bus:
 
     def _append(self, blob: bytes) -> None:
         """Take the next sequence number and write BLOB under it; on failure a tombstone."""
+        lower_now = not self._flagged and not self._raise_flag()
         zone = self.zone
         try:
-            n = zone.incr(SEQ, 1)
-        except KeyNotFoundError:  # the zone was flushed under us: start the log again
-            _add_quietly(zone, SEQ, 0)
-            n = zone.incr(SEQ, 1)
-        key = f"ev:r:{n}"
-        try:
-            zone.safe_add(key, blob)
-        except NoMemoryError:
             try:
-                self._safe_add(key, blob, collect_first=True)
+                n = zone.incr(SEQ, 1)
+            except KeyNotFoundError:  # the zone was flushed under us: start the log again
+                _add_quietly(zone, SEQ, 0)
+                n = zone.incr(SEQ, 1)
+            key = f"ev:r:{n}"
+            try:
+                zone.safe_add(key, blob)
+            except NoMemoryError:
+                try:
+                    self._safe_add(key, blob, collect_first=True)
+                except BaseException:
+                    self._tombstone(n)
+                    raise
             except BaseException:
                 self._tombstone(n)
                 raise
-        except BaseException:
-            self._tombstone(n)
-            raise
+        finally:
+            if lower_now:
+                self._lower_flag()
         self.stats["posted"] += 1
-        self._after_post()
+        self._wake.set()
 
     def post_local(self, source: str, event: str, data: Any) -> None:
         self._local.append((source, event, data))
@@ -304,28 +321,39 @@ class Bus:
             self.zone.safe_add(record_key(n), TOMBSTONE)
         except KeyExistsError:
             pass
-        except Exception as exc:  # noqa: BLE001 - readers skip the hole after wait_max
+        except Exception as exc:  # noqa: BLE001 - readers step over the hole once our flag is down
             log.warn(f"worker-events: could not mark failed event {n}: {exc}")
 
-    def _after_post(self) -> None:
-        self._wake.set()
-        if self._wake_pending or self.wake_others is None:
-            return
+    def _raise_flag(self) -> bool:
+        """Say "between a number and its record" until the end of this loop turn."""
         try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        self._wake_pending = True
-        loop.call_soon(self._send_wake)
+            self.zone.incr(flag_key(self.pid), 1)
+        except KeyNotFoundError:
+            self.zone.safe_set(flag_key(self.pid), 1)
+        self._flagged = True
+        try:
+            asyncio.get_running_loop().call_soon(self._end_turn)
+        except RuntimeError:  # no loop here (a test): the post lowers it itself
+            return False
+        return True
 
-    def _send_wake(self) -> None:
-        self._wake_pending = False
+    def _end_turn(self) -> None:
+        """Lower our flag and wake the others: one write and one wake-up per loop turn."""
+        self._lower_flag()
         if self.wake_others is not None and not self.closed:
             try:
                 self.wake_others()
                 self.stats["wakeups_sent"] += 1
             except Exception as exc:  # noqa: BLE001 - the poll interval still delivers
                 log.debug(f"worker-events: wake-up failed: {exc}")
+
+    def _lower_flag(self) -> None:
+        if self._flagged:
+            self._flagged = False
+            try:
+                self.zone.safe_set(flag_key(self.pid), 0)
+            except Exception as exc:  # noqa: BLE001 - a zone closed under us at exit
+                log.debug(f"worker-events: could not lower the post flag: {exc}")
 
     def woken(self) -> None:
         """Another process posted: poll soon."""
@@ -367,7 +395,6 @@ class Bus:
             if blob is None and not self._hole(n):
                 result = "wait"
                 break
-            self._gap_since = None
             self.pos = n
             if blob is None or blob == TOMBSTONE:
                 continue
@@ -385,15 +412,14 @@ class Bus:
         return result
 
     def _hole(self, n: int) -> bool:
-        """A record not there yet: True when we give up waiting for it (wait_max)."""
-        now = time.monotonic()
-        if self._gap_since is None:
-            self._gap_since = now
-            return False
-        if now - self._gap_since < self.settings.wait_max:
-            return False
-        # its poster died between taking the number and writing the record
-        log.error(f"worker-events: dropping event {n}; waiting for event data timed out")
+        """Record N is not there: True to step over it (its poster is gone), False to wait."""
+        get = self.zone.get
+        for pid in self.peers():
+            if pid != self.pid and get(flag_key(pid)):
+                return False  # a live process is between a number and its record
+        if get(record_key(n)) is not None:
+            return False  # written meanwhile (its poster lowered its flag): read it now
+        log.error(f"worker-events: dropping event {n}: its poster exited before writing it")
         self.stats["lost"] += 1
         return True
 
