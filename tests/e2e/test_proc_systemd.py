@@ -44,10 +44,10 @@ def read_fields(sock: socket.socket) -> dict[str, str]:
     return dict(line.split("=", 1) for line in data.split("\n") if "=" in line)
 
 
-def who(prefix: Path, pids: list[int]) -> dict[int, list[str]]:
+def who(prefix: Path, pids: list[int], where: str = "logs") -> dict[int, list[str]]:
     out = {}
     for pid in pids:
-        path = prefix / "logs" / f"who.{pid}"
+        path = prefix / where / f"who.{pid}"
         if path.exists():
             out[pid] = path.read_text().split("|")
     return out
@@ -79,15 +79,17 @@ def test_workers_drop_to_user_and_the_agent_stays_root(daemon: object) -> None:
     base = Path(tempfile.mkdtemp(prefix="pyngx-user-"))
     os.chmod(base, 0o755)
     prefix = base / "p"
-    (prefix / "logs").mkdir(parents=True)
+    (prefix / "logs").mkdir(parents=True)  # root's: the master must hand the log files over
+    (prefix / "run").mkdir()
     os.chmod(prefix, 0o755)
-    os.chown(prefix / "logs", nobody.pw_uid, nobody.pw_gid)  # workers write their who file here
+    os.chown(prefix / "run", nobody.pw_uid, nobody.pw_gid)  # workers write their who file here
+    conf = (CONF.replace("worker_processes 2;", "worker_processes 2;\nuser nobody;")
+            .replace("logs/who.", "run/who.").replace("http {", "http {\n    access_log logs/access.log;"))
     try:
-        d = daemon(CONF.replace("worker_processes 2;", "worker_processes 2;\nuser nobody;"),
-                   prefix=prefix)  # type: ignore[operator]
+        d = daemon(conf, prefix=prefix)  # type: ignore[operator]
 
         def tree() -> dict[int, list[str]] | None:
-            found = who(d.prefix, children(d.master_pid))
+            found = who(d.prefix, children(d.master_pid), "run")
             return found if len(found) == 3 else None
         found = wait_until(tree, 10, what="workers and agent")
         for pid, (kind, uid, gid) in found.items():
@@ -96,6 +98,16 @@ def test_workers_drop_to_user_and_the_agent_stays_root(daemon: object) -> None:
             else:
                 assert (kind, uid) == ("privileged agent", "0")
         assert _status_uid(d.master_pid) == 0
+        access = prefix / "logs" / "access.log"
+        assert d.get("/")[0] == 200
+        wait_until(lambda: access.exists() and access.stat().st_size > 0, 5, what="an access log line")
+        # logrotate: rename, USR1, and the workers (not root) write to a new file
+        access.rename(prefix / "logs" / "access.log.1")
+        d.signal(signal.SIGUSR1)
+        d.wait_log("reopening logs")
+        wait_until(lambda: d.get("/")[0] == 200 and access.exists() and access.stat().st_size > 0, 5,
+                   what="a line in the new access log")
+        assert access.stat().st_uid == nobody.pw_uid
         d.stop()
         d.assert_clean_log()
     finally:

@@ -115,3 +115,26 @@ def version() -> str:
     import pyngx
 
     return str(getattr(pyngx, "__version__", "0.1.0"))
+
+
+def hand_logs_to(config: Config, creds: spawn.Credentials | None) -> None:
+    """Create the log files the workers open or reopen, owned by ``user``.
+
+    Workers run as ``user`` and open the access log themselves (and reopen both
+    logs on USR1) in directories that may belong to root: the master, still root,
+    creates the files first and gives them to that user (nginx opens them as root).
+    """
+    if creds is None:
+        return
+    paths = [log.error_log.path]
+    if config.http is not None:
+        paths.append(config.http.access_log.path)
+    for path in paths:
+        if not path:
+            continue
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644))
+            os.chown(path, creds.uid, creds.gid)
+        except OSError as exc:
+            log.alert(f'chown("{path}", {creds.uid}) failed ({exc.errno}: {exc.strerror})')
+

@@ -128,6 +128,7 @@ class Master:
         table.set_generation(self.cycle.generation, self.pid)
         log.notice(f"pyngx/{boot.version()} master process {self.pid} started")
         boot.preload()
+        boot.hand_logs_to(self.cycle.config, self.creds)
         self.start_generation()
         while self.stopping == "" or self.children:
             actions = self.wait()
@@ -422,6 +423,7 @@ class Master:
             service.notify_ready(self.pid)
             return
         self.move_pid_file(self.cycle.config, new.config)
+        boot.hand_logs_to(new.config, self.creds)
         self.old_cycles.append(self.cycle)
         self.cycle = new
         self.fails.clear()
@@ -466,12 +468,7 @@ class Master:
     def reopen(self) -> None:
         log.notice("signal 10 (SIGUSR1) received, reopening logs")
         log.reopen_all()
-        path = log.error_log.path
-        if self.creds is not None and path:
-            try:  # workers run as `user` and must be able to reopen the new file too
-                os.chown(path, self.creds.uid, -1)
-            except OSError:
-                pass
+        boot.hand_logs_to(self.cycle.config, self.creds)  # workers running as `user` reopen them next
         self.signal_children(signal.SIGUSR1, lambda c: True)
 
     def finish(self) -> int:
