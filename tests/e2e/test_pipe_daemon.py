@@ -231,6 +231,17 @@ def test_stopping_the_daemon_leaves_no_orphans(daemon, signo: int) -> None:
     wait_until(lambda: not any(group_alive(g) for g in groups), 10, what="every child to die")
 
 
+def test_a_reload_retires_the_old_workers_children(daemon) -> None:
+    d = daemon(conf())
+    pgid = int(d.get("/keep")[1])
+    _, old_worker = map(int, notes(d, "keep")[0])
+    assert group_alive(pgid)
+    d.signal(signal.SIGHUP)
+    wait_until(lambda: not pid_alive(old_worker), 15, what="the old worker to exit")
+    wait_until(lambda: not group_alive(pgid), 10, what="its child to die")
+    assert d.get("/fast") == (200, b"fast")
+
+
 def test_single_process_mode(daemon) -> None:
     d = daemon(conf(main="master_process off;"))
     status, body = d.get("/methods")
