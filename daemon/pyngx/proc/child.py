@@ -95,7 +95,7 @@ class Child:
         await run_init_worker(self.cycle)
         if tree.TREE is not None:
             tree.TREE.mark_ready(os.getpid())
-        if self.kind in (state.WORKER, state.SINGLE):
+        if self.kind in (state.WORKER, state.SINGLE) and not self.stop.done():
             self.http = await start_http(self.cycle)
         self._report_ready()
         if self.kind != state.SINGLE:
@@ -110,6 +110,8 @@ class Child:
 
     def request_stop(self, how: str) -> None:
         if not self.stop.done():
+            if self.kind != state.SINGLE and os.getppid() != STATE.master_pid:
+                log.warn(f"master process {STATE.master_pid} is gone, exiting")  # PR_SET_PDEATHSIG
             self.stop.set_result(how)
         elif how == "fast" and self.stop.result() == "graceful":
             # a second, fast request while shutting down gracefully: give up waiting
@@ -144,8 +146,7 @@ class Child:
 
         def check() -> None:
             if os.getppid() != master:
-                log.warn(f"master process {master} is gone, exiting")
-                self.request_stop("graceful")
+                self.request_stop("graceful")  # logs that the master is gone
             elif not self.stop.done():
                 self.loop.call_later(MASTER_CHECK, check)
 
