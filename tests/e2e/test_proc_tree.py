@@ -286,9 +286,11 @@ def test_reopen_follows_logrotate(daemon: object) -> None:
 def test_workers_exit_when_the_master_is_killed(daemon: object) -> None:
     d = make(daemon)
     tree = wait_tree(d)
-    os.kill(d.master_pid, signal.SIGKILL)
+    master = d.master_pid
+    os.kill(master, signal.SIGKILL)
     d.expect_errors = True
     wait_until(lambda: not any(pid_alive(p) for p in tree), 5, what="orphaned workers to exit")
+    assert f"master process {master} is gone, exiting" in d.error_log()
 
 
 def test_single_process_mode(daemon: object) -> None:
