@@ -11,8 +11,9 @@ import msgpack
 import pytest
 
 from pyngx.errors import NoMemoryError
-from pyngx.runtime import eventbus
-from pyngx.runtime.eventbus import Bus, Registry, Settings
+from pyngx.runtime import eventlog
+from pyngx.runtime.eventbus import Registry
+from pyngx.runtime.eventlog import Bus, Settings
 
 try:
     from pyngx.shm import shdict as _shdict
@@ -171,7 +172,7 @@ def test_a_dead_process_does_not_hold_collection(zone_factory: Callable[[int], A
     zone = zone_factory(1 << 20)
     world = World(zone, 2)
     world.pids.remove(2)  # process 2 died: the tree no longer lists it
-    for i in range(eventbus.GC_EVERY + 1):
+    for i in range(eventlog.GC_EVERY + 1):
         world.buses[1].post("s", "e", i, None)
     world.buses[1].poll()
     assert world.buses[1].stats["collected"] > 0
@@ -180,7 +181,7 @@ def test_a_dead_process_does_not_hold_collection(zone_factory: Callable[[int], A
 def test_a_hole_left_by_a_dead_poster_is_skipped(zone_factory: Callable[[int], Any]) -> None:
     zone = zone_factory(1 << 20)
     world = World(zone, 1)
-    zone.incr(eventbus.SEQ, 1)  # a poster took a number and died before writing it
+    zone.incr(eventlog.SEQ, 1)  # a poster took a number and died before writing it
     world.buses[1].post("s", "e", 1, None)
     assert world.buses[1].poll() == "done"
     assert [d for d, *_ in world.seen[1]] == [1]
@@ -191,14 +192,14 @@ def test_a_slow_poster_is_waited_for_however_long(zone_factory: Callable[[int], 
     zone = zone_factory(1 << 20)
     world = World(zone, 2, Settings(wait_max=0.0))
     slow = world.buses[2]
-    zone.incr(eventbus.flag_key(2), 1)  # process 2 raised its flag and took a number...
-    n = zone.incr(eventbus.SEQ, 1)
+    zone.incr(eventlog.flag_key(2), 1)  # process 2 raised its flag and took a number...
+    n = zone.incr(eventlog.SEQ, 1)
     world.buses[1].post("s", "e", "after", None)
     assert world.buses[1].poll() == "wait"
     time.sleep(0.01)
     assert world.buses[1].poll() == "wait"  # ... and is descheduled for longer than wait_max
-    zone.safe_add(eventbus.record_key(n), msgpack.packb([2, "s", "e", "slow", None]))
-    zone.incr(eventbus.flag_key(2), -1)
+    zone.safe_add(eventlog.record_key(n), msgpack.packb([2, "s", "e", "slow", None]))
+    zone.incr(eventlog.flag_key(2), -1)
     assert world.buses[1].poll() == "done"
     assert [d for d, *_ in world.seen[1]] == ["slow", "after"]
     assert world.buses[1].stats["lost"] == 0

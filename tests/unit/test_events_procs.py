@@ -12,7 +12,8 @@ import msgpack
 import pytest
 
 from pyngx.errors import NoMemoryError
-from pyngx.runtime.eventbus import Bus, Registry, Settings
+from pyngx.runtime.eventbus import Registry
+from pyngx.runtime.eventlog import Bus, Settings
 
 try:
     from pyngx.shm import shdict as _shdict
