@@ -21,7 +21,7 @@ import pytest
 
 from pyngx import ipc
 from pyngx.errors import IPCError
-from pyngx.runtime import channel, lifecycle, state, tree
+from pyngx.runtime import channel, ipcconn, lifecycle, state, tree
 from pyngx.runtime import loop as loops
 
 Body = Callable[[int, list[int]], Awaitable[Any]]
@@ -321,8 +321,8 @@ def test_stuck_receiver_makes_send_fail_not_hang(limit: int, pause: float, expec
         if i == 1:
             await asyncio.sleep(0.1)
             return None
-        channel.SEND_TIMEOUT = 0.5
-        channel.QUEUE_LIMIT = limit
+        ipcconn.SEND_TIMEOUT = 0.5
+        ipcconn.QUEUE_LIMIT = limit
         ipc.send(pids[1], "block", b"")
         ticks = 0
         started = time.monotonic()

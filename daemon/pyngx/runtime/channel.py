@@ -1,7 +1,7 @@
 """IPC transport between the workers and the agent of one master.
 
-Owns the sockets, the wire format, packet reassembly, the peer check and the
-dispatch of arrived alerts to handlers. Knows nothing of argument checking
+Owns this process's socket, its connections, the peer check on accept, the
+broadcast targets and the dispatch of arrived alerts to handlers. Knows nothing of argument checking
 (`pyngx.ipc` does that) nor of HTTP.
 
 Each process binds one unix stream socket in the abstract namespace,
@@ -15,19 +15,15 @@ table (`pyngx.runtime.tree`): the acceptor refuses a pid that is not a live
 process of this master, the connector refuses a socket bound by any process
 but the one it asked for (a squatter on the name).
 
-Wire format: packets ``<u32 body length><u16 name length><u8 flags>`` then
-the name and at most ``PACKET`` bytes of data. A longer message goes out as a
-first packet with ``MORE`` and continuation packets (``CONT``, no name), and is
-joined again on arrival. ``STR`` says the data was a ``str`` (UTF-8,
-surrogates kept); ``INTERNAL`` marks pyngx's own alerts, which never reach
-user handlers.
+The wire format and one connection's queue and reader are in
+`pyngx.runtime.ipcconn`.
 
 Sending never blocks: a message is appended to the connection's queue and
 written on the next loop turn (so a burst leaves in few syscalls); what the
 kernel does not take waits for the socket to be writable. The queue is
 bounded (``QUEUE_LIMIT``; one message of any size is accepted when the queue
-is empty), and a peer that has read nothing for ``SEND_TIMEOUT`` seconds while
-data waited is given up: its queue is dropped and ``send`` raises IPCError.
+is empty), and a peer that has read nothing for ``SEND_TIMEOUT`` seconds
+while data waited is given up: its queue is dropped and ``send`` raises IPCError.
 
 Internal API (for other parts of pyngx, e.g. the events engine's wake-ups):
 
@@ -46,11 +42,9 @@ Internal API (for other parts of pyngx, e.g. the events engine's wake-ups):
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import inspect
 import os
 import socket
-import struct
 import time
 from collections import deque
 from collections.abc import Callable
@@ -58,269 +52,29 @@ from typing import Any
 
 from pyngx import log
 from pyngx.errors import IPCError
-from pyngx.runtime import lifecycle, phase, state, tree
+from pyngx.runtime import ipcconn, lifecycle, phase, state, tree
+from pyngx.runtime.ipcconn import CONT as CONT
+from pyngx.runtime.ipcconn import HEAD as HEAD
+from pyngx.runtime.ipcconn import INTERNAL as INTERNAL
+from pyngx.runtime.ipcconn import MAX_NAME as MAX_NAME
+from pyngx.runtime.ipcconn import MORE as MORE
+from pyngx.runtime.ipcconn import PACKET as PACKET
+from pyngx.runtime.ipcconn import RECV_SIZE as RECV_SIZE
+from pyngx.runtime.ipcconn import STR as STR
+from pyngx.runtime.ipcconn import Conn as Conn
+from pyngx.runtime.ipcconn import address as address
+from pyngx.runtime.ipcconn import encode as encode
+from pyngx.runtime.ipcconn import packets as packets
 
-HEAD = struct.Struct("<IHB")  # body length, name length, flags
-STR, MORE, CONT, INTERNAL = 1, 2, 4, 8
-PACKET = 65536  # data bytes per packet
-MAX_NAME = 65535
-QUEUE_LIMIT = 64 * 1024 * 1024  # bytes waiting for one peer
-SEND_TIMEOUT = 5.0  # seconds a peer may read nothing while data waits for it
-STUCK_CHECK = 262144  # queued bytes from which a send checks SEND_TIMEOUT
-RECV_SIZE = 262144
 BACKLOG = 128
 ADOPT_WAIT = 2.0  # how long a fresh child may be missing from the table
-DIAL_WAIT = 5.0  # how long a process in the table may take to listen
-DIAL_EVERY = 0.01
-_CRED = struct.Struct("3i")
 
 Handler = Callable[[Any], Any]
 InternalHandler = Callable[[int, Any], Any]
 
-_sender: contextvars.ContextVar[int | None] = contextvars.ContextVar("pyngx_ipc_sender", default=None)
 _user: dict[bytes, Handler] = {}
 _internal: dict[bytes, InternalHandler] = {}
 _chan: Channel | None = None
-
-
-def address(master_pid: int, pid: int) -> str:
-    """The abstract socket name of PID under MASTER_PID."""
-    return f"\0pyngx-ipc-{master_pid}-{pid}"
-
-
-def packets(name: bytes, data: str | bytes, flags: int) -> tuple[bytes, ...] | list[Any]:
-    """The packets of one message, as buffers to append to a queue (no copy of a big payload)."""
-    if type(data) is str:
-        payload = data.encode("utf-8", "surrogatepass")
-        flags |= STR
-    else:
-        payload = bytes(data)
-    if len(payload) <= 4096:
-        return (HEAD.pack(len(name) + len(payload), len(name), flags) + name + payload,)
-    if len(payload) <= PACKET:  # appended as it is: no joined copy of a big payload
-        return (HEAD.pack(len(name) + len(payload), len(name), flags) + name, payload)
-    view = memoryview(payload)
-    out: list[Any] = [HEAD.pack(len(name) + PACKET, len(name), flags | MORE), name, view[:PACKET]]
-    for at in range(PACKET, len(payload), PACKET):
-        piece = view[at:at + PACKET]
-        more = MORE if at + PACKET < len(payload) else 0
-        out += (HEAD.pack(len(piece), 0, (flags & (STR | INTERNAL)) | CONT | more), piece)
-    return out
-
-
-def encode(name: bytes, data: str | bytes, flags: int) -> bytes:
-    """The packets of one message, joined (the bytes on the wire)."""
-    return b"".join(packets(name, data, flags))
-
-
-class Conn:
-    """One connection to one peer: a write queue and a packet reader."""
-
-    __slots__ = ("chan", "sock", "fd", "pid", "out", "head", "writing", "scheduled", "progress", "rest", "part",
-                 "closed", "dialing")
-
-    def __init__(self, chan: Channel, sock: socket.socket | None, pid: int) -> None:
-        self.chan, self.sock, self.fd, self.pid = chan, sock, -1, pid
-        # New messages are appended to `out`; `head` is the buffer being written. Swapping
-        # them (never deleting from the front of one growing buffer) copies each byte once.
-        self.out = bytearray()
-        self.head: memoryview | None = None
-        self.writing = self.scheduled = self.closed = False
-        self.progress = 0.0
-        self.rest = b""
-        self.part: tuple[bytes, int, list[bytes]] | None = None  # a message still arriving
-        self.dialing: asyncio.TimerHandle | None = None
-        if sock is not None:
-            self.attach(sock)
-        else:  # in the table but not listening yet (forked a moment ago): queue and dial again
-            self.dialing = chan.loop.call_later(DIAL_EVERY, self.redial, time.monotonic() + DIAL_WAIT)
-
-    def attach(self, sock: socket.socket) -> None:
-        self.sock, self.fd = sock, sock.fileno()
-        self.chan.loop.add_reader(self.fd, self.on_readable)
-        if self.queued() and not self.scheduled:
-            self.flush()
-
-    def redial(self, deadline: float) -> None:
-        self.dialing = None
-        try:
-            sock = self.chan.dial(self.pid)
-        except IPCError:
-            sock = None
-            deadline = 0.0
-        if sock is not None:
-            self.attach(sock)
-        elif time.monotonic() < deadline and _known(self.pid):
-            self.dialing = self.chan.loop.call_later(DIAL_EVERY, self.redial, deadline)
-        else:
-            log.warn(f"ipc: process {self.pid} is not listening, dropped {self.queued()} bytes queued for it")
-            self.close()
-
-    # -- writing --
-
-    def queue(self, pieces: tuple[bytes, ...] | list[Any]) -> None:
-        """Append one message's packets; raises IPCError when the peer does not keep up."""
-        queued = len(self.out) + (len(self.head) if self.head is not None else 0)
-        if queued:
-            # a queue the kernel could not take at once: is the peer still reading?
-            if queued > STUCK_CHECK and time.monotonic() - self.progress > SEND_TIMEOUT:
-                self.check_stuck()
-            if queued + (len(pieces[0]) if len(pieces) == 1 else sum(map(len, pieces))) > QUEUE_LIMIT:
-                raise IPCError("queue full")
-        else:
-            self.progress = time.monotonic()
-        out = self.out
-        for piece in pieces:
-            out += piece
-        if not self.scheduled and not self.writing:
-            self.scheduled = True
-            self.chan.loop.call_soon(self.flush)
-
-    def flush(self) -> None:
-        self.scheduled = False
-        if not self.writing and not self.closed and self.sock is not None:
-            self.write()
-
-    def queued(self) -> int:
-        return len(self.out) + (len(self.head) if self.head is not None else 0)
-
-    def write(self) -> None:
-        """Write what the kernel takes now; wait for writability for the rest."""
-        while True:
-            head = self.head
-            if head is None:
-                if not self.out:
-                    break
-                head = memoryview(self.out)
-                self.out = bytearray()
-            try:
-                n = self.sock.send(head)  # type: ignore[union-attr]
-            except (BlockingIOError, InterruptedError):
-                n = 0
-            except OSError:
-                self.close()
-                return
-            if n:
-                self.chan.bytes_out += n
-                self.progress = time.monotonic()
-            if n == len(head):
-                self.head = None
-                continue
-            self.head = head[n:]
-            break
-        if self.head is not None:
-            if not self.writing:
-                self.writing = True
-                self.chan.loop.add_writer(self.fd, self.write)
-        else:
-            if self.writing:
-                self.writing = False
-                self.chan.loop.remove_writer(self.fd)
-            if self.chan.waiter is not None:
-                self.chan.check_idle()
-
-    def check_stuck(self) -> None:
-        """Raise IPCError when the peer has read nothing for SEND_TIMEOUT."""
-        if self.sock is not None:
-            self.write()  # our own loop may have been the busy one: try before judging
-        if self.closed:
-            raise IPCError("no such process")
-        if self.queued() and time.monotonic() - self.progress > SEND_TIMEOUT:
-            self.give_up()
-            raise IPCError("timeout")
-
-    def give_up(self) -> None:
-        log.warn(f"ipc: process {self.pid} has read nothing for {SEND_TIMEOUT:g}s, "
-                 f"dropped {self.queued()} bytes queued for it")
-        self.close()
-
-    # -- reading --
-
-    def on_readable(self) -> None:
-        chan = self.chan
-        try:
-            # into one reused buffer: recv(n) would allocate n fresh bytes per call, several times slower
-            n = self.sock.recv_into(chan.rbuf)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            n = 0
-        if not n:
-            self.close()
-            return
-        data = chan.rview[:n].tobytes()
-        self.chan.bytes_in += len(data)
-        if self.rest:
-            data = self.rest + data
-        # one sender per connection: its pid and the phase are set once for the whole read
-        sender_token, phase_token = _sender.set(self.pid), phase.set(phase.IPC)
-        try:
-            self.parse(data)
-        finally:
-            phase.reset(phase_token)
-            _sender.reset(sender_token)
-
-    def parse(self, data: bytes) -> None:
-        """Deliver every whole message in DATA; keep the rest for the next read."""
-        pos, end, size = 0, len(data), HEAD.size
-        unpack, deliver = HEAD.unpack_from, self.chan.deliver
-        while end - pos >= size:
-            blen, nlen, flags = unpack(data, pos)
-            if blen > PACKET + MAX_NAME or nlen > blen:
-                return self.violation(f"a malformed packet ({blen} bytes, name {nlen})")
-            stop = pos + size + blen
-            if stop > end:
-                break
-            start = pos + size + nlen
-            if flags & (MORE | CONT):
-                self.piece(data[pos + size:start], data[start:stop], flags)
-            elif flags & STR:
-                deliver(self.pid, data[pos + size:start], flags, data[start:stop].decode("utf-8", "surrogatepass"))
-            else:
-                deliver(self.pid, data[pos + size:start], flags, data[start:stop])
-            if self.closed:
-                return
-            pos = stop
-        self.rest = data[pos:] if pos < end else b""
-
-    def piece(self, name: bytes, payload: bytes, flags: int) -> None:
-        """One packet of a message split in several."""
-        if not flags & CONT:
-            self.part = (name, flags, [payload])
-            return
-        if self.part is None:
-            self.violation("a continuation packet with no message")
-            return
-        self.part[2].append(payload)
-        if not flags & MORE:
-            name, first, parts = self.part
-            self.part = None
-            whole = b"".join(parts)
-            self.chan.deliver(self.pid, name, first, whole.decode("utf-8", "surrogatepass") if first & STR else whole)
-
-    def violation(self, what: str) -> None:
-        log.error(f"ipc: process {self.pid} sent {what}, connection closed")
-        self.close()
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        if self.dialing is not None:
-            self.dialing.cancel()
-        if self.sock is not None:
-            loop = self.chan.loop
-            try:
-                loop.remove_reader(self.fd)
-                if self.writing:
-                    loop.remove_writer(self.fd)
-            except Exception:  # noqa: BLE001 - the loop may be closing already
-                pass
-            self.sock.close()
-        lost = self.queued() > 0 or self.part is not None
-        self.out = bytearray()
-        self.head = None
-        self.chan.forget(self, lost)
 
 
 class Channel:
@@ -388,14 +142,14 @@ class Channel:
     def drain_local(self) -> None:
         self.local_scheduled = False
         local, pid = self.local, self.pid
-        sender_token, phase_token = _sender.set(pid), phase.set(phase.IPC)
+        sender_token, phase_token = ipcconn.SENDER.set(pid), phase.set(phase.IPC)
         try:
             for _ in range(len(local)):  # what handlers send to themselves now waits for the next turn
                 name, flags, data = local.popleft()
                 self.deliver(pid, name, flags, data)
         finally:
             phase.reset(phase_token)
-            _sender.reset(sender_token)
+            ipcconn.SENDER.reset(sender_token)
         if self.waiter is not None:
             self.check_idle()
 
@@ -415,7 +169,7 @@ class Channel:
 
     def connect(self, pid: int) -> Conn:
         """The connection to PID, opened now (or dialling, while PID starts)."""
-        if not _known(pid):
+        if not ipcconn.known(pid):
             raise IPCError("no such process")
         conn = Conn(self, self.dial(pid), pid)
         self.conns[pid] = conn
@@ -427,7 +181,7 @@ class Channel:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
         try:
             sock.connect(address(self.master, pid))
-            owner = _peer(sock)[0]
+            owner = ipcconn.peer(sock)[0]
         except (BlockingIOError, InterruptedError):
             sock.close()
             raise IPCError("busy") from None  # its backlog is full: it accepts nothing
@@ -455,10 +209,10 @@ class Channel:
                 log.error(f"ipc: accept() failed ({exc.errno}: {exc.strerror})")
                 return
             sock.setblocking(False)
-            pid, uid, _ = _peer(sock)
-            if _known(pid):
+            pid, uid, _ = ipcconn.peer(sock)
+            if ipcconn.known(pid):
                 self.adopt(sock, pid)
-            elif _parent(pid) == self.master:
+            elif ipcconn.parent(pid) == self.master:
                 # forked a moment ago: the master has not written it in the table yet
                 self.parked.add(sock)
                 self.loop.call_later(0.005, self.recheck, sock, pid, time.monotonic() + ADOPT_WAIT)
@@ -468,10 +222,10 @@ class Channel:
     def recheck(self, sock: socket.socket, pid: int, deadline: float) -> None:
         if sock not in self.parked:
             return
-        if _known(pid):
+        if ipcconn.known(pid):
             self.parked.discard(sock)
             self.adopt(sock, pid)
-        elif time.monotonic() < deadline and _parent(pid) == self.master:
+        elif time.monotonic() < deadline and ipcconn.parent(pid) == self.master:
             self.loop.call_later(0.02, self.recheck, sock, pid, deadline)
         else:
             self.parked.discard(sock)
@@ -551,7 +305,7 @@ class Channel:
         """Graceful exit: let async handlers finish and queued alerts leave.
 
         Bounded by the caller (worker_shutdown_timeout); a peer that reads
-        nothing for SEND_TIMEOUT is given up sooner.
+        nothing for ipcconn.SEND_TIMEOUT is given up sooner.
         """
         while self.busy():
             if self.tasks:
@@ -559,11 +313,11 @@ class Channel:
                 continue
             self.waiter = self.loop.create_future()
             try:
-                await asyncio.wait_for(self.waiter, SEND_TIMEOUT)
+                await asyncio.wait_for(self.waiter, ipcconn.SEND_TIMEOUT)
             except asyncio.TimeoutError:
                 now = time.monotonic()
                 for conn in list(self.every):
-                    if conn.queued() and now - conn.progress > SEND_TIMEOUT:
+                    if conn.queued() and now - conn.progress > ipcconn.SEND_TIMEOUT:
                         conn.give_up()
             finally:
                 self.waiter = None
@@ -594,26 +348,6 @@ class Channel:
                 "bytes": self.bytes_in + self.bytes_out, "bytes_in": self.bytes_in,
                 "bytes_out": self.bytes_out, "refused": self.refused, "peers": len(self.every),
                 "queued": sum(c.queued() for c in self.every)}
-
-
-def _peer(sock: socket.socket) -> tuple[int, int, int]:
-    """(pid, uid, gid) of the other end, from the kernel (SO_PEERCRED)."""
-    return _CRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size))
-
-
-def _known(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    table = tree.TREE
-    return table is not None and pid > 0 and table.has(pid)
-
-
-def _parent(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return int(f.read().rsplit(b")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return -1
 
 
 # -- the module API --
@@ -647,7 +381,7 @@ os.register_at_fork(after_in_child=_forget_after_fork)
 
 def sender() -> int | None:
     """The pid whose alert the running handler is handling, else None."""
-    return _sender.get()
+    return ipcconn.SENDER.get()
 
 
 def set_handler(name: bytes, fn: Handler | None) -> None:
