@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from pyngx import conf
 from pyngx.conf import values
+from pyngx.conf.handlers import SHDICT_MAX, SHDICT_MIN
 from pyngx.conf.parse import display_path
 
 NAME = "pyngx"
@@ -107,9 +108,12 @@ def _shdict(text: str) -> tuple[str, int]:
     try:
         if len(parts) != 2:
             raise values.Invalid("")
-        return parts[0], values.size(parts[1])
+        size = values.size(parts[1])
+        if not SHDICT_MIN <= size < SHDICT_MAX:
+            raise values.Invalid("")
+        return parts[0], size
     except values.Invalid:
-        raise UsageError(f"invalid --shdict \"{text}\", it must be 'NAME SIZE'") from None
+        raise UsageError(f"invalid --shdict \"{text}\", it must be 'NAME SIZE' with SIZE from 8k to 4g") from None
 
 
 def version_text(full: bool) -> str:

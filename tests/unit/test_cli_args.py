@@ -22,8 +22,8 @@ def test_parse_args_forms() -> None:
     (["-s", "restart"], 'pyngx: invalid option: "-s restart"\n'),
     (["-c"], 'pyngx: option "-c" requires conf\n'),
     (["-p"], 'pyngx: option "-p" requires prefix\n'),
-    (["--shdict", "only-a-name"], "pyngx: invalid --shdict \"only-a-name\", it must be 'NAME SIZE'\n"),
-    (["--shdict", "a 1q"], "pyngx: invalid --shdict \"a 1q\", it must be 'NAME SIZE'\n"),
+    (["--shdict", "only-a-name"], "pyngx: invalid --shdict \"only-a-name\", it must be 'NAME SIZE' with SIZE from 8k to 4g\n"),
+    (["--shdict", "a 1q"], "pyngx: invalid --shdict \"a 1q\", it must be 'NAME SIZE' with SIZE from 8k to 4g\n"),
     (["stray"], 'pyngx: invalid option: "stray"\n'),
     (["--long"], 'pyngx: invalid option: "--long"\n'),
 ])

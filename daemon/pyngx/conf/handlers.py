@@ -22,6 +22,7 @@ from pyngx.conf.values import Invalid
 # Contexts (where a directive may appear), as bits.
 MAIN, EVENTS, HTTP, SERVER, LOCATION = 1, 2, 4, 8, 16
 ANY = MAIN | EVENTS | HTTP | SERVER | LOCATION
+SHDICT_MIN, SHDICT_MAX = 8192, 4 << 30
 
 
 class Loader(Protocol):
@@ -123,8 +124,8 @@ def python_path(ctx: Ctx, st: Stmt) -> None:
 def python_shared_dict(ctx: Ctx, st: Stmt) -> None:
     name = st.args[0]
     size = values.size(st.args[1])
-    if size <= 0:
-        raise Invalid(f'invalid value "{st.args[1]}"')
+    if not SHDICT_MIN <= size < SHDICT_MAX:  # lua-nginx-module's words and lower bound; the zone is 32-bit
+        raise Invalid(f'invalid python shared dict size "{st.args[1]}"', whole=True)
     persist = None
     if len(st.args) > 2:
         key, eq, path = st.args[2].partition("=")
