@@ -66,6 +66,7 @@ from pyngx.runtime.ipcconn import address as address
 from pyngx.runtime.ipcconn import encode as encode
 from pyngx.runtime.ipcconn import packets as packets
 
+_pack = HEAD.pack
 BACKLOG = 128
 ADOPT_WAIT = 2.0  # how long a fresh child may be missing from the table
 
@@ -112,7 +113,10 @@ class Channel:
             conn = self.conns.get(pid)
             if conn is None:
                 conn = self.connect(pid)
-            conn.queue(packets(name, data, flags))
+            if type(data) is bytes and len(data) <= 4096:  # the common case, without a call
+                conn.queue((_pack(len(name) + len(data), len(name), flags) + name + data,))
+            else:
+                conn.queue(packets(name, data, flags))
         self.sent += 1
 
     def broadcast(self, name: bytes, data: str | bytes, flags: int = 0, *, current: bool = True) -> None:

@@ -223,21 +223,22 @@ class Conn:
     def parse(self, data: bytes) -> None:
         """Deliver every whole message in DATA; keep the rest for the next read."""
         pos, end, size = 0, len(data), HEAD.size
-        unpack, deliver = HEAD.unpack_from, self.chan.deliver
+        unpack, deliver, pid = HEAD.unpack_from, self.chan.deliver, self.pid
+        longest, split = PACKET + MAX_NAME, MORE | CONT
         while end - pos >= size:
             blen, nlen, flags = unpack(data, pos)
-            if blen > PACKET + MAX_NAME or nlen > blen:
+            if blen > longest or nlen > blen:
                 return self.violation(f"a malformed packet ({blen} bytes, name {nlen})")
             stop = pos + size + blen
             if stop > end:
                 break
             start = pos + size + nlen
-            if flags & (MORE | CONT):
+            if flags & split:
                 self.piece(data[pos + size:start], data[start:stop], flags)
             elif flags & STR:
-                deliver(self.pid, data[pos + size:start], flags, data[start:stop].decode("utf-8", "surrogatepass"))
+                deliver(pid, data[pos + size:start], flags, data[start:stop].decode("utf-8", "surrogatepass"))
             else:
-                deliver(self.pid, data[pos + size:start], flags, data[start:stop])
+                deliver(pid, data[pos + size:start], flags, data[start:stop])
             if self.closed:
                 return
             pos = stop
