@@ -289,6 +289,8 @@ class Bus:
     def _lower_flag(self) -> None:
         if self._flagged:
             self._flagged = False
+            if self.closed:
+                return  # leave() deleted the flag with our other keys
             try:
                 self.zone.safe_set(flag_key(self.pid), 0)
             except Exception as exc:  # noqa: BLE001 - a zone closed under us at exit
