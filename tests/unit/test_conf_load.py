@@ -221,3 +221,17 @@ def test_dump_prints_every_file(write: Any, tmp_path: Path) -> None:
     out = conf.dump("conf/pyngx.conf", str(tmp_path))
     assert out == (f"# configuration file {tmp_path}/conf/pyngx.conf:\ninclude more.inc;\n\n"
                    f"# configuration file {tmp_path}/conf/more.inc:\nworker_processes 2;\n\n")
+
+
+def test_windows_line_ends_and_a_byte_order_mark(write: Any, tmp_path: Path) -> None:
+    text = ("\ufeffworker_processes 2;\r\nhttp {\r\n server {\r\n  location / {\r\n   content_by_python_block {\r\n"
+            "    x = {'a': '}'}\r\n    raise ValueError(x)\r\n   }\r\n  }\r\n }\r\n}\r\n")
+    (tmp_path / "conf" / "pyngx.conf").write_bytes(text.encode())
+    c = conf.load("conf/pyngx.conf", str(tmp_path))
+    assert c.worker_processes == 2
+    chunk = c.http.servers[0].locations[0].content
+    ns: dict[str, Any] = {}
+    exec(chunk.code, ns)
+    with pytest.raises(ValueError) as info:
+        ns[HANDLER_NAME]()
+    assert traceback.extract_tb(info.value.__traceback__)[-1].lineno == 7

@@ -391,7 +391,7 @@ def _python_close(text: str, start: int, line: int, file: str) -> int:
 def read_file(path: str, shown: str, where: tuple[str, int]) -> str:
     """The text of PATH; an unreadable file is nginx's ``open() "PATH" failed (errno: reason)``."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # an editor's byte-order mark is not a directive
             return f.read()
     except OSError as exc:
         raise ConfError(f'open() "{shown}" failed ({exc.errno}: {exc.strerror})', *where) from None
