@@ -216,16 +216,17 @@ def prepare(loop: asyncio.AbstractEventLoop) -> None:
         log.warn(f"cannot start the pipe guardian: {exc}")
         return
     try:
-        popen = subprocess.Popen(["/bin/sh", "-c", _GUARD_SCRIPT, "pyngx-pipe-guard", str(_reg.list_fd)], stdin=r, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL, close_fds=True, pass_fds=(_reg.list_fd,),
-                                 start_new_session=True)
+        # its own session: a Ctrl-C or a signal to our group must not take the guardian first
+        popen = subprocess.Popen(["/bin/sh", "-c", _GUARD_SCRIPT, "pyngx-pipe-guard", str(_reg.list_fd)],
+                                 stdin=r, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True,
+                                 pass_fds=(_reg.list_fd,), start_new_session=True)
     except OSError as exc:
         close_fd(w)
         log.warn(f"cannot start the pipe guardian: {exc}")
         return
     finally:
         close_fd(r)
-    popen.returncode = 0  # reaped by us (through _live), not by subprocess' own bookkeeping
+    popen.returncode = 0  # reaped through the registry, not by subprocess' own bookkeeping
     _reg.guard_fd, _reg.guard_pid = w, popen.pid
     guard = Child(popen.pid, loop)
     _reg.live[popen.pid] = guard
