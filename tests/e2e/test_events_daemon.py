@@ -293,3 +293,49 @@ def test_reload_starts_at_the_current_position_and_old_processes_see_stopping(da
     got = wait_until(lambda: (s := seen(d)) and all(events_of(s.get(p, []))[-1:] == ["after0"] for p in new) and s, 10)
     for pid in new:
         assert events_of(got[pid]) == ["after0"]  # old events are not replayed
+
+
+def test_a_slow_process_makes_posts_wait_but_nobody_loses_events(daemon: Callable[..., Daemon]) -> None:
+    extra = """
+        import time
+        got = bytearray(3000)
+        def on_burst(data, event, source, pid):
+            if event == "b":
+                got[data] += 1
+                if kind == "agent" and data % 500 == 0:
+                    time.sleep(0.2)  # a slow handler in one process
+            else:
+                note("burst", kind, got.count(0), sum(1 for x in got if x > 1))
+        events.register(on_burst, "burst")
+"""
+    locations = """
+        location /burst {
+            content_by_python_block {
+                from pyngx import events
+                i = refused = 0
+                while i < 3000:
+                    try:
+                        events.post("burst", "b", i)
+                    except ngx.NoMemoryError:
+                        refused += 1
+                        await ngx.sleep(0.005)
+                        continue
+                    i += 1
+                    if i % 100 == 0:
+                        await ngx.sleep(0)
+                events.post("burst", "end")
+                ngx.say(refused)
+            }
+        }
+"""
+    d = start(daemon, extra=extra, locations=locations, zone="64k")
+    status, _, body = d.request("GET", "/burst", timeout=60)
+    assert status == 200
+    assert int(body) > 0  # the zone was full of what the slow agent had not read: posts were refused
+
+    def reports() -> list[list[str]] | None:
+        found = [ln for lines in seen(d).values() for ln in lines if ln[0] == "burst"]
+        return found if len(found) == 3 else None
+
+    for line in wait_until(reports, 60, what="every process to handle the whole burst"):
+        assert line[2:4] == ["0", "0"], line
