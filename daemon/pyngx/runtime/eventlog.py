@@ -117,6 +117,7 @@ class Bus:
         self._local: deque[tuple[str, str, Any]] = deque()
         # Post side
         self._claims = 0
+        self._mine: dict[int, bytes] = {}  # our own recent records: read without the zone
         self._spare = False
         self._flagged = False  # our ev:w flag is up until the end of this loop turn
         # Background loop
@@ -209,6 +210,8 @@ class Bus:
             key = f"ev:r:{n}"
             try:
                 zone.safe_add(key, blob)
+                if len(self._mine) < 4096:
+                    self._mine[n] = blob
             except NoMemoryError:
                 try:
                     self._safe_add(key, blob, collect_first=True)
@@ -327,12 +330,15 @@ class Bus:
         if seq < self.pos:
             log.warn(f"worker-events: the event log in \"{self.name}\" was reset, reading from {seq}")
             self.pos = seq
+            self._mine.clear()
         end = min(seq, self.pos + limit) if limit > 0 else seq
-        get, unpack, dispatch = self.zone.get, msgpack.unpackb, self.dispatch
+        get, unpack, dispatch, mine = self.zone.get, msgpack.unpackb, self.dispatch, self._mine
         result = "done"
         while self.pos < end:
             n = self.pos + 1
-            blob = get(f"ev:r:{n}")
+            blob = mine.pop(n, None) if mine else None
+            if blob is None:
+                blob = get(f"ev:r:{n}")
             if blob is None and not self._hole(n):
                 result = "wait"
                 break
