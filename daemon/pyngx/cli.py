@@ -156,7 +156,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(version_text(opts.version == 2) + "\n")
         if not (opts.test or opts.dump):
             return 0
-    prefix = opts.prefix if opts.prefix is not None else os.getcwd()
+    try:
+        prefix = os.path.abspath(opts.prefix if opts.prefix is not None else ".")
+    except OSError as exc:  # the current directory was removed
+        _err(f"[emerg] getcwd() failed ({exc.errno}: {exc.strerror})")
+        return 1
     if opts.code is not None:
         return _run_code(opts, prefix)
     conf_path = opts.conf if opts.conf is not None else DEFAULT_CONF

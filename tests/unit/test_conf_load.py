@@ -235,3 +235,9 @@ def test_windows_line_ends_and_a_byte_order_mark(write: Any, tmp_path: Path) -> 
     with pytest.raises(ValueError) as info:
         ns[HANDLER_NAME]()
     assert traceback.extract_tb(info.value.__traceback__)[-1].lineno == 7
+
+
+def test_hostile_names_are_conf_errors(write: Any) -> None:
+    assert error(write, 'include "a\0b";') == 'open() "conf/a\\x00b" failed (embedded null byte) in conf/pyngx.conf:1'
+    assert error(write, "a {" * 100) == "blocks nested deeper than 64 in conf/pyngx.conf:1"
+    assert error(write, "http { client_max_body_size ١m; }").startswith('"client_max_body_size" directive invalid value')

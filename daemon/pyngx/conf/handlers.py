@@ -192,13 +192,13 @@ def parse_address(text: str) -> tuple[str, int]:
         if not bracket or (rest and not rest.startswith(":")):
             raise Invalid(f'invalid host in "{text}" of the "listen" directive', whole=True)
         port_text = rest[1:] if rest else "80"
-    elif text.isdigit():
+    elif text.isascii() and text.isdigit():
         host, port_text = "*", text
     elif ":" in text:
         host, _, port_text = text.rpartition(":")
     else:
         host, port_text = text, "80"
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
         raise Invalid(f'invalid port in "{text}" of the "listen" directive', whole=True)
     host = {"*": "0.0.0.0", "": "0.0.0.0", "localhost": "127.0.0.1"}.get(host, host)
     try:
@@ -243,7 +243,7 @@ def location(ctx: Ctx, st: Stmt) -> Ctx:
     if modifier in ("~", "~*"):
         try:
             regex = re.compile(pattern, re.IGNORECASE if modifier == "~*" else 0)
-        except (re.error, OverflowError, RecursionError) as exc:
+        except (re.error, OverflowError, RecursionError, ValueError) as exc:
             raise Invalid(f're.compile() failed: {exc} in "{pattern}"', whole=True) from None
     else:  # "=" and prefixes (plain or ^~) each may name a URI once per server
         key = (modifier == "=", pattern)

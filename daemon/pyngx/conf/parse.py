@@ -22,6 +22,7 @@ from lark.lexer import BasicLexer, Lexer, LexerState, LineCounter
 from lark.utils import TextSlice
 
 MAX_INCLUDE_DEPTH = 32
+MAX_DEPTH = 64  # nested blocks (nginx needs 4: http, server, location, and one more if nested)
 
 
 class ConfError(Exception):
@@ -203,6 +204,8 @@ class _ConfLexer(Lexer):
                     yield self._python(text, tok, state)
                     at_start, python = True, False
                     continue
+                if len(opened) >= MAX_DEPTH:
+                    raise ConfError(f"blocks nested deeper than {MAX_DEPTH}", "", tok.line)
                 opened.append(tok.line)
                 at_start = True
             elif kind == "RBRACE":
@@ -354,6 +357,8 @@ def parse_text(text: str, file: str, path: str = "") -> list[Stmt]:
                 words = []
                 pos = close + 1
                 continue
+            if len(stack) >= MAX_DEPTH:
+                raise ConfError(f"blocks nested deeper than {MAX_DEPTH}", file, line)
             stack.append((items, words, first_line, line))
             items, words = [], []
         else:  # RBRACE
@@ -395,8 +400,10 @@ def read_file(path: str, shown: str, where: tuple[str, int]) -> str:
             return f.read()
     except OSError as exc:
         raise ConfError(f'open() "{shown}" failed ({exc.errno}: {exc.strerror})', *where) from None
-    except UnicodeDecodeError as exc:
-        raise ConfError(f'"{shown}" is not UTF-8 text ({exc.reason})', *where) from None
+    except ValueError as exc:  # a NUL in the name; UnicodeDecodeError is a ValueError too, caught below
+        if isinstance(exc, UnicodeDecodeError):
+            raise ConfError(f'"{shown}" is not UTF-8 text ({exc.reason})', *where) from None
+        raise ConfError(f'open() "{repr(shown)[1:-1]}" failed ({exc})', *where) from None
 
 
 def parse_file(path: str, files: list[str], where: tuple[str, int] = ("", 0)) -> list[Stmt]:

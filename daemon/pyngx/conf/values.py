@@ -18,9 +18,9 @@ class Invalid(Exception):
         self.whole = whole
 
 
-_SIZE = re.compile(r"(\d+)([kKmMgG]?)")
+_SIZE = re.compile(r"(\d+)([kKmMgG]?)", re.ASCII)
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-_TIME = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|M|y|)")
+_TIME = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|M|y|)", re.ASCII)
 _TIME_UNITS = {"ms": 0.001, "": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0,
                "M": 2592000.0, "y": 31536000.0}
 
