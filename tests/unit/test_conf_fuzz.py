@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from pyngx import conf
 from pyngx.conf import parse
+from pyngx.conf.directives import TABLE
 
 CORPUS = Path(__file__).resolve().parent.parent / "conf"
 # PYNGX_FUZZ_EXAMPLES=5000 for a deeper search than the default run.
@@ -86,3 +87,38 @@ def test_random_text_raises_only_conf_error(parts: list[str]) -> None:
     except conf.ConfError as exc:
         ref = str(exc)  # type: ignore[assignment]
     assert fast == ref
+
+
+NAMES = sorted(TABLE) + ["bogus", "x_block"]
+ARGS = ["0", "1", "-1", "1k", "8k", "64M", "5g", "99999999999999999999", "1.5", "30s", "1h30m", "500ms", "auto",
+        "on", "off", "maybe", "[::1]:80", "[::1", "127.0.0.1:0", "*:8080", "8080", "reuseport", "persist=",
+        "persist=logs/x.db", "$", "$v", "$1", "~", "~*", "=", "^~", "(", "^/a$", "http://x", "301", "1000", "",
+        "\u0663", "a\\\\b", "combined", "stderr", "debug", "nobody", "*.conf", "conf/../x", "/", "%s"]
+
+
+@st.composite
+def generated(draw: st.DrawFn, depth: int = 0) -> str:
+    """A config from the table's names and awkward values: reaches every handler with odd input."""
+    out = []
+    for _ in range(draw(st.integers(0, 5 if depth < 3 else 2))):
+        name = draw(st.sampled_from(NAMES))
+        args = " ".join('"' + a.replace('"', '\\"') + '"' for a in draw(st.lists(st.sampled_from(ARGS), max_size=3)))
+        kind = TABLE[name].kind if name in TABLE else "simple"
+        if kind == "python" or (name == "x_block" and draw(st.booleans())):
+            out.append(f"{name} {args} {{\n x = {{'a': 1}}\n}}")
+        elif kind == "block" and depth < 4:
+            out.append(f"{name} {args} {{\n{draw(generated(depth + 1))}\n}}")
+        else:
+            out.append(f"{name} {args};")
+    return "\n".join(out)
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=generated())
+def test_generated_configs_raise_only_conf_error(prefix: str, text: str) -> None:
+    with open(os.path.join(prefix, "conf", "pyngx.conf"), "w", encoding="utf-8") as f:
+        f.write(text)
+    try:
+        conf.load("conf/pyngx.conf", prefix)
+    except conf.ConfError:
+        pass
