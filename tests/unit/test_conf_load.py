@@ -124,7 +124,7 @@ def test_extra_directives_override_and_report_command_line(write: Any) -> None:
     c = write("daemon on; worker_processes 3;", ("daemon off; master_process off;",))
     assert (c.daemon, c.master_process, c.worker_processes) == (False, False, 3)
     assert error(write, "", ("foo;",)) == 'unknown directive "foo" in command line'
-    assert error(write, "", ("daemon",)) == 'unexpected end of file, expecting ";" or "}" in command line:1'
+    assert error(write, "", ("daemon",)) == 'unexpected end of file, expecting ";" or "}" in command line'
     assert error(write, "", ("include x;",)) == '"include" directive is not allowed here in command line'
 
 

@@ -62,7 +62,7 @@ def load(path: str, prefix: str, extra: Sequence[str] = ()) -> Config:
     main_path = os.path.normpath(os.path.join(prefix, path))
     files: list[str] = []
     stmts = parse.parse_file(main_path, files)
-    extra_stmts = [_command_line(st) for text in extra for st in parse.parse_text(text, COMMAND_LINE)]
+    extra_stmts = [_command_line(st) for text in extra for st in _parse_extra(text)]
     for st in extra_stmts:
         if st.name == "include":
             raise ConfError('"include" directive is not allowed here', COMMAND_LINE, 0)
@@ -88,6 +88,13 @@ def dump(path: str, prefix: str) -> str:
             out.append("\n")
         out.append("\n")
     return "".join(out)
+
+
+def _parse_extra(text: str) -> list[Stmt]:
+    try:
+        return parse.parse_text(text, COMMAND_LINE)
+    except ConfError as exc:
+        raise ConfError(exc.message, COMMAND_LINE, 0) from None
 
 
 def _command_line(st: Stmt) -> Stmt:
