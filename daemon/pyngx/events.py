@@ -109,7 +109,7 @@ class EventList:
     def __getattr__(self, name: str) -> str:
         if name in self._names:
             return name
-        raise AttributeError(f"event '{name}' is an unknown event")
+        raise AttributeError(f"unknown event '{name}' (source '{self._source}')")
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("an event list is read-only")
@@ -124,7 +124,7 @@ class EventList:
 def event_list(source: str, *names: str) -> EventList:
     """An object whose attributes are NAMES and whose ``_source`` is SOURCE.
 
-    A typo in an event name raises AttributeError("event 'x' is an unknown event").
+    A typo in an event name raises AttributeError("unknown event 'x' (source 'SOURCE')").
     """
     if not isinstance(source, str) or not source:
         raise ValueError("source is required")

@@ -205,7 +205,7 @@ def test_post_local_and_filters(daemon: Callable[..., Daemon]) -> None:
         else:
             assert not [ln for ln in lines if ln[2] == "here"]
         assert [w for w in words if w[2] != "here"] == expect + [("src", "t", "e", "end0")]
-        assert ["typo", "event_'c'_is_an_unknown_event", "", "", ""] in lines
+        assert ["typo", "unknown_event_'c'_(source_'t')", "", "", ""] in lines
 
 
 def test_weak_handlers_go_away_with_their_callback(daemon: Callable[..., Daemon]) -> None:

@@ -57,7 +57,7 @@ def test_event_list() -> None:
     ev = events.event_list("my-source", "started", "event2")
     assert ev._source == "my-source"
     assert ev.started == "started" and ev.event2 == "event2"
-    with pytest.raises(AttributeError, match="event 'stoppping' is an unknown event"):
+    with pytest.raises(AttributeError, match="unknown event 'stoppping' \\(source 'my-source'\\)"):
         ev.stoppping  # noqa: B018
     with pytest.raises(AttributeError):
         ev.started = "x"  # type: ignore[misc]
