@@ -1,7 +1,6 @@
 """The pyngx command run as a subprocess: -t, -T, -q, -v, -V, -g, -p, -c, exit codes, no tracebacks."""
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -103,7 +102,7 @@ def test_global_directives(prefix: Path) -> None:
 def test_python_dash_m_and_the_console_script_agree(tmp_path: Path) -> None:
     v = pyngx(tmp_path, "-v")
     assert (v.returncode, v.stdout, v.stderr) == (0, "", "pyngx version: pyngx/0.1.0\n")
-    script = shutil.which("pyngx")
-    if script is not None:  # installed with pip: the console script is the same main()
-        proc = subprocess.run([script, "-v"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    script = Path(sys.executable).parent / "pyngx"  # beside the interpreter (not a pyenv shim: slow)
+    if script.exists():  # installed with pip: the console script is the same main()
+        proc = subprocess.run([str(script), "-v"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
         assert (proc.returncode, proc.stderr) == (0, v.stderr)
