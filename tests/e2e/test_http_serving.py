@@ -197,6 +197,8 @@ HOSTILE = [
     (b"GET / HTTP/1.1\r\nHost: x\r\nNo-Colon\r\n\r\n", 400),
     (b"GET /../../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n", 400),
     (b"BREW / HTTP/1.1\r\n\r\n", 400),
+    (b"GET /hello HTTP/1.1\r\n\r\n", 400),
+    (b"GET /hello HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
     (b"GET /" + b"a" * 10000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
     (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 40000 + b"\r\n\r\n", 431),
     (b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 65\r\n\r\n" + b"x" * 65, 413),

@@ -281,6 +281,9 @@ def test_exception_is_500_with_the_config_line(served: Served, capfd: pytest.Cap
 @pytest.mark.parametrize(("request_bytes", "status"), [
     (b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n", 400),
     (b"FOO / HTTP/1.1\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: ../etc\r\n\r\n", 400),
     (b"GET /a b HTTP/1.1\r\n\r\n", 400),
     (b"GET /../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n", 400),
     (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),

@@ -53,7 +53,7 @@ class HttpProtocol(asyncio.Protocol):
     __slots__ = (
         # Per-connection state
         "site", "vhosts", "server", "loop", "transport", "parser", "peer", "sockname", "number", "requests",
-        "state", "since", "since_write", "version", "closed", "eof", "paused", "waiters", "queue", "busy", "reading_paused",
+        "state", "since", "since_write", "version", "host_ok", "closed", "eof", "paused", "waiters", "queue", "busy", "reading_paused",
         # Per-request state (while the head and body arrive)
         "url", "headers", "hsize", "ex", "body", "body_size",
     )
@@ -73,6 +73,7 @@ class HttpProtocol(asyncio.Protocol):
         self.since = 0.0
         self.since_write = 0.0
         self.version: str | None = None
+        self.host_ok = b""
         self.closed = False
         self.eof = False
         self.paused = False
@@ -173,9 +174,28 @@ class HttpProtocol(asyncio.Protocol):
             return
         if self.hsize > MAX_URI:
             _check_head(self.url, self.hsize)
-        server = self.server
+        host = None
+        body = False
+        for name, value in self.headers:
+            n = len(name)
+            if n == 4:
+                if name.lower() == b"host":
+                    if host is not None:
+                        raise RequestError(400)  # two Hosts
+                    if value != self.host_ok:  # checked once per connection while it stays the same
+                        _check_host(value)
+                        self.host_ok = value
+                    host = value
+            elif n == 14:
+                if name.lower() == b"content-length":
+                    body = value != b"0"
+            elif n == 17 and name.lower() == b"transfer-encoding":
+                if value.lower() != b"chunked":
+                    raise RequestError(400)  # no codings but chunked (nginx: 501)
+                body = True
+        server = self.vhosts.only
         if server is None:
-            server = self.vhosts.find(_host(self.headers))
+            server = self.vhosts.find(host)  # per request, as nginx: Host may change on a connection
             self.server = server
         url = self.url
         hit = server.targets.get(url)
@@ -186,22 +206,14 @@ class HttpProtocol(asyncio.Protocol):
         if version is None:
             # httptools formats this string on every call: once per connection is enough
             version = self.version = parser.get_http_version()
+        if host is None and version == "1.1":
+            raise RequestError(400)  # RFC 9112 §3.2: a 1.1 request without Host
         ex = Exchange(self, parser.get_method(), url, hit, version, self.headers, parser.should_keep_alive(),
                       self.since)
         self.ex = ex
         self.body = None
-        for name, value in self.headers:
-            # a body follows: Content-Length > 0 or Transfer-Encoding (chunked; llhttp refuses the rest)
-            n = len(name)
-            if n == 14 and name.lower() == b"content-length":
-                if value != b"0":
-                    self._expect_body(ex)
-                break
-            if n == 17 and name.lower() == b"transfer-encoding":
-                if value.lower() != b"chunked":
-                    raise RequestError(400)  # no codings but chunked (nginx: 501)
-                self._expect_body(ex)
-                break
+        if body:
+            self._expect_body(ex)
 
     def _expect_body(self, ex: Exchange) -> None:
         self.body_size = 0
@@ -477,11 +489,10 @@ def _resolve(server: Server, url: bytes) -> tuple[str, str, Route | None, Any]:
     return hit
 
 
-def _host(headers: list[tuple[bytes, bytes]]) -> bytes | None:
-    for name, value in headers:
-        if len(name) == 4 and name.lower() == b"host":
-            return value
-    return None
+def _check_host(value: bytes) -> None:
+    """Raise RequestError(400) for a Host nginx would refuse (ngx_http_validate_host)."""
+    if b"/" in value or b"\\" in value or b".." in value or value[:1] == b"." or b"\x00" in value:
+        raise RequestError(400)
 
 
 def _call(ex: Exchange, handler: Any) -> None:
