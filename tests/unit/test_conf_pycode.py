@@ -126,3 +126,25 @@ def test_shift_lines_moves_nested_code() -> None:
     f = next(c for c in moved.co_consts if hasattr(c, "co_code"))
     g = next(c for c in f.co_consts if hasattr(c, "co_code"))
     assert (moved.co_firstlineno, f.co_firstlineno, g.co_firstlineno) == (11, 11, 12)
+
+
+@pytest.mark.parametrize("source", [
+    "\n    await asyncio.sleep(0)\n    1 / 0\n",
+    "\n    async def f():\n        return 1 / 0\n    await f()\n",
+    "\n    xs = [x async for x in agen()]\n    1 / 0\n",
+])
+def test_async_handlers_from_text_and_from_the_tree_agree(source: str) -> None:
+    async def agen() -> Any:
+        yield 1
+
+    quick = pycode.compile_chunk(source, FILE, 20, "handler")
+    tree = pycode._compile_tree(source, FILE, 20, "handler")
+    assert quick.is_async and tree.is_async
+    lines = []
+    for chunk in (quick, tree):
+        ns: dict[str, Any] = {"asyncio": asyncio, "agen": agen}
+        exec(chunk.code, ns)
+        with pytest.raises(ZeroDivisionError) as info:
+            asyncio.run(ns[HANDLER_NAME]())
+        lines.append(traceback.extract_tb(info.value.__traceback__)[-1].lineno)
+    assert lines[0] == lines[1]

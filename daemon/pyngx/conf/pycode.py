@@ -20,9 +20,9 @@ _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
 
 _CO_COROUTINE = inspect.CO_COROUTINE
 # Text the quick path cannot wrap by indenting each line: the inside of a multi-line
-# string would change, and "async"/"await" need the exact top-level check.
-_SLOW = re.compile(r'"""|\'\'\'|\\\n|await|async|\t')
-_WRAPPER_HEAD = f"def {HANDLER_NAME}():\n"
+# string (or of a backslash-continued one) would change, and tabs would mix with the space.
+_NOT_INDENTABLE = re.compile(r'"""|\'\'\'|\\\n|\t')
+_HEADS = (f"def {HANDLER_NAME}():\n", f"async def {HANDLER_NAME}():\n")
 
 
 def compile_chunk(source: str, filename: str, first_line: int, kind: ChunkKind) -> Chunk:
@@ -33,10 +33,13 @@ def compile_chunk(source: str, filename: str, first_line: int, kind: ChunkKind) 
     if kind == "module":
         code = _compile_module(source, filename, first_line)
         return Chunk(code, kind, bool(code.co_flags & _CO_COROUTINE), filename, first_line)
-    if _SLOW.search(source) is None:
-        code = _quick_handler(source, filename, first_line)
-        if code is not None:
-            return Chunk(code, kind, False, filename, first_line)
+    if _NOT_INDENTABLE.search(source) is None:
+        # A plain def first: it compiles exactly when the block does not await at top level
+        # (await, async for/with and async comprehensions are errors in a plain function).
+        for is_async in (False, True) if "async" in source or "await" in source else (False,):
+            code = _quick_handler(source, filename, first_line, is_async)
+            if code is not None:
+                return Chunk(code, kind, is_async, filename, first_line)
     return _compile_tree(source, filename, first_line, kind)
 
 
@@ -49,14 +52,14 @@ def _compile_module(source: str, filename: str, first_line: int) -> CodeType:
     return shift_lines(code, first_line - 1)
 
 
-def _quick_handler(source: str, filename: str, first_line: int) -> CodeType | None:
+def _quick_handler(source: str, filename: str, first_line: int, is_async: bool) -> CodeType | None:
     """The handler function compiled from text: the body indented one space more under a def line.
 
     No dedent is needed: Python takes the first code line's indentation as the body's. None
     when the text does not compile this way, e.g. a body of comments only (then the tree path
     compiles it, or says why not).
     """
-    text = _WRAPPER_HEAD + " " + source.replace("\n", "\n ") + "\n"
+    text = _HEADS[is_async] + " " + source.replace("\n", "\n ") + "\n"
     try:
         code = compile(text, filename, "exec", dont_inherit=True)
     except (SyntaxError, ValueError):
