@@ -17,7 +17,8 @@ from pyngx.http.exchange import CURRENT, Exchange, Exit, clean_name, clean_value
 from pyngx.runtime import phase
 
 _current = CURRENT.get
-_phase = getattr(phase, "_phase").get  # the context variable's own get: no wrapper call
+# the context variable's own get (no wrapper call on the hot path), else the public reader
+_phase = getattr(getattr(phase, "_phase", None), "get", phase.current)
 _CONTENT = phase.CONTENT
 
 
