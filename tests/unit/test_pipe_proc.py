@@ -352,6 +352,21 @@ def test_reaping_leaves_other_children_alone(run: Run) -> None:
     run(body)
 
 
+def test_a_forked_process_owns_none_of_its_parents_children(run: Run) -> None:
+    async def body() -> None:
+        proc = pipe.spawn(["sleep", "30"])
+        pid = os.fork()
+        if pid == 0:  # the child: nothing to kill, nothing to reap, the guardian's pipe closed
+            os._exit(0 if pipe.statistics()["running"] == 0 and proc.pid() not in support.children(os.getpid())
+                     else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert support.pid_alive(proc.pid())  # the fork's exit killed nothing of ours
+        proc.kill(signal.SIGKILL)
+        await proc.wait()
+    run(body)
+
+
 def test_spawn_is_refused_in_init_by_python() -> None:
     async def body() -> None:
         token = phase.set(phase.INIT)
