@@ -242,7 +242,9 @@ def location(ctx: Ctx, st: Stmt) -> Ctx:
     regex = None
     if modifier in ("~", "~*"):
         try:
-            regex = re.compile(pattern, re.IGNORECASE if modifier == "~*" else 0)
+            # PCRE's named group (?<name>...) is Python's (?P<name>...); nginx accepts both
+            python_pattern = re.sub(r"\(\?<(?=[A-Za-z_])", "(?P<", pattern)
+            regex = re.compile(python_pattern, re.IGNORECASE if modifier == "~*" else 0)
         except (re.error, OverflowError, RecursionError, ValueError) as exc:
             raise Invalid(f're.compile() failed: {exc} in "{pattern}"', whole=True) from None
     else:  # "=" and prefixes (plain or ^~) each may name a URI once per server

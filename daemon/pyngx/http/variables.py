@@ -133,6 +133,9 @@ def get(ex: Exchange, name: str) -> Any:
         return getter(ex)
     if name.isdigit():
         return capture(ex, int(name))
+    m = ex.match
+    if m is not None and name in m.re.groupindex:  # a named capture: (?<name>...)
+        return m.group(name)
     for prefix, fn in PREFIXES:
         if name.startswith(prefix):
             return fn(ex, name[len(prefix):].lower() if prefix != "arg_" else name[len(prefix):])
