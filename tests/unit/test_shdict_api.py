@@ -324,3 +324,34 @@ def test_statistics(d: SharedDict) -> None:
     stats = d._zone.statistics()
     assert stats["capacity"] == 256 * 1024 and stats["items"] == 1
     assert stats["free"] == d.free_space()
+
+
+def test_reentering_the_lock_raises_instead_of_hanging(d: SharedDict) -> None:
+    d.set("a", 1)
+    region = d._zone._r
+    region.lock()  # as a finalizer running inside a shared dict call would find it
+    try:
+        with pytest.raises(RuntimeError, match="re-entered"):
+            d.get("a")
+        with pytest.raises(RuntimeError, match="re-entered"):
+            d.llen("a")
+    finally:
+        region.unlock()
+    assert d.get("a") == 1
+
+
+def test_threads_take_turns(d: SharedDict) -> None:
+    import threading
+
+    def work() -> None:
+        for i in range(2000):
+            d.incr("n", 1, 0)
+            if i % 10 == 0:
+                d.lpush("l", 1)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert d.get("n") == 8000 and d.llen("l") == 800

@@ -63,6 +63,7 @@ typedef struct {
     Py_buffer view;
     char *b;
     uint32_t cbase, buckets, mask;
+    unsigned long holder; /* the thread of this process holding the lock, 0 if none */
     /* NoMemory, KeyExists, KeyNotFound, NotANumber, IsAList, packb, unpack, key(), encode() */
     PyObject *sup[9];
 } Engine;
@@ -128,12 +129,22 @@ static int try_take(Engine *e, uint32_t from) {
                                        __ATOMIC_ACQUIRE, __ATOMIC_RELAXED);
 }
 
-static void lock_zone(Engine *e) {
-    if (try_take(e, 0)) return;
+/* 0, or -1 with an exception when this very thread already holds the zone (a finalizer or
+   signal handler re-entering a shared dict call would otherwise spin for ever) */
+static int lock_zone(Engine *e) {
+    if (try_take(e, 0)) goto taken;
+    if (__atomic_load_n((uint32_t *)(e->b + H_OWNER), __ATOMIC_RELAXED) == my_pid &&
+        e->holder == PyThread_get_thread_ident()) {
+        PyErr_SetString(PyExc_RuntimeError, "shared dict zone lock re-entered by its holder");
+        return -1;
+    }
+    /* Wait without the GIL: the holder may be another thread of this process running the
+       Python engine's part of an operation, and must not have to fight us for the GIL. */
+    Py_BEGIN_ALLOW_THREADS
     for (unsigned spins = 1;; spins++) {
         uint32_t holder = __atomic_load_n((uint32_t *)(e->b + H_OWNER), __ATOMIC_RELAXED);
         if (holder == 0) {
-            if (try_take(e, 0)) return;
+            if (try_take(e, 0)) break;
             continue;
         }
         if (spins < 200) {
@@ -144,20 +155,21 @@ static void lock_zone(Engine *e) {
         }
         /* A holder that no longer exists (reaped without force_unlock, e.g. no master):
            take the lock over and undo its step, as the master would. */
-        if ((spins & 255) == 0 && kill((pid_t)holder, 0) == -1 && errno == ESRCH) {
-            if (try_take(e, holder)) {
-                rollback(e);
-                return;
-            }
+        if ((spins & 255) == 0 && holder != my_pid && kill((pid_t)holder, 0) == -1 && errno == ESRCH &&
+            try_take(e, holder)) {
+            rollback(e);
+            break;
         }
-        /* let other threads of this process run: one of them may hold the zone */
-        Py_BEGIN_ALLOW_THREADS
         sched_yield();
-        Py_END_ALLOW_THREADS
     }
+    Py_END_ALLOW_THREADS
+taken:
+    e->holder = PyThread_get_thread_ident();
+    return 0;
 }
 
 static void unlock_zone(Engine *e) {
+    e->holder = 0;
     __atomic_store_n((uint32_t *)(e->b + H_OWNER), 0, __ATOMIC_RELEASE);
 }
 
@@ -520,7 +532,7 @@ static PyObject *E_get(Engine *e, PyObject *key) {
     uint32_t h = (uint32_t)crc32(0, (const Bytef *)k.p, (uInt)k.n), prev;
     PyObject *res = NULL;
     int vt = 0, err = 0;
-    lock_zone(e);
+    if (lock_zone(e) < 0) { Py_XDECREF(k.own); return NULL; }
     double now = now_s();
     uint32_t idx = find(e, k.p, (uint32_t)k.n, h, &prev);
     if (prev == UINT32_MAX) err = 1;
@@ -574,7 +586,7 @@ static PyObject *store(Engine *e, int op, int safe, PyObject *const *args, Py_ss
         return NULL;
     }
     uint32_t h = (uint32_t)crc32(0, (const Bytef *)k.p, (uInt)k.n), prev;
-    lock_zone(e);
+    if (lock_zone(e) < 0) { Py_XDECREF(k.own); Py_XDECREF(v.own); return NULL; }
     double now = now_s();
     if (expire_tail(e, now) < 0) rc = -1;
     uint32_t idx = rc ? 0 : find(e, k.p, (uint32_t)k.n, h, &prev);
@@ -666,7 +678,7 @@ static PyObject *E_incr(Engine *e, PyObject *const *args, Py_ssize_t nargs, PyOb
     }
     uint32_t h = (uint32_t)crc32(0, (const Bytef *)k.p, (uInt)k.n), prev;
     int forcible = 0;
-    lock_zone(e);
+    if (lock_zone(e) < 0) { Py_XDECREF(k.own); return NULL; }
     double now = now_s();
     if (expire_tail(e, now) < 0) rc = -1;
     uint32_t idx = rc ? 0 : find(e, k.p, (uint32_t)k.n, h, &prev);
@@ -709,8 +721,7 @@ static PyObject *E_incr(Engine *e, PyObject *const *args, Py_ssize_t nargs, PyOb
 }
 
 static PyObject *E_lock(Engine *e, PyObject *unused) {
-    if (closed(e)) return NULL;
-    lock_zone(e);
+    if (closed(e) || lock_zone(e) < 0) return NULL;
     Py_RETURN_NONE;
 }
 

@@ -64,7 +64,7 @@ _JENT = struct.Struct("<II8s")
 class Region:
     """The mapping, its lock and its journal."""
 
-    __slots__ = ("fd", "mm", "mv", "size", "lock_kind", "_tlock", "_c", "closed")
+    __slots__ = ("fd", "mm", "mv", "size", "lock_kind", "_tlock", "_holder", "_c", "closed")
 
     def __init__(self, name: str, size: int, lock_kind: int, c_lock: object | None) -> None:
         self.size = size
@@ -80,6 +80,7 @@ class Region:
         os.set_inheritable(self.fd, True)
         self.mv = memoryview(self.mm)
         self._tlock = threading.Lock()
+        self._holder = 0  # the thread holding the lock (fcntl kind)
         self._c = c_lock
         self.closed = False
         self.mm[H_MAGIC:H_MAGIC + 8] = MAGIC
@@ -136,12 +137,17 @@ class Region:
         if self._c is not None:
             self._c.lock()  # type: ignore[attr-defined]
             return
+        me = threading.get_ident()
+        if self._holder == me:
+            # a finalizer or signal handler calling in while this thread holds the zone
+            raise RuntimeError("shared dict zone lock re-entered by its holder")
         self._tlock.acquire()
         try:
             fcntl.lockf(self.fd, fcntl.LOCK_EX, 1, 0)
         except BaseException:
             self._tlock.release()
             raise
+        self._holder = me
         if _U32.unpack_from(self.mm, H_OWNER)[0] != 0:
             self.rollback()  # the previous holder died: the kernel dropped its lock
         _U32.pack_into(self.mm, H_OWNER, os.getpid())
@@ -151,6 +157,7 @@ class Region:
             self._c.unlock()  # type: ignore[attr-defined]
             return
         _U32.pack_into(self.mm, H_OWNER, 0)
+        self._holder = 0
         fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, 0)
         self._tlock.release()
 
