@@ -13,7 +13,8 @@ from typing import Any
 
 from pyngx.runtime.state import STATE
 
-_HOT = ("get", "set", "safe_set", "add", "safe_add", "replace", "incr", "delete")
+_HOT = ("get", "set", "safe_set", "add", "safe_add", "replace", "incr", "delete",
+        "lpush", "rpush", "lpop", "rpop", "llen")
 
 
 class SharedDict:

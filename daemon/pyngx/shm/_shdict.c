@@ -64,8 +64,9 @@ typedef struct {
     char *b;
     uint32_t cbase, buckets, mask;
     unsigned long holder; /* the thread of this process holding the lock, 0 if none */
-    /* NoMemory, KeyExists, KeyNotFound, NotANumber, IsAList, packb, unpack, key(), encode() */
-    PyObject *sup[9];
+    /* NoMemory, KeyExists, KeyNotFound, NotANumber, IsAList, packb, unpack, key(), encode(),
+       NotAList */
+    PyObject *sup[10];
 } Engine;
 
 #define W32(e, off) (*(volatile uint32_t *)((e)->b + (off)))
@@ -720,6 +721,167 @@ static PyObject *E_incr(Engine *e, PyObject *const *args, Py_ssize_t nargs, PyOb
     }
 }
 
+
+/* ---- lists: one item whose value is count:u32 then elements type:u8 len:u32 bytes len:u32
+   (shdict.py _push/_pop describe the same layout) ---- */
+
+static char *read_value(Engine *e, uint32_t idx, uint32_t *vlen) {
+    *vlen = W32(e, AT(e, idx) + F_VLEN);
+    char *raw = PyMem_Malloc(*vlen ? *vlen : 1);
+    if (!raw) { PyErr_NoMemory(); return NULL; }
+    data_io(e, idx, klen_of(e, idx), *vlen, raw, NULL, 0);
+    return raw;
+}
+
+static PyObject *push(Engine *e, PyObject *key, PyObject *value, int left) {
+    Buf k, v = {NULL, 0, NULL};
+    int vt = 0, rc = 0, forcible = 0;
+    char num[8];
+    uint32_t count = 0, oldlen = 0, prev;
+    char *old = NULL, *blob = NULL;
+    if (closed(e)) return NULL;
+    if (value == Py_None) { PyErr_SetString(PyExc_TypeError, "bad value type"); return NULL; }
+    if (get_key(e, key, &k) < 0) return NULL;
+    if (get_value(e, value, &vt, &v, num) < 0) { Py_XDECREF(k.own); return NULL; }
+    uint32_t h = (uint32_t)crc32(0, (const Bytef *)k.p, (uInt)k.n), n = (uint32_t)v.n;
+    if (lock_zone(e) < 0) { Py_XDECREF(k.own); Py_XDECREF(v.own); return NULL; }
+    double now = now_s(), exp = 0.0;
+    uint32_t flags = 0;
+    if (expire_tail(e, now) < 0) rc = -1;
+    uint32_t idx = rc ? 0 : find(e, k.p, (uint32_t)k.n, h, &prev);
+    if (!rc && prev == UINT32_MAX) rc = -1;
+    if (!rc && idx && !is_expired(e, idx, now)) {
+        if (*(uint8_t *)(e->b + AT(e, idx) + F_TYPE) != T_LIST) rc = 9;
+        else if (!(old = read_value(e, idx, &oldlen))) rc = -1;
+        else {
+            memcpy(&count, old, 4);
+            exp = expires_of(e, idx);
+            flags = W32(e, AT(e, idx) + F_FLAGS);
+        }
+    }
+    if (!rc) {
+        uint32_t body = old ? oldlen - 4 : 0, total = 4 + body + 9 + n;
+        blob = PyMem_Malloc(total);
+        if (!blob) { PyErr_NoMemory(); rc = -1; }
+        else {
+            uint32_t c1 = count + 1;
+            uint8_t t8 = (uint8_t)vt;
+            char *el = blob + 4 + (left ? 0 : body);
+            memcpy(blob, &c1, 4);
+            if (body) memcpy(blob + 4 + (left ? 9 + n : 0), old + 4, body);
+            memcpy(el, &t8, 1);
+            memcpy(el + 1, &n, 4);
+            memcpy(el + 5, v.p, n);
+            memcpy(el + 5 + n, &n, 4);
+            rc = put(e, k.p, (uint32_t)k.n, h, idx, T_LIST, blob, total, exp, flags, 1, now, &forcible);
+        }
+    }
+    if (rc) rollback(e); else commit(e);
+    unlock_zone(e);
+    PyMem_Free(old);
+    PyMem_Free(blob);
+    Py_XDECREF(k.own);
+    Py_XDECREF(v.own);
+    switch (rc) {
+    case 0: return PyLong_FromUnsignedLong(count + 1);
+    case 1: return raise_(e, 0);
+    case 9: return raise_(e, 9);
+    default: return NULL;
+    }
+}
+
+static PyObject *pop(Engine *e, PyObject *key, int left) {
+    Buf k;
+    int rc = 0, forcible = 0, et = 0;
+    uint32_t prev, vlen = 0, count = 0;
+    char *raw = NULL;
+    PyObject *res = NULL;
+    if (closed(e) || get_key(e, key, &k) < 0) return NULL;
+    uint32_t h = (uint32_t)crc32(0, (const Bytef *)k.p, (uInt)k.n);
+    if (lock_zone(e) < 0) { Py_XDECREF(k.own); return NULL; }
+    double now = now_s();
+    uint32_t idx = find(e, k.p, (uint32_t)k.n, h, &prev);
+    if (prev == UINT32_MAX) rc = -1;
+    else if (!idx || is_expired(e, idx, now)) res = Py_NewRef(Py_None);
+    else if (*(uint8_t *)(e->b + AT(e, idx) + F_TYPE) != T_LIST) rc = 9;
+    else if (!(raw = read_value(e, idx, &vlen))) rc = -1;
+    else {
+        uint32_t n, end = vlen - 4;
+        const char *val, *body;
+        uint32_t bodylen;
+        memcpy(&count, raw, 4);
+        if (left) {
+            et = (uint8_t)raw[4];
+            memcpy(&n, raw + 5, 4);
+            val = raw + 9;
+            body = raw + 13 + n;
+            bodylen = vlen - 13 - n;
+        } else {
+            memcpy(&n, raw + end, 4);
+            et = (uint8_t)raw[end - n - 5];
+            val = raw + end - n;
+            body = raw + 4;
+            bodylen = end - n - 5 - 4;
+        }
+        res = PyBytes_FromStringAndSize(val, n);
+        if (!res) rc = -1;
+        else if (count > 1) {
+            /* the shorter list goes back in the same place: 4 + bodylen bytes */
+            uint32_t c1 = count - 1;
+            memmove(raw + 4, body, bodylen);
+            memcpy(raw, &c1, 4);
+            rc = put(e, k.p, (uint32_t)k.n, h, idx, T_LIST, raw, 4 + bodylen, expires_of(e, idx),
+                     W32(e, AT(e, idx) + F_FLAGS), 0, now, &forcible);
+        } else if (remove_item(e, idx, prev) < 0) rc = -1;
+    }
+    if (rc) rollback(e); else commit(e);
+    unlock_zone(e);
+    PyMem_Free(raw);
+    Py_XDECREF(k.own);
+    if (rc) {
+        Py_XDECREF(res);
+        return rc == 9 ? raise_(e, 9) : rc == 1 ? raise_(e, 0) : NULL;
+    }
+    if (res == Py_None || et == T_BYTES) return res;
+    PyObject *raw_obj = res;
+    if (et == T_PACK) res = PyObject_CallOneArg(e->sup[6], raw_obj);
+    else res = decode_raw(et, PyBytes_AS_STRING(raw_obj), (uint32_t)PyBytes_GET_SIZE(raw_obj));
+    Py_DECREF(raw_obj);
+    return res;
+}
+
+static PyObject *E_lpush(Engine *e, PyObject *const *args, Py_ssize_t n) {
+    if (n != 2) { PyErr_SetString(PyExc_TypeError, "lpush(key, value)"); return NULL; }
+    return push(e, args[0], args[1], 1);
+}
+
+static PyObject *E_rpush(Engine *e, PyObject *const *args, Py_ssize_t n) {
+    if (n != 2) { PyErr_SetString(PyExc_TypeError, "rpush(key, value)"); return NULL; }
+    return push(e, args[0], args[1], 0);
+}
+
+static PyObject *E_lpop(Engine *e, PyObject *key) { return pop(e, key, 1); }
+static PyObject *E_rpop(Engine *e, PyObject *key) { return pop(e, key, 0); }
+
+static PyObject *E_llen(Engine *e, PyObject *key) {
+    Buf k;
+    int rc = 0;
+    uint32_t prev, count = 0;
+    if (closed(e) || get_key(e, key, &k) < 0) return NULL;
+    uint32_t h = (uint32_t)crc32(0, (const Bytef *)k.p, (uInt)k.n);
+    if (lock_zone(e) < 0) { Py_XDECREF(k.own); return NULL; }
+    uint32_t idx = find(e, k.p, (uint32_t)k.n, h, &prev);
+    if (prev == UINT32_MAX) rc = -1;
+    else if (idx && !is_expired(e, idx, now_s())) {
+        if (*(uint8_t *)(e->b + AT(e, idx) + F_TYPE) != T_LIST) rc = 9;
+        else data_io(e, idx, klen_of(e, idx), 4, (char *)&count, NULL, 0);
+    }
+    unlock_zone(e);
+    Py_XDECREF(k.own);
+    if (rc) return rc == 9 ? raise_(e, 9) : NULL;
+    return PyLong_FromUnsignedLong(count);
+}
+
 static PyObject *E_lock(Engine *e, PyObject *unused) {
     if (closed(e) || lock_zone(e) < 0) return NULL;
     Py_RETURN_NONE;
@@ -760,6 +922,11 @@ static PyMethodDef E_methods[] = {
     {"replace", (PyCFunction)(void (*)(void))E_replace, METH_FASTCALL | METH_KEYWORDS, NULL},
     {"incr", (PyCFunction)(void (*)(void))E_incr, METH_FASTCALL | METH_KEYWORDS, "incr(key, value, init=None, init_ttl=0)"},
     {"delete", (PyCFunction)E_delete, METH_O, NULL},
+    {"lpush", (PyCFunction)(void (*)(void))E_lpush, METH_FASTCALL, "lpush(key, value) -> length"},
+    {"rpush", (PyCFunction)(void (*)(void))E_rpush, METH_FASTCALL, "rpush(key, value) -> length"},
+    {"lpop", (PyCFunction)E_lpop, METH_O, NULL},
+    {"rpop", (PyCFunction)E_rpop, METH_O, NULL},
+    {"llen", (PyCFunction)E_llen, METH_O, NULL},
     {"lock", (PyCFunction)E_lock, METH_NOARGS, NULL},
     {"unlock", (PyCFunction)E_unlock, METH_NOARGS, NULL},
     {"force_unlock", (PyCFunction)E_force_unlock, METH_O, NULL},
@@ -769,11 +936,11 @@ static PyMethodDef E_methods[] = {
 static int E_init(Engine *e, PyObject *args, PyObject *kw) {
     PyObject *buf, *sup;
     if (!PyArg_ParseTuple(args, "OO!", &buf, &PyTuple_Type, &sup)) return -1;
-    if (PyTuple_GET_SIZE(sup) != 9) { PyErr_SetString(PyExc_ValueError, "support tuple of 9"); return -1; }
+    if (PyTuple_GET_SIZE(sup) != 10) { PyErr_SetString(PyExc_ValueError, "support tuple of 10"); return -1; }
     if (e->b) { PyErr_SetString(PyExc_RuntimeError, "already initialised"); return -1; }
     if (PyObject_GetBuffer(buf, &e->view, PyBUF_WRITABLE) < 0) return -1;
     e->b = e->view.buf;
-    for (int i = 0; i < 9; i++) e->sup[i] = Py_NewRef(PyTuple_GET_ITEM(sup, i));
+    for (int i = 0; i < 10; i++) e->sup[i] = Py_NewRef(PyTuple_GET_ITEM(sup, i));
     e->cbase = W32(e, H_CBASE);
     e->buckets = W32(e, H_BUCKETS);
     e->mask = W32(e, H_NBUCKETS) - 1;
@@ -782,7 +949,7 @@ static int E_init(Engine *e, PyObject *args, PyObject *kw) {
 
 static void E_dealloc(Engine *e) {
     if (e->b) PyBuffer_Release(&e->view);
-    for (int i = 0; i < 9; i++) Py_XDECREF(e->sup[i]);
+    for (int i = 0; i < 10; i++) Py_XDECREF(e->sup[i]);
     Py_TYPE(e)->tp_free((PyObject *)e);
 }
 

@@ -45,6 +45,9 @@ except ImportError:  # no compiler when installed: the pure-Python engine does e
     _c = None
 
 SET, ADD, REPLACE = 0, 1, 2
+# the operations the C engine runs itself (the others run here, under its lock)
+HOT = ("get", "set", "safe_set", "add", "safe_add", "replace", "incr", "delete",
+       "lpush", "rpush", "lpop", "rpop", "llen")
 _LHEAD = struct.Struct("<I")
 _LEL = struct.Struct("<BI")
 
@@ -129,7 +132,7 @@ class Zone:
             self._c = _c.Engine(self._r.mm, _c_support())
             self._r._c = self._c
             # the hot path straight into C: no Python frame between the caller and the engine
-            for name_ in ("get", "set", "safe_set", "add", "safe_add", "replace", "incr", "delete"):
+            for name_ in HOT:
                 setattr(self, name_, getattr(self._c, name_))
 
     # -- the transaction every mutation runs in --
@@ -412,7 +415,7 @@ class Zone:
         return walk.copy_from(self, old)
 
     def close(self) -> None:
-        for name_ in ("get", "set", "safe_set", "add", "safe_add", "replace", "incr", "delete"):
+        for name_ in HOT:
             self.__dict__.pop(name_, None)
         if self._c is not None:
             self._c.release()  # bound methods handed out stay callable and raise ValueError
@@ -430,4 +433,5 @@ def _c_support() -> tuple[Any, ...]:
         return msgpack.unpackb(raw, strict_map_key=False)
 
     return (errors.NoMemoryError, errors.KeyExistsError, errors.KeyNotFoundError,
-            errors.NotANumberError, errors.IsAListError, msgpack.packb, unpack, _key, encode)
+            errors.NotANumberError, errors.IsAListError, msgpack.packb, unpack, _key, encode,
+            errors.NotAListError)
