@@ -250,15 +250,19 @@ def kill_all(graceful: bool = False) -> None:
             _rewrite_list()  # empty now: the guardian has nothing left to kill
         except OSError:
             pass
-    close_fd(_reg.guard_fd)  # EOF: the guardian wakes up, finds an empty list and leaves
+    close_fd(_reg.guard_fd)
     _reg.guard_fd = -1
     if guard in _reg.live:
+        try:
+            os.kill(guard, signal.SIGKILL)  # its work is done here, no need to wait for it to run
+        except OSError:
+            pass
         _reap_now(_reg.live[guard])
     _reg.guard_pid = 0
     _reg.hooked = False  # lifecycle.final() drops its hooks once run: a later spawn hooks again
 
 
-def _reap_now(child: Child, limit: float = 2.0) -> None:
+def _reap_now(child: Child, limit: float = 5.0) -> None:
     """Wait (bounded) for a child that was just killed; the process is leaving or a test ends."""
     deadline = time.monotonic() + limit
     while True:
