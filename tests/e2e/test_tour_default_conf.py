@@ -54,6 +54,8 @@ def test_default_config_tour_answers(daemon: Callable[..., Daemon]) -> None:
     status, body = d.get("/pipe")
     assert status == 200 and b"uname says Linux" in body and b"(exit 0)" in body
 
+    assert d.get("/shell") == (200, b"a\nb\nc\n(exit 0)\n")
+
     status, _, body = d.request("POST", "/echo?a=1&b", body=b"xyz")
     assert status == 200 and body == b"POST 3 bytes, args {'a': '1', 'b': True}\n"
     status, _, _ = d.request("POST", "/echo", body=b"x" * 70000)
