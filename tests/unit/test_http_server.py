@@ -163,6 +163,7 @@ LOCATIONS = (
     loc("=", "/ret403", None, ret=Return(403)),
     loc("=", "/status", None, status=True),
     loc("=", "/big", 'ngx.print(b"x" * 30_000_000)'),
+    loc("=", "/mid", 'ngx.print(b"y" * 2_500_000)'),
     loc("=", "/small", 'ngx.say(len(ngx.req.get_body_data() or b""))', client_max_body_size=10),
 )
 
@@ -328,12 +329,31 @@ def test_body_timeout_and_send_timeout_close(served_uvloop: Served) -> None:
         t0 = time.monotonic()
         assert read_all(s) == b""
         assert time.monotonic() - t0 < 4
+    server = served_uvloop.server
+    before = server.n_accepted
     with served_uvloop.connect() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         s.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")  # and never read the answer
-        wait_until(lambda: served_uvloop.server.conns and all(c.paused for c in list(served_uvloop.server.conns)), 5,
-                   what="the answer to fill the socket")
-        wait_until(lambda: not served_uvloop.server.conns, 5, what="send_timeout to close the connection")
+        wait_until(lambda: server.n_accepted > before and not server.conns, 10,
+                   what="send_timeout to close the connection")
+        assert s.recv(100).startswith(b"HTTP/1.1 200 OK")  # the answer had begun
+
+
+def test_a_slow_steady_reader_is_not_cut_by_keepalive(served_uvloop: Served) -> None:
+    # keepalive_timeout and send_timeout are 1 s; reading the answer takes longer, but it progresses
+    with served_uvloop.connect() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s.sendall(b"GET /mid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        got = b""
+        t0 = time.monotonic()
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+            time.sleep(0.01)
+        assert got.endswith(b"y" * 1000) and len(got.partition(b"\r\n\r\n")[2]) == 2_500_000
+        assert time.monotonic() - t0 > 1.0
 
 
 def test_drain_finishes_in_flight_and_closes_keepalive(served_uvloop: Served) -> None:

@@ -44,6 +44,9 @@ class Transport:
     def pause_reading(self) -> None:
         pass
 
+    def get_write_buffer_size(self) -> int:
+        return 0
+
     def resume_reading(self) -> None:
         pass
 

@@ -456,9 +456,12 @@ class HttpProtocol(asyncio.Protocol):
         GRACE: while draining, what is left of the idle grace (<= 0: over).
         """
         state = self.state
-        if self.paused and now - self.since_write > conf.send_timeout:
-            return True
+        if self.paused:
+            # the client does not read what we send: only send_timeout applies
+            return now - self.since_write > conf.send_timeout
         if state == IDLE:
+            if self.transport.get_write_buffer_size():
+                return False  # an answer is still draining (below the pause mark): not idle yet
             if self.busy or self.queue:
                 return False  # a handler is running: user code has no timeout here
             if grace is not None and grace <= 0:
