@@ -161,7 +161,13 @@ static int lock_zone(Engine *e) {
             rollback(e);
             break;
         }
-        sched_yield();
+        if (spins < 4096) {
+            sched_yield();
+        } else {
+            /* a long hold (a whole-zone walk, a descheduled holder): stop burning the CPU */
+            struct timespec ts = {0, spins < 65536 ? 50000 : 500000};
+            nanosleep(&ts, NULL);
+        }
     }
     Py_END_ALLOW_THREADS
 taken:
