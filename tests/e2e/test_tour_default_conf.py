@@ -38,6 +38,9 @@ def test_default_config_tour_answers(daemon: Callable[..., Daemon]) -> None:
     status, body = d.get("/hello/you")
     assert status == 200 and body.startswith(b"hello, you (worker ")
 
+    status, body = d.get("/whoami")
+    assert status == 200 and body.startswith(b"worker ") and f"master {d.master_pid}".encode() in body
+
     hits = [json.loads(d.get("/counter")[1])["hits"] for _ in range(5)]
     assert hits == sorted(hits) and hits[-1] - hits[0] == 4
 
