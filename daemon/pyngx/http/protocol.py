@@ -451,17 +451,17 @@ class HttpProtocol(asyncio.Protocol):
         return self.state == IDLE and not self.busy and not self.queue
 
     def expired(self, now: float, conf: Any, grace: float | None) -> bool:
-        """Whether a timeout of the current state has passed (the sweep closes the connection).
+        """Whether a timeout of the current state has passed (the sweep then calls ``expire``).
 
         GRACE: while draining, what is left of the idle grace (<= 0: over).
         """
-        state = self.state
         if self.paused:
             # the client does not read what we send: only send_timeout applies
             return now - self.since_write > conf.send_timeout
+        if self.transport.get_write_buffer_size():
+            return False  # an answer is still going out (below the pause mark)
+        state = self.state
         if state == IDLE:
-            if self.transport.get_write_buffer_size():
-                return False  # an answer is still draining (below the pause mark): not idle yet
             if self.busy or self.queue:
                 return False  # a handler is running: user code has no timeout here
             if grace is not None and grace <= 0:
@@ -473,6 +473,14 @@ class HttpProtocol(asyncio.Protocol):
         if state == BODY:
             return now - self.since > conf.client_body_timeout
         return now - self.since > LINGER_TIME  # LINGER
+
+    def expire(self) -> None:
+        """Close after a timeout: idle and lingering connections with a FIN (what the kernel still
+        holds of the last answer is delivered), the others at once (RST)."""
+        if self.state in (IDLE, LINGER) and not self.busy and not self.paused:
+            self.close()
+        else:
+            self.abort()
 
 
 LINGER_TIME = 2.0

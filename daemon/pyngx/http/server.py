@@ -152,7 +152,7 @@ class HttpServer:
             grace = DRAIN_GRACE - max(0.0, now - self.drain_since)
         for conn in list(self.conns):
             if conn.expired(now, conf, grace):
-                conn.abort()
+                conn.expire()
 
     def _classes(self) -> dict[str, int]:
         counts = {f"{i}xx": self.by_class[i] for i in range(1, 6)}
