@@ -87,3 +87,11 @@ def test_unterminated_one_line_string_is_python_s_error() -> None:
     the block, and compiling the rest reports the bad string (a SyntaxError at the config's line)."""
     text = 'init_by_python_block { x = "}\n}'
     assert parse.find_python_end(text, text.index("{") + 1) == text.index("}")
+
+
+def test_a_comment_is_not_cut_short_before_an_unterminated_quote() -> None:
+    # found by the fuzz test: the fast reader once backtracked into the comment
+    text = '#{ expect: "k" d;\n"}\n'
+    for reader in (parse.parse_text, parse.parse_text_lark):
+        with pytest.raises(ConfError, match="unterminated quoted string in f.conf:2"):
+            reader(text, "f.conf", "/f.conf")

@@ -308,11 +308,19 @@ def _scanner() -> re.Pattern[str]:
         terms = {t.name: t.pattern.to_regexp() for t in _lark().terminals}
         skip = "|".join(terms.pop(name) for name in _lark().ignore_tokens)
         parts = "|".join(f"(?P<{name}>{rx})" for name, rx in terms.items())
-        _scan.append(re.compile(f"(?:{skip})*(?:{parts}|(?P<END>\\Z))"))
+        # atomic: a comment is never cut short to let a later terminal match (backtracking
+        # would read '#a "b" c;' followed by an unterminated quote as a statement)
+        _scan.append(re.compile(f"(?>(?:{skip})*)(?:{parts}|(?P<END>\\Z))"))
     return _scan[0]
 
 
 _scan: list[re.Pattern[str]] = []
+
+
+def _skipper() -> re.Pattern[str]:
+    """The ignored terminals (WS, COMMENT), read atomically (error reporting only)."""
+    skip = "|".join(t.pattern.to_regexp() for t in _lark().terminals if t.name in _lark().ignore_tokens)
+    return re.compile(f"(?>(?:{skip})*)")
 
 
 def parse_text(text: str, file: str, path: str = "") -> list[Stmt]:
@@ -330,7 +338,7 @@ def parse_text(text: str, file: str, path: str = "") -> list[Stmt]:
     while True:
         m = match(text, pos)
         if m is None:  # only a quote that never closes matches no terminal
-            quote = min(i for i in (text.find('"', pos), text.find("'", pos)) if i >= 0)
+            quote = _skipper().match(text, pos).end()  # past blanks and comments: the quote
             raise ConfError("unterminated quoted string", file, line + text.count("\n", seen, quote))
         kind = m.lastgroup
         if kind == "END":
