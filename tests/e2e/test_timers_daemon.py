@@ -281,8 +281,13 @@ def test_unique_moves_to_the_new_generation_on_reload(daemon: Callable[..., Daem
     # one run per interval, never two processes at once: runs stay about 0.2 s apart
     d.signal(signal.SIGQUIT)
     wait_until(lambda: master_gone(d), 15, what="the master to exit")
-    premature = [n for n in notes(d) if n[1:] == ["job", "True"]]
-    assert len(premature) <= 2  # at most each generation's holder, never every worker
+    premature = [n[0] for n in notes(d) if n[1:] == ["job", "True"]]
+    holders = {n[0] for n in notes(d) if n[1:] == ["job", "False"]}
+    # Only a process holding the job runs its last run, once. (On a busy machine an old
+    # worker may take the job over between the old holder's exit and its own QUIT: it
+    # then held it, ran it, and runs the last run too.)
+    assert premature and set(premature) <= holders
+    assert len(premature) == len(set(premature))
 
 
 def test_callback_exception_is_logged_with_config_file_and_line(daemon: Callable[..., Daemon]) -> None:
