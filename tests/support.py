@@ -50,36 +50,28 @@ def proc_title(pid: int) -> str:
         return ""
 
 
-def children(pid: int) -> list[int]:
-    """Direct children of PID (from /proc), zombies included."""
+def _stats() -> list[tuple[int, list[str]]]:
+    """(pid, the fields of /proc/PID/stat after the command name) of every process."""
     out = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
+                out.append((int(entry), f.read().rsplit(")", 1)[1].split()))
         except OSError:
             continue
-        if int(fields[1]) == pid:
-            out.append(int(entry))
-    return sorted(out)
+    return out
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of PID (from /proc), zombies included."""
+    return sorted(p for p, fields in _stats() if int(fields[1]) == pid)
 
 
 def session_pids(sid: int) -> list[int]:
     """Every live process of session SID."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid and fields[0] != "Z":
-            out.append(int(entry))
-    return sorted(out)
+    return sorted(p for p, fields in _stats() if int(fields[3]) == sid and fields[0] != "Z")
 
 
 class Daemon:
