@@ -3,10 +3,13 @@
 Thin, as lua-resty-core's ``ngx.resp``/``ngx.req``: find the current
 exchange through its context variable, check the phase, convert, delegate
 to `pyngx.http.exchange`. Outside a request every call raises
-`WrongContextError`.
+`WrongContextError`, except say/print/flush under ``pyngx -e``, which go to
+stdout as under ``resty -e`` (checked only where the error would be raised,
+so a request pays nothing for it).
 """
 from __future__ import annotations
 
+import sys
 from collections.abc import Generator
 from typing import Any
 
@@ -15,6 +18,7 @@ from pyngx.errors import WrongContextError
 from pyngx.http import replies, variables
 from pyngx.http.exchange import CURRENT, Exchange, Exit, clean_name, clean_value
 from pyngx.runtime import phase
+from pyngx.runtime.state import STATE
 
 _current = CURRENT.get
 # the context variable's own get (no wrapper call on the hot path), else the public reader
@@ -41,10 +45,23 @@ def _encode(args: tuple[Any, ...]) -> bytes:
     return b"".join(a if isinstance(a, (bytes, bytearray)) else str(a).encode() for a in args)
 
 
+def _stdout(data: bytes) -> None:
+    """``pyngx -e``: DATA to stdout, after what print() left in the text layer."""
+    out = sys.stdout
+    out.flush()
+    raw = getattr(out, "buffer", None)
+    if raw is None:
+        out.write(data.decode(errors="replace"))  # a text-only stdout (replaced by the caller)
+    else:
+        raw.write(data)
+
+
 def say(*args: Any) -> None:
     """Buffer ARGS (concatenated, str() for non-bytes) and a newline for the response body."""
     ex = _current()
     if ex is None or ex.done or _phase() != _CONTENT:
+        if STATE.exec_mode:
+            return _stdout(_encode(args) + b"\n")
         _exchange("ngx.say")
     if len(args) == 1 and type(args[0]) is str:
         ex.out.append(args[0].encode() + b"\n")  # type: ignore[union-attr]
@@ -56,6 +73,8 @@ def print(*args: Any) -> None:  # noqa: A001 - OpenResty's name
     """Buffer ARGS (concatenated) for the response body."""
     ex = _current()
     if ex is None or ex.done or _phase() != _CONTENT:
+        if STATE.exec_mode:
+            return _stdout(_encode(args))
         _exchange("ngx.print")
     ex.out.append(_encode(args))  # type: ignore[union-attr]
 
@@ -87,8 +106,13 @@ _DONE = _Done()
 def flush() -> _Done | _Wait:
     """Send the response head and the buffered body now (chunked); awaiting it waits
     until the socket takes more."""
-    ex = _exchange("ngx.flush")
-    waiter = ex.conn.flush(ex)
+    ex = _current()
+    if ex is None or ex.done or _phase() != _CONTENT:
+        if STATE.exec_mode:
+            sys.stdout.flush()
+            return _DONE
+        _exchange("ngx.flush")
+    waiter = ex.conn.flush(ex)  # type: ignore[union-attr]
     return _DONE if waiter is None else _Wait(waiter)
 
 

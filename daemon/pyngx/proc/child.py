@@ -58,9 +58,7 @@ def setup_state(cycle: Cycle, kind: str, worker_id: int | None, master_pid: int)
 def run(cycle: Cycle, kind: str, worker_id: int | None, *, master_pid: int, status_fd: int) -> int:
     """Run a child (or the single process) to its end; returns the exit code."""
     set_title(TITLES[kind])
-    if kind == state.AGENT:
-        for sock in cycle.sockets.values():  # the agent listens on nothing (DESIGN.md)
-            sock.close()  # this process's copy only; the workers keep theirs
+    keep_sockets(cycle, worker_id if kind != state.AGENT else None)
     lifecycle.reset()
     setup_state(cycle, kind, worker_id, master_pid)
     loop = loops.new_loop()
@@ -77,6 +75,21 @@ def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
     except Exception:  # noqa: BLE001 - the process is leaving anyway
         pass
     loop.close()
+
+
+def keep_sockets(cycle: Cycle, worker_id: int | None) -> None:
+    """Close this process's copies of the sockets worker WORKER_ID does not accept on.
+
+    The agent (None) listens on nothing (DESIGN.md); worker N keeps the shared
+    sockets and socket N of each reuseport group, so the kernel spreads the
+    connections of that address between the workers.
+    """
+    mine = cycle.for_worker(worker_id)
+    kept = {id(s) for s in mine.values()}
+    for sock in cycle.all_sockets():
+        if id(sock) not in kept:
+            sock.close()  # this process's copy only; the master and other workers keep theirs
+    cycle.sockets, cycle.per_worker = mine, {}
 
 
 class Child:

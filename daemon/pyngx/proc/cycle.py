@@ -5,7 +5,9 @@ zones first (init_by_python may use them, as OpenResty allows), then
 init_by_python in a fresh namespace with the user's modules purged (so a
 reload imports their code as it is now on disk), then the listening sockets,
 reusing the old generation's socket for an unchanged address and its zone
-for an unchanged name and size. A failed build changes nothing: what it
+for an unchanged name and size. A ``reuseport`` listen gets one socket per
+worker (SO_REUSEPORT on the same address; worker N keeps only socket N, see
+`Cycle.for_worker`), reused by index across a reload. A failed build changes nothing: what it
 created is closed, the old generation and ``STATE`` are as they were.
 
 Knows nothing of fork or signals; `pyngx.proc.master` forks from a Cycle.
@@ -41,16 +43,37 @@ class Cycle:
     config: Config
     generation: int = 0
     sockets: dict[tuple[str, int], socket.socket] = field(default_factory=dict)
+    # reuseport addresses: one socket per worker (index = worker id); sockets[key] is [0]
+    per_worker: dict[tuple[str, int], list[socket.socket]] = field(default_factory=dict)
     zones: dict[str, Any] = field(default_factory=dict)
     globals: dict[str, Any] = field(default_factory=dict)
     want_agent: bool = False
 
+    def all_sockets(self) -> list[socket.socket]:
+        """Every listening socket of this cycle, each once (the per-worker ones included)."""
+        out = {id(s): s for s in self.sockets.values()}
+        for group in self.per_worker.values():
+            out.update((id(s), s) for s in group)
+        return list(out.values())
+
     def close_sockets(self, keep: Cycle | None = None) -> None:
         """Close this cycle's sockets that KEEP does not share."""
-        shared = {id(s) for s in keep.sockets.values()} if keep is not None else set()
-        for sock in self.sockets.values():
+        shared = {id(s) for s in keep.all_sockets()} if keep is not None else set()
+        for sock in self.all_sockets():
             if id(sock) not in shared:
                 sock.close()
+
+    def for_worker(self, worker_id: int | None) -> dict[tuple[str, int], socket.socket]:
+        """The sockets worker WORKER_ID accepts on: the shared ones and its own reuseport one.
+
+        None (the privileged agent) gets nothing.
+        """
+        if worker_id is None:
+            return {}
+        out = dict(self.sockets)
+        for key, group in self.per_worker.items():
+            out[key] = group[worker_id % len(group)]
+        return out
 
     def release_zones(self, keep: Cycle | None = None) -> None:
         """Drop this cycle's zones that KEEP does not share (children keep their maps)."""
@@ -88,7 +111,7 @@ def build(config: Config, old: Cycle | None = None, *, generation: int = 1, bind
         cycle.zones = make_zones(config, old)
         _run_init(cycle, purge=old is not None)
         if bind:
-            cycle.sockets = open_sockets(config, old, inherited or {})
+            cycle.sockets, cycle.per_worker = open_sockets(config, old, inherited or {})
     except BaseException:
         cycle.release_zones(old)
         cycle.close_sockets(old)
@@ -255,24 +278,58 @@ def listen_addresses(config: Config) -> list[Listen]:
     return list(seen.values())
 
 
-def open_sockets(config: Config, old: Cycle | None,
-                 inherited: dict[tuple[str, int], socket.socket]) -> dict[tuple[str, int], socket.socket]:
+Sockets = dict[tuple[str, int], socket.socket]
+
+
+def open_sockets(config: Config, old: Cycle | None, inherited: Sockets
+                 ) -> tuple[Sockets, dict[tuple[str, int], list[socket.socket]]]:
     """Listening sockets: reuse OLD's or INHERITED (systemd) for the same address, bind the rest.
 
+    A reuseport address gets one socket per worker (one with ``master_process off``):
+    OLD's are reused by index, the first may be a plain socket of OLD or INHERITED
+    turned reuseport (as nginx does), the missing ones are bound.
+    Returns (sockets, per_worker) for `Cycle`.
     Raises CycleError with nginx's ``bind() to ADDR:PORT failed (98: ...)``.
     """
-    out: dict[tuple[str, int], socket.socket] = {}
+    out: Sockets = {}
+    per_worker: dict[tuple[str, int], list[socket.socket]] = {}
+    count = config.worker_processes if config.master_process else 1
+    old_sockets = old.sockets if old else {}
     try:
         for listen in listen_addresses(config):
-            sock = _reuse(listen, old.sockets if old else {}) or _reuse(listen, inherited)
+            sock = _reuse(listen, old_sockets) or _reuse(listen, inherited)
+            if listen.reuseport:
+                group = per_worker[listen.key] = _reuse_group(listen, old, sock, count)
+                while len(group) < count:
+                    group.append(bind(listen))
+                sock = group[0]
             out[listen.key] = sock if sock is not None else bind(listen)
     except BaseException:
-        reused = {id(s) for s in (old.sockets.values() if old else ())} | {id(s) for s in inherited.values()}
-        for sock in out.values():
+        reused = {id(s) for s in (old.all_sockets() if old else ())} | {id(s) for s in inherited.values()}
+        made = {id(s): s for s in out.values()}
+        for group in per_worker.values():
+            made.update((id(s), s) for s in group)
+        for sock in made.values():
             if id(sock) not in reused:
                 sock.close()
         raise
-    return out
+    return out, per_worker
+
+
+def _reuse_group(listen: Listen, old: Cycle | None, first: socket.socket | None,
+                 count: int) -> list[socket.socket]:
+    """The start of LISTEN's per-worker group: OLD's first COUNT, else FIRST made reuseport, else empty."""
+    if first is None:
+        return []
+    for group in (old.per_worker.values() if old is not None else ()):
+        if group[0] is first:
+            return group[:count]  # a smaller count leaves the rest to close with OLD
+    try:
+        first.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    except OSError as exc:
+        raise CycleError(f"setsockopt(SO_REUSEPORT) {listen.addr}:{listen.port} failed "
+                         f"({exc.errno}: {exc.strerror})", listen.file, listen.line) from None
+    return [first]
 
 
 def _reuse(listen: Listen, sockets: dict[tuple[str, int], socket.socket]) -> socket.socket | None:

@@ -185,8 +185,8 @@ class Master:
 
     def spawn(self, kind: str, worker_id: int | None) -> None:
         cycle = self.cycle
-        mine = {id(s) for s in cycle.sockets.values()}
-        stale = [s.fileno() for old in self.old_cycles for s in old.sockets.values() if id(s) not in mine]
+        mine = {id(s) for s in cycle.all_sockets()}
+        stale = [s.fileno() for old in self.old_cycles for s in old.all_sockets() if id(s) not in mine]
         try:
             pid = spawn.fork(cycle, kind, worker_id, master_pid=self.pid, status_fd=self.status_w,
                              close_fds=[self.wake_r, self.wake_w, self.status_r, *stale], creds=self.creds)

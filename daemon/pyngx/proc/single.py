@@ -81,6 +81,7 @@ def _setup_exec_state(prefix: str) -> None:
     STATE.prefix = os.path.abspath(prefix)
     STATE.generation = 1
     STATE.exiting = False
+    STATE.exec_mode = True
     STATE.globals = usercode.new_globals()
     if log.error_log.fd == 2:
         log.error_log.level = log.WARN  # resty's default --errlog-level

@@ -30,6 +30,8 @@ class ProcState:
     config: Config | None = None
     generation: int = 0
     exiting: bool = False
+    # ``pyngx -e``: ngx.say/print/flush outside a request go to stdout (as ``resty -e``)
+    exec_mode: bool = False
     # set by process.enable_privileged_agent() during init_by_python
     want_agent: bool = False
     # name -> shm shared dict object of this generation (filled by the cycle)
