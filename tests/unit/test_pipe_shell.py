@@ -4,36 +4,15 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 import uvloop
 
 import support
+from pipe_support import Run, run  # noqa: F401 - the fixture
 from pyngx import pipe, shell
 from pyngx.errors import Error
 
-Run = Callable[[Callable[[], Awaitable[object]]], object]
-
-
-@pytest.fixture(params=["uvloop", "asyncio"])
-def run(request: pytest.FixtureRequest) -> Iterator[Run]:
-    """run(async_fn) on a fresh loop of the param's kind; afterwards no child of ours is left."""
-    before = set(support.children(os.getpid()))
-
-    def go(fn: Callable[[], Awaitable[object]]) -> object:
-        async def body() -> object:
-            try:
-                return await fn()
-            finally:
-                pipe.kill_all()
-        if request.param == "uvloop":
-            return uvloop.run(body())
-        return asyncio.run(body())
-
-    yield go
-    left = set(support.children(os.getpid())) - before
-    assert not left, f"children left behind (zombies included): {left}"
 
 
 def test_stdout_stderr_and_status(run: Run) -> None:
