@@ -10,7 +10,6 @@ import sys
 import textwrap
 
 import pytest
-import uvloop
 
 import support
 from pipe_support import Run, run  # noqa: F401 - the fixture

@@ -1,12 +1,10 @@
 """pyngx.shell.run with real commands, each test body run on uvloop and on the plain asyncio loop."""
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 
 import pytest
-import uvloop
 
 import support
 from pipe_support import Run, run  # noqa: F401 - the fixture
