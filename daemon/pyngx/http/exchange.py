@@ -14,6 +14,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from pyngx.http.replies import status_line
+from pyngx.http.variables import grouped
 
 if TYPE_CHECKING:
     from pyngx.http.protocol import HttpProtocol
@@ -80,18 +81,8 @@ class Exchange:
     def request_headers(self) -> dict[str, Any]:
         """Lower-case names; a repeated header gives a list (ngx.req.get_headers)."""
         if self._headers_cache is None:
-            out: dict[str, Any] = {}
-            for key, value in self.headers:
-                name = key.decode("latin-1").lower()
-                text = value.decode("utf-8", "surrogateescape")
-                old = out.get(name)
-                if old is None:
-                    out[name] = text
-                elif isinstance(old, list):
-                    old.append(text)
-                else:
-                    out[name] = [old, text]
-            self._headers_cache = out
+            self._headers_cache = grouped((key.decode("latin-1").lower(), value.decode("utf-8", "surrogateescape"))
+                                          for key, value in self.headers)
         return self._headers_cache
 
     def request_line(self) -> str:

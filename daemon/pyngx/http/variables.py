@@ -9,7 +9,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
@@ -197,15 +197,16 @@ class Template:
 
 def uri_args(query: str) -> dict[str, Any]:
     """ngx.req.get_uri_args: a repeated key gives a list, a bare key True."""
-    out: dict[str, Any] = {}
     if not query:
-        return out
-    for pair in query.split("&"):
-        if not pair:
-            continue
-        key, sep, value = pair.partition("=")
-        name = unquote_plus(key)
-        item: Any = unquote_plus(value) if sep else True
+        return {}
+    pairs = (pair.partition("=") for pair in query.split("&") if pair)
+    return grouped((unquote_plus(key), unquote_plus(value) if sep else True) for key, sep, value in pairs)
+
+
+def grouped(pairs: Iterable[tuple[str, Any]]) -> dict[str, Any]:
+    """A dict of PAIRS where a repeated name gives a list of its values, in order."""
+    out: dict[str, Any] = {}
+    for name, item in pairs:
         old = out.get(name)
         if old is None:
             out[name] = item
