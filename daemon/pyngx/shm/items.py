@@ -26,6 +26,7 @@ MAX_EVICT = 30  # lua-nginx-module: a store evicts at most 30 items before "no m
 F_NEXT, F_HNEXT, F_PREV, F_LNEXT, F_EXP, F_HASH, F_VLEN, F_FLAGS, F_KLEN, F_TYPE = (
     0, 4, 8, 12, 16, 24, 28, 32, 36, 38)
 _HEAD = struct.Struct("<IIIIdIIIHB")  # next hnext prev lnext expires hash vlen flags klen vtype
+_FRESH = struct.Struct("<IIIdIIIHB")  # the same from hnext on: what a new item writes
 _U32 = struct.Struct("<I")
 _F64 = struct.Struct("<d")
 _Q = struct.Struct("<q")
@@ -271,9 +272,11 @@ class Items:
         assert first, "allocation checked before"
         off = self.at(first)
         bucket = self.buckets + 4 * (h & self.mask)
-        nxt, = _U32.unpack_from(self.mm, off)
-        _HEAD.pack_into(self.mm, off, nxt, r.r32(bucket), 0, 0, expires, h, len(payload), flags,
-                        len(kb), vtype)
+        # never rewrite the chain link at byte 0, not even with its own value: pack_into
+        # zeroes before it writes, and a kill in between would cut the free list that
+        # undoing this allocation gives back
+        _FRESH.pack_into(self.mm, off + F_HNEXT, r.r32(bucket), 0, 0, expires, h, len(payload),
+                         flags, len(kb), vtype)
         slab.write_fresh(r, self.cbase, first, kb + payload)
         r.w32(bucket, first)
         self._lru_push_head(first, fresh=True)

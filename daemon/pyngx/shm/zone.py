@@ -10,7 +10,11 @@ Crash safety. Every write to a word that is live before the operation began
 is first recorded in the journal as (offset, width, old bytes); writes into
 chunks just taken from the free list need no record, because undoing the
 allocation makes them free again. ``commit()`` empties the journal with one
-store. A process killed while holding the lock leaves a non-empty journal;
+store. The journal count and the owner word are written with one aligned
+4-byte store each (through a ``memoryview`` cast), never with
+``struct.pack_into``: that zeroes its target and then writes it a byte at a
+time, so a kill in between would leave a count of 0 and the dead holder's
+half-done step could never be undone. A process killed while holding the lock leaves a non-empty journal;
 whoever recovers the lock (``force_unlock(pid)`` in the master, or the next
 locker when the kernel dropped a dead holder's fcntl lock) replays it
 backwards, so the killed operation never happened.
@@ -56,6 +60,7 @@ H_BUCKETS = 64  # u32 offset of the bucket array
 H_CBASE = 68  # u32 offset of chunk index 0 (index 0 is never used: it means "none")
 H_NAME = 128  # 64 bytes, for humans reading a core dump
 
+_OWNER, _JCOUNT = H_OWNER >> 2, H_JCOUNT >> 2  # as indexes of 4-byte words
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _JENT = struct.Struct("<II8s")
@@ -64,7 +69,7 @@ _JENT = struct.Struct("<II8s")
 class Region:
     """The mapping, its lock and its journal."""
 
-    __slots__ = ("fd", "mm", "mv", "size", "lock_kind", "_tlock", "_holder", "_c", "closed")
+    __slots__ = ("fd", "mm", "mv", "u32", "size", "lock_kind", "_tlock", "_holder", "_c", "closed")
 
     def __init__(self, name: str, size: int, lock_kind: int, c_lock: object | None) -> None:
         self.size = size
@@ -79,6 +84,9 @@ class Region:
         # fds are closed on exec only; fork keeps them, which fcntl locking needs
         os.set_inheritable(self.fd, True)
         self.mv = memoryview(self.mm)
+        # 4-byte words as one store each; the mapping's tail past a multiple of 8 holds no word
+        length = OVERHEAD + size
+        self.u32 = self.mv[:length - length % 8].cast("I")
         self._tlock = threading.Lock()
         self._holder = 0  # the thread holding the lock (fcntl kind)
         self._c = c_lock
@@ -91,12 +99,12 @@ class Region:
 
     # -- words --
     def r32(self, off: int) -> int:
-        return _U32.unpack_from(self.mm, off)[0]
+        return self.u32[off >> 2]  # type: ignore[no-any-return]
 
     def w32(self, off: int, value: int) -> None:
-        """Journal the old word, then write VALUE."""
+        """Journal the old word (OFF is 4-aligned), then write VALUE."""
         self._journal(off, 4)
-        _U32.pack_into(self.mm, off, value)
+        self.u32[off >> 2] = value
 
     def w64(self, off: int, raw: bytes) -> None:
         """Journal 8 old bytes, then write RAW (8 bytes)."""
@@ -111,24 +119,25 @@ class Region:
             self.mm[off + i:off + i + len(piece)] = piece
 
     def _journal(self, off: int, width: int) -> None:
-        n = _U32.unpack_from(self.mm, H_JCOUNT)[0]
+        words = self.u32
+        n = words[_JCOUNT]
         if n >= JOURNAL_CAP:
             raise RuntimeError("shared dict journal overflow")
         _JENT.pack_into(self.mm, HEADER + n * 16, off, width, bytes(self.mm[off:off + width]))
-        # the entry is complete before the count covers it
-        _U32.pack_into(self.mm, H_JCOUNT, n + 1)
+        # the entry is complete before the count covers it, and the count moves in one store
+        words[_JCOUNT] = n + 1
 
     def commit(self) -> None:
         """The step is complete: forget its undo records."""
-        _U32.pack_into(self.mm, H_JCOUNT, 0)
+        self.u32[_JCOUNT] = 0
 
     def rollback(self) -> int:
         """Undo the current step (a failed operation, or a dead holder's); returns records undone."""
-        n = _U32.unpack_from(self.mm, H_JCOUNT)[0]
+        n = self.u32[_JCOUNT]
         for i in range(n - 1, -1, -1):
             off, width, old = _JENT.unpack_from(self.mm, HEADER + i * 16)
             self.mm[off:off + width] = old[:width]
-        _U32.pack_into(self.mm, H_JCOUNT, 0)
+        self.u32[_JCOUNT] = 0
         return n
 
     # -- the lock --
@@ -148,15 +157,16 @@ class Region:
             self._tlock.release()
             raise
         self._holder = me
-        if _U32.unpack_from(self.mm, H_OWNER)[0] != 0:
+        words = self.u32
+        if words[_OWNER] or words[_JCOUNT]:
             self.rollback()  # the previous holder died: the kernel dropped its lock
-        _U32.pack_into(self.mm, H_OWNER, os.getpid())
+        words[_OWNER] = os.getpid()
 
     def unlock(self) -> None:
         if self._c is not None:
             self._c.unlock()  # type: ignore[attr-defined]
             return
-        _U32.pack_into(self.mm, H_OWNER, 0)
+        self.u32[_OWNER] = 0
         self._holder = 0
         fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, 0)
         self._tlock.release()
@@ -167,15 +177,15 @@ class Region:
             return False
         if self._c is not None:
             return bool(self._c.force_unlock(pid))  # type: ignore[attr-defined]
-        if _U32.unpack_from(self.mm, H_OWNER)[0] != pid:
+        if self.u32[_OWNER] != pid:
             return False
         self._tlock.acquire()
         try:
             fcntl.lockf(self.fd, fcntl.LOCK_EX, 1, 0)
-            held = _U32.unpack_from(self.mm, H_OWNER)[0] == pid
+            held = self.u32[_OWNER] == pid
             if held:
                 self.rollback()
-                _U32.pack_into(self.mm, H_OWNER, 0)
+                self.u32[_OWNER] = 0
             fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, 0)
         finally:
             self._tlock.release()
@@ -186,6 +196,7 @@ class Region:
             return
         self.closed = True
         self._c = None
+        self.u32.release()
         self.mv.release()
         self.mm.close()
         os.close(self.fd)
