@@ -8,7 +8,9 @@ that a peer belongs to this master; the status endpoint lists it.
 Each slot is ``pid:i32 kind:i8 ready:i8 worker_id:i16 generation:i32``; a
 slot with pid 0 is free. Only the master writes, one aligned 32-bit pid word
 last on insert and first on removal, so a reader never sees a half-written
-live slot.
+live slot. The pid and version words are stored through ``memoryview`` casts,
+one store each: ``struct.pack_into`` zeroes its target and then writes it a
+byte at a time, so a reader could catch a pid that is only partly there.
 """
 from __future__ import annotations
 
@@ -40,10 +42,12 @@ class Peer:
 
 
 class Tree:
-    __slots__ = ("mem",)
+    __slots__ = ("mem", "_pids", "_words")
 
     def __init__(self) -> None:
         self.mem = mmap.mmap(-1, _VERSION_AT + _VERSION.size, flags=mmap.MAP_SHARED)
+        self._pids = memoryview(self.mem).cast("i")  # 4-byte words: every slot's pid is one
+        self._words = memoryview(self.mem).cast("I")
 
     # -- master side --
     def set_generation(self, generation: int, master_pid: int) -> None:
@@ -55,7 +59,7 @@ class Tree:
             off = _HEAD.size + i * _SLOT.size
             if struct.unpack_from("=i", self.mem, off)[0] == 0:
                 _SLOT.pack_into(self.mem, off, 0, _KINDS[kind], 0, -1 if worker_id is None else worker_id, generation)
-                struct.pack_into("=i", self.mem, off, pid)
+                self._pids[off >> 2] = pid
                 self._bump()
                 return
         raise RuntimeError("process table full")
@@ -63,7 +67,7 @@ class Tree:
     def remove(self, pid: int) -> None:
         off = self._find(pid)
         if off is not None:
-            struct.pack_into("=i", self.mem, off, 0)
+            self._pids[off >> 2] = 0
             self._bump()
 
     # -- any process --
@@ -81,7 +85,7 @@ class Tree:
     def _bump(self) -> None:
         # written after the data it announces; two writers racing may both
         # write the same value, but each wrote its data before reading it
-        _VERSION.pack_into(self.mem, _VERSION_AT, (self.version() + 1) & 0xFFFFFFFF)
+        self._words[_VERSION_AT >> 2] = (self.version() + 1) & 0xFFFFFFFF
 
     def generation(self) -> int:
         return _HEAD.unpack_from(self.mem, 0)[0]
