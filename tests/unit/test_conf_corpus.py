@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from pyngx import conf
-from pyngx.conf import parse
+from pyngx.conf import larkref, parse
 from pyngx.conf.model import HANDLER_NAME, Chunk
 
 CORPUS = Path(__file__).resolve().parent.parent / "conf"
@@ -50,7 +50,7 @@ def test_fast_reader_equals_the_lark_parser(path: Path) -> None:
     """parse_text (one pass) and parse_text_lark (lark's LALR over grammar.lark) agree."""
     text = path.read_text()
     results = []
-    for reader in (parse.parse_text, parse.parse_text_lark):
+    for reader in (parse.parse_text, larkref.parse_text_lark):
         try:
             results.append(reader(text, "f.conf", "/f.conf"))
         except conf.ConfError as exc:

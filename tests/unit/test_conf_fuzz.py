@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pyngx import conf
-from pyngx.conf import parse
+from pyngx.conf import larkref, parse
 from pyngx.conf.directives import TABLE
 
 CORPUS = Path(__file__).resolve().parent.parent / "conf"
@@ -65,7 +65,7 @@ def test_load_raises_only_conf_error(prefix: str, text: str) -> None:
 @given(text=mutated())
 def test_fast_reader_equals_lark_on_mutations(text: str) -> None:
     results = []
-    for reader in (parse.parse_text, parse.parse_text_lark):
+    for reader in (parse.parse_text, larkref.parse_text_lark):
         try:
             results.append(reader(text, "f.conf", "/f.conf"))
         except conf.ConfError as exc:
@@ -83,7 +83,7 @@ def test_random_text_raises_only_conf_error(parts: list[str]) -> None:
     except conf.ConfError as exc:
         fast = str(exc)  # type: ignore[assignment]
     try:
-        ref = parse.parse_text_lark(text, "f.conf")
+        ref = larkref.parse_text_lark(text, "f.conf")
     except conf.ConfError as exc:
         ref = str(exc)  # type: ignore[assignment]
     assert fast == ref

@@ -1,9 +1,13 @@
 """pyngx.conf.parse: statements, strings, escapes, and the end of a Python block."""
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
-from pyngx.conf import ConfError, parse
+from pyngx.conf import ConfError, larkref, parse
 from pyngx.conf.parse import Stmt
 
 # Python bodies (what follows "{") and the text after their closing "}".
@@ -76,7 +80,7 @@ def test_hash_inside_a_word_is_not_a_comment() -> None:
     ('a\n\n "b;\n', "unterminated quoted string in f.conf:3"),
 ])
 def test_syntax_errors(text: str, message: str) -> None:
-    for reader in (parse.parse_text, parse.parse_text_lark):
+    for reader in (parse.parse_text, larkref.parse_text_lark):
         with pytest.raises(ConfError) as info:
             reader(text, "f.conf")
         assert str(info.value) == message
@@ -92,6 +96,21 @@ def test_unterminated_one_line_string_is_python_s_error() -> None:
 def test_a_comment_is_not_cut_short_before_an_unterminated_quote() -> None:
     # found by the fuzz test: the fast reader once backtracked into the comment
     text = '#{ expect: "k" d;\n"}\n'
-    for reader in (parse.parse_text, parse.parse_text_lark):
+    for reader in (parse.parse_text, larkref.parse_text_lark):
         with pytest.raises(ConfError, match="unterminated quoted string in f.conf:2"):
             reader(text, "f.conf", "/f.conf")
+
+
+def test_the_fast_reader_reads_the_grammar_s_terminals_as_lark_does() -> None:
+    assert parse.terminals() == larkref.lark_terminals()
+
+
+def test_loading_a_config_does_not_import_lark(tmp_path: Path) -> None:
+    conf = tmp_path / "pyngx.conf"
+    conf.write_text('events {}\nhttp { server { listen 127.0.0.1:1; location / { content_by_python_block {\n'
+                    '    ngx.say("hi")\n} } } }\n')
+    code = ("import sys; from pyngx.conf import load; load(sys.argv[1], sys.argv[2]); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'lark'))")
+    out = subprocess.run([sys.executable, "-c", code, str(conf), str(tmp_path)], capture_output=True,
+                         text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"

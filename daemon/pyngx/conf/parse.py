@@ -1,8 +1,10 @@
 """Config text → a tree of `Stmt`, includes expanded.
 
-Owns the syntax: the lark grammar (grammar.lark) for words, strings, comments and
-blocks, the capture of raw Python in ``*_by_python_block`` bodies, unescaping, and
-``include``. Knows nothing of what a directive means (that is directives.py).
+Owns the syntax: the grammar (grammar.lark, in lark's notation) for words, strings,
+comments and blocks, read in one pass from the grammar's own terminals; the capture
+of raw Python in ``*_by_python_block`` bodies; unescaping; ``include``. Knows
+nothing of what a directive means (that is directives.py). larkref.py runs the same
+grammar through lark's LALR parser, the reference the tests hold this reader to.
 """
 from __future__ import annotations
 
@@ -11,15 +13,8 @@ import os
 import re
 import sys
 import tokenize
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from lark import Lark, Token, Transformer
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
-from lark.lexer import BasicLexer, Lexer, LexerState, LineCounter
-from lark.utils import TextSlice
 
 MAX_INCLUDE_DEPTH = 32
 MAX_DEPTH = 64  # nested blocks (nginx needs 4: http, server, location, and one more if nested)
@@ -80,11 +75,9 @@ def unescape(word: str) -> str:
     return _ESCAPE_RE.sub(lambda m: _ESCAPES.get(m.group(1), m.group(0)), word)
 
 
-def _arg_value(tok: Token) -> str:
-    text = str(tok)
-    if tok.type == "STRING":
-        text = text[1:-1]
-    return unescape(text)
+def arg_value(kind: str, text: str) -> str:
+    """The argument a WORD or STRING token stands for: quotes off, escapes read."""
+    return unescape(text[1:-1] if kind == "STRING" else text)
 
 
 # -- finding the "}" that closes a Python block --
@@ -179,138 +172,49 @@ def _tokenize_end(text: str, start: int) -> int:
     raise _Unclosed()
 
 
-# -- the lexer lark drives --
-
-class _ConfLexer(Lexer):
-    """lark's basic lexer for the grammar's terminals, plus the PYCODE capture."""
-
-    def __init__(self, lexer_conf: Any) -> None:
-        self.basic = BasicLexer(lexer_conf)
-
-    def lex(self, text: str) -> Iterator[Token]:  # type: ignore[override]
-        state = LexerState(TextSlice(text, 0, len(text)), LineCounter("\n"))
-        opened: list[int] = []  # lines of the "{" still open: EOF names the innermost
-        at_start, python = True, False
-        while True:
-            try:
-                tok = self.basic.next_token(state)
-            except EOFError:
-                break
-            except UnexpectedCharacters as exc:
-                raise ConfError("unterminated quoted string", "", exc.line) from None
-            kind = tok.type
-            if kind == "LBRACE":
-                if python:
-                    yield self._python(text, tok, state)
-                    at_start, python = True, False
-                    continue
-                if len(opened) >= MAX_DEPTH:
-                    raise ConfError(f"blocks nested deeper than {MAX_DEPTH}", "", tok.line)
-                opened.append(tok.line)
-                at_start = True
-            elif kind == "RBRACE":
-                if not opened:
-                    raise ConfError('unexpected "}"', "", tok.line)
-                opened.pop()
-                at_start = True
-            elif kind == "SEMICOLON":
-                at_start, python = True, False
-            elif at_start:
-                python = _arg_value(tok).endswith("_block")
-                at_start = False
-            yield tok
-        if opened and at_start:  # mid-statement, the parser says: expecting ";" or "}"
-            raise ConfError(f'unexpected end of file, expecting "}}" for the block opened on line {opened[-1]}',
-                            "", state.line_ctr.line)
-
-    def _python(self, text: str, brace: Token, state: LexerState) -> Token:
-        start = brace.end_pos
-        try:
-            end = find_python_end(text, start)
-        except _Unclosed as exc:
-            why = f" ({exc.reason})" if exc.reason and "EOF" not in exc.reason else ""
-            raise ConfError(f'unexpected end of file, expecting "}}" for the Python block opened on line '
-                            f"{brace.line}{why}", "", text.count("\n") + 1) from None
-        tok = Token("PYCODE", text[start:end], brace.start_pos, brace.line, brace.column)
-        state.line_ctr.feed(text[start:end + 1])
-        return tok
-
-
-class _Build(Transformer[Token, list[Stmt]]):
-    """Parse tree → Stmt records (run inside the LALR parser: no tree is built)."""
-
-    def __init__(self, file: str, path: str) -> None:
-        super().__init__()
-        self.file, self.path = file, path
-
-    def start(self, items: list[Any]) -> list[Stmt]:
-        return items
-
-    def stmt(self, items: list[Token]) -> Stmt:
-        name = items[0]
-        return Stmt(_arg_value(name), tuple(_arg_value(t) for t in items[1:]), None, None, self.file, name.line,
-                    self.path)
-
-    def block(self, items: list[Any]) -> Stmt:
-        name = items[0]
-        args = tuple(_arg_value(t) for t in items[1:] if isinstance(t, Token))
-        body = tuple(s for s in items[1:] if isinstance(s, Stmt))
-        return Stmt(_arg_value(name), args, body, None, self.file, name.line, self.path)
-
-    def pyblock(self, items: list[Token]) -> Stmt:
-        name, code = items[0], items[-1]
-        return Stmt(_arg_value(name), tuple(_arg_value(t) for t in items[1:-1]), (), str(code), self.file,
-                    name.line, self.path, code.line)
-
-
-_GRAMMAR = (Path(__file__).with_name("grammar.lark")).read_text()
-_build = _Build("", "")
-_parser: list[Lark] = []
-
-
-def _lark() -> Lark:
-    """The one LALR parser, built on first use; its transformer makes Stmts as it parses."""
-    if not _parser:
-        _parser.append(Lark(_GRAMMAR, parser="lalr", lexer=_ConfLexer, transformer=_build,
-                            maybe_placeholders=False))
-    return _parser[0]
-
-
-def parse_text_lark(text: str, file: str, path: str = "") -> list[Stmt]:
-    """Parse TEXT with lark's LALR parser over the grammar's rules (the reference for parse_text).
-
-    Raises ConfError naming FILE.
-    """
-    parser = _lark()
-    _build.file, _build.path = file, path
-    try:
-        return parser.parse(text)  # type: ignore[return-value]
-    except ConfError as exc:
-        raise ConfError(exc.message, file, exc.line) from None
-    except UnexpectedEOF as exc:
-        raise ConfError('unexpected end of file, expecting ";" or "}"', file, text.count("\n") + 1) from None
-    except UnexpectedToken as exc:
-        tok = exc.token
-        if tok.type == "$END":
-            raise ConfError('unexpected end of file, expecting ";" or "}"', file, text.count("\n") + 1) from None
-        shown = "}" if tok.type == "PYCODE" else str(tok)
-        raise ConfError(f'unexpected "{shown}"', file, tok.line) from None
-    except UnexpectedInput as exc:
-        raise ConfError("syntax error", file, getattr(exc, "line", 0) or 0) from None
-
-
 # -- the fast reader: the grammar's terminals, and its three rules as a stack --
+
+GRAMMAR = Path(__file__).with_name("grammar.lark")
+# the rules' literal tokens, under the names lark gives them
+_PUNCTUATION = {";": "SEMICOLON", "{": "LBRACE", "}": "RBRACE"}
+_CONTROL = {"n": "\n", "t": "\t", "r": "\r", "f": "\f"}
+_TERMINAL_DEF = re.compile(r"^([A-Z][A-Z_]*):(.*(?:\n[ \t]+\|.*)*)", re.M)
+_ALTERNATIVE = re.compile(r"""\s*\|?\s*(?:/((?:[^/\\\n]|\\.)*)/([imslux]*)|"((?:[^"\\]|\\.)*)")""")
+
+
+def terminals() -> tuple[dict[str, str], list[str]]:
+    """The grammar's terminals as regexes, spelled as lark spells them, and the ignored ones.
+
+    Read from grammar.lark directly, so the daemon never imports lark; a test holds
+    the result equal to what lark itself derives from the same file.
+    """
+    text = re.sub(r"^\s*//.*", "", GRAMMAR.read_text(), flags=re.M)
+    terms: dict[str, str] = {}
+    for name, body in _TERMINAL_DEF.findall(text):
+        alts = []
+        for rx, flags, literal in _ALTERNATIVE.findall(body):
+            # lark reads \n \t \r \f in a regex as the characters themselves
+            alt = re.escape(literal) if literal else re.sub(
+                r"\\(.)", lambda m: _CONTROL.get(m.group(1), m.group(0)), rx.replace("\\/", "/"))
+            alts.append(f"(?{flags}:{alt})" if flags else alt)
+        terms[name] = alts[0] if len(alts) == 1 else f"(?:{'|'.join(alts)})"
+    for literal in re.findall(r'"([^"]*)"', _TERMINAL_DEF.sub("", text)):  # in the rules
+        terms.setdefault(_PUNCTUATION[literal], re.escape(literal))
+    ignored = re.findall(r"^%ignore\s+(\w+)", text, re.M)
+    return terms, ignored
+
 
 def _scanner() -> re.Pattern[str]:
     """One regex of the grammar's terminals: the ignored ones (WS, COMMENT) as a prefix of each match,
     then one of the others, or the end of the text (their first characters never overlap)."""
     if not _scan:
-        terms = {t.name: t.pattern.to_regexp() for t in _lark().terminals}
-        skip = "|".join(terms.pop(name) for name in _lark().ignore_tokens)
+        terms, ignored = terminals()
+        skip = "|".join(terms.pop(name) for name in ignored)
         parts = "|".join(f"(?P<{name}>{rx})" for name, rx in terms.items())
         # atomic: a comment is never cut short to let a later terminal match (backtracking
         # would read '#a "b" c;' followed by an unterminated quote as a statement)
         _scan.append(re.compile(f"(?>(?:{skip})*)(?:{parts}|(?P<END>\\Z))"))
+        _scan.append(re.compile(f"(?>(?:{skip})*)"))
     return _scan[0]
 
 
@@ -319,14 +223,15 @@ _scan: list[re.Pattern[str]] = []
 
 def _skipper() -> re.Pattern[str]:
     """The ignored terminals (WS, COMMENT), read atomically (error reporting only)."""
-    skip = "|".join(t.pattern.to_regexp() for t in _lark().terminals if t.name in _lark().ignore_tokens)
-    return re.compile(f"(?>(?:{skip})*)")
+    _scanner()
+    return _scan[1]
 
 
 def parse_text(text: str, file: str, path: str = "") -> list[Stmt]:
     """Parse TEXT (no include expansion): the grammar's rules, read in one pass.
 
-    The same result as parse_text_lark (the tests hold them to it), several times faster.
+    The same result as lark's LALR parser over grammar.lark (larkref.parse_text_lark; the
+    tests hold them to it), several times faster.
     Raises ConfError naming FILE.
     """
     match = _scanner().match
