@@ -4,8 +4,9 @@ Thin, as lua-resty-core's ``ngx.resp``/``ngx.req``: find the current
 exchange through its context variable, check the phase, convert, delegate
 to `pyngx.http.exchange`. Outside a request every call raises
 `WrongContextError`, except say/print/flush under ``pyngx -e``, which go to
-stdout as under ``resty -e`` (checked only where the error would be raised,
-so a request pays nothing for it).
+stdout as under ``resty -e``, and ``exit``, which also ends a timer callback or
+``-e`` code (checked only where the error would be raised, so a request pays
+nothing for it).
 """
 from __future__ import annotations
 
@@ -16,14 +17,16 @@ from typing import Any
 from pyngx import log as _log
 from pyngx.errors import WrongContextError
 from pyngx.http import replies, variables
-from pyngx.http.exchange import CURRENT, Exchange, Exit, clean_name, clean_value
+from pyngx.http.exchange import CURRENT, Exchange, clean_name, clean_value
 from pyngx.runtime import phase
+from pyngx.runtime.phase import Exit
 from pyngx.runtime.state import STATE
 
 _current = CURRENT.get
 # the context variable's own get (no wrapper call on the hot path), else the public reader
 _phase = getattr(getattr(phase, "_phase", None), "get", phase.current)
 _CONTENT = phase.CONTENT
+_EXIT_ELSEWHERE = (phase.TIMER, phase.EXEC)  # where ngx.exit also ends the running code
 
 
 def _exchange(api: str) -> Exchange:
@@ -118,8 +121,14 @@ def flush() -> _Done | _Wait:
 
 def exit(status: int) -> None:  # noqa: A001 - OpenResty's name
     """End the handler now. STATUS >= 200 answers with it (nginx's page when nothing was printed);
-    0 (ngx.OK) sends what was printed."""
-    ex = _exchange("ngx.exit")
+    0 (ngx.OK) sends what was printed. In a timer callback or ``pyngx -e`` it ends that code
+    and STATUS is ignored, as in OpenResty's ``ngx.timer`` context."""
+    ex = _current()
+    if ex is None or ex.done or _phase() != _CONTENT:
+        if _phase() in _EXIT_ELSEWHERE:
+            int(status)
+            raise Exit
+        ex = _exchange("ngx.exit")
     status = int(status)
     if status == 444:  # nginx's "close the connection, answer nothing"
         ex.conn.abort()

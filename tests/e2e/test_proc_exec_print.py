@@ -33,7 +33,23 @@ ngx.flush()
     assert result.stdout == b"first\nraw bytes\ntimer ran\npython print\nend"
 
 
+def test_ngx_exit_ends_the_code_and_its_timers_still_run(tmp_path: Path) -> None:
+    # as in OpenResty's timer context: the status is ignored, the code ends there
+    code = """
+def cb(premature):
+    ngx.say("timer")
+    ngx.exit(500)
+    ngx.say("not after exit in a timer")
+ngx.timer.at(0.01, cb)
+ngx.say("main")
+ngx.exit(0)
+ngx.say("not after exit")
+"""
+    result = run(tmp_path, code)
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"main\ntimer\n", b"")
+
+
 def test_other_request_apis_still_refuse(tmp_path: Path) -> None:
-    result = run(tmp_path, "ngx.exit(200)")
+    result = run(tmp_path, "ngx.var.uri")
     assert result.returncode == 1
     assert b"API disabled in the context of exec" in result.stderr

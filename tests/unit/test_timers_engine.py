@@ -297,6 +297,43 @@ def test_exception_is_logged_with_traceback_and_the_loop_carries_on(run: Callabl
     assert "runtime/timers.py" not in text.split("broken (conf")[1].split("RuntimeError")[0]
 
 
+def test_ngx_exit_ends_a_callback_quietly(run: Callable[..., Any], errlog: Path) -> None:
+    """OpenResty allows ngx.exit in the timer context: it ends the callback, not the process."""
+    seen: list[str] = []
+
+    def plain(premature: bool) -> None:
+        seen.append("plain")
+        ngx.exit(ngx.HTTP_OK)
+        seen.append("plain after exit")
+
+    async def awaiting(premature: bool) -> None:
+        await ngx.sleep(0)
+        seen.append("async")
+        ngx.exit(0)
+        seen.append("async after exit")
+
+    def every(premature: bool) -> None:
+        seen.append("every")
+        if seen.count("every") == 3:
+            handle.cancel()
+        ngx.exit(0)
+
+    async def main() -> dict[str, Any]:
+        nonlocal handle
+        ngx.timer.at(0, plain)  # the at(0) fast path
+        ngx.timer.at(0.001, plain)  # a timer on the loop's clock
+        ngx.timer.at(0, awaiting)
+        handle = ngx.timer.every(0.001, every)
+        await timers.wait_idle()
+        return timers.statistics()
+
+    handle: Any = None
+    stats = run(main)
+    assert sorted(seen) == ["async", "every", "every", "every", "plain", "plain"]
+    assert stats["failed"] == 0 and stats["running"] == 0 and stats["pending"] == 0
+    assert "[error]" not in errlog.read_text()
+
+
 def test_callbacks_do_not_see_the_creators_context(run: Callable[..., Any]) -> None:
     var: contextvars.ContextVar[str] = contextvars.ContextVar("request", default="none")
     seen: list[str] = []

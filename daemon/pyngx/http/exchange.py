@@ -29,13 +29,6 @@ KEEP_ALIVE = b"Connection: keep-alive\r\n"
 MANAGED = frozenset(("content-length", "transfer-encoding", "connection", "date", "server"))
 
 
-class Exit(BaseException):
-    """Raised by ngx.exit/ngx.redirect to end the handler at once.
-
-    A BaseException, so a user's ``except Exception`` does not swallow it.
-    """
-
-
 class Exchange:
     """One request/response on a connection."""
 

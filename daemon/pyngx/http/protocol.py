@@ -16,10 +16,11 @@ import httptools
 
 from pyngx import log
 from pyngx.http import answers, replies, uri
-from pyngx.http.exchange import CURRENT, Exchange, Exit
+from pyngx.http.exchange import CURRENT, Exchange
 from pyngx.http.route import CONTENT, RETURN, STATUS, Route, Server, Vhosts
 from pyngx.http.variables import assign
 from pyngx.runtime import phase
+from pyngx.runtime.phase import Exit
 
 if TYPE_CHECKING:
     from pyngx.http.server import HttpServer

@@ -107,7 +107,10 @@ async def _exec(chunk: object, loop: asyncio.AbstractEventLoop) -> int:
     child.setup_runtime_limits(1024, 256)
     status = 0
     try:
-        await usercode.run_module_async(chunk, STATE.globals, phase.EXEC)  # type: ignore[arg-type]
+        try:
+            await usercode.run_module_async(chunk, STATE.globals, phase.EXEC)  # type: ignore[arg-type]
+        except phase.Exit:  # ngx.exit(): the code ends there; its timers still run
+            pass
         await _wait_idle()
     except asyncio.CancelledError:
         lifecycle.final(False)

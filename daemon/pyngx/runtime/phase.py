@@ -18,6 +18,16 @@ IPC = "ipc"
 EVENT = "event"
 EXEC = "exec"  # pyngx -e
 
+
+
+class Exit(BaseException):
+    """Raised by ngx.exit (and ngx.redirect) to end the running handler at once: a request's
+    content handler, a timer callback, or the code of ``pyngx -e``.
+
+    A BaseException, so a user's ``except Exception`` does not swallow it.
+    """
+
+
 _phase: contextvars.ContextVar[str | None] = contextvars.ContextVar("pyngx_phase", default=None)
 
 

@@ -224,6 +224,8 @@ class Engine:
                 except Exception as exc:  # noqa: BLE001 - the user's callback: log it, carry on
                     self._report(t, exc, skip_frame=True)
                     continue
+                except phase.Exit:  # ngx.exit() ends a callback
+                    continue
                 if result is not None and hasattr(result, "__await__"):
                     self._spawn(t, result, ctx)
                     self.running += 1  # the task keeps the slot: take another
@@ -304,6 +306,9 @@ class Engine:
             self._report(t, exc, skip_frame=True)
             self._finish(t)
             return
+        except phase.Exit:  # ngx.exit() ends a callback, as in OpenResty's timer context
+            self._finish(t)
+            return
         if result is not None and hasattr(result, "__await__"):
             self._spawn(t, result, ctx)  # an `async def` callback (or one returning an awaitable)
         else:
@@ -325,7 +330,7 @@ class Engine:
                 log.info(f"timer callback {where(t._fn)} was cancelled")
         else:
             exc = task.exception()
-            if exc is not None:
+            if exc is not None and not isinstance(exc, phase.Exit):
                 self._report(t, exc, skip_frame=False)
         self._finish(t)
 
