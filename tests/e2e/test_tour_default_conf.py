@@ -72,8 +72,13 @@ def test_default_config_tour_answers(daemon: Callable[..., Daemon]) -> None:
 
     status, body = d.get("/status")
     assert status == 200
-    kinds = sorted(p["type"] for p in json.loads(body)["processes"])
+    data = json.loads(body)
+    kinds = sorted(p["type"] for p in data["processes"])
     assert kinds == ["privileged agent", "worker", "worker"]
+    assert data["http_all"]["requests"] >= data["http"]["requests"]["total"]
+    # every worker's requests are in http_all once published (one 0.5 s tick)
+    wait_until(lambda: json.loads(d.get("/status")[1])["http_all"]["requests"] >= 10, 5,
+               what="the tour's requests in http_all")
     status, body = d.get("/status?format=prometheus")
     assert status == 200 and b"pyngx_" in body
 

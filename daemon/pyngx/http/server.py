@@ -26,7 +26,7 @@ from pyngx.http.accesslog import AccessLog
 from pyngx.http.protocol import HttpProtocol
 from pyngx.http.replies import SERVER
 from pyngx.http.route import Vhosts, build
-from pyngx.runtime import lifecycle, phase
+from pyngx.runtime import lifecycle, phase, tree
 from pyngx.runtime.state import STATE
 
 if TYPE_CHECKING:
@@ -103,6 +103,7 @@ class HttpServer:
         if self.tick_handle is not None:
             self.tick_handle.cancel()
             self.tick_handle = None
+        self.publish()
         if self.access is not None:
             self.access.close()
         if self in _live:
@@ -140,7 +141,19 @@ class HttpServer:
         self.clock = self.loop.time()
         self.date_server = f"Server: {SERVER}\r\nDate: {formatdate(now, usegmt=True)}\r\n".encode("latin-1")
         self._sweep()
+        self.publish()
         self.tick_handle = self.loop.call_later(TICK, self._tick)
+
+    def publish(self) -> None:
+        """Copy the counters into this process's row of the process table (status totals)."""
+        if tree.TREE is not None:
+            tree.TREE.publish_http(self.counter_row())
+
+    def counter_row(self) -> list[int]:
+        """The counters in ``tree.HTTP_FIELDS`` order."""
+        classes = self._classes()
+        return [self.n_accepted, self.n_requests, self.n_refused, *(classes[f"{i}xx"] for i in range(1, 6)),
+                len(self.conns)]
 
     def _sweep(self) -> None:
         if not self.conns:

@@ -3,7 +3,10 @@
 Owns collecting ``statistics()`` from the parts that offer it (HTTP here,
 timers, shared dicts, IPC, events: looked up by name, so a part that is not
 there is left out) and rendering JSON or, with ``?format=prometheus``, the
-Prometheus text format. The counters are this worker's; the tree is all.
+Prometheus text format. The counters are this worker's; the tree is all, and
+``http_all`` adds up the HTTP counters of every process of the server (those
+that exited included), from the rows the workers publish in the process table
+once per tick.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from pyngx.runtime import tree
+from pyngx.runtime import state, tree
 from pyngx.runtime.state import STATE
 
 if TYPE_CHECKING:
@@ -36,6 +39,8 @@ def collect(server: HttpServer) -> dict[str, Any]:
         "processes": _processes(),
         "http": server.statistics(),
     }
+    if tree.TREE is not None:
+        out["http_all"] = tree.TREE.http_totals(own=server.counter_row())
     for name, module in _PARTS:
         stats = _module_stats(module)
         if stats is not None:
@@ -45,11 +50,18 @@ def collect(server: HttpServer) -> dict[str, Any]:
 
 
 def _processes() -> list[dict[str, Any]]:
+    """Every listed process; a worker's entry has its HTTP counters as last published."""
     table = tree.TREE
     if table is None:
         return []
-    return [{"pid": p.pid, "type": p.kind, "worker_id": p.worker_id, "generation": p.generation, "ready": p.ready}
-            for p in table.peers(current=False)]
+    rows = table.http_rows()
+    out = []
+    for p in table.peers(current=False):
+        entry = {"pid": p.pid, "type": p.kind, "worker_id": p.worker_id, "generation": p.generation, "ready": p.ready}
+        if p.kind in (state.WORKER, state.SINGLE) and p.pid in rows:
+            entry["http"] = rows[p.pid]
+        out.append(entry)
+    return out
 
 
 def _module_stats(name: str) -> Any:
@@ -113,8 +125,10 @@ def prometheus(data: dict[str, Any]) -> str:
     for proc in data["processes"]:
         lines.append(f'pyngx_process_ready{{pid="{proc["pid"]}",type="{proc["type"]}",'
                      f'generation="{proc["generation"]}"}} {int(proc["ready"])}')
-    _flatten("pyngx", {k: v for k, v in data.items() if k not in ("processes", "pid", "type", "master_pid")},
+    _flatten("pyngx", {k: v for k, v in data.items() if k not in ("processes", "pid", "type", "master_pid", "http_all")},
              labels, lines)
+    for name, value in data.get("http_all", {}).items():  # the whole server's: no process labels
+        lines.append(f"pyngx_all_http_{'' if name[:1].isalpha() else '_'}{name} {value}")
     return "\n".join(lines) + "\n"
 
 

@@ -5,6 +5,13 @@ fork and writes whenever it starts or reaps a child; every child reads it.
 IPC uses it to find the current generation for ``broadcast`` and to check
 that a peer belongs to this master; the status endpoint lists it.
 
+It also holds every process's HTTP counters, so the status page can show
+totals for the whole server, as nginx's stub_status does: each worker copies
+its own counters into its slot's row once per tick (its only writes here
+besides ``mark_ready``), and when the master removes a dead child it adds
+the row into a "retired" row first, so totals never go backwards on a
+reload or a crash.
+
 Each slot is ``pid:i32 kind:i8 ready:i8 worker_id:i16 generation:i32``; a
 slot with pid 0 is free. Only the master writes, one aligned 32-bit pid word
 last on insert and first on removal, so a reader never sees a half-written
@@ -17,6 +24,7 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+from array import array
 from dataclasses import dataclass
 
 from pyngx.runtime import state
@@ -30,6 +38,13 @@ _NAMES = {number: name for name, number in _KINDS.items()}
 # cache what it derived from the table (IPC's broadcast list) until it moves.
 _VERSION_AT = _HEAD.size + SLOTS * _SLOT.size
 _VERSION = struct.Struct("=I")
+# HTTP counters: one row of u64 per slot, then the retired row; "active" is a gauge
+HTTP_FIELDS = ("accepted", "requests", "refused", "1xx", "2xx", "3xx", "4xx", "5xx", "active")
+_NF = len(HTTP_FIELDS)
+_GAUGES = 1  # the last fields are gauges: not added into the retired row
+_COUNTERS_AT = (_VERSION_AT + _VERSION.size + 7) & ~7
+_RETIRED = SLOTS * _NF
+_SIZE = _COUNTERS_AT + (SLOTS + 1) * _NF * 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,12 +57,14 @@ class Peer:
 
 
 class Tree:
-    __slots__ = ("mem", "_pids", "_words")
+    __slots__ = ("mem", "_pids", "_words", "_rows", "_mine")
 
     def __init__(self) -> None:
-        self.mem = mmap.mmap(-1, _VERSION_AT + _VERSION.size, flags=mmap.MAP_SHARED)
+        self.mem = mmap.mmap(-1, _SIZE, flags=mmap.MAP_SHARED)
         self._pids = memoryview(self.mem).cast("i")  # 4-byte words: every slot's pid is one
         self._words = memoryview(self.mem).cast("I")
+        self._rows = memoryview(self.mem)[_COUNTERS_AT:].cast("Q")
+        self._mine = (0, -1)  # (pid, slot) of this process's row, once found
 
     # -- master side --
     def set_generation(self, generation: int, master_pid: int) -> None:
@@ -65,8 +82,13 @@ class Tree:
         raise RuntimeError("process table full")
 
     def remove(self, pid: int) -> None:
+        """PID is gone (the master reaped it): keep its counts in the retired row, free its slot."""
         off = self._find(pid)
         if off is not None:
+            rows, base = self._rows, _slot(off) * _NF
+            for i in range(_NF - _GAUGES):
+                rows[_RETIRED + i] += rows[base + i]
+            rows[base:base + _NF] = array("Q", bytes(8 * _NF))
             self._pids[off >> 2] = 0
             self._bump()
 
@@ -77,6 +99,43 @@ class Tree:
         if off is not None:
             struct.pack_into("=b", self.mem, off + 5, 1)
             self._bump()
+
+    def publish_http(self, values: list[int]) -> bool:
+        """This process's HTTP counters (in HTTP_FIELDS order) into its row; False before the
+        master has listed it."""
+        pid = os.getpid()
+        mine, slot = self._mine
+        if mine != pid or self._pids[(_HEAD.size + slot * _SLOT.size) >> 2] != pid:
+            off = self._find(pid)
+            if off is None:
+                return False
+            slot = _slot(off)
+            self._mine = (pid, slot)
+        self._rows[slot * _NF:(slot + 1) * _NF] = array("Q", values)
+        return True
+
+    def http_rows(self) -> dict[int, dict[str, int]]:
+        """Each listed process's published HTTP counters, by pid."""
+        out = {}
+        for i in range(SLOTS):
+            pid = self._pids[(_HEAD.size + i * _SLOT.size) >> 2]
+            if pid:
+                out[pid] = dict(zip(HTTP_FIELDS, self._rows[i * _NF:(i + 1) * _NF]))
+        return out
+
+    def http_totals(self, own: list[int] | None = None) -> dict[str, int]:
+        """Every process's HTTP counters added up, those that exited included; OWN (this
+        process's counters, current) replaces its published row."""
+        rows = self._rows
+        totals = list(rows[_RETIRED:_RETIRED + _NF])
+        me = os.getpid()
+        for i in range(SLOTS):
+            pid = self._pids[(_HEAD.size + i * _SLOT.size) >> 2]
+            if pid:
+                row = own if pid == me and own is not None else rows[i * _NF:(i + 1) * _NF]
+                for j in range(_NF):
+                    totals[j] += row[j]
+        return dict(zip(HTTP_FIELDS, totals))
 
     def version(self) -> int:
         """A counter that changes whenever the table does (cache key for readers)."""
@@ -109,6 +168,10 @@ class Tree:
             if struct.unpack_from("=i", self.mem, off)[0] == pid:
                 return off
         return None
+
+
+def _slot(off: int) -> int:
+    return (off - _HEAD.size) // _SLOT.size
 
 
 TREE: Tree | None = None
