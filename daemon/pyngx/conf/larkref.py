@@ -129,7 +129,7 @@ def parse_text_lark(text: str, file: str, path: str = "") -> list[Stmt]:
         return parser.parse(text)  # type: ignore[return-value]
     except ConfError as exc:
         raise ConfError(exc.message, file, exc.line) from None
-    except UnexpectedEOF as exc:
+    except UnexpectedEOF:
         raise ConfError('unexpected end of file, expecting ";" or "}"', file, text.count("\n") + 1) from None
     except UnexpectedToken as exc:
         tok = exc.token

@@ -10,7 +10,6 @@ the request API (`pyngx.request`) finds the current exchange through the
 from __future__ import annotations
 
 import contextvars
-import re
 from typing import TYPE_CHECKING, Any
 
 from pyngx.http.replies import status_line

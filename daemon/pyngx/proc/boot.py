@@ -11,8 +11,9 @@ import sys
 
 from pyngx import log
 from pyngx.conf.model import Config
+from pyngx.proc import cycle as cycles
 from pyngx.proc import pidfile, service, spawn
-from pyngx.proc.cycle import CycleError
+from pyngx.proc.cycle import Cycle, CycleError
 from pyngx.runtime.state import STATE
 
 # Loaded in the master before the first fork, so every child shares their pages.
@@ -42,6 +43,29 @@ def boot_process(config: Config, kind: str) -> Booted | None:
         startup_failed(CycleError(str(exc.args[0])))
         return None
     return creds, service.listen_fds()
+
+
+def start(config: Config, kind: str) -> tuple[Cycle, spawn.Credentials | None, int] | None:
+    """Boot this process as KIND, build the first generation, detach, write the pid file.
+
+    Returns (cycle, credentials for children, pid), or None when start-up failed
+    (already logged: the caller exits 1).
+    """
+    booted = boot_process(config, kind)
+    if booted is None:
+        return None
+    creds, inherited = booted
+    try:
+        cycle = cycles.build(config, None, generation=1, inherited=inherited)
+    except CycleError as err:
+        startup_failed(err)
+        return None
+    detach(config)
+    pid = os.getpid()
+    STATE.master_pid = pid
+    if not write_pid(config, pid):
+        return None
+    return cycle, creds, pid
 
 
 def detach(config: Config) -> None:

@@ -183,7 +183,7 @@ def _rebuild(zone: Any, old: Any) -> None:
         if hasattr(zone, "rebuild"):
             zone.rebuild(old, _zone_size(zone))
     except Exception as exc:  # noqa: BLE001 - losing cached items must not refuse a reload
-        log.exception(f"rebuilding shared dict zone failed, starting empty", exc, log.WARN)
+        log.exception("rebuilding shared dict zone failed, starting empty", exc, log.WARN)
 
 
 def load_persisted(zone: Any, spec: ShdictSpec) -> None:

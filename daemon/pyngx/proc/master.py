@@ -69,19 +69,10 @@ def serve(config: Config, argv: list[str], conf_path: str, prefix: str, extra: l
     # Held until the loop can act on them: a HUP during a slow init_by_python must not
     # kill the master with the default action (nginx blocks its signals just as early).
     signal.pthread_sigmask(signal.SIG_BLOCK, set(SIGNALS))
-    booted = boot.boot_process(config, state.MASTER)
-    if booted is None:
+    started = boot.start(config, state.MASTER)
+    if started is None:
         return 1
-    creds, inherited = booted
-    try:
-        cycle = cycles.build(config, None, generation=1, inherited=inherited)
-    except CycleError as err:
-        return boot.startup_failed(err)
-    boot.detach(config)
-    pid = os.getpid()
-    STATE.master_pid = pid
-    if not boot.write_pid(config, pid):
-        return 1
+    cycle, creds, pid = started
     boot.set_master_title(argv)
     master = Master(cycle, creds, conf_path, prefix, extra, pid)
     return master.run()

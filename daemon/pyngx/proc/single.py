@@ -25,18 +25,10 @@ EXEC_FILENAME = "(command line -e)"
 
 def serve(config: Config, argv: list[str], conf_path: str, prefix: str, extra: list[str]) -> int:
     """``master_process off``: build, detach if asked, serve in this process; returns the exit code."""
-    booted = boot.boot_process(config, state.SINGLE)
-    if booted is None:
+    started = boot.start(config, state.SINGLE)
+    if started is None:
         return 1
-    _, inherited = booted
-    try:
-        cycle = cycles.build(config, None, generation=1, inherited=inherited)
-    except CycleError as err:
-        return boot.startup_failed(err)
-    boot.detach(config)
-    pid = os.getpid()
-    if not boot.write_pid(config, pid):
-        return 1
+    cycle, _, pid = started
     tree.single_process()
     log.notice(f"pyngx single process {pid} started")
     try:
