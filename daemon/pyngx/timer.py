@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 from pyngx.errors import WrongContextError
 from pyngx.runtime import phase
 from pyngx.runtime import timers as _timers
-from pyngx.runtime.timers import Timer as Timer
+from pyngx.runtime.timerhandle import Timer as Timer
 
 Timer.__module__ = "pyngx.timer"
 
