@@ -8,12 +8,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 BAD_LEVELS = ("[error]", "[alert]", "[crit]", "[emerg]")
+# the type of the pipe and shell tests' ``run`` fixture (tests/unit/conftest.py)
+Run = Callable[[Callable[[], Awaitable[object]]], object]
 
 
 def wait_until(pred: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01, what: str = "") -> Any:

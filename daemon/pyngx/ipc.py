@@ -15,7 +15,7 @@ from typing import Any
 from pyngx.errors import WrongContextError
 from pyngx.runtime import channel, phase
 
-__all__ = ["send", "broadcast", "receive", "reply", "sender"]
+__all__ = ["send", "broadcast", "receive", "reply", "sender"]  # noqa: F822 - sender: module __getattr__
 
 _MISSING: Any = object()
 _NAMES: dict[str, bytes] = {}  # checked names, encoded (a program uses a handful)

@@ -11,7 +11,6 @@ import json
 import signal
 import threading
 from collections.abc import Callable
-from pathlib import Path
 
 from support import Daemon, wait_until
 

@@ -111,7 +111,7 @@ def test_killed_worker_is_respawned_with_the_same_id(daemon: object) -> None:
     assert sorted(w[1] for w in after.values()) == ["0", "1"]
     assert [pid for pid in after if pid not in tree] == [
         next(pid for pid, w in after.items() if w[1] == "1")]
-    assert "start worker process" in d.error_log().split(f"exited on signal 9")[1]
+    assert "start worker process" in d.error_log().split("exited on signal 9")[1]
 
 
 def test_killed_agent_is_respawned(daemon: object) -> None:

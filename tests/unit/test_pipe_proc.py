@@ -12,7 +12,7 @@ import textwrap
 import pytest
 
 import support
-from pipe_support import Run, run  # noqa: F401 - the fixture
+from support import Run
 from pyngx import pipe
 from pyngx.errors import ClosedError, Error, TimeoutError, WrongContextError
 from pyngx.runtime import phase

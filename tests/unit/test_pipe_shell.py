@@ -7,8 +7,8 @@ import signal
 import pytest
 
 import support
-from pipe_support import Run, run  # noqa: F401 - the fixture
-from pyngx import pipe, shell
+from support import Run
+from pyngx import shell
 from pyngx.errors import Error
 
 

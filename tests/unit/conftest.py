@@ -1,4 +1,4 @@
-"""The `run` fixture shared by the pipe and shell unit tests."""
+"""Fixtures the unit tests of several modules share (the daemon fixture is in tests/conftest.py)."""
 from __future__ import annotations
 
 import asyncio
@@ -10,13 +10,13 @@ import uvloop
 
 import support
 from pyngx import pipe
-
-Run = Callable[[Callable[[], Awaitable[object]]], object]
+from support import Run
 
 
 @pytest.fixture(params=["uvloop", "asyncio"])
 def run(request: pytest.FixtureRequest) -> Iterator[Run]:
-    """run(async_fn) on a fresh loop of the param's kind; afterwards no child of ours is left."""
+    """Pipe and shell tests: run(async_fn) on a fresh loop of the param's kind (uvloop, then
+    asyncio); afterwards no child of ours is left. A module's own ``run`` fixture overrides it."""
     before = set(support.children(os.getpid()))
 
     def go(fn: Callable[[], Awaitable[object]]) -> object:
