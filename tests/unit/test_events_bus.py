@@ -218,7 +218,12 @@ def test_poll_inside_a_handler_is_recursive(zone_factory: Callable[[int], Any]) 
     assert results == ["recursive"]
 
 
-def test_a_failing_handler_does_not_stop_the_others(zone_factory: Callable[[int], Any]) -> None:
+class NotAnException(BaseException):
+    """What a careless handler might raise: not caught by ``except Exception``."""
+
+
+@pytest.mark.parametrize("error", [RuntimeError("boom"), NotAnException("odd"), asyncio.CancelledError()])
+def test_a_failing_handler_does_not_stop_the_others(zone_factory: Callable[[int], Any], error: BaseException) -> None:
     zone = zone_factory(1 << 20)
     reg = Registry()
     bus = Bus(zone, "events", Settings(), reg, pid=1)
@@ -226,7 +231,7 @@ def test_a_failing_handler_does_not_stop_the_others(zone_factory: Callable[[int]
     got: list[int] = []
 
     def bad(*_: Any) -> None:
-        raise RuntimeError("boom")
+        raise error
 
     reg.add(bad, False, None, ())
     reg.add(lambda d, *_: got.append(d), False, None, ())

@@ -95,8 +95,11 @@ def test_handler_errors_are_logged_not_raised(single: asyncio.AbstractEventLoop,
         async def bad_async(data: Any) -> None:
             raise RuntimeError("async boom")
 
-        ipc.receive({"bad": bad, "bad_async": bad_async, "ok": got.append})
-        for name in ("bad", "bad_async", "ok"):
+        def bad_base(data: Any) -> None:
+            raise NotAnException("odd")  # not an Exception: must not stop the reader either
+
+        ipc.receive({"bad": bad, "bad_async": bad_async, "bad_base": bad_base, "ok": got.append})
+        for name in ("bad", "bad_async", "bad_base", "ok"):
             ipc.send(os.getpid(), name, b"x")
         await asyncio.sleep(0.02)
         return got
@@ -105,6 +108,11 @@ def test_handler_errors_are_logged_not_raised(single: asyncio.AbstractEventLoop,
     err = capfd.readouterr().err
     assert 'ipc handler "bad" failed' in err and "RuntimeError: boom" in err
     assert "RuntimeError: async boom" in err
+    assert 'ipc handler "bad_base" failed' in err and "NotAnException: odd" in err
+
+
+class NotAnException(BaseException):
+    """What a careless handler might raise: not caught by ``except Exception``."""
 
 
 def test_argument_checks(single: asyncio.AbstractEventLoop) -> None:

@@ -334,6 +334,35 @@ def test_ngx_exit_ends_a_callback_quietly(run: Callable[..., Any], errlog: Path)
     assert "[error]" not in errlog.read_text()
 
 
+class NotAnException(BaseException):
+    """What a careless callback might raise: not caught by ``except Exception``."""
+
+
+def test_a_callback_raising_a_base_exception_is_logged_and_the_rest_run(run: Callable[..., Any], errlog: Path) -> None:
+    seen: list[str] = []
+
+    def odd(premature: bool) -> None:
+        raise NotAnException("odd")
+
+    def cancelled(premature: bool) -> None:
+        raise asyncio.CancelledError()
+
+    async def main() -> dict[str, Any]:
+        for fn in (odd, cancelled):
+            ngx.timer.at(0, fn)  # the at(0) fast path
+            ngx.timer.at(0.001, fn)  # a timer on the loop's clock
+        ngx.timer.at(0, lambda p: seen.append("next"))
+        ngx.timer.at(0.002, lambda p: seen.append("later"))
+        await timers.wait_idle()
+        return timers.statistics()
+
+    stats = run(main)
+    assert seen == ["next", "later"]
+    assert stats["failed"] == 4 and stats["running"] == 0 and stats["pending"] == 0
+    text = errlog.read_text()
+    assert text.count("NotAnException: odd") == 2 and text.count("\nasyncio.exceptions.CancelledError") == 2
+
+
 def test_callbacks_do_not_see_the_creators_context(run: Callable[..., Any]) -> None:
     var: contextvars.ContextVar[str] = contextvars.ContextVar("request", default="none")
     seen: list[str] = []

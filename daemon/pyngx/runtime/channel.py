@@ -269,7 +269,9 @@ class Channel:
             result = fn(data)
             if result is not None and inspect.isawaitable(result):
                 self.spawn(result, name)  # the task copies this context: sender and phase
-        except Exception as exc:  # noqa: BLE001 - the user's handler
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # noqa: BLE001 - the user's handler, whatever it raised
             log.exception(f'ipc handler "{name.decode(errors="replace")}" failed', exc)
 
     def spawn(self, awaitable: Any, name: bytes) -> None:

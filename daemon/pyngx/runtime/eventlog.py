@@ -358,7 +358,9 @@ class Bus:
                 for fn in matching(source, event):  # dispatch(), inlined: this is the hot loop
                     try:
                         res = fn(data, event, source, pid)
-                    except Exception as exc:  # noqa: BLE001 - the user's handler
+                    except (KeyboardInterrupt, SystemExit):
+                        raise
+                    except BaseException as exc:  # noqa: BLE001 - the user's handler, whatever it raised
                         self._failed(exc, source, event, pid)
                         continue
                     if res is not None and inspect.isawaitable(res):
@@ -401,7 +403,9 @@ class Bus:
                 result = fn(data, event, source, pid)
                 if result is not None and inspect.isawaitable(result):
                     self._spawn(result, source, event)
-            except Exception as exc:  # noqa: BLE001 - the user's handler
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:  # noqa: BLE001 - the user's handler, whatever it raised
                 self._failed(exc, source, event, pid)
 
     def _spawn(self, awaitable: Any, source: str, event: str) -> None:

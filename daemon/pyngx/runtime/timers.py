@@ -162,6 +162,11 @@ class Engine:
                     continue
                 except phase.Exit:  # ngx.exit() ends a callback
                     continue
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except BaseException as exc:  # noqa: BLE001 - not an Exception, still the callback's
+                    self._report(t, exc, skip_frame=True)
+                    continue
                 if result is not None and hasattr(result, "__await__"):
                     self._spawn(t, result, ctx)
                     self.running += 1  # the task keeps the slot: take another
@@ -243,6 +248,12 @@ class Engine:
             self._finish(t)
             return
         except phase.Exit:  # ngx.exit() ends a callback, as in OpenResty's timer context
+            self._finish(t)
+            return
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # noqa: BLE001 - not an Exception, still the callback's
+            self._report(t, exc, skip_frame=True)
             self._finish(t)
             return
         if result is not None and hasattr(result, "__await__"):
