@@ -2,11 +2,18 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
+import subprocess
+import sys
+import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 
-from support import REPO, Daemon, wait_until
+import pytest
+
+from support import REPO, Daemon, free_port, wait_until
 
 
 def _tour(daemon: Callable[..., Daemon]) -> Daemon:
@@ -87,3 +94,41 @@ def test_default_config_tour_answers(daemon: Callable[..., Daemon]) -> None:
     d.proc.wait(timeout=30)
     assert d.proc.returncode == 0
     assert (d.prefix / "logs" / "sessions.zone").exists()  # persist= saved on graceful stop
+
+
+def test_the_readme_s_first_line_runs_in_a_fresh_clone(tmp_path: Path) -> None:
+    """`pyngx -p . -c conf/pyngx.conf -g 'daemon off;'` in a clone: the directories the
+    default config writes into ship with the repository (the Daemon helper would make them)."""
+    readme = (REPO / "README.md").read_text()
+    assert "pyngx -p . -c conf/pyngx.conf -g 'daemon off;'" in readme.split("\n```", 2)[1].splitlines()[1]
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout: nothing to clone")
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True, timeout=60)
+    conf = clone / "conf" / "pyngx.conf"
+    port = free_port()
+    conf.write_text(conf.read_text().replace("listen 8080;", f"listen 127.0.0.1:{port};"))
+    with open(tmp_path / "stderr.log", "wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "pyngx", "-p", ".", "-c", "conf/pyngx.conf",
+                                 "-g", "daemon off;"], cwd=clone, stderr=err, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    try:
+        def answers() -> bytes | None:
+            assert proc.poll() is None, (tmp_path / "stderr.log").read_text()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/hello", timeout=2) as resp:
+                    return resp.read()  # type: ignore[no-any-return]
+            except OSError:
+                return None
+        assert wait_until(answers, 15, interval=0.05, what="the daemon in the clone") == b"hello\n"
+        assert (clone / "logs" / "pyngx.pid").read_text().strip() == str(proc.pid)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGQUIT)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+    assert proc.returncode == 0
+    assert "[error]" not in (clone / "logs" / "error.log").read_text()
