@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from pyngx import log
 from pyngx.errors import IPCError
 from pyngx.runtime import phase, tree
+from pyngx.runtime.state import STATE
 
 if TYPE_CHECKING:
     from pyngx.runtime.channel import Channel
@@ -113,7 +114,10 @@ class Conn:
         elif time.monotonic() < deadline and known(self.pid):
             self.dialing = self.chan.loop.call_later(DIAL_EVERY, self.redial, deadline)
         else:
-            log.warn(f"ipc: process {self.pid} is not listening, dropped {self.queued()} bytes queued for it")
+            # expected while the tree is stopping or reloading (peers close their sockets
+            # as they exit): a warning only when this process is not leaving itself
+            log.log(log.INFO if STATE.exiting else log.WARN,
+                    f"ipc: process {self.pid} is not listening, dropped {self.queued()} bytes queued for it")
             self.close()
 
     # -- writing --
