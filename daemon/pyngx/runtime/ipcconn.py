@@ -114,9 +114,9 @@ class Conn:
         elif time.monotonic() < deadline and known(self.pid):
             self.dialing = self.chan.loop.call_later(DIAL_EVERY, self.redial, deadline)
         else:
-            # expected while the tree is stopping or reloading (peers close their sockets
-            # as they exit): a warning only when this process is not leaving itself
-            log.log(log.INFO if STATE.exiting else log.WARN,
+            # expected while the tree stops or reloads (peers close their sockets as they
+            # exit): a warning only for a live peer of the current generation
+            log.log(log.WARN if live_current(self.pid) else log.INFO,
                     f"ipc: process {self.pid} is not listening, dropped {self.queued()} bytes queued for it")
             self.close()
 
@@ -298,6 +298,14 @@ def known(pid: int) -> bool:
         return True
     table = tree.TREE
     return table is not None and pid > 0 and table.has(pid)
+
+
+def live_current(pid: int) -> bool:
+    """PID is listed, of the current generation, and this process is not exiting."""
+    table = tree.TREE
+    if STATE.exiting or table is None:
+        return False
+    return any(peer.pid == pid for peer in table.peers(current=True))
 
 
 def parent(pid: int) -> int:
