@@ -365,3 +365,19 @@ def test_internal_alerts_never_reach_user_handlers() -> None:
         return sorted((pids.index(pid), data) for pid, data in got), handled
 
     assert run_tree(2, body, init) == [([(0, b"w0"), (1, b"w1")], [])] * 2
+
+
+def test_a_drop_is_a_warning_only_for_a_live_peer_of_the_current_generation() -> None:
+    saved_tree, saved_exiting = tree.TREE, state.STATE.exiting
+    table = tree.Tree()
+    tree.TREE = table
+    try:
+        table.set_generation(2, os.getpid())
+        table.add(1001, state.WORKER, 0, 1)  # an old worker, leaving after a reload
+        table.add(1002, state.WORKER, 0, 2)
+        state.STATE.exiting = False
+        assert [ipcconn.live_current(pid) for pid in (1001, 1002, 1003)] == [False, True, False]
+        state.STATE.exiting = True  # this process is leaving too: every drop is expected
+        assert not ipcconn.live_current(1002)
+    finally:
+        tree.TREE, state.STATE.exiting = saved_tree, saved_exiting
