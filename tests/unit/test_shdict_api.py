@@ -355,3 +355,32 @@ def test_threads_take_turns(d: SharedDict) -> None:
     for t in threads:
         t.join()
     assert d.get("n") == 8000 and d.llen("l") == 800
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_swap_turns_one_key_into_another_in_its_room(engine: str) -> None:
+    """Zone.swap (the event log's spare → tombstone): one step, so a full zone still has room."""
+    zone = shdict.create("swap", 64 * 1024, engine)
+    try:
+        zone.safe_add("spare", b"")
+        i = 0
+        while True:  # fill every chunk but the spare's
+            try:
+                zone.safe_add(f"k{i}", "v" * 10)
+            except errors.NoMemoryError:
+                break
+            i += 1
+        assert zone.free_space() == 0
+        with pytest.raises(errors.NoMemoryError):
+            zone.safe_add("record", b"\xc0")
+        with pytest.raises(errors.KeyExistsError):
+            zone.swap("spare", "k0", b"\xc0")  # nothing changes
+        assert zone.get("spare") == b"" and zone.get("k0") == "v" * 10
+        with pytest.raises(errors.NoMemoryError):
+            zone.swap("spare", "record", b"x" * 500)  # does not fit in the spare's room: nothing changes
+        assert zone.get("spare") == b"" and zone.get("record") is None
+        zone.swap("spare", "record", b"\xc0")
+        assert zone.get("spare") is None and zone.get("record") == b"\xc0"
+        zone.check()
+    finally:
+        zone.close()

@@ -256,13 +256,16 @@ class Bus:
             self._spare = True
 
     def _tombstone(self, n: int) -> None:
-        """Fill sequence number N whose post failed, in the room of our spare."""
-        self.zone.delete(spare_key(self.pid))
+        """Fill sequence number N whose post failed, in the room of our spare.
+
+        One zone step (``swap``): deleting the spare and then adding the tombstone
+        let another process take the freed chunk in between, and the hole stayed.
+        """
         self._spare = False
         try:
-            self.zone.safe_add(record_key(n), TOMBSTONE)
+            self.zone.swap(spare_key(self.pid), record_key(n), TOMBSTONE)
         except KeyExistsError:
-            pass
+            self.zone.delete(spare_key(self.pid))
         except Exception as exc:  # noqa: BLE001 - readers step over the hole once our flag is down
             log.warn(f"worker-events: could not mark failed event {n}: {exc}")
 
@@ -381,7 +384,7 @@ class Bus:
                 return False  # a live process is between a number and its record
         if get(record_key(n)) is not None:
             return False  # written meanwhile (its poster lowered its flag): read it now
-        log.error(f"worker-events: dropping event {n}: its poster exited before writing it")
+        log.error(f"worker-events: dropping event {n}: its poster did not write it and is no longer posting")
         self.stats["lost"] += 1
         return True
 

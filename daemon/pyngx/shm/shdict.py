@@ -33,7 +33,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pyngx.errors import IsAListError, KeyExistsError, KeyNotFoundError, NotAListError, NotANumberError
+from pyngx.errors import (IsAListError, KeyExistsError, KeyNotFoundError, NoMemoryError, NotAListError,
+                          NotANumberError)
 from pyngx.shm import items as it_
 from pyngx.shm import slab, walk
 from pyngx.shm import zone as z
@@ -236,6 +237,30 @@ class Zone:
                 it.remove(idx, prev)
             return False
         return it.put(kb, h, idx, vt, payload, now + exp if exp else 0.0, fl, evict=not safe, now=now)
+
+    def swap(self, old: Any, key: Any, value: Any) -> None:
+        """Delete OLD and ``safe_add`` KEY in one step, so no other process can take the room
+        OLD frees in between (the event log turns its spare into a tombstone this way).
+
+        Raises KeyExistsError or NoMemoryError, changing nothing.
+        """
+        vt, payload = encode(value)
+        self._run(self._swap_locked, _key(old), _key(key), vt, payload)
+
+    def _swap_locked(self, kb_old: bytes, kb: bytes, vt: int, payload: bytes) -> None:
+        it, r, now = self._it, self._r, time.time()
+        h = key_hash(kb)
+        idx, _ = it.find(kb, h)
+        if idx and not it.is_expired(idx, now):
+            raise KeyExistsError()
+        oidx, oprev = it.find(kb_old, key_hash(kb_old))
+        room = r.r32(z.H_NFREE) + (it.chain_len(oidx) if oidx else 0) + (it.chain_len(idx) if idx else 0)
+        if room < slab.chunks_for(len(kb) + len(payload)):
+            raise NoMemoryError()
+        if oidx:
+            it.remove(oidx, oprev)
+            r.commit()  # chunks freed by a step are filled only in a later one (items.put)
+        it.put(kb, h, idx, vt, payload, 0.0, 0, evict=False, now=now)
 
     def incr(self, key: Any, value: Any, init: Any = None, init_ttl: Any = 0) -> int | float:
         kb, value = _key(key), _number(value, "value")
