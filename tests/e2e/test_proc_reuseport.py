@@ -64,19 +64,22 @@ def agent(d: Daemon) -> int:
 
 
 def sockets_by_worker(d: Daemon, count: int) -> dict[int, int]:
-    """{worker pid: its one listening inode} once COUNT current workers each hold exactly one."""
+    """{worker pid: its one listening inode} once COUNT workers each hold exactly one, all different.
+
+    Right after a reload an old worker may not have begun shutting down yet (its title
+    is still the plain one) and shares a socket with its successor: wait that out.
+    """
     def ready() -> dict[int, int] | None:
         inodes = listening(d.port)
-        workers = d.workers()
+        workers = [p for p in d.workers() if "shutting down" not in proc_title(p)]
         if len(inodes) != count or len(workers) != count:
             return None
         mine = {pid: held(pid, inodes) for pid in workers}
         if any(len(s) != 1 for s in mine.values()):
             return None
-        return {pid: s.pop() for pid, s in mine.items()}
-    by_worker = wait_until(ready, what=f"{count} workers with one socket each")
-    assert len(set(by_worker.values())) == count, by_worker
-    return by_worker
+        by_worker = {pid: s.pop() for pid, s in mine.items()}
+        return by_worker if len(set(by_worker.values())) == count else None
+    return wait_until(ready, what=f"{count} workers with one socket each")  # type: ignore[no-any-return]
 
 
 def answered_by(d: Daemon, pids: set[int]) -> None:
