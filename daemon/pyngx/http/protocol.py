@@ -17,6 +17,7 @@ import httptools
 from pyngx import log
 from pyngx.http import answers, replies, uri
 from pyngx.http.exchange import CURRENT, Exchange
+from pyngx.http.limits import MAX_URI, RequestError, check_head, check_host
 from pyngx.http.route import CONTENT, RETURN, STATUS, Route, Server, Vhosts
 from pyngx.http.variables import assign
 from pyngx.runtime import phase
@@ -26,8 +27,6 @@ if TYPE_CHECKING:
     from pyngx.http.server import HttpServer
 
 # Limits of the request head (nginx: large_client_header_buffers 4 8k).
-MAX_URI = 8192
-MAX_HEADERS_SIZE = 32768
 TARGETS_CACHED = 1024  # request targets remembered per server with their location
 MAX_QUEUED = 64  # pipelined requests waiting behind an async one before reading pauses
 
@@ -38,14 +37,6 @@ _phase_set = phase.set
 _current_set = CURRENT.set
 _CONTENT_PHASE = phase.CONTENT
 OK_LINE = replies.status_line(200)
-
-
-class RequestError(Exception):
-    """The request cannot be served; the connection answers STATUS and closes."""
-
-    def __init__(self, status: int) -> None:
-        super().__init__(status)
-        self.status = status
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -157,7 +148,7 @@ class HttpProtocol(asyncio.Protocol):
         if self.state == HEAD and self.hsize > MAX_URI:
             # Checked per read, not per header: a head grows by at most one read past the limit.
             try:
-                _check_head(self.url, self.hsize)
+                check_head(self.url, self.hsize)
             except RequestError as err:
                 self.refuse(err.status)
 
@@ -174,7 +165,7 @@ class HttpProtocol(asyncio.Protocol):
         if self.closed:
             return
         if self.hsize > MAX_URI:
-            _check_head(self.url, self.hsize)
+            check_head(self.url, self.hsize)
         host = None
         body = False
         for name, value in self.headers:
@@ -184,7 +175,7 @@ class HttpProtocol(asyncio.Protocol):
                     if host is not None:
                         raise RequestError(400)  # two Hosts
                     if value != self.host_ok:  # checked once per connection while it stays the same
-                        _check_host(value)
+                        check_host(value)
                         self.host_ok = value
                     host = value
             elif n == 14:
@@ -501,21 +492,7 @@ def _resolve(server: Server, url: bytes) -> tuple[str, str, Route | None, Any]:
     return hit
 
 
-def _check_host(value: bytes) -> None:
-    """Raise RequestError(400) for a Host nginx would refuse (ngx_http_validate_host)."""
-    if b"/" in value or b"\\" in value or b".." in value or value[:1] == b"." or b"\x00" in value:
-        raise RequestError(400)
-
-
 def _call(ex: Exchange, handler: Any) -> None:
     """Run a plain handler inside the content context with EX as the current request."""
     _current_set(ex)
     handler()
-
-
-def _check_head(url: bytes, size: int) -> None:
-    """Raise RequestError(414) for a request target over MAX_URI, 431 for a head over MAX_HEADERS_SIZE."""
-    if len(url) > MAX_URI:
-        raise RequestError(414)
-    if size - len(url) > MAX_HEADERS_SIZE:
-        raise RequestError(431)
