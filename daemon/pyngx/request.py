@@ -126,7 +126,7 @@ def exit(status: int) -> None:  # noqa: A001 - OpenResty's name
     ex = _current()
     if ex is None or ex.done or _phase() != _CONTENT:
         if _phase() in _EXIT_ELSEWHERE:
-            int(status)
+            int(status)  # a status that is not a number is still an error
             raise Exit
         ex = _exchange("ngx.exit")
     status = int(status)

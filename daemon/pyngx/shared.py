@@ -12,9 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from pyngx.runtime.state import STATE
-
-_HOT = ("get", "set", "safe_set", "add", "safe_add", "replace", "incr", "delete",
-        "lpush", "rpush", "lpop", "rpop", "llen")
+from pyngx.shm.shdict import HOT as _HOT  # the methods the engine runs without a Python frame
 
 
 class SharedDict:

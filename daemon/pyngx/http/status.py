@@ -59,7 +59,7 @@ def _processes() -> list[dict[str, Any]]:
     for p in table.peers(current=False):
         entry = {"pid": p.pid, "type": p.kind, "worker_id": p.worker_id, "generation": p.generation, "ready": p.ready}
         if p.kind in (state.WORKER, state.SINGLE) and p.pid in rows:
-            entry["http"] = rows[p.pid]
+            entry["http"] = dict(zip(tree.HTTP_FIELDS, rows[p.pid]))
         out.append(entry)
     return out
 

@@ -51,10 +51,7 @@ class Cycle:
 
     def all_sockets(self) -> list[socket.socket]:
         """Every listening socket of this cycle, each once (the per-worker ones included)."""
-        out = {id(s): s for s in self.sockets.values()}
-        for group in self.per_worker.values():
-            out.update((id(s), s) for s in group)
-        return list(out.values())
+        return _each_once(self.sockets, self.per_worker)
 
     def close_sockets(self, keep: Cycle | None = None) -> None:
         """Close this cycle's sockets that KEEP does not share."""
@@ -306,14 +303,19 @@ def open_sockets(config: Config, old: Cycle | None, inherited: Sockets
             out[listen.key] = sock if sock is not None else bind(listen)
     except BaseException:
         reused = {id(s) for s in (old.all_sockets() if old else ())} | {id(s) for s in inherited.values()}
-        made = {id(s): s for s in out.values()}
-        for group in per_worker.values():
-            made.update((id(s), s) for s in group)
-        for sock in made.values():
+        for sock in _each_once(out, per_worker):
             if id(sock) not in reused:
                 sock.close()
         raise
     return out, per_worker
+
+
+def _each_once(sockets: Sockets, per_worker: dict[tuple[str, int], list[socket.socket]]) -> list[socket.socket]:
+    """The sockets of SOCKETS and of every PER_WORKER group, each once."""
+    out = {id(s): s for s in sockets.values()}
+    for group in per_worker.values():
+        out.update((id(s), s) for s in group)
+    return list(out.values())
 
 
 def _reuse_group(listen: Listen, old: Cycle | None, first: socket.socket | None,

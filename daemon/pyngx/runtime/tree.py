@@ -105,7 +105,7 @@ class Tree:
         master has listed it."""
         pid = os.getpid()
         mine, slot = self._mine
-        if mine != pid or self._pids[(_HEAD.size + slot * _SLOT.size) >> 2] != pid:
+        if mine != pid or self._pid_at(slot) != pid:
             off = self._find(pid)
             if off is None:
                 return False
@@ -114,28 +114,24 @@ class Tree:
         self._rows[slot * _NF:(slot + 1) * _NF] = array("Q", values)
         return True
 
-    def http_rows(self) -> dict[int, dict[str, int]]:
-        """Each listed process's published HTTP counters, by pid."""
-        out = {}
-        for i in range(SLOTS):
-            pid = self._pids[(_HEAD.size + i * _SLOT.size) >> 2]
-            if pid:
-                out[pid] = dict(zip(HTTP_FIELDS, self._rows[i * _NF:(i + 1) * _NF]))
-        return out
+    def http_rows(self) -> dict[int, list[int]]:
+        """Each listed process's published HTTP counters (in HTTP_FIELDS order), by pid."""
+        rows = self._rows
+        return {pid: rows[i * _NF:(i + 1) * _NF].tolist() for i in range(SLOTS) if (pid := self._pid_at(i))}
 
     def http_totals(self, own: list[int] | None = None) -> dict[str, int]:
         """Every process's HTTP counters added up, those that exited included; OWN (this
         process's counters, current) replaces its published row."""
-        rows = self._rows
-        totals = list(rows[_RETIRED:_RETIRED + _NF])
-        me = os.getpid()
-        for i in range(SLOTS):
-            pid = self._pids[(_HEAD.size + i * _SLOT.size) >> 2]
-            if pid:
-                row = own if pid == me and own is not None else rows[i * _NF:(i + 1) * _NF]
-                for j in range(_NF):
-                    totals[j] += row[j]
+        rows = self.http_rows()
+        if own is not None and os.getpid() in rows:
+            rows[os.getpid()] = own
+        totals = self._rows[_RETIRED:_RETIRED + _NF].tolist()
+        for row in rows.values():
+            totals = [a + b for a, b in zip(totals, row)]
         return dict(zip(HTTP_FIELDS, totals))
+
+    def _pid_at(self, slot: int) -> int:
+        return self._pids[(_HEAD.size + slot * _SLOT.size) >> 2]  # type: ignore[no-any-return]
 
     def version(self) -> int:
         """A counter that changes whenever the table does (cache key for readers)."""

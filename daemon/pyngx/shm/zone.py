@@ -14,10 +14,11 @@ store. The journal count and the owner word are written with one aligned
 4-byte store each (through a ``memoryview`` cast), never with
 ``struct.pack_into``: that zeroes its target and then writes it a byte at a
 time, so a kill in between would leave a count of 0 and the dead holder's
-half-done step could never be undone. A process killed while holding the lock leaves a non-empty journal;
-whoever recovers the lock (``force_unlock(pid)`` in the master, or the next
-locker when the kernel dropped a dead holder's fcntl lock) replays it
-backwards, so the killed operation never happened.
+half-done step could never be undone. A process killed while holding the
+lock leaves a non-empty journal; whoever recovers the lock
+(``force_unlock(pid)`` in the master, or the next locker when the kernel
+dropped a dead holder's fcntl lock) replays it backwards, so the killed
+operation never happened.
 
 Two lock kinds, chosen at creation and recorded in the header:
 - ``LOCK_ATOMIC``: the owner word is taken with compare-and-swap by the C
