@@ -14,7 +14,7 @@ from pyngx import errors, events, ipc, pipe, process, shell
 from pyngx import request as _request
 from pyngx import timer
 from pyngx import worker as _worker
-from pyngx.base import log, now, sleep, time, update_time
+from pyngx.base import log, now, run_worker_thread, sleep, time, update_time
 from pyngx.errors import (
     ClosedError,
     Error,
@@ -110,7 +110,7 @@ sys.modules[__name__].__class__ = _Ngx
 
 __all__ = [
     "errors", "events", "ipc", "pipe", "process", "shell", "timer", "worker", "config", "shared",
-    "log", "now", "sleep", "time", "update_time", "say", "print", "flush", "exit", "redirect",
+    "log", "now", "run_worker_thread", "sleep", "time", "update_time", "say", "print", "flush", "exit", "redirect",
     "header", "var", "req", "Error", "WrongContextError", "TooManyTimersError", "ProcessExitingError",
     "NoMemoryError", "KeyExistsError", "KeyNotFoundError", "NotANumberError", "NotAListError",
     "IsAListError", "IPCError", "TimeoutError", "ClosedError",

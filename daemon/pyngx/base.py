@@ -1,10 +1,13 @@
-"""ngx.log and its levels, ngx.now/time/update_time, ngx.sleep: usable everywhere."""
+"""ngx.log and its levels, ngx.now/time/update_time, ngx.sleep, ngx.run_worker_thread: usable everywhere."""
 from __future__ import annotations
 
 import asyncio
+import inspect
+from collections.abc import Callable
+from typing import Any
 
 from pyngx import log as _log
-from pyngx.runtime import clock
+from pyngx.runtime import clock, phase, threads
 
 now = clock.now
 time = clock.seconds
@@ -20,3 +23,21 @@ async def sleep(seconds: float) -> None:
     if seconds < 0:
         raise ValueError("bad argument #1 to 'sleep' (number expected, got negative)")
     await asyncio.sleep(seconds)
+
+
+async def run_worker_thread(pool: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """Run FN(*ARGS, **KWARGS) in a thread of the thread pool POOL and return its result.
+
+    After OpenResty's ``ngx.run_worker_thread``, with a function instead of a module
+    and function name. FN's exception is raised here. Raises pyngx.errors.Error for an
+    unknown pool (``thread_pool "x" not found``) or a full queue.
+    """
+    phase.forbid(phase.INIT, api="ngx.run_worker_thread")  # no thread may exist before the fork
+    if not isinstance(pool, str):
+        raise TypeError("bad argument #1 to 'run_worker_thread' (thread pool name expected)")
+    if not callable(fn):
+        raise TypeError(f"bad argument #2 to 'run_worker_thread' (function expected, got {type(fn).__name__})")
+    if inspect.iscoroutinefunction(fn):
+        raise TypeError("bad argument #2 to 'run_worker_thread' (a plain function is expected: an async "
+                        "function would only make a coroutine in the thread; await it directly instead)")
+    return await threads.run(pool, fn, args, kwargs)

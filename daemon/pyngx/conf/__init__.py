@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pyngx.conf import directives, parse
 from pyngx.conf.handlers import EVENTS, HTTP, LOCATION, MAIN, SERVER, Ctx
 from pyngx.conf.model import (AccessLog, Chunk, ChunkKind, Config, ErrorLogConf, HttpConf, Listen, LocationConf,
-                              ServerConf)
+                              ServerConf, ThreadPoolSpec)
 from pyngx.conf.parse import ConfError as ConfError
 from pyngx.conf.parse import Stmt
 from pyngx.conf.pycode import compile_chunk
@@ -120,9 +120,17 @@ def _freeze(main: Ctx, main_path: str, prefix: str, files: list[str]) -> Config:
         user=v.get("user"),
         worker_shutdown_timeout=v.get("worker_shutdown_timeout", 30.0),
         worker_connections=events.values.get("worker_connections", 1024) if events else 1024,
+        thread_pools=_thread_pools(v.get("thread_pools", {})),
+        worker_stall_warn=v.get("worker_stall_warn", 0.2),
+        worker_stall_timeout=v.get("worker_stall_timeout", 60.0),
         http=_http(http) if http is not None else None,
         files=tuple(dict.fromkeys(files)),
     )
+
+
+def _thread_pools(pools: dict[str, ThreadPoolSpec]) -> tuple[ThreadPoolSpec, ...]:
+    """The declared pools, with ``default`` added unless declared (nginx does the same)."""
+    return tuple(pools.values()) if "default" in pools else (ThreadPoolSpec("default"), *pools.values())
 
 
 def _http(ctx: Ctx) -> HttpConf:

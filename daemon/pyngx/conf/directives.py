@@ -64,6 +64,14 @@ DIRECTIVES: tuple[Directive, ...] = (
       doc="Workers run as USER (and GROUP, else the user's primary group) when the master runs as root."),
     D("worker_shutdown_timeout", MAIN, TAKE1, h.worker_shutdown_timeout, default="30s", syntax="TIME",
       doc="How long a gracefully exiting worker may finish requests and timers before it is stopped."),
+    D("thread_pool", MAIN, TAKE123, h.thread_pool, multi=True, default="default threads=32 max_queue=65536",
+      syntax="NAME [threads=N] [max_queue=M]", doc="A pool of N threads in each worker and the agent for "
+      "`await ngx.run_worker_thread(NAME, fn, ...)`; at most M calls wait for a thread (an error beyond). "
+      "A pool named `default` exists without this directive."),
+    D("worker_stall_warn", MAIN, TAKE1, h.stall_time("worker_stall_warn"), default="200ms", syntax="TIME | off",
+      doc="Log a warning with the Python stack when a worker's or the agent's event loop has not run for TIME."),
+    D("worker_stall_timeout", MAIN, TAKE1, h.stall_time("worker_stall_timeout"), default="60s",
+      syntax="TIME | off", doc="The master replaces a worker or the agent whose event loop has not run for TIME."),
     D("events", MAIN, NOARGS, h.events, kind=BLOCK, syntax="{ ... }", doc="Connection processing settings."),
     D("worker_connections", EVENTS, TAKE1, h.worker_connections, default="1024", syntax="N",
       doc="The most connections one worker keeps open at once."),

@@ -15,7 +15,8 @@ from typing import Any, Protocol
 
 from pyngx import log
 from pyngx.conf import values
-from pyngx.conf.model import AccessLog, Chunk, ChunkKind, ErrorLogConf, Listen, Return, SetVar, ShdictSpec, UserConf
+from pyngx.conf.model import (AccessLog, Chunk, ChunkKind, ErrorLogConf, Listen, Return, SetVar, ShdictSpec,
+                              ThreadPoolSpec, UserConf)
 from pyngx.conf.parse import Stmt
 from pyngx.conf.values import Invalid
 
@@ -97,6 +98,34 @@ def error_log(ctx: Ctx, st: Stmt) -> None:
 
 def user(ctx: Ctx, st: Stmt) -> None:
     ctx.values["user"] = UserConf(st.args[0], st.args[1] if len(st.args) > 1 else None)
+
+
+def thread_pool(ctx: Ctx, st: Stmt) -> None:
+    """``thread_pool NAME [threads=N] [max_queue=M];`` (nginx ``ngx_thread_pool``)."""
+    name = st.args[0]
+    params = {"threads": 32, "max_queue": 65536}
+    for arg in st.args[1:]:
+        key, eq, text = arg.partition("=")
+        if key not in params or not eq:
+            raise Invalid(f'invalid parameter "{arg}"')
+        params[key] = values.number(text, 1 if key == "threads" else 0)
+    pools = ctx.values.setdefault("thread_pools", {})
+    if name in pools:
+        first = pools[name]
+        raise Invalid(f'duplicate thread pool "{name}", first declared in {first.file}:{first.line}', whole=True)
+    pools[name] = ThreadPoolSpec(name, params["threads"], params["max_queue"], st.file, st.line)
+
+
+def stall_time(key: str) -> Any:
+    """A handler storing a time (seconds) or ``off`` (None) under KEY."""
+    def handler(ctx: Ctx, st: Stmt) -> None:
+        text = st.args[0]
+        seconds = None if text == "off" else values.time(text)
+        if seconds is not None and seconds <= 0:
+            raise Invalid(f'invalid value "{text}"')
+        ctx.values[key] = seconds
+    handler.__name__ = key
+    return handler
 
 
 def events(ctx: Ctx, st: Stmt) -> Ctx:

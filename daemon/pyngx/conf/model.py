@@ -135,6 +135,17 @@ class UserConf:
 
 
 @dataclass(frozen=True, slots=True)
+class ThreadPoolSpec:
+    """``thread_pool NAME [threads=N] [max_queue=M];`` (nginx's defaults: 32 threads, 65536 waiting)."""
+
+    name: str
+    threads: int = 32
+    max_queue: int = 65536
+    file: str = ""
+    line: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration, as `pyngx.conf.load` returns it."""
 
@@ -148,5 +159,9 @@ class Config:
     user: UserConf | None = None
     worker_shutdown_timeout: float = 30.0
     worker_connections: int = 1024
+    # name -> pool; "default" is always there (thread_pool may redefine it)
+    thread_pools: tuple[ThreadPoolSpec, ...] = (ThreadPoolSpec("default"),)
+    worker_stall_warn: float | None = 0.2  # seconds; None = off
+    worker_stall_timeout: float | None = 60.0  # seconds; None = off
     http: HttpConf | None = None
     files: tuple[str, ...] = field(default=())  # every file read, includes expanded
