@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from pyngx.http.exchange import Exchange
     from pyngx.http.server import HttpServer
 
-_PARTS = (("timers", "pyngx.runtime.timers"), ("ipc", "pyngx.runtime.channel"), ("events", "pyngx.runtime.eventbus"))
+_PARTS = (("timers", "pyngx.runtime.timers"), ("ipc", "pyngx.runtime.channel"), ("events", "pyngx.runtime.eventbus"),
+          ("thread_pools", "pyngx.runtime.threads"))
 
 
 def collect(server: HttpServer) -> dict[str, Any]:
@@ -55,13 +56,23 @@ def _processes() -> list[dict[str, Any]]:
     if table is None:
         return []
     rows = table.http_rows()
+    health = table.health_rows()
     out = []
     for p in table.peers(current=False):
         entry = {"pid": p.pid, "type": p.kind, "worker_id": p.worker_id, "generation": p.generation, "ready": p.ready}
         if p.kind in (state.WORKER, state.SINGLE) and p.pid in rows:
             entry["http"] = dict(zip(tree.HTTP_FIELDS, rows[p.pid]))
+        if p.pid in health:
+            entry["stall"] = _stall(health[p.pid])
         out.append(entry)
     return out
+
+
+def _stall(row: dict[str, int]) -> dict[str, float | int]:
+    """The event loop watchdog's counters of one process (seconds)."""
+    since = row["stalled_since_ns"]
+    current = (time.monotonic_ns() - since) / 1e9 if since else 0.0
+    return {"stalls": row["stalls"], "longest": row["longest_us"] / 1e6, "current": round(current, 3)}
 
 
 def _module_stats(name: str) -> Any:
@@ -125,6 +136,8 @@ def prometheus(data: dict[str, Any]) -> str:
     for proc in data["processes"]:
         lines.append(f'pyngx_process_ready{{pid="{proc["pid"]}",type="{proc["type"]}",'
                      f'generation="{proc["generation"]}"}} {int(proc["ready"])}')
+        for key, value in proc.get("stall", {}).items():
+            lines.append(f'pyngx_process_stall_{key}{{pid="{proc["pid"]}",type="{proc["type"]}"}} {value}')
     _flatten("pyngx", {k: v for k, v in data.items() if k not in ("processes", "pid", "type", "master_pid", "http_all")},
              labels, lines)
     for name, value in data.get("http_all", {}).items():  # the whole server's: no process labels

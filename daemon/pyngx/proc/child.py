@@ -19,7 +19,7 @@ from typing import Any
 from pyngx import log
 from pyngx.proc import service
 from pyngx.proc.cycle import Cycle
-from pyngx.runtime import lifecycle, phase, state, tree, usercode
+from pyngx.runtime import lifecycle, phase, state, tree, usercode, watchdog
 from pyngx.runtime import loop as loops
 from pyngx.runtime.state import STATE
 
@@ -105,6 +105,7 @@ class Child:
     async def main(self) -> int:
         self._wire_signals()
         setup_runtime(self.cycle)
+        start_watchdog(self.cycle, self.kind, self.loop)
         await run_init_worker(self.cycle)
         if tree.TREE is not None:
             tree.TREE.mark_ready(os.getpid())
@@ -189,6 +190,17 @@ def setup_runtime_limits(max_pending: int, max_running: int) -> None:
         channel = None  # type: ignore[assignment]
     if channel is not None and hasattr(channel, "setup"):
         channel.setup()
+
+
+def start_watchdog(cycle: Cycle, kind: str, loop: asyncio.AbstractEventLoop) -> None:
+    """The event loop watchdog (worker_stall_warn, worker_stall_timeout), unless both are off."""
+    config = cycle.config
+    timeout = config.worker_stall_timeout if kind != state.SINGLE else None  # no master to replace us
+    if config.worker_stall_warn is None and timeout is None:
+        return
+    dog = watchdog.Watchdog(loop, config.worker_stall_warn, timeout, watchdog.blocks_of(config), kind)
+    dog.start()
+    lifecycle.on_final(dog.stop)
 
 
 async def run_init_worker(cycle: Cycle) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from pyngx import log
 from pyngx.conf.model import Config
-from pyngx.proc import boot, pidfile, service, single, spawn
+from pyngx.proc import boot, pidfile, service, single, spawn, stalls
 from pyngx.proc import cycle as cycles
 from pyngx.proc.child import READY
 from pyngx.proc.cycle import Cycle, CycleError
@@ -105,6 +105,8 @@ class Master:
         self.status_r, self.status_w = os.pipe2(os.O_CLOEXEC)
         os.set_blocking(self.status_r, False)
         self.status_buf = b""
+        self.stall_check_at = time.monotonic()  # worker_stall_timeout: when to look at the beats next
+        self.stall_killed: set[int] = set()
 
     # -- the loop --
 
@@ -151,7 +153,7 @@ class Master:
         self.run_deadlines()
 
     def next_deadline(self) -> float | None:
-        times = [t for t in (self.kill_at, self.old_kill_at) if t is not None]
+        times = [t for t in (self.kill_at, self.old_kill_at, self.stall_check_at) if t is not None]
         times += [t for t, _, _ in self.respawns]
         if self.pending is not None and self.pending.deadline != float("inf"):
             times.append(self.pending.deadline)
@@ -218,6 +220,7 @@ class Master:
 
     def reaped(self, pid: int, status: int) -> None:
         info = self.children.pop(pid, None)
+        self.stall_killed.discard(pid)
         if tree.TREE is not None:
             tree.TREE.remove(pid)
         for cyc in (self.cycle, *self.old_cycles):
@@ -258,6 +261,9 @@ class Master:
                 self.spawn(kind, wid)
         if self.pending is not None and now >= self.pending.deadline:
             self.generation_settled(False, f"new worker processes not ready after {READY_TIMEOUT:g}s")
+        if now >= self.stall_check_at:
+            stalls.replace(self.children, self.stall_killed, self.cycle.config.worker_stall_timeout)
+            self.stall_check_at = now + stalls.interval(self.cycle.config.worker_stall_timeout)
         if self.kill_at is not None and now >= self.kill_at:
             self.kill_at = None
             self.signal_children(signal.SIGKILL, lambda c: True)

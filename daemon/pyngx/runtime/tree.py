@@ -45,6 +45,12 @@ _GAUGES = 1  # the last fields are gauges: not added into the retired row
 _COUNTERS_AT = (_VERSION_AT + _VERSION.size + 7) & ~7
 _RETIRED = SLOTS * _NF
 _SIZE = _COUNTERS_AT + (SLOTS + 1) * _NF * 8
+# Event loop health: one row of u64 per slot, written by the process's loop (beat) and its
+# watchdog thread (the rest), read by the master (worker_stall_timeout) and the status page.
+HEALTH_FIELDS = ("beat_ns", "stalls", "longest_us", "stalled_since_ns", "reported")
+_NH = len(HEALTH_FIELDS)
+_HEALTH_AT = _SIZE
+_SIZE = _HEALTH_AT + SLOTS * _NH * 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +63,7 @@ class Peer:
 
 
 class Tree:
-    __slots__ = ("mem", "_pids", "_words", "_rows", "_mine")
+    __slots__ = ("mem", "_pids", "_words", "_rows", "_mine", "_health")
 
     def __init__(self) -> None:
         self.mem = mmap.mmap(-1, _SIZE, flags=mmap.MAP_SHARED)
@@ -65,6 +71,7 @@ class Tree:
         self._words = memoryview(self.mem).cast("I")
         self._rows = memoryview(self.mem)[_COUNTERS_AT:].cast("Q")
         self._mine = (0, -1)  # (pid, slot) of this process's row, once found
+        self._health = memoryview(self.mem)[_HEALTH_AT:].cast("Q")
 
     # -- master side --
     def set_generation(self, generation: int, master_pid: int) -> None:
@@ -89,6 +96,7 @@ class Tree:
             for i in range(_NF - _GAUGES):
                 rows[_RETIRED + i] += rows[base + i]
             rows[base:base + _NF] = array("Q", bytes(8 * _NF))
+            self._health[_slot(off) * _NH:(_slot(off) + 1) * _NH] = array("Q", bytes(8 * _NH))
             self._pids[off >> 2] = 0
             self._bump()
 
@@ -113,6 +121,28 @@ class Tree:
             self._mine = (pid, slot)
         self._rows[slot * _NF:(slot + 1) * _NF] = array("Q", values)
         return True
+
+    def my_slot(self) -> int:
+        """This process's slot, or -1 before the master has listed it."""
+        pid = os.getpid()
+        mine, slot = self._mine
+        if mine != pid or self._pid_at(slot) != pid:
+            off = self._find(pid)
+            if off is None:
+                return -1
+            slot = _slot(off)
+            self._mine = (pid, slot)
+        return slot
+
+    def health_row(self, slot: int) -> memoryview:
+        """The health row of SLOT (HEALTH_FIELDS, u64 each), to write in place."""
+        return self._health[slot * _NH:(slot + 1) * _NH]
+
+    def health_rows(self) -> dict[int, dict[str, int]]:
+        """Each listed process's health row, by pid."""
+        h = self._health
+        return {pid: dict(zip(HEALTH_FIELDS, h[i * _NH:(i + 1) * _NH].tolist()))
+                for i in range(SLOTS) if (pid := self._pid_at(i))}
 
     def http_rows(self) -> dict[int, list[int]]:
         """Each listed process's published HTTP counters (in HTTP_FIELDS order), by pid."""

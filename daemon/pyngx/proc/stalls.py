@@ -1,0 +1,71 @@
+"""The master's side of ``worker_stall_timeout``: which children have stopped beating.
+
+Each worker and the agent beat in their row of the process table
+(`pyngx.runtime.watchdog`); the master looks at the rows once per ``interval``
+and replaces a child whose loop has not run for longer than the timeout, as
+gunicorn's arbiter does with its worker ``timeout``. The child's own watchdog
+thread logs the stack first and marks its row "reported"; a child that could
+not (C code holding the GIL) is replaced ``GRACE`` seconds later without one.
+Only reads the table: the master does the killing, and the reaping and the
+respawn are the ones every dead child gets (zones unlocked, same worker id).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pyngx import log
+from pyngx.runtime import tree
+
+GRACE = 1.0  # seconds past the timeout to wait for the child's own report of its stack
+
+
+@dataclass(frozen=True, slots=True)
+class Stuck:
+    pid: int
+    idle: float  # seconds since the last beat
+    reported: bool  # the child logged its stack
+
+
+def interval(timeout: float | None) -> float:
+    """How often the master looks: a quarter of the timeout, at most once a second."""
+    return 1.0 if timeout is None else max(0.05, min(1.0, timeout / 4))
+
+
+def overdue(pids: Iterable[int], timeout: float | None) -> list[Stuck]:
+    """The children among PIDS whose loop has not run for TIMEOUT (once they reported, or GRACE more)."""
+    if timeout is None or tree.TREE is None:
+        return []
+    rows = tree.TREE.health_rows()
+    now = time.monotonic_ns()
+    out = []
+    for pid in pids:
+        row = rows.get(pid)
+        if row is None or not row["beat_ns"]:
+            continue  # not beating yet (still starting)
+        idle = (now - row["beat_ns"]) / 1e9
+        reported = bool(row["reported"])
+        if idle > timeout and (reported or idle > timeout + GRACE):
+            out.append(Stuck(pid, idle, reported))
+    return out
+
+
+def replace(children: Mapping[int, Any], killed: set[int], timeout: float | None) -> None:
+    """Kill (SIGKILL) the CHILDREN (pid -> info with ``kind``) that are overdue and not in KILLED.
+
+    The master reaps them as any dead child and starts a fresh one with the same worker id.
+    """
+    for stuck in overdue([pid for pid in children if pid not in killed], timeout):
+        kind = children[stuck.pid].kind
+        how = "its stack is logged above" if stuck.reported else "it could not log its stack"
+        log.alert(f"{kind} process {stuck.pid} has not run its event loop for {stuck.idle:.1f}s "
+                  f"(worker_stall_timeout {timeout:g}s; {how}), killing it")
+        killed.add(stuck.pid)
+        try:
+            os.kill(stuck.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
