@@ -66,6 +66,16 @@ def test_default_config_tour_answers(daemon: Callable[..., Daemon]) -> None:
 
     assert d.get("/shell") == (200, b"a\nb\nc\n(exit 0)\n")
 
+    status, body = d.get("/offload")
+    assert status == 200 and b"sha256 of 1 MiB: 8f990ba0b577b51c" in body
+    status, body = d.get("/block")
+    assert status == 200 and b"blocked worker" in body
+    d.wait_log("ran again after a stall of")
+    assert re.search(r"\[warn\] .* blocked for .* in content_by_python of location = /block at .*pyngx.conf:\d+",
+                     d.error_log())
+    status, body = d.get("/stalls")
+    assert status == 200 and re.search(rb"worker \d+: 1 stalls, longest 0\.[23]", body), body
+
     status, _, body = d.request("POST", "/echo?a=1&b", body=b"xyz")
     assert status == 200 and body == b"POST 3 bytes, args {'a': '1', 'b': True}\n"
     status, _, _ = d.request("POST", "/echo", body=b"x" * 70000)
