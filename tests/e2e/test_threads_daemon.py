@@ -126,6 +126,11 @@ def test_a_full_queue_and_an_unknown_pool_give_clear_errors(daemon: Any) -> None
 
 def test_timers_ipc_events_and_the_agent_can_offload(daemon: Any) -> None:
     d = daemon(CONF)
+
+    def all_ready() -> bool:
+        procs = json.loads(get(d, "/status")[1])["processes"]
+        return len(procs) == 2 and all(p["ready"] for p in procs)
+    wait_until(all_ready, what="the worker and the agent to be ready")  # IPC broadcasts reach ready ones
     assert get(d, "/fanout") == (200, "posted\n")
     want = [f"{what}:{kind} = {what} in pyngx-default-N" for what in ("event", "ipc", "timer")
             for kind in ("privileged agent", "worker")]
