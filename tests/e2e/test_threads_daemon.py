@@ -181,3 +181,25 @@ def test_graceful_exit_waits_for_running_calls_then_stops(daemon: Any) -> None:
     wait_until(lambda: not pid_alive(worker), what="the worker to exit")
     assert "waiting for 1 worker thread calls" in d.error_log()
     d.wait_log("] " + str(d.master_pid) + "#0: exit")
+
+
+def test_graceful_exit_does_not_wait_past_worker_shutdown_timeout(daemon: Any) -> None:
+    d = daemon(CONF.replace("worker_shutdown_timeout 10s;", "worker_shutdown_timeout 1s;"))
+    worker = wait_until(d.workers, what="the worker")[0]
+    client = threading.Thread(target=lambda: _swallow(lambda: get(d, "/sleep?s=30", timeout=30)))
+    client.start()
+    wait_until(lambda: json.loads(get(d, "/status")[1])["thread_pools"].get("io", {}).get("in_flight"),
+               what="the call to run")
+    start = time.monotonic()
+    d.signal(signal.SIGQUIT)
+    wait_until(lambda: not pid_alive(worker), timeout=10, what="the worker to exit")
+    assert time.monotonic() - start < 5  # 1 s of bound, not the call's 30 s
+    client.join(10)
+    assert "worker_shutdown_timeout (1s) expired" in d.error_log()
+
+
+def _swallow(fn: Any) -> None:
+    try:
+        fn()
+    except OSError:
+        pass
