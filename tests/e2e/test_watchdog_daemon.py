@@ -37,6 +37,12 @@ http {
                 ngx.say("slept")
             }
         }
+        location = /regex {
+            content_by_python_block {
+                import re
+                re.match(r"(a+)+$", "a" * 40 + "b")  # C code that keeps the GIL for minutes
+            }
+        }
         location = /agent {
             content_by_python_block {
                 ipc.broadcast("block", "")
@@ -140,3 +146,30 @@ def test_a_stuck_agent_is_replaced_too(daemon: Any) -> None:
                      rf"init_worker_by_python at {re.escape(str(d.conf_path))}:\d+, stack", log)
     d.wait_log(f"privileged agent process {first} exited on signal 9")
     wait_until(lambda: agent() not in (0, first), what="a fresh agent")
+
+
+def test_a_loop_held_in_c_code_gets_a_thread_dump_from_the_master_then_is_replaced(daemon: Any) -> None:
+    """A catastrophic regex keeps the GIL: the watchdog thread cannot run, the master asks
+    faulthandler for every thread's stack (SIGUSR2), then kills and replaces the worker."""
+    d = daemon(conf("1s"))
+    d.expect_errors = True
+    wait_until(lambda: len(d.workers()) == 2, what="two workers")
+    thread = threading.Thread(target=lambda: _swallow(lambda: d.get("/regex", timeout=20)))
+    thread.start()
+    log = d.wait_log("its threads' stacks are logged above), killing it", timeout=20)
+    stuck = int(re.search(r"worker process (\d+) has not run its event loop for [\d.]+s \(worker_stall_timeout 1s; "
+                          r"it could not log its stack\), its threads' stacks follow", log).group(1))
+    lines = d.conf_path.read_text().splitlines()
+    regex_line = next(i + 1 for i, text in enumerate(lines) if "re.match(" in text)
+    assert f'File "{d.conf_path}", line {regex_line} in __pyngx_handler__' in log
+    assert "event loop of this worker process blocked" not in log  # its own thread never ran
+    d.wait_log(f"worker process {stuck} exited on signal 9")
+    thread.join(20)
+    wait_until(lambda: len([p for p in d.workers() if p != stuck]) == 2, what="a replacement worker")
+
+
+def _swallow(fn: Any) -> None:
+    try:
+        fn()
+    except OSError:
+        pass

@@ -106,7 +106,7 @@ class Master:
         os.set_blocking(self.status_r, False)
         self.status_buf = b""
         self.stall_check_at = time.monotonic()  # worker_stall_timeout: when to look at the beats next
-        self.stall_killed: set[int] = set()
+        self.stalled: dict[int, str] = {}  # pid -> what was done about its stall (stalls.replace)
 
     # -- the loop --
 
@@ -220,7 +220,7 @@ class Master:
 
     def reaped(self, pid: int, status: int) -> None:
         info = self.children.pop(pid, None)
-        self.stall_killed.discard(pid)
+        self.stalled.pop(pid, None)
         if tree.TREE is not None:
             tree.TREE.remove(pid)
         for cyc in (self.cycle, *self.old_cycles):
@@ -262,7 +262,7 @@ class Master:
         if self.pending is not None and now >= self.pending.deadline:
             self.generation_settled(False, f"new worker processes not ready after {READY_TIMEOUT:g}s")
         if now >= self.stall_check_at:
-            stalls.replace(self.children, self.stall_killed, self.cycle.config.worker_stall_timeout)
+            stalls.replace(self.children, self.stalled, self.cycle.config.worker_stall_timeout)
             self.stall_check_at = now + stalls.interval(self.cycle.config.worker_stall_timeout)
         if self.kill_at is not None and now >= self.kill_at:
             self.kill_at = None

@@ -4,8 +4,9 @@ Each worker and the agent beat in their row of the process table
 (`pyngx.runtime.watchdog`); the master looks at the rows once per ``interval``
 and replaces a child whose loop has not run for longer than the timeout, as
 gunicorn's arbiter does with its worker ``timeout``. The child's own watchdog
-thread logs the stack first and marks its row "reported"; a child that could
-not (C code holding the GIL) is replaced ``GRACE`` seconds later without one.
+thread logs the stack first and marks its row "reported"; for a child that could
+not (C code holding the GIL: a runaway regex, a C extension's long call) the master
+asks faulthandler for a dump of its threads ``GRACE`` seconds later, then kills it.
 Only reads the table: the master does the killing, and the reaping and the
 respawn are the ones every dead child gets (zones unlocked, same worker id).
 """
@@ -54,18 +55,30 @@ def overdue(pids: Iterable[int], timeout: float | None) -> list[Stuck]:
     return out
 
 
-def replace(children: Mapping[int, Any], killed: set[int], timeout: float | None) -> None:
-    """Kill (SIGKILL) the CHILDREN (pid -> info with ``kind``) that are overdue and not in KILLED.
+def replace(children: Mapping[int, Any], stalled: dict[int, str], timeout: float | None) -> None:
+    """Kill (SIGKILL) the CHILDREN (pid -> info with ``kind``) that are overdue.
 
-    The master reaps them as any dead child and starts a fresh one with the same worker id.
+    STALLED (pid -> "dumped" or "killed") remembers what was done already. A child that
+    could not log its stack first gets SIGUSR2, on which faulthandler writes every thread's
+    stack to the error log from C (`pyngx.runtime.watchdog`), and is killed on the next look.
+    The master reaps a killed child as any dead one and starts a fresh one with the same id.
     """
-    for stuck in overdue([pid for pid in children if pid not in killed], timeout):
-        kind = children[stuck.pid].kind
-        how = "its stack is logged above" if stuck.reported else "it could not log its stack"
-        log.alert(f"{kind} process {stuck.pid} has not run its event loop for {stuck.idle:.1f}s "
-                  f"(worker_stall_timeout {timeout:g}s; {how}), killing it")
-        killed.add(stuck.pid)
-        try:
-            os.kill(stuck.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    for stuck in overdue([pid for pid in children if stalled.get(pid) != "killed"], timeout):
+        name = f"{children[stuck.pid].kind} process {stuck.pid}"
+        what = f"has not run its event loop for {stuck.idle:.1f}s (worker_stall_timeout {timeout:g}s"
+        if not stuck.reported and stuck.pid not in stalled:
+            log.alert(f"{name} {what}; it could not log its stack), its threads' stacks follow")
+            stalled[stuck.pid] = "dumped"
+            _kill(stuck.pid, signal.SIGUSR2)
+            continue
+        how = "its stack is logged above" if stuck.reported else "its threads' stacks are logged above"
+        log.alert(f"{name} {what}; {how}), killing it")
+        stalled[stuck.pid] = "killed"
+        _kill(stuck.pid, signal.SIGKILL)
+
+
+def _kill(pid: int, signo: int) -> None:
+    try:
+        os.kill(pid, signo)
+    except ProcessLookupError:
+        pass

@@ -11,14 +11,18 @@ when the loop runs again it logs how long the stall lasted. Past
 row "reported": the master (`pyngx.proc.stalls`) then replaces the process.
 
 A thread cannot see a loop held by C code that keeps the GIL: then neither
-warning appears, and the master still replaces the process from the beats.
+warning appears, and the master still replaces the process from the beats,
+after a SIGUSR2 on which ``faulthandler`` (registered here, on the error log's
+descriptor) writes every thread's stack from C, GIL or not.
 Knows nothing of HTTP or of the master.
 """
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import faulthandler
 import inspect
+import signal
 import sys
 import threading
 import time
@@ -89,6 +93,9 @@ class Watchdog:
         self._beat()
         self.thread = threading.Thread(target=self._watch, name="pyngx-watchdog", daemon=True)
         self.thread.start()
+        if self.timeout is not None:
+            register_dump()
+            log.on_reopen(register_dump)  # the error log's descriptor may change
 
     def stop(self, graceful: bool = True) -> None:
         self.stop_event.set()
@@ -179,6 +186,11 @@ class Watchdog:
                 return f" in {match.label} at {filename}:{line}"
             frame = frame.f_back
         return ""
+
+
+def register_dump() -> None:
+    """SIGUSR2 writes every thread's Python stack to the error log (the master's last resort)."""
+    faulthandler.register(signal.SIGUSR2, file=log.error_log.fd, all_threads=True, chain=False)
 
 
 def blocks_of(config: Config) -> list[Block]:
