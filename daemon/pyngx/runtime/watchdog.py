@@ -2,8 +2,8 @@
 
 Owns the heartbeat and one watching thread. The loop beats every ``tick``
 (a ``call_later`` that stores ``monotonic_ns()`` into this process's health row
-of the process table, `tree.HEALTH_FIELDS`); the thread wakes every tick and
-compares. When no beat came for longer than ``worker_stall_warn`` (plus the
+of the process table, `tree.HEALTH_FIELDS`); the thread wakes when the loop
+would be late by the threshold and compares. When no beat came for longer than ``worker_stall_warn`` (plus the
 tick the next beat was due after) it logs one warning with the main thread's
 Python stack, naming the config file and line of the user's block it is in;
 when the loop runs again it logs how long the stall lasted. Past
@@ -117,14 +117,23 @@ class Watchdog:
     # -- in the watchdog thread --
 
     def _watch(self) -> None:
+        """Sleep until the loop would be late by the threshold; look; again.
+
+        While the loop is healthy this wakes once per threshold (5 times a second at
+        200ms), not once per beat: each wake-up takes the GIL from the loop's thread, and
+        on a busy machine the OS may park this thread while it holds it. During a stall
+        it looks once per tick, for the end and the timeout.
+        """
         tick_ns = int(self.tick * 1e9)
         first = self.warn if self.warn is not None else self.timeout
         assert first is not None
         first_ns = int(first * 1e9) + tick_ns
         timeout_ns = int(self.timeout * 1e9) + tick_ns if self.timeout is not None else 0
         reported = False
-        while not self.stop_event.wait(self.tick):
+        wait = first_ns / 1e9
+        while not self.stop_event.wait(wait):
             beat, now = self.beat_ns, time.monotonic_ns()
+            wait = self.tick
             if self.stalled_since:
                 if beat != self.stalled_since:
                     self._ended((beat - self.stalled_since - tick_ns) / 1e9)
@@ -134,6 +143,8 @@ class Watchdog:
                     self._report((now - beat - tick_ns) / 1e9)
             elif now - beat > first_ns:
                 self._began(beat, (now - beat - tick_ns) / 1e9)
+            else:
+                wait = max(self.tick, (beat + first_ns - now) / 1e9 + 0.001)
 
     def _began(self, beat: int, lasted: float) -> None:
         self.stalled_since = beat
