@@ -127,6 +127,6 @@ def test_calls_run_threads_at_a_time(run: Any, pools: Any, tmp_path: Path) -> No
         await asyncio.gather(*(ngx.run_worker_thread("four", time.sleep, 0.05) for _ in range(20)))
         took = time.monotonic() - start
         spinner.cancel()
-        assert 0.25 <= took < 1.0, took
+        assert 0.25 <= took < 2.0, took
         assert turns >= 20, turns  # the loop was never blocked by the calls
     run(body)
