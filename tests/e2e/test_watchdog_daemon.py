@@ -173,3 +173,15 @@ def _swallow(fn: Any) -> None:
         fn()
     except OSError:
         pass
+
+
+def test_a_single_process_warns_and_is_not_killed(daemon: Any) -> None:
+    """master_process off: warnings and counters, no master to replace the process."""
+    d = daemon(conf("1s").replace("worker_processes 2;", "master_process off;\nworker_processes 1;")
+               .replace("worker_stall_warn 200ms;", "worker_stall_warn 100ms;"))
+    assert d.get("/block?s=1.5", timeout=10) == (200, b"slept\n")
+    log = d.wait_log("ran again after a stall of")
+    assert "event loop of this single process blocked for" in log and "(worker_stall_warn 100ms)" in log
+    assert "worker_stall_timeout" not in log and d.get("/who")[0] == 200  # past 1s, still the same process
+    stall = json.loads(d.get("/status")[1])["processes"][0]["stall"]
+    assert stall["stalls"] == 1 and stall["longest"] > 1.3
