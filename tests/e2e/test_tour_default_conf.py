@@ -18,9 +18,10 @@ from support import REPO, Daemon, free_port, wait_until
 
 def _tour(daemon: Callable[..., Daemon]) -> Daemon:
     text = (REPO / "conf" / "pyngx.conf").read_text()
-    assert "listen 8080;" in text
+    # loopback only by default: the tour's /shell, /pipe and /status are not for the network
+    assert "listen 127.0.0.1:8080;" in text and "listen 8080;" not in text.replace("(listen 8080;)", "")
     # The only change: a free loopback port instead of 8080.
-    return daemon(text.replace("listen 8080;", "listen 127.0.0.1:@PORT@;"))
+    return daemon(text.replace("listen 127.0.0.1:8080;", "listen 127.0.0.1:@PORT@;"))
 
 
 def test_default_config_passes_t(daemon: Callable[..., Daemon]) -> None:
@@ -107,7 +108,7 @@ def test_the_readme_s_first_line_runs_in_a_fresh_clone(tmp_path: Path) -> None:
     subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True, timeout=60)
     conf = clone / "conf" / "pyngx.conf"
     port = free_port()
-    conf.write_text(conf.read_text().replace("listen 8080;", f"listen 127.0.0.1:{port};"))
+    conf.write_text(conf.read_text().replace("listen 127.0.0.1:8080;", f"listen 127.0.0.1:{port};"))
     with open(tmp_path / "stderr.log", "wb") as err:
         proc = subprocess.Popen([sys.executable, "-m", "pyngx", "-p", ".", "-c", "conf/pyngx.conf",
                                  "-g", "daemon off;"], cwd=clone, stderr=err, stdin=subprocess.DEVNULL,

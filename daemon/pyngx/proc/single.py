@@ -31,6 +31,7 @@ def serve(config: Config, argv: list[str], conf_path: str, prefix: str, extra: l
     cycle, _, pid = started
     tree.single_process()
     log.notice(f"pyngx single process {pid} started")
+    boot.announce(config, pid)
     try:
         code = child.run(cycle, state.SINGLE, 0, master_pid=pid, status_fd=-1)
     finally:
