@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from support import Daemon, children, free_port, pid_alive, proc_title, wait_until
 
 CONF = """
@@ -165,11 +167,19 @@ def test_foreground_in_a_terminal(tmp_path: Path) -> None:
     assert buf.count(b"press Ctrl-C") == 1
 
 
-def test_sigterm_is_named_sigterm(daemon: Callable[..., Daemon]) -> None:
-    d = daemon(CONF)
-    d.signal(signal.SIGTERM)
+@pytest.mark.parametrize("mode", ["master_process on", "master_process off"])
+@pytest.mark.parametrize("signo, words", [(signal.SIGTERM, "signal 15 (SIGTERM) received, exiting"),
+                                          (signal.SIGINT, "signal 2 (SIGINT) received, exiting"),
+                                          (signal.SIGQUIT, "signal 3 (SIGQUIT) received, shutting down")])
+def test_the_log_names_the_signal_that_came(daemon: Callable[..., Daemon], mode: str, signo: int,
+                                            words: str) -> None:
+    d = daemon(CONF.replace("worker_processes 2;", f"worker_processes 2;\n{mode};"))
+    if mode == "master_process on":
+        tree_pids(d)
+    d.signal(signo)
     assert d.proc is not None and d.proc.wait(timeout=20) == 0
-    assert "signal 15 (SIGTERM) received, exiting" in d.error_log() and "SIGINT" not in d.error_log()
+    text = d.error_log()
+    assert words in text and text.count("received, ") == 1, text
 
 
 # -- -t opens what the start will open --

@@ -40,6 +40,10 @@ def test_default_config_tour_answers(daemon: Callable[..., Daemon]) -> None:
         return len(procs) == 3 and all(p["ready"] for p in procs)
     wait_until(all_ready, what="two workers and the agent to be ready")
 
+    # print() in init_worker: a notice line per process in the error log, tagged with its line
+    assert len(re.findall(r"\[notice\] \d+#0: \[python\] \S+pyngx\.conf:\d+: (?:worker|privileged agent) \d+ starting",
+                          d.error_log())) == 3
+
     status, body = d.get("/hello")
     assert (status, body) == (200, b"hello\n")
 

@@ -156,11 +156,17 @@ class Child:
             lifecycle.final(False)
             os._exit(0)
 
+    def _on_stop_signal(self, signo: signal.Signals, how: str) -> None:
+        if self.kind == state.SINGLE and not self.stop.done():  # the master logs it otherwise
+            doing = "shutting down" if how == "graceful" else "exiting"
+            log.notice(f"signal {int(signo)} ({signo.name}) received, {doing}")
+        self.request_stop(how)
+
     def _wire_signals(self) -> None:
         add = self.loop.add_signal_handler
-        add(signal.SIGQUIT, self.request_stop, "graceful")
-        add(signal.SIGTERM, self.request_stop, "fast")
-        add(signal.SIGINT, self.request_stop, "fast")
+        add(signal.SIGQUIT, self._on_stop_signal, signal.SIGQUIT, "graceful")
+        add(signal.SIGTERM, self._on_stop_signal, signal.SIGTERM, "fast")
+        add(signal.SIGINT, self._on_stop_signal, signal.SIGINT, "fast")
         add(signal.SIGUSR1, log.reopen_all)
         if self.kind == state.SINGLE:
             add(signal.SIGHUP, log.warn, "reload is not supported with \"master_process off\", ignored")
