@@ -195,13 +195,15 @@ class LogStream(io.TextIOBase):
         if self._echo is not None and error_log.fd != 2:
             self._echo.write(text)
             self._echo.flush()
+        frame = sys._getframe(1)  # print() is C: the frame that called it
         if not self._buf:
-            frame = sys._getframe(1)  # print() is C: the frame that called it
             self._where = f"{frame.f_code.co_filename}:{frame.f_lineno}"
         self._buf += text
         if "\n" in self._buf:
             done, _, self._buf = self._buf.rpartition("\n")
             self._emit(done)
+            if self._buf:  # the rest began with this write
+                self._where = f"{frame.f_code.co_filename}:{frame.f_lineno}"
         return len(text)
 
     def flush(self) -> None:

@@ -39,7 +39,7 @@ def test_each_line_is_a_notice_line_tagged_with_the_writer(error_log: Path) -> N
     stream.flush()
     where = f"[python] {__file__}:{line}: "
     # a line is tagged with the write that began it
-    assert messages(error_log) == [where + "a 1b", where + "c", f"[python] {__file__}:{line + 2}: partial"]
+    assert messages(error_log) == [where + "a 1b", f"[python] {__file__}:{line + 1}: c", f"[python] {__file__}:{line + 2}: partial"]
     assert all("[notice]" in ln for ln in error_log.read_text().splitlines())
 
 
