@@ -73,9 +73,14 @@ class ErrorLog:
             pass  # a full disk must not take the process down
 
 
+_stamp = [-1, ""]  # the second and its text: strftime() once a second, not once a line
+
+
 def format_line(level: int, msg: str) -> str:
-    stamp = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime())
-    return f"{stamp} [{LEVEL_NAMES[level]}] {os.getpid()}#0: {msg}\n"
+    now = int(time.time())
+    if now != _stamp[0]:
+        _stamp[0], _stamp[1] = now, time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(now))
+    return f"{_stamp[1]} [{LEVEL_NAMES[level]}] {os.getpid()}#0: {msg}\n"
 
 
 error_log = ErrorLog()
@@ -195,14 +200,15 @@ class LogStream(io.TextIOBase):
         if self._echo is not None and error_log.fd != 2:
             self._echo.write(text)
             self._echo.flush()
-        frame = sys._getframe(1)  # print() is C: the frame that called it
         if not self._buf:
+            frame = sys._getframe(1)  # print() is C: the frame that called it
             self._where = f"{frame.f_code.co_filename}:{frame.f_lineno}"
         self._buf += text
-        if "\n" in self._buf:
+        if "\n" in text:
             done, _, self._buf = self._buf.rpartition("\n")
             self._emit(done)
             if self._buf:  # the rest began with this write
+                frame = sys._getframe(1)
                 self._where = f"{frame.f_code.co_filename}:{frame.f_lineno}"
         return len(text)
 
