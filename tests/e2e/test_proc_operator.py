@@ -155,7 +155,7 @@ def test_foreground_in_a_terminal(tmp_path: Path) -> None:
         _read_until(main, buf, b"hello from print 42\r\n")  # the terminal shows it as printed
         log = tmp_path / "logs" / "error.log"
         assert "hello from print 42" in log.read_text()  # and the error log has it too
-        os.kill(proc.pid, signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the whole foreground process group
         assert proc.wait(timeout=20) == 0
     finally:
         if proc.poll() is None:
@@ -164,6 +164,7 @@ def test_foreground_in_a_terminal(tmp_path: Path) -> None:
         os.close(main)
     text = log.read_text()
     assert "signal 2 (SIGINT) received, exiting" in text and "SIGTERM" not in text
+    assert not any(level in text for level in ("[alert]", "[error]", "[crit]")), text
     assert buf.count(b"press Ctrl-C") == 1
 
 
