@@ -25,9 +25,9 @@ Usage: pyngx [-?hvVtTq] [-s signal] [-p prefix] [-c filename] [-g directives]
              [--shdict 'NAME SIZE']... [-e code]
 
 Options:
-  -?,-h         : this help
+  -?,-h,--help  : this help
   -v            : show version and exit
-  -V            : show version and the Python and dependency versions, then exit
+  -V            : show version, Python, dependencies and the shared dict engine, then exit
   -t            : test configuration and exit
   -T            : test configuration, dump it and exit
   -q            : suppress non-error messages during configuration testing
@@ -69,7 +69,9 @@ def parse_args(argv: Sequence[str]) -> Options:
     args = list(argv)
     while args:
         arg = args.pop(0)
-        if arg == "--shdict" or arg[:2] in _WITH_VALUE and len(arg) >= 2:
+        if arg == "--help":
+            opts.help = True
+        elif arg == "--shdict" or arg[:2] in _WITH_VALUE and len(arg) >= 2:
             key = "--shdict" if arg == "--shdict" else arg[:2]
             value = arg[len(key):] if arg != "--shdict" else ""
             if not value:
@@ -124,7 +126,19 @@ def version_text(full: bool) -> str:
     if full:
         lines.append(f"built with Python {platform.python_version()} ({platform.python_implementation()})")
         lines.append("dependencies: " + ", ".join(f"{dep} {_dist_version(dep)}" for dep in DEPENDENCIES))
+        lines.append(f"shared dict engine: {_shdict_engine()}")
     return "\n".join(lines)
+
+
+def _shdict_engine() -> str:
+    """Which engine runs ``ngx.shared``: the C extension, or pure Python and why."""
+    from pyngx.shm import shdict
+
+    if not shdict.c_available():
+        return "pure Python (the C extension pyngx.shm._shdict was not built)"
+    if os.environ.get("PYNGX_SHDICT_PURE") == "1":
+        return "pure Python (PYNGX_SHDICT_PURE=1; the C extension is built)"
+    return "C extension (pyngx.shm._shdict)"
 
 
 def _dist_version(dist: str) -> str:
@@ -200,6 +214,9 @@ def _test(opts: Options, config: conf.Config, shown: str, conf_path: str, prefix
     if check is not None:
         try:
             check(config)
+            from pyngx.proc import boot
+
+            boot.check_files(config)  # nginx -t opens the logs and the pid file too
         except Exception as exc:  # noqa: BLE001 - CycleError, or user code failing in init_by_python
             _err(f"[emerg] {exc}")
             _err(f"configuration file {shown} test failed")

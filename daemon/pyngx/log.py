@@ -8,12 +8,14 @@ lines go to stderr.
 """
 from __future__ import annotations
 
+import io
 import os
 import sys
 import time
 import traceback
 import types
 from collections.abc import Callable
+from typing import TextIO
 
 # nginx's levels, numbered as lua-nginx-module numbers ngx.EMERG .. ngx.DEBUG.
 STDERR, EMERG, ALERT, CRIT, ERR, WARN, NOTICE, INFO, DEBUG = range(9)
@@ -24,13 +26,17 @@ LEVELS = {name: number for number, name in enumerate(LEVEL_NAMES)}
 class ErrorLog:
     """One error log: a path, a level, and the descriptor lines are written to."""
 
-    __slots__ = ("path", "level", "fd", "also_stderr")
+    __slots__ = ("path", "level", "fd", "also_stderr", "stdio", "context")
 
     def __init__(self) -> None:
         self.path: str | None = None
         self.level = NOTICE
         self.fd = 2
         self.also_stderr = False
+        # True once fds 1 and 2 are this file (daemon on): every open and reopen moves them too
+        self.stdio = False
+        # What a line written inside a request ends with (", client: ..."); set by the HTTP server
+        self.context: Callable[[], str] | None = None
 
     def open(self, path: str | None, level: int) -> None:
         """Start writing to PATH (None: stderr) at LEVEL; the old file is closed.
@@ -42,6 +48,8 @@ class ErrorLog:
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         old = self.fd
         self.path, self.level, self.fd = (None if fd == 2 else path), level, fd
+        if self.stdio and fd > 2:
+            redirect_stdio(fd)
         if old > 2 and old != fd:
             os.close(old)
 
@@ -53,6 +61,8 @@ class ErrorLog:
     def write(self, level: int, msg: str) -> None:
         if level > self.level:
             return
+        if self.context is not None:
+            msg += self.context()
         line = format_line(level, msg)
         data = line.encode("utf-8", "backslashreplace")
         try:
@@ -63,9 +73,14 @@ class ErrorLog:
             pass  # a full disk must not take the process down
 
 
+_stamp = [-1, ""]  # the second and its text: strftime() once a second, not once a line
+
+
 def format_line(level: int, msg: str) -> str:
-    stamp = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime())
-    return f"{stamp} [{LEVEL_NAMES[level]}] {os.getpid()}#0: {msg}\n"
+    now = int(time.time())
+    if now != _stamp[0]:
+        _stamp[0], _stamp[1] = now, time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(now))
+    return f"{_stamp[1]} [{LEVEL_NAMES[level]}] {os.getpid()}#0: {msg}\n"
 
 
 error_log = ErrorLog()
@@ -145,6 +160,86 @@ def stderr(msg: str) -> None:
     sys.stderr.flush()
 
 
+# -- stdout and stderr of a serving process --
+
+def redirect_stdio(fd: int) -> None:
+    """Point fds 1 and 2 at FD (the error log): what C code, a crashing interpreter or a
+    subprocess writes there lands in the log (nginx redirects stderr the same way)."""
+    for target in (1, 2):
+        try:
+            os.dup2(fd, target)
+        except OSError:
+            pass
+
+
+class LogStream(io.TextIOBase):
+    """``sys.stdout``/``sys.stderr`` of a serving process: each line written becomes an
+    error log line at notice, tagged with the writer's file and line, as OpenResty's
+    ``print()`` does. ECHO (a terminal, with ``daemon off``) gets the text as written too."""
+
+    def __init__(self, fd: int, echo: TextIO | None) -> None:
+        super().__init__()
+        self._fd, self._echo, self._buf, self._where = fd, echo, "", ""
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return "utf-8"
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def isatty(self) -> bool:
+        return self._echo is not None
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        if self._echo is not None and error_log.fd != 2:
+            self._echo.write(text)
+            self._echo.flush()
+        if not self._buf:
+            frame = sys._getframe(1)  # print() is C: the frame that called it
+            self._where = f"{frame.f_code.co_filename}:{frame.f_lineno}"
+        self._buf += text
+        if "\n" in text:
+            done, _, self._buf = self._buf.rpartition("\n")
+            self._emit(done)
+            if self._buf:  # the rest began with this write
+                frame = sys._getframe(1)
+                self._where = f"{frame.f_code.co_filename}:{frame.f_lineno}"
+        return len(text)
+
+    def flush(self) -> None:
+        if self._buf:
+            text, self._buf = self._buf, ""
+            self._emit(text)
+
+    def _emit(self, text: str) -> None:
+        if NOTICE <= error_log.level:
+            for line in text.split("\n"):
+                error_log.write(NOTICE, f"[python] {self._where}: {line}")
+
+
+def capture_stdio(echo: bool) -> None:
+    """From now on print() and sys.stdout/sys.stderr go to the error log at notice; with
+    ECHO, a terminal on stdout or stderr still shows what is written to it."""
+    for name, fd in (("stdout", 1), ("stderr", 2)):
+        old = getattr(sys, name)
+        try:
+            tty = echo and old is not None and old.isatty()
+        except (ValueError, OSError):
+            tty = False
+        if old is not None:
+            try:
+                old.flush()
+            except (ValueError, OSError):
+                pass
+        setattr(sys, name, LogStream(fd, old if tty else None))
+
+
 # -- ngx.log --
 #
 # `pyngx/__init__.py` binds the name `log` to ngx.log, which hides this module
@@ -154,7 +249,7 @@ def stderr(msg: str) -> None:
 # then works.
 
 def user(level: int, args: tuple[object, ...], filename: str, lineno: int) -> None:
-    """ngx.log: ARGS concatenated (None as "nil"), tagged with the caller's FILENAME:LINENO."""
+    """ngx.log: ARGS concatenated (``str()`` of each, bytes decoded), tagged with the caller's FILENAME:LINENO."""
     if not isinstance(level, int) or isinstance(level, bool) or not 0 <= level <= DEBUG:
         raise ValueError(f"bad log level: {level!r}")
     if level > error_log.level:
@@ -164,9 +259,7 @@ def user(level: int, args: tuple[object, ...], filename: str, lineno: int) -> No
 
 
 def _text(value: object) -> str:
-    """None as Lua's "nil", bytes as their UTF-8 text, anything else as str()."""
-    if value is None:
-        return "nil"
+    """Bytes as their UTF-8 text, anything else as str() (``None``, ``True``: Python's words)."""
     if isinstance(value, (bytes, bytearray)):
         return bytes(value).decode("utf-8", "backslashreplace")
     return str(value)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from support import Daemon, pid_alive, wait_until
+from support import Daemon, children, pid_alive, proc_title, wait_until
 
 SETUP = """
         import os
@@ -217,6 +217,11 @@ def test_a_sigkilled_worker_takes_its_children_along(daemon) -> None:
     pgid = int(body)
     _, worker = map(int, notes(d, "keep")[0])
     wait_until(lambda: len(group_alive(pgid)) >= 3, 10, what="sh, sleep and cat")  # sh forks them
+    # the guardian shows in ps under its title, not as a shell script
+    titles = {proc_title(pid) for pid in children(worker)}
+    assert "pyngx: pipe guard" in titles and not any("trap" in t for t in titles), titles
+    out = subprocess.run(["ps", "-o", "args=", "--ppid", str(worker)], capture_output=True, text=True).stdout
+    assert "pyngx: pipe guard" in out.splitlines()
     os.kill(worker, signal.SIGKILL)
     wait_until(lambda: not group_alive(pgid), 10, what="the worker's children to die")
     wait_until(lambda: d.get("/fast", timeout=2) == (200, b"fast"), 10, what="a new worker")

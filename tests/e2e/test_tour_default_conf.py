@@ -18,9 +18,10 @@ from support import REPO, Daemon, free_port, wait_until
 
 def _tour(daemon: Callable[..., Daemon]) -> Daemon:
     text = (REPO / "conf" / "pyngx.conf").read_text()
-    assert "listen 8080;" in text
+    # loopback only by default: the tour's /shell, /pipe and /status are not for the network
+    assert "listen 127.0.0.1:8080;" in text and "listen 8080;" not in text.replace("(listen 8080;)", "")
     # The only change: a free loopback port instead of 8080.
-    return daemon(text.replace("listen 8080;", "listen 127.0.0.1:@PORT@;"))
+    return daemon(text.replace("listen 127.0.0.1:8080;", "listen 127.0.0.1:@PORT@;"))
 
 
 def test_default_config_passes_t(daemon: Callable[..., Daemon]) -> None:
@@ -38,6 +39,10 @@ def test_default_config_tour_answers(daemon: Callable[..., Daemon]) -> None:
         procs = json.loads(d.get("/status")[1])["processes"]
         return len(procs) == 3 and all(p["ready"] for p in procs)
     wait_until(all_ready, what="two workers and the agent to be ready")
+
+    # print() in init_worker: a notice line per process in the error log, tagged with its line
+    assert len(re.findall(r"\[notice\] \d+#0: \[python\] \S+pyngx\.conf:\d+: (?:worker|privileged agent) \d+ starting",
+                          d.error_log())) == 3
 
     status, body = d.get("/hello")
     assert (status, body) == (200, b"hello\n")
@@ -117,7 +122,7 @@ def test_the_readme_s_first_line_runs_in_a_fresh_clone(tmp_path: Path) -> None:
     subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True, timeout=60)
     conf = clone / "conf" / "pyngx.conf"
     port = free_port()
-    conf.write_text(conf.read_text().replace("listen 8080;", f"listen 127.0.0.1:{port};"))
+    conf.write_text(conf.read_text().replace("listen 127.0.0.1:8080;", f"listen 127.0.0.1:{port};"))
     with open(tmp_path / "stderr.log", "wb") as err:
         proc = subprocess.Popen([sys.executable, "-m", "pyngx", "-p", ".", "-c", "conf/pyngx.conf",
                                  "-g", "daemon off;"], cwd=clone, stderr=err, stdin=subprocess.DEVNULL,

@@ -46,3 +46,28 @@ def test_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["-h"]) == 0
     err = capsys.readouterr().err
     assert "Usage: pyngx" in err and "-e code" in err and "--shdict" in err
+
+
+@pytest.mark.parametrize("flag", ["-h", "-?", "--help"])
+def test_help_lists_every_option_once(capsys: pytest.CaptureFixture[str], flag: str) -> None:
+    assert cli.main([flag]) == 0
+    err = capsys.readouterr().err
+    options = [line.split(":")[0].strip() for line in err.splitlines() if line.startswith("  -")]
+    named = {name for opt in options for name in opt.split()[0].split(",")}
+    parsed = {*cli._WITH_VALUE, *(f"-{ch}" for ch in cli._FLAGS), "-v", "-V", "--help"}
+    assert named == parsed  # every option the parser takes, and nothing else
+    assert len(options) == len(set(options))  # one line each
+
+
+def test_capital_v_names_the_shared_dict_engine(capsys: pytest.CaptureFixture[str],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from pyngx.shm import shdict
+
+    assert cli.main(["-V"]) == 0
+    engine = capsys.readouterr().err.splitlines()[3]
+    built = "C extension (pyngx.shm._shdict)" if shdict.c_available() else "pure Python (the C extension"
+    assert engine.startswith("shared dict engine: " + built)
+    monkeypatch.setenv("PYNGX_SHDICT_PURE", "1")
+    assert cli.main(["-V"]) == 0
+    engine = capsys.readouterr().err.splitlines()[3]
+    assert engine.startswith("shared dict engine: pure Python")

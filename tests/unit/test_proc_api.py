@@ -57,7 +57,7 @@ def test_ngx_log_and_the_log_module_are_one(tmp_path: Path) -> None:
     saved = (log.error_log.path, log.error_log.level, log.error_log.fd)
     log.error_log.open(str(path), log.INFO)
     try:
-        ngx.log(ngx.WARN, "a ", 1, " ", None, b"x")
+        ngx.log(ngx.WARN, "a ", 1, " ", None, " ", True, b"x")
         ngx.log(ngx.DEBUG, "not shown at info")
         with pytest.raises(ValueError, match="bad log level"):
             ngx.log(42, "x")
@@ -67,4 +67,4 @@ def test_ngx_log_and_the_log_module_are_one(tmp_path: Path) -> None:
         os.close(fd)
     text = path.read_text()
     assert f"[warn] {os.getpid()}#0: [python] {__file__}:" in text
-    assert "a 1 nilx\n" in text and "not shown" not in text
+    assert "a 1 None Truex\n" in text and "not shown" not in text

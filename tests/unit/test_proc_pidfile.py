@@ -54,13 +54,13 @@ def test_alive() -> None:
 def test_verdict_round_trip(tmp_path: Path) -> None:
     path = str(tmp_path / "pyngx.pid")
     assert pidfile.read_verdict(path) == ""
-    pidfile.write_verdict(path, 77, 1, True, "serving")
+    pidfile.write_verdict(path, 77, 1, pidfile.OK, "serving")
     line = pidfile.read_verdict(path)
-    assert pidfile.parse_verdict(line, 77) == (True, "serving")
+    assert pidfile.parse_verdict(line, 77) == ("ok", "serving")
     assert pidfile.parse_verdict(line, 78) is None  # another master's answer is not ours
-    pidfile.write_verdict(path, 77, 2, False, 'unknown directive "foo"\nin x:1')
+    pidfile.write_verdict(path, 77, 2, pidfile.FAILED, 'unknown directive "foo"\nin x:1')
     second = pidfile.read_verdict(path)
     assert second != line
-    assert pidfile.parse_verdict(second, 77) == (False, 'unknown directive "foo" in x:1')
+    assert pidfile.parse_verdict(second, 77) == ("failed", 'unknown directive "foo" in x:1')
     pidfile.remove_verdict(path)
     assert pidfile.read_verdict(path) == ""

@@ -7,10 +7,11 @@ only). The connection (`pyngx.http.protocol`) sends what is filled here.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pyngx import log
 from pyngx.http import replies
+from pyngx.http.exchange import CURRENT
 from pyngx.http.route import REDIRECTS
 
 if TYPE_CHECKING:
@@ -27,7 +28,11 @@ def crash(conn: HttpProtocol, ex: Exchange, exc: BaseException) -> None:
     while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename.startswith(_HERE):
         tb = tb.tb_next
     exc = exc.with_traceback(tb)
-    log.exception(f"content_by_python error, client: {_addr(conn.peer)}, request: \"{ex.request_line()}\"", exc)
+    token = CURRENT.set(ex)  # the line ends with the request's context, as in nginx
+    try:
+        log.exception("content_by_python error", exc)
+    finally:
+        CURRENT.reset(token)
     if ex.sent:
         ex.keep_alive = False  # the head is out: end the response early by closing
         return
@@ -67,7 +72,3 @@ def answer_return(conn: HttpProtocol, ex: Exchange, route: Route) -> None:
         conn.finish(ex)
     else:
         answer(conn, ex, code)
-
-
-def _addr(peer: Any) -> str:
-    return str(peer[0]) if isinstance(peer, tuple) and peer else "unix"

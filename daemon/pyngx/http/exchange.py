@@ -80,6 +80,21 @@ class Exchange:
     def request_line(self) -> str:
         return f"{self.method.decode('latin-1')} {self.url.decode('latin-1')} HTTP/{self.version}"
 
+    def log_context(self) -> str:
+        """What nginx adds to an error log line written in a request (``ngx_http_log_error``)."""
+        conn = self.conn
+        peer = conn.peer
+        client = str(peer[0]) if isinstance(peer, tuple) and peer else "unix:"
+        server = conn.server.server_names[0] if conn.server is not None and conn.server.server_names else ""
+        text = f", client: {client}, server: {server}, request: \"{self.request_line()}\""
+        host = self.header(b"host")
+        if host is not None:
+            text += f", host: \"{host.decode('latin-1')}\""
+        referer = self.header(b"referer")
+        if referer is not None:
+            text += f", referrer: \"{referer.decode('latin-1')}\""
+        return text
+
     # -- response --
     def head(self, length: int | None) -> bytes:
         """The response head for a body of LENGTH bytes (None: chunked or until close)."""
@@ -101,6 +116,12 @@ class Exchange:
             parts.append(KEEP_ALIVE)
         parts.append(b"\r\n")
         return b"".join(parts)
+
+
+def log_context() -> str:
+    """The current request's `Exchange.log_context`, or "" outside a request (`log.ErrorLog.context`)."""
+    ex = CURRENT.get()
+    return "" if ex is None else ex.log_context()
 
 
 def _render_headers(hdrs: dict[str, tuple[str, Any]]) -> list[bytes]:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyngx import log
 from pyngx.conf.model import HttpConf
-from pyngx.http import answers
+from pyngx.http import answers, exchange
 from pyngx.http import status as status_page
 from pyngx.http.accept import Acceptor
 from pyngx.http.accesslog import AccessLog
@@ -193,6 +193,7 @@ def start(http: HttpConf, sockets: Mapping[tuple[str, int], socket.socket]) -> H
     lifecycle.on_wait(server.drain)
     lifecycle.on_final(server.final)
     log.on_reopen(reopen_logs)
+    log.error_log.context = exchange.log_context  # ", client: ..., request: ..." in a request
     _live.append(server)
     return server
 

@@ -69,10 +69,20 @@ def start(config: Config, kind: str) -> tuple[Cycle, spawn.Credentials | None, i
 
 
 def detach(config: Config) -> None:
-    """``daemon on``: leave the terminal; from now on stderr is the error log, as in nginx."""
+    """``daemon on``: leave the terminal; from now on stdout and stderr are the error log
+    (nginx moves stderr), and every reopen moves them to the new file.
+
+    In both modes print() and sys.stdout/sys.stderr become error log lines at notice (what
+    OpenResty's print() does); with ``daemon off`` a terminal still shows them as well.
+    """
     if config.daemon:
         service.daemonize()
-        service.redirect_stderr(log.error_log.fd)
+        if log.error_log.fd > 2:
+            log.error_log.stdio = True
+            log.redirect_stdio(log.error_log.fd)
+        else:
+            service.redirect_stderr(log.error_log.fd)
+    log.capture_stdio(echo=not config.daemon)
 
 
 def startup_failed(err: CycleError) -> int:
@@ -93,6 +103,52 @@ def write_pid(config: Config, pid: int) -> bool:
         return False
     pidfile.remove_verdict(pid_path(config))
     return True
+
+
+def check_files(config: Config) -> None:
+    """``pyngx -t``: open the files the daemon will write, as ``nginx -t`` does.
+
+    The error log and the access log are opened for append (created when
+    missing); the pid file is opened if it exists, else a file is created and
+    removed beside it. Raises CycleError with nginx's ``open() "PATH" failed``.
+    """
+    paths = [config.error_log.path]
+    if config.http is not None:
+        paths.append(config.http.access_log.path)
+    for path in paths:
+        if path and path != "stderr":
+            _try_open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    pid = pid_path(config)
+    if os.path.exists(pid):
+        _try_open(pid, os.O_RDWR)
+    else:
+        probe = f"{pid}.{os.getpid()}.tmp"
+        _try_open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, shown=pid)
+        os.unlink(probe)
+
+
+def _try_open(path: str, flags: int, shown: str | None = None) -> None:
+    try:
+        os.close(os.open(path, flags | os.O_CLOEXEC, 0o644))
+    except OSError as exc:
+        raise CycleError(f'open() "{shown or path}" failed ({exc.errno}: {exc.strerror})') from None
+
+
+def announce(config: Config, pid: int) -> None:
+    """``daemon off`` in a terminal: one line saying where it serves and how to stop it
+    (as development servers do). A daemon, or a start under systemd, stays quiet."""
+    term = sys.__stderr__
+    if config.daemon or term is None or not term.isatty():
+        return
+    urls = []
+    for server in config.http.servers if config.http is not None else ():
+        for listen in server.listens:
+            host = f"[{listen.addr}]" if ":" in listen.addr else listen.addr
+            if (url := f"http://{host}:{listen.port}/") not in urls:
+                urls.append(url)
+    where = "serving " + ", ".join(urls) if urls else "running (no listen address)"
+    term.write(f"pyngx: {where} (pid {pid}); press Ctrl-C to stop\n")
+    term.flush()
 
 
 def pid_path(config: Config) -> str:

@@ -29,7 +29,30 @@ TITLES = {
     state.SINGLE: "pyngx: single process",
 }
 READY = struct.Struct("=ci")  # b"R", pid: one atomic pipe write (< PIPE_BUF)
+# b"E", pid, length, then that many bytes of text: init_worker_by_python raised (before b"R")
+INIT_ERROR = struct.Struct("=ciH")
+MAX_INIT_ERROR = 1024  # the record stays one atomic pipe write
 MASTER_CHECK = 1.0  # seconds between getppid() checks (PR_SET_PDEATHSIG is the fast path)
+
+
+def parse_status(buf: bytes) -> tuple[list[tuple[bytes, int, str]], bytes]:
+    """The whole records at the start of BUF as (kind, pid, text), and what is left."""
+    out = []
+    while len(buf) >= READY.size:
+        if buf[:1] != b"E":
+            _, pid = READY.unpack_from(buf)
+            out.append((b"R", pid, ""))
+            buf = buf[READY.size:]
+            continue
+        if len(buf) < INIT_ERROR.size:
+            break
+        _, pid, length = INIT_ERROR.unpack_from(buf)
+        end = INIT_ERROR.size + length
+        if len(buf) < end:
+            break
+        out.append((b"E", pid, buf[INIT_ERROR.size:end].decode("utf-8", "replace")))
+        buf = buf[end:]
+    return out, buf
 
 
 def set_title(title: str) -> None:
@@ -106,7 +129,9 @@ class Child:
         self._wire_signals()
         setup_runtime(self.cycle)
         start_watchdog(self.cycle, self.kind, self.loop)
-        await run_init_worker(self.cycle)
+        error = await run_init_worker(self.cycle)
+        if error:
+            self._report(INIT_ERROR.pack(b"E", os.getpid(), len(error)) + error)
         if tree.TREE is not None:
             tree.TREE.mark_ready(os.getpid())
         if self.kind in (state.WORKER, state.SINGLE) and not self.stop.done():
@@ -132,11 +157,17 @@ class Child:
             lifecycle.final(False)
             os._exit(0)
 
+    def _on_stop_signal(self, signo: signal.Signals, how: str) -> None:
+        if self.kind == state.SINGLE and not self.stop.done():  # the master logs it otherwise
+            doing = "shutting down" if how == "graceful" else "exiting"
+            log.notice(f"signal {int(signo)} ({signo.name}) received, {doing}")
+        self.request_stop(how)
+
     def _wire_signals(self) -> None:
         add = self.loop.add_signal_handler
-        add(signal.SIGQUIT, self.request_stop, "graceful")
-        add(signal.SIGTERM, self.request_stop, "fast")
-        add(signal.SIGINT, self.request_stop, "fast")
+        add(signal.SIGQUIT, self._on_stop_signal, signal.SIGQUIT, "graceful")
+        add(signal.SIGTERM, self._on_stop_signal, signal.SIGTERM, "fast")
+        add(signal.SIGINT, self._on_stop_signal, signal.SIGINT, "fast")
         add(signal.SIGUSR1, log.reopen_all)
         if self.kind == state.SINGLE:
             add(signal.SIGHUP, log.warn, "reload is not supported with \"master_process off\", ignored")
@@ -147,10 +178,13 @@ class Child:
         service.unblock_child_signals()  # blocked since before fork(); what came meanwhile runs now
 
     def _report_ready(self) -> None:
+        self._report(READY.pack(b"R", os.getpid()))
+
+    def _report(self, record: bytes) -> None:
         if self.status_fd < 0:
             return
         try:
-            os.write(self.status_fd, READY.pack(b"R", os.getpid()))
+            os.write(self.status_fd, record)
         except OSError:
             pass  # the master is gone; the death watch ends us
 
@@ -203,15 +237,21 @@ def start_watchdog(cycle: Cycle, kind: str, loop: asyncio.AbstractEventLoop) -> 
     lifecycle.on_final(dog.stop)
 
 
-async def run_init_worker(cycle: Cycle) -> None:
-    """init_worker_by_python; an error is logged and the process serves on (as OpenResty)."""
+async def run_init_worker(cycle: Cycle) -> bytes:
+    """init_worker_by_python; an error is logged and the process serves on (as OpenResty).
+
+    Returns b"" or, when it raised, one line for the reload verdict
+    (``ZeroDivisionError: division by zero in conf/pyngx.conf:40``).
+    """
     http = cycle.config.http
     if http is None or http.init_worker is None:
-        return
+        return b""
     try:
         await usercode.run_module_async(http.init_worker, cycle.globals, phase.INIT_WORKER)
     except Exception as exc:  # noqa: BLE001 - the user's code
-        log.exception("init_worker_by_python error", exc)
+        log.error("init_worker_by_python error: " + usercode.format_exception(exc).rstrip())
+        return usercode.summary(exc).encode("utf-8", "replace")[:MAX_INIT_ERROR]
+    return b""
 
 
 async def start_http(cycle: Cycle) -> Any:

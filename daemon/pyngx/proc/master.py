@@ -20,7 +20,7 @@ from pyngx import log
 from pyngx.conf.model import Config
 from pyngx.proc import boot, pidfile, service, single, spawn, stalls
 from pyngx.proc import cycle as cycles
-from pyngx.proc.child import READY
+from pyngx.proc.child import parse_status
 from pyngx.proc.cycle import Cycle, CycleError
 from pyngx.runtime import state, tree
 from pyngx.runtime.state import STATE
@@ -51,6 +51,7 @@ class ChildInfo:
     generation: int
     started: float
     ready: bool = False
+    init_error: str = ""  # what its init_worker_by_python raised, for the reload verdict
 
 
 @dataclass(slots=True)
@@ -107,6 +108,7 @@ class Master:
         self.status_buf = b""
         self.stall_check_at = time.monotonic()  # worker_stall_timeout: when to look at the beats next
         self.stalled: dict[int, str] = {}  # pid -> what was done about its stall (stalls.replace)
+        self.term_signo = signal.SIGTERM  # which of TERM and INT asked for the fast stop
 
     # -- the loop --
 
@@ -142,6 +144,8 @@ class Master:
             except BlockingIOError:
                 data = b""
             actions.update(SIGNALS[s] for s in data if s in SIGNALS)
+            if signal.SIGINT in data or signal.SIGTERM in data:
+                self.term_signo = signal.SIGINT if signal.SIGTERM not in data else signal.SIGTERM
         if self.status_r in readable:
             self.read_status()
         return actions
@@ -197,15 +201,17 @@ class Master:
             self.status_buf += os.read(self.status_r, 4096)
         except BlockingIOError:
             return
-        size = READY.size
-        while len(self.status_buf) >= size:
-            _, pid = READY.unpack(self.status_buf[:size])
-            self.status_buf = self.status_buf[size:]
+        records, self.status_buf = parse_status(self.status_buf)
+        for kind, pid, text in records:
             info = self.children.get(pid)
-            if info is not None:
-                info.ready = True
-                if tree.TREE is not None:
-                    tree.TREE.mark_ready(pid)
+            if info is None:
+                continue
+            if kind == b"E":  # init_worker_by_python raised (it serves on; b"R" follows)
+                info.init_error = text
+                continue
+            info.ready = True
+            if tree.TREE is not None:
+                tree.TREE.mark_ready(pid)
         self.check_pending()
 
     def reap(self) -> None:
@@ -307,6 +313,7 @@ class Master:
         elif not ok:
             log.alert(why)
         else:
+            boot.announce(self.cycle.config, self.pid)
             cycles.freeze(collect=True)  # the start-up garbage, now that the children have forked
         service.notify_ready(self.pid)
         if self.reload_deferred:
@@ -373,14 +380,19 @@ class Master:
 
     def answer_reload(self, ok: bool, message: str) -> None:
         self.reload_seq += 1
-        pidfile.write_verdict(boot.pid_path(self.cycle.config), self.pid, self.reload_seq, ok, message)
+        status = pidfile.OK if ok else pidfile.FAILED
+        failed = [c for c in self.children.values() if c.generation == self.cycle.generation and c.init_error]
+        if ok and failed:  # it serves, as in OpenResty, but the operator hears of it
+            status = pidfile.INIT_FAILED
+            message = "; ".join(f"{c.kind} process {c.pid}: {c.init_error}" for c in failed)
+        pidfile.write_verdict(boot.pid_path(self.cycle.config), self.pid, self.reload_seq, status, message)
 
     # -- signal actions, in ORDER --
 
     def terminate(self) -> None:
         if self.stopping == "fast":
             return
-        log.notice("signal 15 (SIGTERM) received, exiting")
+        log.notice(f"signal {int(self.term_signo)} ({self.term_signo.name}) received, exiting")
         self.begin_stop("fast", signal.SIGTERM, FAST_KILL_AFTER)
 
     def quit(self) -> None:

@@ -68,18 +68,24 @@ def unlink_if_ours(path: str, pid: int) -> None:
 # -- the reload verdict (pyngx -s reload waits for it) --
 #
 # The master answers every HUP by replacing PIDFILE.reload with one line
-# "MASTERPID:SEQ ok|failed MESSAGE". The signaller reads the line before it
+# "MASTERPID:SEQ STATUS MESSAGE". The signaller reads the line before it
 # sends HUP and waits for a different line from the same master: SEQ grows
 # with every reload, so an answer is never mistaken for an older one.
+
+OK = "ok"  # the new generation serves
+FAILED = "failed"  # refused: the old generation keeps serving
+INIT_FAILED = "init_worker_failed"  # it serves, but init_worker_by_python raised somewhere
+
 
 def verdict_path(pid_path: str) -> str:
     return pid_path + ".reload"
 
 
-def write_verdict(pid_path: str, master_pid: int, seq: int, ok: bool, message: str) -> None:
+def write_verdict(pid_path: str, master_pid: int, seq: int, status: str, message: str) -> None:
+    """Answer reload number SEQ with STATUS (OK, FAILED, INIT_FAILED) and MESSAGE."""
     path = verdict_path(pid_path)
     tmp = f"{path}.{master_pid}.tmp"
-    line = f"{master_pid}:{seq} {'ok' if ok else 'failed'} {message}".replace("\n", " ") + "\n"
+    line = f"{master_pid}:{seq} {status} {message}".replace("\n", " ") + "\n"
     try:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(line)
@@ -97,13 +103,13 @@ def read_verdict(pid_path: str) -> str:
         return ""
 
 
-def parse_verdict(line: str, master_pid: int) -> tuple[bool, str] | None:
-    """(ok, message) when LINE is an answer from MASTER_PID, else None."""
+def parse_verdict(line: str, master_pid: int) -> tuple[str, str] | None:
+    """(status, message) when LINE is an answer from MASTER_PID, else None."""
     head, _, rest = line.partition(" ")
     if not head.startswith(f"{master_pid}:"):
         return None
     status, _, message = rest.partition(" ")
-    return status == "ok", message
+    return status, message
 
 
 def remove_verdict(pid_path: str) -> None:

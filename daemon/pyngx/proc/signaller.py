@@ -1,7 +1,9 @@
 """``pyngx -s stop|quit|reload|reopen``: signal the master named by the pid file.
 
 ``reload`` then waits for the master's verdict (see `pidfile.write_verdict`):
-0 when the new generation serves, 1 with the error when it was refused.
+0 when the new generation serves, 1 with the error when it was refused, 3
+(`INIT_WORKER_FAILED`) with the errors when it serves but its
+``init_worker_by_python`` raised in some process (OpenResty serves on then too).
 nginx only logs a refused reload; a deploy script deserves the answer.
 """
 from __future__ import annotations
@@ -23,6 +25,7 @@ SIGNALS = {
     "reopen": signal.SIGUSR1,
 }
 VERDICT_TIMEOUT = 60.0
+INIT_WORKER_FAILED = 3  # the exit code of -s reload when the new generation serves with init errors
 
 
 def send(config: Config, signame: str) -> int:
@@ -55,9 +58,12 @@ def _wait_verdict(path: str, pid: int, before: str) -> int:
         if line != before:
             verdict = pidfile.parse_verdict(line, pid)
             if verdict is not None:
-                ok, message = verdict
-                if ok:
+                status, message = verdict
+                if status == pidfile.OK:
                     return 0
+                if status == pidfile.INIT_FAILED:
+                    _fail(f"reload: the new generation serves, but init_worker_by_python failed in {message}")
+                    return INIT_WORKER_FAILED
                 return _fail(f"reload failed: {message}", "emerg")
         if not pidfile.alive(pid):
             return _fail(f"master process {pid} exited during the reload")

@@ -13,7 +13,7 @@ import signal
 
 from pyngx import log
 from pyngx.conf.model import Config
-from pyngx.proc import boot, child, pidfile
+from pyngx.proc import boot, child, pidfile, service
 from pyngx.proc import cycle as cycles
 from pyngx.proc.cycle import CycleError
 from pyngx.runtime import lifecycle, phase, state, tree, usercode
@@ -25,12 +25,16 @@ EXEC_FILENAME = "(command line -e)"
 
 def serve(config: Config, argv: list[str], conf_path: str, prefix: str, extra: list[str]) -> int:
     """``master_process off``: build, detach if asked, serve in this process; returns the exit code."""
+    # held until the loop handles them (child._wire_signals unblocks): a TERM during the start
+    # must stop the process cleanly, not kill it with the default action
+    service.block_child_signals()
     started = boot.start(config, state.SINGLE)
     if started is None:
         return 1
     cycle, _, pid = started
     tree.single_process()
     log.notice(f"pyngx single process {pid} started")
+    boot.announce(config, pid)
     try:
         code = child.run(cycle, state.SINGLE, 0, master_pid=pid, status_fd=-1)
     finally:

@@ -32,19 +32,22 @@ from pyngx.runtime import lifecycle
 
 __all__ = ["Child", "prepare", "adopt", "kill_all", "statistics", "decode", "owned_here", "close_fd"]
 
-# The guardian: waits for EOF on stdin (its owner is gone, however it died),
-# then replays the "+ PGID" / "- PGID" lines of the list file (fd $1) and
-# SIGKILLs every group still listed. Plain dash, no forks.
+# The guardian: waits for EOF on its pipe (its owner is gone, however it died),
+# then replays the "+ PGID" / "- PGID" lines of the list file and SIGKILLs every
+# group still listed. Plain dash, no forks. sh reads this script from its stdin
+# (a memfd) and runs with argv ["pyngx: pipe guard"], so ps shows that title and
+# not a script; the two descriptors' numbers come in the environment.
+_GUARD_TITLE = "pyngx: pipe guard"
 _GUARD_SCRIPT = r"""
 trap '' HUP INT QUIT TERM USR1 USR2 PIPE
-read -r _
+read -r _ < "/proc/self/fd/$PYNGX_GUARD_PIPE"
 g=" "
 while read -r op p; do
   case "$op" in
     +) g="$g$p " ;;
     -) case "$g" in *" $p "*) g="${g%% $p *} ${g#* $p }" ;; esac ;;
   esac
-done < "/proc/self/fd/$1"
+done < "/proc/self/fd/$PYNGX_GUARD_LIST"
 for p in $g; do kill -s KILL -- "-$p" 2>/dev/null; done
 """
 _COMPACT = 256  # rewrite the list file when it holds this many lines more than twice the live groups
@@ -211,21 +214,26 @@ def prepare(loop: asyncio.AbstractEventLoop) -> None:
             with tempfile.TemporaryFile(prefix="pyngx-pipe-") as f:  # unlinked: nothing to clean up
                 _reg.list_fd = os.dup(f.fileno())
         _rewrite_list()
+        script = os.memfd_create("pyngx-pipe-guard", os.MFD_CLOEXEC)
+        os.write(script, _GUARD_SCRIPT.encode())
+        os.lseek(script, 0, os.SEEK_SET)
         r, w = os.pipe()
     except OSError as exc:
         log.warn(f"cannot start the pipe guardian: {exc}")
         return
+    env = dict(os.environ, PYNGX_GUARD_PIPE=str(r), PYNGX_GUARD_LIST=str(_reg.list_fd))
     try:
         # its own session: a Ctrl-C or a signal to our group must not take the guardian first
-        popen = subprocess.Popen(["/bin/sh", "-c", _GUARD_SCRIPT, "pyngx-pipe-guard", str(_reg.list_fd)],
-                                 stdin=r, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True,
-                                 pass_fds=(_reg.list_fd,), start_new_session=True)
+        popen = subprocess.Popen([_GUARD_TITLE], executable="/bin/sh", stdin=script, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL, close_fds=True, pass_fds=(r, _reg.list_fd), env=env,
+                                 start_new_session=True)
     except OSError as exc:
         close_fd(w)
         log.warn(f"cannot start the pipe guardian: {exc}")
         return
     finally:
         close_fd(r)
+        close_fd(script)
     popen.returncode = 0  # reaped through the registry, not by subprocess' own bookkeeping
     _reg.guard_fd, _reg.guard_pid = w, popen.pid
     guard = Child(popen.pid, loop)

@@ -131,3 +131,12 @@ def format_exception(exc: BaseException) -> str:
     while tb is not None and os.path.realpath(tb.tb_frame.f_code.co_filename).startswith(pkg):
         tb = tb.tb_next
     return "".join(traceback.format_exception(type(exc), exc, tb if tb is not None else exc.__traceback__))
+
+
+def summary(exc: BaseException) -> str:
+    """One line for EXC: its type and message, and the last frame's file and line."""
+    import traceback
+
+    text = "".join(traceback.format_exception_only(type(exc), exc)).strip().replace("\n", " ")
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f"{text} in {frames[-1].filename}:{frames[-1].lineno}" if frames else text
