@@ -106,6 +106,7 @@ class Child:
         self._wire_signals()
         setup_runtime(self.cycle)
         await run_init_worker(self.cycle)
+        start_cluster(self.cycle, self.kind)
         if tree.TREE is not None:
             tree.TREE.mark_ready(os.getpid())
         if self.kind in (state.WORKER, state.SINGLE) and not self.stop.done():
@@ -189,6 +190,20 @@ def setup_runtime_limits(max_pending: int, max_running: int) -> None:
         channel = None  # type: ignore[assignment]
     if channel is not None and hasattr(channel, "setup"):
         channel.setup()
+
+
+def start_cluster(cycle: Cycle, kind: str) -> None:
+    """Join the cluster (``python_cluster``); the node's reader is the agent, else worker 0."""
+    http = cycle.config.http
+    if http is None or http.cluster is None:
+        return  # nothing of the cluster is imported
+    from pyngx.runtime import cluster
+
+    reader = kind == state.AGENT or (STATE.worker_id == 0 and not cycle.want_agent)
+    try:
+        cluster.start(http.cluster, reader)
+    except Exception as exc:  # noqa: BLE001 - the node serves on without the cluster
+        log.exception("cluster: cannot start", exc)
 
 
 async def run_init_worker(cycle: Cycle) -> None:

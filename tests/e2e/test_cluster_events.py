@@ -1,0 +1,137 @@
+"""Cluster events through a real redis-server: several pyngx nodes on one machine.
+
+Every process of every node appends what its handlers saw to
+``logs/seen-<pid>.txt`` (tests/clustersupport.py); requests to ``/post`` make
+a worker post cluster events.
+"""
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from clustersupport import RedisServer, events_of, node_conf, seen
+from support import Daemon, wait_until
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+def processes_saw(d: Daemon, expected: list[str], count: int) -> bool:
+    """COUNT processes of D have handled exactly EXPECTED (in order) so far."""
+    lists = [events_of(lines) for lines in seen(d.prefix).values()]
+    return sum(1 for got in lists if got == expected) >= count
+
+
+def test_every_process_of_every_node_in_one_order(daemon: Callable[..., Daemon], redis_server: RedisServer,
+                                                  tmp_path: Path) -> None:
+    a = daemon(node_conf(redis_server.url, "a", agent=True), prefix=tmp_path / "a")
+    b = daemon(node_conf(redis_server.url, "b"), prefix=tmp_path / "b")
+    for d in (a, b):  # each node's reader is there (it logs when it starts reading)
+        d.wait_log("reads the events of cluster")
+    for round_ in range(3):
+        for d, tag in ((a, f"a{round_}-"), (b, f"b{round_}-")):
+            assert d.get(f"/post?n=20&tag={tag}")[0] == 200
+    lists = {}
+
+    def all_done() -> bool:
+        lists.clear()
+        for d in (a, b):
+            for name, lines in seen(d.prefix).items():
+                lists[f"{d.prefix.name}/{name}"] = events_of(lines)
+        return len(lists) == 5 and all(len(got) == 120 for got in lists.values())
+    wait_until(all_done, 20, what="120 events in every process")
+    orders = {tuple(got) for got in lists.values()}
+    assert len(orders) == 1, "processes disagree on the order"
+    order = next(iter(orders))
+    assert len(set(order)) == 120
+    for tag in ("a0-", "b0-", "a1-", "b1-", "a2-", "b2-"):  # each poster's own order is kept
+        mine = [e for e in order if e.startswith(tag)]
+        assert mine == [f"{tag}{i}" for i in range(20)]
+
+
+def test_unique_cluster_event_is_handled_once_in_the_cluster(daemon: Callable[..., Daemon],
+                                                             redis_server: RedisServer, tmp_path: Path) -> None:
+    a = daemon(node_conf(redis_server.url, "a"), prefix=tmp_path / "a")
+    b = daemon(node_conf(redis_server.url, "b"), prefix=tmp_path / "b")
+    for d in (a, b):
+        d.wait_log("reads the events of cluster")
+    assert a.get("/post?n=1&tag=u&unique=once")[0] == 200
+    assert b.get("/post?n=1&tag=v&unique=once")[0] == 200  # a repeat within the timeout: dropped
+    assert a.get("/post?n=1&tag=end")[0] == 200
+    wait_until(lambda: all(processes_saw(d, [e for e in events_of(next(iter(seen(d.prefix).values())))
+                                             if True] or ["?"], 0) for d in (a, b)) and
+               all(sum("e end0" in lines for lines in seen(d.prefix).values()) == 2 for d in (a, b)),
+               15, what="every process to see the end marker")
+    handled = [ln for d in (a, b) for lines in seen(d.prefix).values() for ln in lines if ln in ("e u0", "e v0")]
+    assert handled == ["e u0"]
+
+
+def test_a_restarted_node_catches_up_exactly_once(daemon: Callable[..., Daemon], redis_server: RedisServer,
+                                                  tmp_path: Path) -> None:
+    a = daemon(node_conf(redis_server.url, "a"), prefix=tmp_path / "a")
+    b = daemon(node_conf(redis_server.url, "b", workers=1), prefix=tmp_path / "b")
+    for d in (a, b):
+        d.wait_log("reads the events of cluster")
+    assert a.get("/post?n=10&tag=before")[0] == 200
+    wait_until(lambda: processes_saw(b, [f"before{i}" for i in range(10)], 1), 15, what="b to see the first ten")
+    b.stop()
+    assert a.get("/post?n=25&tag=away")[0] == 200
+    pos = (b.prefix / "logs" / "cluster-t.pos").read_text().split()
+    assert pos[1] == "10"
+    b.start()
+    expected = [f"away{i}" for i in range(25)]
+
+    def caught_up() -> bool:
+        fresh = [events_of(lines) for lines in seen(b.prefix).values() if len(lines) > 0]
+        return expected in fresh
+    wait_until(caught_up, 15, what="the restarted node to catch up")
+    lists = [events_of(lines) for lines in seen(b.prefix).values()]
+    assert sorted(lists) == sorted([[f"before{i}" for i in range(10)], expected])  # no event twice, none lost
+
+
+def test_retention_drops_and_the_node_counts_what_it_missed(daemon: Callable[..., Daemon],
+                                                            redis_server: RedisServer, tmp_path: Path) -> None:
+    a = daemon(node_conf(redis_server.url, "a", retention=10), prefix=tmp_path / "a")
+    b = daemon(node_conf(redis_server.url, "b", workers=1, retention=10), prefix=tmp_path / "b")
+    for d in (a, b):
+        d.wait_log("reads the events of cluster")
+    assert a.get("/post?n=1&tag=first")[0] == 200
+    wait_until(lambda: processes_saw(b, ["first0"], 1), 15, what="b to see the first event")
+    b.stop()
+    for _ in range(10):
+        assert a.get("/post?n=100&tag=x")[0] == 200
+    b.start()
+    b.wait_log("missed")
+    wait_until(lambda: "x999" in (b.prefix / "logs").joinpath("x").name or any(
+        "e x999" in lines for lines in seen(b.prefix).values()), 15, what="the last event")
+    got = [events_of(lines) for lines in seen(b.prefix).values() if "e first0" not in lines][0]
+    stats = json.loads(b.get("/status")[1])["cluster"]["reader"]
+    assert stats["missed"] > 0 and stats["missed"] + len(got) == 1000
+    assert got == [f"x{i}" for i in range(1000 - len(got), 1000)]
+    b.expect_errors = False
+
+
+def test_status_shows_the_link_and_the_nodes(daemon: Callable[..., Daemon], redis_server: RedisServer,
+                                             tmp_path: Path) -> None:
+    a = daemon(node_conf(redis_server.url, "a", agent=True), prefix=tmp_path / "a")
+    b = daemon(node_conf(redis_server.url, "b"), prefix=tmp_path / "b")
+
+    def cluster_status() -> dict:
+        data = json.loads(a.get("/status")[1])["cluster"]
+        nodes = {n["name"] for n in ((data.get("reader") or {}).get("nodes") or [])}
+        return data if nodes == {"a", "b"} else {}
+    data = wait_until(cluster_status, 15, what="both nodes in the status")
+    assert data["node"] == "a" and data["cluster"] == "t" and data["redis"] == redis_server.url
+    assert data["reader"]["link"]["connected"] is True
+    assert {"lag_ms", "last_id", "missed", "behind"} <= set(data["reader"])
+    prom = a.get("/status?format=prometheus")[1].decode()
+    assert "pyngx_cluster_reader_missed" in prom
+    del signal
