@@ -94,6 +94,7 @@ class Member:
         self.outbox.append((payload, unique or ""))
         if self._flusher is None:
             self._flusher = self.loop.create_task(self._flush_loop())
+            self._flusher.add_done_callback(_report)
         self._wake.set()
         return True
 
@@ -192,6 +193,11 @@ class Member:
             blob = bus.zone.get(STATUS_KEY) if bus is not None else None
             out["reader"] = msgpack.unpackb(blob) if isinstance(blob, bytes) else None
         return out
+
+
+def _report(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.exception("cluster: posting failed", task.exception())  # type: ignore[arg-type]
 
 
 def _unique_timeout() -> float:

@@ -71,6 +71,8 @@ class Reader:
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._read_loop()), loop.create_task(self._heartbeat_loop())]
+        for task in self._tasks:
+            task.add_done_callback(_report)
 
     def stop(self) -> None:
         """Stop reading now (graceful exit or final); the position is saved and the lock given back."""
@@ -95,8 +97,6 @@ class Reader:
                 self.locked = True
                 self._verify = True
                 self.last_id = None
-                log.info(f'cluster: this process reads the events of cluster "{self.member.conf.name}" '
-                         f'for node "{self.member.node}"')
             bus = eventbus.current()
             if bus is None:
                 if not self._waited_for_bus:
@@ -108,6 +108,7 @@ class Reader:
             try:
                 if self.last_id is None or self._verify:
                     await self._find_position()
+                    self.link.ok()
                 reply = await self.client.xread({self.member.keys.stream: self.last_id or START},
                                                 count=COUNT, block=BLOCK_MS)
                 self.link.ok()
@@ -127,6 +128,8 @@ class Reader:
         keys = self.member.keys
         if self.last_id is None:
             self.last_id, self.last_n = self._load() or await self._remote_position() or await self._stream_end()
+            log.info(f'cluster: this process reads the events of cluster "{self.member.conf.name}" for node '
+                     f'"{self.member.node}", after {self.last_id}')
         try:
             info = await self.client.xinfo_stream(keys.stream)
             head = _decode(info.get("last-generated-id"))
@@ -272,6 +275,11 @@ class Reader:
             bus.zone.safe_set(STATUS_KEY, msgpack.packb(self.statistics()), 3 * HEARTBEAT + 1)
         except Exception as exc:  # noqa: BLE001 - the zone is full: the status page shows less
             log.debug(f"cluster: could not publish the status: {exc}")
+
+
+def _report(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.exception("cluster: the event reader failed", task.exception())  # type: ignore[arg-type]
 
 
 def _decode(value: Any) -> str:
