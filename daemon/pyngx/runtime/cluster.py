@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import secrets
 import socket
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -59,6 +60,10 @@ class Member:
         self.loop = asyncio.get_running_loop()
         # Posting
         self.outbox: deque[tuple[bytes, str]] = deque()  # (payload, unique or "")
+        # Each post carries (poster, count): a batch sent again after a lost answer
+        # is appended twice, and readers skip what they saw from that poster already.
+        self.poster = secrets.token_hex(6)
+        self._count = 0
         self._wake = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self.posted = 0  # appended to the stream
@@ -88,9 +93,10 @@ class Member:
             raise Error(f"cluster post refused: {len(self.outbox)} events already wait for Redis "
                         f"({'Redis unreachable: ' + self.link.last_error if not self.link.connected else 'busy'})")
         try:
-            payload = msgpack.packb([source, event, data, unique, self.node, os.getpid()])
+            payload = msgpack.packb([source, event, data, unique, self.node, os.getpid(), self.poster, self._count + 1])
         except (TypeError, ValueError, OverflowError) as exc:
             raise TypeError(f"event data cannot be serialized: {exc}") from None
+        self._count += 1
         self.outbox.append((payload, unique or ""))
         if self._flusher is None:
             self._flusher = self.loop.create_task(self._flush_loop())

@@ -40,6 +40,7 @@ HEARTBEAT = 1.0
 SEEN = 30.0  # a node is listed while its last heartbeat is this recent
 FORGET = 86400.0  # nodes silent this long leave the list in Redis
 CLAIM_TTL = 86400  # seconds a unique event's claim lasts
+POSTERS = 4096  # posters whose last count the reader remembers
 START = "0-0"
 
 
@@ -63,6 +64,8 @@ class Reader:
         self.handled = 0
         self.missed = 0
         self.claimed_elsewhere = 0
+        self.duplicates = 0
+        self._posters: dict[str, int] = {}  # poster -> the last count read from it
         self.lag_ms = 0
         self.behind = 0
         self.nodes: list[tuple[str, float]] = []
@@ -160,9 +163,13 @@ class Reader:
             entry = _decode(entry_id)
             n = int(fields.get(b"n", 0))
             try:
-                source, event, data, unique, _node, _pid = msgpack.unpackb(fields[b"p"])
+                source, event, data, unique, _node, _pid, poster, count = msgpack.unpackb(fields[b"p"])
             except Exception as exc:  # noqa: BLE001 - a foreign entry in our stream
                 log.error(f"cluster: failed decoding event {entry}: {exc}")
+                self._advance(entry, n)
+                continue
+            if self._repeated(poster, count):
+                self.duplicates += 1
                 self._advance(entry, n)
                 continue
             if unique is not None and not claims.get(entry, False):
@@ -179,6 +186,14 @@ class Reader:
             self.handled += 1
             self._advance(entry, n)
         self._save()
+
+    def _repeated(self, poster: str, count: int) -> bool:
+        """True for a post appended again (its batch was sent twice); posters append in order."""
+        last = self._posters.pop(poster, 0)
+        self._posters[poster] = max(last, count)
+        if len(self._posters) > POSTERS:
+            del self._posters[next(iter(self._posters))]  # the poster silent longest
+        return count <= last
 
     async def _claims(self, entries: list[Any]) -> dict[str, bool]:
         """Claim every unique event of the batch in one round trip: True where this node won."""
@@ -261,6 +276,7 @@ class Reader:
     def statistics(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "link": self.link.statistics(), "last_id": self.last_id, "last_n": self.last_n,
                 "handled": self.handled, "missed": self.missed, "claimed_elsewhere": self.claimed_elsewhere,
+                "duplicates": self.duplicates,
                 "lag_ms": self.lag_ms, "behind": self.behind,
                 "nodes": [{"name": name, "seen_ago": ago} for name, ago in self.nodes]}
 
