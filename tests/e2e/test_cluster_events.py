@@ -130,3 +130,62 @@ def test_status_shows_the_link_and_the_nodes(daemon: Callable[..., Daemon], redi
     assert {"lag_ms", "last_id", "missed", "behind"} <= set(data["reader"])
     prom = a.get("/status?format=prometheus")[1].decode()
     assert "pyngx_cluster_reader_missed" in prom
+
+
+PLAIN = """
+error_log logs/error.log info;
+worker_processes 1;
+http {
+    python_shared_dict ev 1m;
+    init_worker_by_python_block {
+        from pyngx import events
+        events.configure("ev")
+    }
+    server {
+        listen 127.0.0.1:@PORT@;
+        location /check {
+            content_by_python_block {
+                import sys
+                from pyngx import events
+                out = []
+                for attempt in (lambda: events.post("c", "e", 1, cluster=True),
+                                lambda: ngx.timer.every(1, print, unique="j", scope="cluster")):
+                    try:
+                        attempt()
+                    except ngx.Error as exc:
+                        out.append(str(exc))
+                loaded = sorted(m for m in sys.modules if m.split(".")[0] == "redis" or m.startswith("pyngx.runtime.cluster"))
+                ngx.say(repr(loaded), " | ", " | ".join(out))
+            }
+        }
+    }
+}
+"""
+
+
+def test_without_python_cluster_nothing_is_loaded_and_cluster_calls_say_why(daemon: Callable[..., Daemon]) -> None:
+    d = daemon(PLAIN)
+    status, body = d.get("/check")
+    loaded, *errors = body.decode().strip().split(" | ")
+    assert status == 200
+    assert loaded == "['pyngx.runtime.cluster']"  # loaded by the cluster calls themselves, and no redis
+    assert errors == ["cluster not configured (python_cluster)"] * 2
+
+
+def test_a_reload_hands_the_reader_over_without_a_repeat(daemon: Callable[..., Daemon], redis_server: RedisServer,
+                                                         tmp_path: Path) -> None:
+    a = daemon(node_conf(redis_server.url, "a", workers=1), prefix=tmp_path / "a")
+    b = daemon(node_conf(redis_server.url, "b", agent=True, workers=1), prefix=tmp_path / "b")
+    for d in (a, b):
+        d.wait_log("reads the events of cluster")
+    assert a.get("/post?n=5&tag=old")[0] == 200
+    wait_until(lambda: processes_saw(b, [f"old{i}" for i in range(5)], 2), 15, what="b's processes to see five")
+    before = set(seen(b.prefix))
+    assert b.pyngx("-s", "reload").returncode == 0
+    wait_until(lambda: len(set(seen(b.prefix)) - before) == 2, 15, what="b's new generation")
+    wait_until(lambda: b.error_log().count("reads the events of cluster") == 2, 15, what="the new reader")
+    assert a.get("/post?n=5&tag=new")[0] == 200
+    fresh = lambda: [events_of(seen(b.prefix)[name]) for name in set(seen(b.prefix)) - before]  # noqa: E731
+    wait_until(lambda: fresh() == [[f"new{i}" for i in range(5)]] * 2, 15, what="the new generation to see five")
+    assert b.error_log().count("after ") == 2
+    assert (b.prefix / "logs" / "cluster-t.pos").read_text().split()[1] == "10"
