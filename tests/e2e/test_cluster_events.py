@@ -69,7 +69,7 @@ def test_unique_cluster_event_is_handled_once_in_the_cluster(daemon: Callable[..
         return all(sum("e end0" in lines for lines in seen(d.prefix).values()) == 2 for d in (a, b))
     wait_until(end_everywhere, 15, what="every process to see the end marker")
     handled = [ln for d in (a, b) for lines in seen(d.prefix).values() for ln in lines if ln in ("e u0", "e v0")]
-    assert handled == ["e u0"]
+    assert handled in (["e u0"], ["e v0"])  # the post that reaches Redis first wins
 
 
 def test_a_restarted_node_catches_up_exactly_once(daemon: Callable[..., Daemon], redis_server: RedisServer,

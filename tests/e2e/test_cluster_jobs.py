@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from clustersupport import Proxy, RedisServer, events_of, node_conf, seen
-from support import Daemon, wait_until
+from support import REPO, Daemon, wait_until
 
 INTERVAL, LEASE = 0.1, 1.0
 SLACK = 1.5  # scheduling on a loaded two-core machine
@@ -150,3 +150,18 @@ def test_redis_stopped_and_restarted_under_load(daemon: Callable[..., Daemon], r
     wait_until(delivered, 20, what="b to get every event, those posted while Redis was down included")
     reconnected = [json.loads(a.get("/status")[1])["cluster"]["link"]["reconnects"] for _ in range(8)]
     assert max(reconnected) >= 1
+
+
+def test_the_default_config_with_its_cluster_section_on(daemon: Callable[..., Daemon], redis_server: RedisServer) -> None:
+    text = (REPO / "conf" / "pyngx.conf").read_text()
+    line = "# python_cluster redis://127.0.0.1:6379/0 name=tour;"
+    assert line in text
+    text = text.replace(line, f"python_cluster {redis_server.url} name=tour;").replace(
+        "listen 8080;", "listen 127.0.0.1:@PORT@;")
+    d = daemon(text)
+    assert d.get("/cluster") == (200, b"posted to every node of the cluster\n")
+
+    def counted() -> bool:
+        data = json.loads(d.get("/status")[1])["cluster"]
+        return bool(data["reader"] and data["reader"]["handled"] >= 1)
+    wait_until(counted, 15, what="the node's reader to hand the greeting over")

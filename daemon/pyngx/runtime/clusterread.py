@@ -40,6 +40,7 @@ HEARTBEAT = 1.0
 SEEN = 30.0  # a node is listed while its last heartbeat is this recent
 FORGET = 86400.0  # nodes silent this long leave the list in Redis
 CLAIM_TTL = 86400  # seconds a unique event's claim lasts
+JOIN_MARGIN_MS = 1000  # a new node reads from this long before it started
 POSTERS = 4096  # posters whose last count the reader remembers
 START = "0-0"
 
@@ -55,6 +56,7 @@ class Reader:
         self.path = os.path.join(member.prefix, "logs", f"cluster-{member.conf.name}.pos")
         self.locked = False
         self.stopped = False
+        self.born_ms = int(time.time() * 1000)
         self._tasks: list[asyncio.Task[None]] = []
         # Position: the last entry handed to the bus, and its number in the cluster's order
         self.last_id: str | None = None
@@ -130,7 +132,7 @@ class Reader:
         """
         keys = self.member.keys
         if self.last_id is None:
-            self.last_id, self.last_n = self._load() or await self._remote_position() or await self._stream_end()
+            self.last_id, self.last_n = self._load() or await self._remote_position() or self._joined()
             log.info(f'cluster: this process reads the events of cluster "{self.member.conf.name}" for node '
                      f'"{self.member.node}", after {self.last_id}')
         try:
@@ -148,13 +150,13 @@ class Reader:
         text = await self.client.hget(self.member.keys.node(self.member.node), "pos")
         return _parse_pos(_decode(text)) if text else None
 
-    async def _stream_end(self) -> tuple[str, int]:
-        """A new node starts at the stream's end: it gets what is posted from now on."""
-        entries = await self.client.xrevrange(self.member.keys.stream, count=1)
-        if not entries:
-            return START, 0
-        entry_id, fields = entries[0]
-        return _decode(entry_id), int(fields.get(b"n", 0))
+    def _joined(self) -> tuple[str, int]:
+        """A new node reads what was posted from a little before it started (by its own clock).
+
+        Its own workers may post before this reader has looked at the stream,
+        so "the end of the stream when the reader starts" would lose those.
+        """
+        return f"{self.born_ms - JOIN_MARGIN_MS}-0", 0
 
     async def _handle(self, bus: eventbus.Bus, entries: list[Any]) -> None:
         """Post ENTRIES into the node's bus in order; stop before one that does not fit."""
