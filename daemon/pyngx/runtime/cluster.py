@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from pyngx.runtime.clusterlease import Lease
     from pyngx.runtime.clusterread import Reader
 
-BATCH = 500  # posts per pipeline
+BATCH = 1000  # posts per script call (one round trip)
 STATUS_KEY = "cluster:status"  # the reader's view of the node, in the events zone
 FLUSH_AT_EXIT = 2.0  # seconds a graceful exit waits for the outbox to reach Redis
 
@@ -114,7 +114,7 @@ class Member:
                 continue
             batch = [self.outbox[i] for i in range(min(BATCH, len(self.outbox)))]
             try:
-                results = await clusterlink.evalsha_many(self.client, [self._post_call(p, u) for p, u in batch])
+                [results] = await clusterlink.evalsha_many(self.client, [self._post_call(batch)])
             except clusterlink.TROUBLE as exc:
                 self.link.failed(exc)
                 await asyncio.sleep(self.link.backoff())
@@ -127,11 +127,12 @@ class Member:
                 else:
                     self.dropped_unique += 1
 
-    def _post_call(self, payload: bytes, unique: str) -> tuple[str, list[str], list[Any]]:
+    def _post_call(self, batch: list[tuple[bytes, str]]) -> tuple[str, list[str], list[Any]]:
         keys = self.keys
-        ttl_ms = int(_unique_timeout() * 1000)
-        return ("post", [keys.stream, keys.seq, keys.unique(unique) if unique else keys.seq],
-                [payload, self.conf.retention, unique, ttl_ms])
+        args: list[Any] = [self.conf.retention, int(_unique_timeout() * 1000), keys.unique("")]
+        for payload, unique in batch:
+            args += (payload, unique)
+        return ("post", [keys.stream, keys.seq], args)
 
     # -- jobs --
 

@@ -30,15 +30,24 @@ CALL_TIMEOUT = 2.0  # seconds: a call to a silent Redis fails after this
 CONNECT_TIMEOUT = 1.0
 BACKOFF_FIRST, BACKOFF_MAX = 0.05, 2.0
 
-# A post: drop a repeat of a unique event, else number it and append it.
-# KEYS: stream, seq, unique marker; ARGV: payload, maxlen, unique ("" none), unique ttl ms
+# A batch of posts, in order: drop a repeat of a unique event, else number it and append it.
+# One script call per batch, not per event: the round trip and the client's work per command
+# were the cost. (The unique markers' names are built here, under the cluster's hash tag.)
+# KEYS: stream, seq; ARGV: maxlen, unique ttl ms, unique marker prefix, then (payload, unique or "")...
+# Returns each post's number, 0 for a dropped repeat.
 POST = """
-if ARGV[3] ~= '' then
-  if not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[4]) then return 0 end
+local out = {}
+for i = 4, #ARGV, 2 do
+  local u = ARGV[i + 1]
+  if u ~= '' and not redis.call('SET', ARGV[3] .. u, '1', 'NX', 'PX', ARGV[2]) then
+    out[#out + 1] = 0
+  else
+    local n = redis.call('INCR', KEYS[2])
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'n', n, 'p', ARGV[i])
+    out[#out + 1] = n
+  end
 end
-local n = redis.call('INCR', KEYS[2])
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'n', n, 'p', ARGV[1])
-return n
+return out
 """
 
 # Take or renew a lease. Returns the fencing token (> 0) when HOLDER holds it
