@@ -114,7 +114,7 @@ class Reader:
                 if self.last_id is None or self._verify:
                     await self._find_position()
                     self.link.ok()
-                reply = await self.client.xread({self.member.keys.stream: self.last_id or START},
+                reply: Any = await self.client.xread({self.member.keys.stream: self.last_id or START},
                                                 count=COUNT, block=BLOCK_MS)
                 self.link.ok()
                 if reply:
@@ -264,7 +264,7 @@ class Reader:
         now = time.time()
         pipe = self.member.client.pipeline(transaction=False)
         pipe.zadd(keys.nodes, {node: now})
-        fields = {"pid": os.getpid(), "handled": self.handled, "missed": self.missed, "lag_ms": self.lag_ms}
+        fields: dict[Any, Any] = {"pid": os.getpid(), "handled": self.handled, "missed": self.missed, "lag_ms": self.lag_ms}
         if self.last_id is not None:
             fields["pos"] = f"{self.last_id} {self.last_n}"
         pipe.hset(keys.node(node), mapping=fields)
