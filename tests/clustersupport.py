@@ -65,7 +65,8 @@ class RedisServer:
 
 
 class Proxy:
-    """A TCP proxy in a thread: ``cut()`` closes every connection and refuses new ones."""
+    """A TCP proxy in a thread: ``cut()`` closes every connection and refuses new ones;
+    ``freeze()`` keeps them open and drops every byte (a partition that sends no reset)."""
 
     def __init__(self, target_port: int) -> None:
         self.target = target_port
@@ -75,6 +76,7 @@ class Proxy:
         self.sock.listen(64)
         self.port = self.sock.getsockname()[1]
         self.open = True
+        self.frozen = False
         self.conns: list[socket.socket] = []
         self.lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
@@ -88,6 +90,10 @@ class Proxy:
             if not self.open:
                 client.close()
                 continue
+            if self.frozen:
+                with self.lock:
+                    self.conns.append(client)  # accepted, never answered
+                continue
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.target))
             except OSError:
@@ -98,11 +104,11 @@ class Proxy:
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
-    @staticmethod
-    def _pump(a: socket.socket, b: socket.socket) -> None:
+    def _pump(self, a: socket.socket, b: socket.socket) -> None:
         try:
             while data := a.recv(65536):
-                b.sendall(data)
+                if not self.frozen:
+                    b.sendall(data)
         except OSError:
             pass
         for s in (a, b):
@@ -121,6 +127,9 @@ class Proxy:
                     pass
                 s.close()
             self.conns.clear()
+
+    def freeze(self) -> None:
+        self.frozen = True
 
     def close(self) -> None:
         self.cut()

@@ -72,9 +72,10 @@ def test_one_runner_in_the_cluster_and_take_over_after_sigkill(daemon: Callable[
     check_one_runner(runs(log))
 
 
+@pytest.mark.parametrize("partition", ["cut", "freeze"])
 def test_a_holder_cut_off_from_redis_stops_and_another_node_takes_over(daemon: Callable[..., Daemon],
                                                                        redis_server: RedisServer,
-                                                                       tmp_path: Path) -> None:
+                                                                       tmp_path: Path, partition: str) -> None:
     log = tmp_path / "runs.txt"
     proxy = Proxy(redis_server.port)
     try:
@@ -84,7 +85,7 @@ def test_a_holder_cut_off_from_redis_stops_and_another_node_takes_over(daemon: C
         b.wait_log("reads the events")
         time.sleep(0.5)  # b competes for the lease meanwhile, and must not get it
         assert {node for _, node, _, _ in runs(log)} == {"a"}
-        proxy.cut()
+        getattr(proxy, partition)()
         cut_at = time.time()
         wait_until(lambda: any(node == "b" for _, node, _, _ in runs(log)), INTERVAL + LEASE + SLACK + 5,
                    what="node b to take over")
