@@ -189,3 +189,27 @@ def test_a_reload_hands_the_reader_over_without_a_repeat(daemon: Callable[..., D
     wait_until(lambda: fresh() == [[f"new{i}" for i in range(5)]] * 2, 15, what="the new generation to see five")
     assert b.error_log().count("after ") == 2
     assert (b.prefix / "logs" / "cluster-t.pos").read_text().split()[1] == "10"
+
+
+def test_redis_losing_its_data_is_survived_and_logged(daemon: Callable[..., Daemon], redis_server: RedisServer,
+                                                      tmp_path: Path) -> None:
+    a = daemon(node_conf(redis_server.url, "a", workers=1), prefix=tmp_path / "a")
+    b = daemon(node_conf(redis_server.url, "b", workers=1), prefix=tmp_path / "b")
+    for d in (a, b):
+        d.wait_log("reads the events of cluster")
+    assert a.get("/post?n=5&tag=old")[0] == 200
+    wait_until(lambda: processes_saw(b, [f"old{i}" for i in range(5)], 1), 15, what="b to see five")
+    redis_server.stop()  # appendonly: the data would come back; take it away
+    for path in redis_server.dir.glob("appendonly*"):
+        if path.is_dir():
+            for part in path.iterdir():
+                part.unlink()
+            path.rmdir()
+        else:
+            path.unlink()
+    redis_server.start()
+    for d in (a, b):
+        d.wait_log("Redis lost its data", timeout=15)
+    assert a.get("/post?n=3&tag=new")[0] == 200
+    expected = [f"old{i}" for i in range(5)] + [f"new{i}" for i in range(3)]
+    wait_until(lambda: processes_saw(b, expected, 1), 15, what="b to see the events after the loss")

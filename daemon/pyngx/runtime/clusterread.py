@@ -24,7 +24,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import msgpack
-from redis.exceptions import ResponseError
 
 from pyngx import log
 from pyngx.errors import NoMemoryError
@@ -125,24 +124,20 @@ class Reader:
                 await asyncio.sleep(self.link.backoff())
 
     async def _find_position(self) -> None:
-        """Where to read from: our file, else Redis's record of this node, else the stream's end.
+        """Where to read from: our file, else Redis's record of this node, else a new node's start.
 
-        A position beyond the stream's last id (Redis lost its data) starts over
-        from the stream's beginning, with a warning.
+        A position numbered beyond the cluster's counter means Redis lost its
+        data (restarted without persistence): read the new stream from its start.
         """
         keys = self.member.keys
         if self.last_id is None:
             self.last_id, self.last_n = self._load() or await self._remote_position() or self._joined()
             log.info(f'cluster: this process reads the events of cluster "{self.member.conf.name}" for node '
                      f'"{self.member.node}", after {self.last_id}')
-        try:
-            info = await self.client.xinfo_stream(keys.stream)
-            head = _decode(info.get("last-generated-id"))
-        except ResponseError:  # no such key: no event was ever posted (or Redis lost them)
-            head = START
-        if _id_key(self.last_id) > _id_key(head):
-            log.warn(f'cluster: the stream of cluster "{self.member.conf.name}" is behind this node\'s position '
-                     f"{self.last_id} (Redis lost its data?): reading it from its start")
+        seq = int(await self.client.get(keys.seq) or 0)
+        if self.last_n > seq:
+            log.warn(f'cluster: cluster "{self.member.conf.name}" has numbered {seq} events, this node had read '
+                     f"{self.last_n} (Redis lost its data?): reading the stream from its start")
             self.last_id, self.last_n = START, 0
         self._verify = False
 
