@@ -143,7 +143,7 @@ worker_shutdown_timeout 5s;
 events { worker_connections 256; }
 http {
     python_shared_dict ev 8m;
-    python_cluster @URL@ name=t node=@NODE@ lease=@LEASE@;
+    python_cluster @URL@ name=t node=@NODE@ lease=@LEASE@ buffer=@BUFFER@;
     @RETENTION@
     init_by_python_block {
         from pyngx import process
@@ -189,6 +189,20 @@ http {
                 ngx.say("ok")
             }
         }
+        location /trypost {
+            content_by_python_block {
+                from pyngx import events
+                done = 0
+                try:
+                    for i in range(int(ngx.var.arg_n)):
+                        events.post("c", "e", f"{ngx.var.arg_tag}{i}", cluster=True)
+                        done += 1
+                except ngx.Error as exc:
+                    ngx.say(done, " ", exc)
+                else:
+                    ngx.say(done)
+            }
+        }
         location /hello {
             content_by_python_block {
                 ngx.say("hello")
@@ -203,8 +217,9 @@ http {
 
 
 def node_conf(url: str, node: str, *, workers: int = 2, agent: bool = False, lease: str = "1s",
-              retention: int | None = None, job: bool = False, runs: Path | None = None) -> str:
+              retention: int | None = None, job: bool = False, runs: Path | None = None, buffer: int = 10000) -> str:
     return (NODE_CONF.replace("@URL@", url).replace("@NODE@", node).replace("@WORKERS@", str(workers))
+            .replace("@BUFFER@", str(buffer))
             .replace("@AGENT@", str(agent)).replace("@LEASE@", lease).replace("@JOB@", str(job))
             .replace("@RUNS@", str(runs or "/dev/null"))
             .replace("@RETENTION@", f"python_cluster_retention {retention};" if retention else ""))

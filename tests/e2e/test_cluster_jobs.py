@@ -166,3 +166,23 @@ def test_the_default_config_with_its_cluster_section_on(daemon: Callable[..., Da
         data = json.loads(d.get("/status")[1])["cluster"]
         return bool(data["reader"] and data["reader"]["handled"] >= 1)
     wait_until(counted, 15, what="the node's reader to hand the greeting over")
+
+
+def test_a_full_buffer_refuses_the_post_and_says_why(daemon: Callable[..., Daemon], redis_server: RedisServer,
+                                                     tmp_path: Path) -> None:
+    a = daemon(node_conf(redis_server.url, "a", workers=1, buffer=5), prefix=tmp_path / "a")
+    b = daemon(node_conf(redis_server.url, "b", workers=1), prefix=tmp_path / "b")
+    for d in (a, b):
+        d.wait_log("reads the events")
+    redis_server.stop()
+    status, body = a.get("/trypost?n=8&tag=q")
+    assert status == 200
+    done, message = body.decode().strip().split(" ", 1)
+    assert done == "5"  # the buffer's size: the sixth is refused, the five queued are kept
+    assert message.startswith("cluster post refused: 5 events already wait for Redis (")
+    wait_until(lambda: "Redis unreachable: " in a.get("/trypost?n=1&tag=z")[1].decode(), 10,
+               what="the refusal to say Redis is unreachable")
+    redis_server.start()
+    wait_until(lambda: any(events_of(lines) == [f"q{i}" for i in range(5)] for lines in seen(b.prefix).values()),
+               20, what="the five queued posts to reach b")
+    wait_until(lambda: a.get("/trypost?n=1&tag=r")[1] == b"1\n", 10, what="room again")

@@ -90,8 +90,9 @@ class Member:
         """Queue one event for the stream. Raises Error when the outbox is full, TypeError for bad data."""
         if len(self.outbox) >= self.conf.buffer:
             self.refused += 1
-            raise Error(f"cluster post refused: {len(self.outbox)} events already wait for Redis "
-                        f"({'Redis unreachable: ' + self.link.last_error if not self.link.connected else 'busy'})")
+            why = f"Redis unreachable: {self.link.last_error}" if self.link.last_error and not self.link.connected \
+                else "Redis has not taken them yet"
+            raise Error(f"cluster post refused: {len(self.outbox)} events already wait for Redis ({why})")
         try:
             payload = msgpack.packb([source, event, data, unique, self.node, os.getpid(), self.poster, self._count + 1])
         except (TypeError, ValueError, OverflowError) as exc:
