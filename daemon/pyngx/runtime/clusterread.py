@@ -183,6 +183,7 @@ class Reader:
             self.handled += 1
             self._advance(entry, n)
         self._save()
+        bus.poll()  # this process's handlers now; the others are woken at the end of this turn
 
     def _repeated(self, poster: str, count: int) -> bool:
         """True for a post appended again (its batch was sent twice); posters append in order."""
