@@ -71,6 +71,7 @@ class Reader:
         self.behind = 0
         self.nodes: list[tuple[str, float]] = []
         self._waited_for_bus = False
+        self._zone_full = False
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -176,11 +177,15 @@ class Reader:
             try:
                 bus.post(source, event, data, f"cluster:{entry}" if unique is not None else None)
             except NoMemoryError:  # the node's zone is full: try again from this entry shortly
-                log.warn("cluster: the events zone is full, cluster events wait")
+                if not self._zone_full:
+                    log.warn("cluster: the events zone is full, cluster events wait for room")
+                self._zone_full = True
                 self._save()
+                bus.poll()
                 await asyncio.sleep(0.05)
                 return
             self.handled += 1
+            self._zone_full = False
             self._advance(entry, n)
         self._save()
         bus.poll()  # this process's handlers now; the others are woken at the end of this turn
