@@ -142,7 +142,7 @@ worker_processes @WORKERS@;
 worker_shutdown_timeout 5s;
 events { worker_connections 256; }
 http {
-    python_shared_dict ev 8m;
+    python_shared_dict ev @ZONE@;
     python_cluster @URL@ name=t node=@NODE@ lease=@LEASE@ buffer=@BUFFER@;
     @RETENTION@
     init_by_python_block {
@@ -217,8 +217,9 @@ http {
 
 
 def node_conf(url: str, node: str, *, workers: int = 2, agent: bool = False, lease: str = "1s",
-              retention: int | None = None, job: bool = False, runs: Path | None = None, buffer: int = 10000) -> str:
-    return (NODE_CONF.replace("@URL@", url).replace("@NODE@", node).replace("@WORKERS@", str(workers))
+              retention: int | None = None, job: bool = False, runs: Path | None = None, buffer: int = 10000,
+              zone: str = "8m") -> str:
+    return (NODE_CONF.replace("@URL@", url).replace("@ZONE@", zone).replace("@NODE@", node).replace("@WORKERS@", str(workers))
             .replace("@BUFFER@", str(buffer))
             .replace("@AGENT@", str(agent)).replace("@LEASE@", lease).replace("@JOB@", str(job))
             .replace("@RUNS@", str(runs or "/dev/null"))

@@ -213,3 +213,16 @@ def test_redis_losing_its_data_is_survived_and_logged(daemon: Callable[..., Daem
     assert a.get("/post?n=3&tag=new")[0] == 200
     expected = [f"old{i}" for i in range(5)] + [f"new{i}" for i in range(3)]
     wait_until(lambda: processes_saw(b, expected, 1), 15, what="b to see the events after the loss")
+
+
+def test_a_full_events_zone_makes_the_reader_wait_not_drop(daemon: Callable[..., Daemon],
+                                                           redis_server: RedisServer, tmp_path: Path) -> None:
+    a = daemon(node_conf(redis_server.url, "a", workers=1), prefix=tmp_path / "a")
+    b = daemon(node_conf(redis_server.url, "b", zone="64k"), prefix=tmp_path / "b")
+    for d in (a, b):
+        d.wait_log("reads the events of cluster")
+    for k in range(4):
+        assert a.get(f"/post?n=500&tag=z{k}-")[0] == 200
+    expected = [f"z{k}-{i}" for k in range(4) for i in range(500)]
+    wait_until(lambda: processes_saw(b, expected, 2), 60, what="both of b's workers to see all 2000, in order")
+    assert "the events zone is full" in b.error_log()

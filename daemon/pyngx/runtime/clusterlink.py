@@ -79,7 +79,19 @@ end
 return 0
 """
 
-SCRIPTS = {"post": POST, "lease": LEASE, "release": RELEASE}
+# Claim a unique event for NODE; 1 when NODE holds the claim (again, after reading the event
+# twice), else 0. KEYS: claim; ARGV: node, ttl seconds
+CLAIM = """
+local cur = redis.call('GET', KEYS[1])
+if not cur then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+  return 1
+end
+if cur == ARGV[1] then return 1 end
+return 0
+"""
+
+SCRIPTS = {"post": POST, "lease": LEASE, "release": RELEASE, "claim": CLAIM}
 SHA = {name: hashlib.sha1(text.encode()).hexdigest() for name, text in SCRIPTS.items()}
 
 

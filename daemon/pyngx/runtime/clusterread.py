@@ -166,12 +166,13 @@ class Reader:
                 log.error(f"cluster: failed decoding event {entry}: {exc}")
                 self._advance(entry, n)
                 continue
-            if self._repeated(poster, count):
+            if count <= self._posters.get(poster, 0):
                 self.duplicates += 1
                 self._advance(entry, n)
                 continue
             if unique is not None and not claims.get(entry, False):
                 self.claimed_elsewhere += 1
+                self._note(poster, count)
                 self._advance(entry, n)
                 continue
             try:
@@ -186,17 +187,20 @@ class Reader:
                 return
             self.handled += 1
             self._zone_full = False
+            self._note(poster, count)
             self._advance(entry, n)
         self._save()
         bus.poll()  # this process's handlers now; the others are woken at the end of this turn
 
-    def _repeated(self, poster: str, count: int) -> bool:
-        """True for a post appended again (its batch was sent twice); posters append in order."""
-        last = self._posters.pop(poster, 0)
-        self._posters[poster] = max(last, count)
+    def _note(self, poster: str, count: int) -> None:
+        """POSTER's post COUNT is done with: a copy of it (its batch sent twice) is skipped.
+
+        Posters append in order, so the last count of each is enough.
+        """
+        self._posters.pop(poster, None)
+        self._posters[poster] = count
         if len(self._posters) > POSTERS:
             del self._posters[next(iter(self._posters))]  # the poster silent longest
-        return count <= last
 
     async def _claims(self, entries: list[Any]) -> dict[str, bool]:
         """Claim every unique event of the batch in one round trip: True where this node won."""
@@ -209,10 +213,9 @@ class Reader:
                 continue
         if not unique_ids:
             return {}
-        pipe = self.member.client.pipeline(transaction=False)
-        for entry in unique_ids:
-            pipe.set(self.member.keys.claim(entry), self.member.node, nx=True, ex=CLAIM_TTL)
-        won = await pipe.execute()
+        keys, node = self.member.keys, self.member.node
+        won = await clusterlink.evalsha_many(self.member.client, [
+            ("claim", [keys.claim(entry)], [node, CLAIM_TTL]) for entry in unique_ids])
         return {entry: bool(result) for entry, result in zip(unique_ids, won)}
 
     def _advance(self, entry: str, n: int) -> None:
