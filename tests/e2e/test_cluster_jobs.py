@@ -52,8 +52,10 @@ def check_one_runner(history: list[tuple[float, str, int, int]]) -> None:
     assert tokens == sorted(tokens)
 
 
+@pytest.mark.parametrize("killed", ["worker", "node"])
 def test_one_runner_in_the_cluster_and_take_over_after_sigkill(daemon: Callable[..., Daemon],
-                                                              redis_server: RedisServer, tmp_path: Path) -> None:
+                                                              redis_server: RedisServer, tmp_path: Path,
+                                                              killed: str) -> None:
     log = tmp_path / "runs.txt"
     nodes = [daemon(node_conf(redis_server.url, name, job=True, runs=log), prefix=tmp_path / name)
              for name in ("a", "b")]
@@ -63,12 +65,18 @@ def test_one_runner_in_the_cluster_and_take_over_after_sigkill(daemon: Callable[
     _, node, pid, _ = first[-1]
     holder = next(d for d in nodes if d.prefix.name == node)
     holder.expect_errors = True  # the master logs the killed worker
-    os.kill(pid, signal.SIGKILL)
+    if killed == "worker":
+        os.kill(pid, signal.SIGKILL)
+    else:  # the whole node: master, workers
+        assert holder.sid is not None
+        os.killpg(holder.sid, signal.SIGKILL)
     killed_at = time.time()
     wait_until(lambda: any(p != pid for at, _, p, _ in runs(log) if at > killed_at), INTERVAL + LEASE + SLACK + 5,
                what="another process to take over")
-    took_over = next(at for at, _, p, _ in runs(log) if at > killed_at and p != pid)
+    took_over, node_after, _, _ = next(r for r in runs(log) if r[0] > killed_at and r[2] != pid)
     assert took_over - killed_at <= INTERVAL + LEASE + SLACK
+    if killed == "node":
+        assert node_after != node
     check_one_runner(runs(log))
 
 
