@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import os
 import secrets
 import socket
@@ -113,7 +114,7 @@ class Member:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            batch = [self.outbox[i] for i in range(min(BATCH, len(self.outbox)))]
+            batch = list(itertools.islice(self.outbox, BATCH))
             try:
                 [results] = await clusterlink.evalsha_many(self.client, [self._post_call(batch)])
             except clusterlink.TROUBLE as exc:
