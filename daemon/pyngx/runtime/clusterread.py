@@ -40,6 +40,7 @@ SEEN = 30.0  # a node is listed while its last heartbeat is this recent
 FORGET = 86400.0  # nodes silent this long leave the list in Redis
 CLAIM_TTL = 86400  # seconds a unique event's claim lasts
 JOIN_MARGIN_MS = 1000  # a new node reads from this long before it started
+POS_WIDTH = 64  # bytes of the position file: "ID N", padded (an id is at most 41 characters)
 POSTERS = 4096  # posters whose last count the reader remembers
 START = "0-0"
 
@@ -72,6 +73,8 @@ class Reader:
         self.nodes: list[tuple[str, float]] = []
         self._waited_for_bus = False
         self._zone_full = False
+        self._fd = -1  # the position file, open while this process reads
+        self._save_failed = False
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -88,6 +91,7 @@ class Reader:
             task.cancel()
         if self.locked:
             self._save()
+            self._close()
             treelock.unlock(LOCK)
             self.locked = False
 
@@ -239,15 +243,28 @@ class Reader:
             return None
 
     def _save(self) -> None:
+        """Write the position in place: one ``pwrite`` of a fixed-width line on a file kept open.
+
+        A write of a few bytes at offset 0 is whole or absent for the other
+        processes and after a crash of this one (a write-and-rename cost a
+        millisecond per batch on this path). A damaged file only sends the next
+        reader to Redis's copy of the position.
+        """
         if self.last_id is None:
             return
-        tmp = f"{self.path}.{os.getpid()}"
         try:
-            with open(tmp, "w", encoding="ascii") as f:
-                f.write(f"{self.last_id} {self.last_n}\n")
-            os.replace(tmp, self.path)
+            if self._fd < 0:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            os.pwrite(self._fd, f"{self.last_id} {self.last_n}".ljust(POS_WIDTH - 1).encode() + b"\n", 0)
         except OSError as exc:
-            log.warn(f'cluster: cannot save the position to "{self.path}" ({exc.errno}: {exc.strerror})')
+            if not self._save_failed:
+                log.warn(f'cluster: cannot save the position to "{self.path}" ({exc.errno}: {exc.strerror})')
+            self._save_failed = True
+
+    def _close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
     # -- heartbeat and status --
 
