@@ -7,6 +7,8 @@ a worker post cluster events.
 from __future__ import annotations
 
 import json
+import os
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -226,3 +228,29 @@ def test_a_full_events_zone_makes_the_reader_wait_not_drop(daemon: Callable[...,
     expected = [f"z{k}-{i}" for k in range(4) for i in range(500)]
     wait_until(lambda: processes_saw(b, expected, 2), 60, what="both of b's workers to see all 2000, in order")
     assert "the events zone is full" in b.error_log()
+
+
+def test_the_reader_killed_mid_stream_loses_nothing(daemon: Callable[..., Daemon], redis_server: RedisServer,
+                                                    tmp_path: Path) -> None:
+    a = daemon(node_conf(redis_server.url, "a", workers=1), prefix=tmp_path / "a")
+    b = daemon(node_conf(redis_server.url, "b", agent=True), prefix=tmp_path / "b")
+    for d in (a, b):
+        d.wait_log("reads the events of cluster")
+    b.expect_errors = True  # the master logs the killed agent
+    agent = int(b.error_log().split("reads the events of cluster")[0].rsplit("[info] ", 1)[1].split("#")[0])
+    mine = f"seen-{agent}.txt"
+    assert a.get("/post?n=3000&tag=k0-")[0] == 200
+    wait_until(lambda: len(events_of(seen(b.prefix).get(mine, []))) > 100, 15, what="the reader to be busy")
+    os.kill(agent, signal.SIGKILL)  # in the middle of the 3000
+    cut = len(events_of(seen(b.prefix)[mine]))
+    assert a.get("/post?n=1000&tag=k1-")[0] == 200
+    expected = [f"k0-{i}" for i in range(3000)] + [f"k1-{i}" for i in range(1000)]
+    workers = [name for name, lines in seen(b.prefix).items() if "joined worker" in lines]
+
+    def first_seen_in_order(name: str) -> bool:
+        got = events_of(seen(b.prefix)[name])
+        return list(dict.fromkeys(got)) == expected
+    wait_until(lambda: all(first_seen_in_order(name) for name in workers), 30,
+               what="b's workers to see every event, in order, across the reader's death")
+    assert b.error_log().count("reads the events of cluster") == 2  # the respawned agent took over
+    assert cut < 3000
