@@ -40,6 +40,7 @@ SEEN = 30.0  # a node is listed while its last heartbeat is this recent
 FORGET = 86400.0  # nodes silent this long leave the list in Redis
 CLAIM_TTL = 86400  # seconds a unique event's claim lasts
 JOIN_MARGIN_MS = 1000  # a new node reads from this long before it started
+POSTERS_KEY = "cluster:posters"  # the reader's posters' counts, in the events zone, for the next reader
 POS_WIDTH = 64  # bytes of the position file: "ID N", padded (an id is at most 41 characters)
 POSTERS = 4096  # posters whose last count the reader remembers
 START = "0-0"
@@ -91,6 +92,7 @@ class Reader:
             task.cancel()
         if self.locked:
             self._save()
+            self._hand_over(eventbus.current())
             self._close()
             treelock.unlock(LOCK)
             self.locked = False
@@ -116,7 +118,10 @@ class Reader:
                 continue
             try:
                 if self.last_id is None or self._verify:
+                    fresh = self.last_id is None
                     await self._find_position()
+                    if fresh:
+                        self._take_over(bus)
                     self.link.ok()
                 reply: Any = await self.client.xread({self.member.keys.stream: self.last_id or START},
                                                 count=COUNT, block=BLOCK_MS)
@@ -314,6 +319,32 @@ class Reader:
             bus.zone.safe_set(STATUS_KEY, msgpack.packb(self.statistics()), 3 * HEARTBEAT + 1)
         except Exception as exc:  # noqa: BLE001 - the zone is full: the status page shows less
             log.debug(f"cluster: could not publish the status: {exc}")
+        self._hand_over(bus)
+
+    def _hand_over(self, bus: eventbus.Bus | None) -> None:
+        """Leave the posters' last counts, with the position they belong to, for the next reader.
+
+        The next reader of this node (a reload, a respawn) then still skips a copy
+        of a batch that straddles the hand-over.
+        """
+        if bus is None or self.last_id is None:
+            return
+        try:
+            bus.zone.safe_set(POSTERS_KEY, msgpack.packb([self.last_id, self._posters]))
+        except Exception as exc:  # noqa: BLE001 - the zone is full: copies may then pass once
+            log.debug(f"cluster: could not leave the posters' counts: {exc}")
+
+    def _take_over(self, bus: eventbus.Bus) -> None:
+        """Start from the last reader's posters' counts when they are not newer than our position."""
+        blob = bus.zone.get(POSTERS_KEY)
+        if not isinstance(blob, bytes) or self.last_id is None:
+            return
+        try:
+            entry, posters = msgpack.unpackb(blob)
+            if _id_key(entry) <= _id_key(self.last_id):
+                self._posters = dict(posters)
+        except Exception as exc:  # noqa: BLE001 - a damaged value: start with none
+            log.debug(f"cluster: ignoring the posters' counts left in the zone: {exc}")
 
 
 def _report(task: asyncio.Task[None]) -> None:
