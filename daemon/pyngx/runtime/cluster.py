@@ -65,6 +65,8 @@ class Member:
         # is appended twice, and readers skip what they saw from that poster already.
         self.poster = secrets.token_hex(6)
         self._count = 0
+        self.pid = os.getpid()
+        self._pack = msgpack.Packer().pack
         self._wake = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self.posted = 0  # appended to the stream
@@ -95,7 +97,7 @@ class Member:
                 else "Redis has not taken them yet"
             raise Error(f"cluster post refused: {len(self.outbox)} events already wait for Redis ({why})")
         try:
-            payload = msgpack.packb([source, event, data, unique, self.node, os.getpid(), self.poster, self._count + 1])
+            payload = self._pack([source, event, data, unique, self.node, self.pid, self.poster, self._count + 1])
         except (TypeError, ValueError, OverflowError) as exc:
             raise TypeError(f"event data cannot be serialized: {exc}") from None
         self._count += 1
@@ -234,7 +236,7 @@ def start(conf: ClusterConf, reader_candidate: bool) -> Member:
 def current(conf: ClusterConf | None = None, reader_candidate: bool = False) -> Member:
     """This process's member, made on first use. Raises Error without python_cluster."""
     global _member
-    if _member is not None and not _member.closed and _member.loop is asyncio.get_running_loop():
+    if _member is not None and not _member.closed:  # made in this process: the master never makes one
         return _member
     if conf is None:
         config = state.STATE.config
@@ -251,7 +253,8 @@ def member() -> Member | None:
 
 def post(source: str, event: str, data: Any, unique: str | None) -> bool:
     """``events.post(..., cluster=True)``."""
-    return current().post(source, event, data, unique)
+    member = _member if _member is not None and not _member.closed else current()
+    return member.post(source, event, data, unique)
 
 
 def statistics() -> dict[str, Any] | None:
