@@ -294,6 +294,7 @@ class Reader:
         if self.last_id is not None:
             fields["pos"] = f"{self.last_id} {self.last_n}"
         pipe.hset(keys.node(node), mapping=fields)
+        pipe.expire(keys.node(node), int(FORGET))  # a node gone for a day is forgotten, its position too
         pipe.zremrangebyscore(keys.nodes, 0, now - FORGET)
         pipe.zrangebyscore(keys.nodes, now - SEEN, "+inf", withscores=True)
         pipe.get(keys.seq)
