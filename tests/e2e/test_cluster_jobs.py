@@ -194,3 +194,18 @@ def test_a_full_buffer_refuses_the_post_and_says_why(daemon: Callable[..., Daemo
     wait_until(lambda: any(events_of(lines) == [f"q{i}" for i in range(5)] for lines in seen(b.prefix).values()),
                20, what="the five queued posts to reach b")
     wait_until(lambda: a.get("/trypost?n=1&tag=r")[1] == b"1\n", 10, what="room again")
+
+
+def test_nodes_start_and_serve_with_redis_down(daemon: Callable[..., Daemon], redis_server: RedisServer,
+                                               tmp_path: Path) -> None:
+    redis_server.stop()
+    a = daemon(node_conf(redis_server.url, "a", workers=1), prefix=tmp_path / "a")
+    b = daemon(node_conf(redis_server.url, "b", workers=1), prefix=tmp_path / "b")
+    t0 = time.monotonic()
+    assert a.get("/hello") == (200, b"hello\n")
+    assert a.get("/trypost?n=3&tag=early")[1] == b"3\n"  # queued in the worker
+    assert time.monotonic() - t0 < 1.0
+    a.wait_log("cannot reach Redis")
+    redis_server.start()
+    wait_until(lambda: any(events_of(lines) == ["early0", "early1", "early2"] for lines in seen(b.prefix).values()),
+               20, what="the early posts to reach b once Redis is up")
