@@ -174,6 +174,16 @@ class Member:
         releases = [lease.release() for lease in self.leases.values()]
         if releases:
             await asyncio.wait([asyncio.ensure_future(r) for r in releases], timeout=1.0)
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close this process's connections to Redis (Redis sees a clean goodbye)."""
+        clients = [self.client] + ([self.reader.client] if self.reader is not None else [])
+        for client in clients:
+            try:
+                await asyncio.wait_for(client.aclose(), 1.0)
+            except Exception as exc:  # noqa: BLE001 - the process is leaving anyway
+                log.debug(f"cluster: closing a Redis connection failed: {exc}")
 
     def _final(self, graceful: bool) -> None:
         self.closed = True
