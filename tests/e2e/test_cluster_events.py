@@ -99,7 +99,7 @@ def test_a_restarted_node_catches_up_exactly_once(daemon: Callable[..., Daemon],
 
 def test_retention_drops_and_the_node_counts_what_it_missed(daemon: Callable[..., Daemon],
                                                             redis_server: RedisServer, tmp_path: Path) -> None:
-    a = daemon(node_conf(redis_server.url, "a", retention=10), prefix=tmp_path / "a")
+    a = daemon(node_conf(redis_server.url, "a", workers=1, retention=10), prefix=tmp_path / "a")
     b = daemon(node_conf(redis_server.url, "b", workers=1, retention=10), prefix=tmp_path / "b")
     for d in (a, b):
         d.wait_log("reads the events of cluster")
