@@ -219,7 +219,8 @@ http {
 def node_conf(url: str, node: str, *, workers: int = 2, agent: bool = False, lease: str = "1s",
               retention: int | None = None, job: bool = False, runs: Path | None = None, buffer: int = 10000,
               zone: str = "8m") -> str:
-    return (NODE_CONF.replace("@URL@", url).replace("@ZONE@", zone).replace("@NODE@", node).replace("@WORKERS@", str(workers))
+    return (NODE_CONF.replace("@URL@", url).replace("@ZONE@", zone).replace("@NODE@", node)
+            .replace("@WORKERS@", str(workers))
             .replace("@BUFFER@", str(buffer))
             .replace("@AGENT@", str(agent)).replace("@LEASE@", lease).replace("@JOB@", str(job))
             .replace("@RUNS@", str(runs or "/dev/null"))

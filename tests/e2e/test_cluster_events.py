@@ -156,7 +156,8 @@ http {
                         attempt()
                     except ngx.Error as exc:
                         out.append(str(exc))
-                loaded = sorted(m for m in sys.modules if m.split(".")[0] == "redis" or m.startswith("pyngx.runtime.cluster"))
+                loaded = sorted(m for m in sys.modules
+                                if m.split(".")[0] == "redis" or m.startswith("pyngx.runtime.cluster"))
                 ngx.say(repr(loaded), " | ", " | ".join(out))
             }
         }

@@ -161,7 +161,8 @@ def test_redis_stopped_and_restarted_under_load(daemon: Callable[..., Daemon], r
     assert max(reconnected) >= 1
 
 
-def test_the_default_config_with_its_cluster_section_on(daemon: Callable[..., Daemon], redis_server: RedisServer) -> None:
+def test_the_default_config_with_its_cluster_section_on(daemon: Callable[..., Daemon],
+                                                        redis_server: RedisServer) -> None:
     text = (REPO / "conf" / "pyngx.conf").read_text()
     line = "# python_cluster redis://127.0.0.1:6379/0 name=tour;"
     assert line in text

@@ -83,8 +83,8 @@ class Lease:
         while True:
             sent = self.loop.time()
             try:
-                [answer] = await clusterlink.evalsha_many(
-                    self.member.client, [("lease", [keys.lease(self.name), keys.fence(self.name)], [self.holder, ttl_ms])])
+                call = ("lease", [keys.lease(self.name), keys.fence(self.name)], [self.holder, ttl_ms])
+                [answer] = await clusterlink.evalsha_many(self.member.client, [call])
             except clusterlink.TROUBLE as exc:
                 link.failed(exc)
                 if self.token is not None and self.loop.time() >= self.valid_until:

@@ -290,7 +290,8 @@ class Reader:
         now = time.time()
         pipe = self.member.client.pipeline(transaction=False)
         pipe.zadd(keys.nodes, {node: now})
-        fields: dict[Any, Any] = {"pid": os.getpid(), "handled": self.handled, "missed": self.missed, "lag_ms": self.lag_ms}
+        fields: dict[Any, Any] = {"pid": os.getpid(), "handled": self.handled, "missed": self.missed,
+                                  "lag_ms": self.lag_ms}
         if self.last_id is not None:
             fields["pos"] = f"{self.last_id} {self.last_n}"
         pipe.hset(keys.node(node), mapping=fields)
