@@ -255,3 +255,19 @@ def test_the_reader_killed_mid_stream_loses_nothing(daemon: Callable[..., Daemon
                what="b's workers to see every event, in order, across the reader's death")
     assert b.error_log().count("reads the events of cluster") == 2  # the respawned agent took over
     assert cut < 3000
+
+
+def test_through_tls_and_a_password(daemon: Callable[..., Daemon], tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "redis-tls", tls=True, password="s3cret").start()
+    try:
+        a = daemon(node_conf(server.url, "a", workers=1), prefix=tmp_path / "a")
+        b = daemon(node_conf(server.url, "b", workers=1), prefix=tmp_path / "b")
+        for d in (a, b):
+            d.wait_log("reads the events of cluster")
+        assert a.get("/post?n=3&tag=tls")[0] == 200
+        wait_until(lambda: processes_saw(b, ["tls0", "tls1", "tls2"], 1), 15, what="b to see the events")
+        shown = json.loads(a.get("/status")[1])["cluster"]["redis"]
+        assert shown == f"rediss://127.0.0.1:{server.port}/0?ssl_cert_reqs=none"  # no password
+        assert "s3cret" not in a.error_log() + b.error_log()
+    finally:
+        server.stop()
