@@ -200,6 +200,8 @@ class Reader:
             self._advance(entry, n)
         self._save()
         bus.poll()  # this process's handlers now; the others are woken at the end of this turn
+        if self.last_id is not None:  # how old the last event was when it was handed over
+            self.lag_ms = max(0, int(time.time() * 1000) - int(self.last_id.split("-", 1)[0]))
 
     def _note(self, poster: str, count: int) -> None:
         """POSTER's post COUNT is done with: a copy of it (its batch sent twice) is skipped.
@@ -236,7 +238,6 @@ class Reader:
         elif n and n <= self.last_n:
             log.warn(f"cluster: the cluster's event numbers started over at {n} (Redis lost its data?)")
         self.last_id, self.last_n = entry, n
-        self.lag_ms = max(0, int(time.time() * 1000) - int(entry.split("-", 1)[0]))
 
     # -- the position file --
 
