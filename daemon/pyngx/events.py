@@ -49,19 +49,33 @@ def configured() -> bool:
     return eventbus.current() is not None
 
 
-def post(source: str, event: str, data: Any = None, unique: str | None = None) -> bool:
+def post(source: str, event: str, data: Any = None, unique: str | None = None, *, cluster: bool = False) -> bool:
     """Broadcast an event to every worker and the agent, this process included.
 
     With UNIQUE exactly one process handles it, and repeats of UNIQUE within
     ``timeout`` are dropped (returns False for a dropped repeat).
+    With ``cluster=True`` (``python_cluster``) every process of every node
+    handles it, in the cluster's order: it is queued for Redis and returns
+    True (a dropped unique repeat is dropped in Redis). See docs/cluster.md.
 
     Raises NoMemoryError when the zone cannot keep the event until every
-    process has seen it; TypeError for data msgpack cannot carry.
+    process has seen it; TypeError for data msgpack cannot carry; for a
+    cluster post, Error when python_cluster is absent or the bounded queue
+    of posts waiting for Redis is full.
     """
     _check_names(source, event)
     if unique is not None and (not isinstance(unique, str) or not unique):
         raise ValueError("unique must be a non-empty string")
+    if cluster:
+        return _cluster_post(source, event, data, unique)
     return _bus("events.post").post(source, event, data, unique)
+
+
+def _cluster_post(source: str, event: str, data: Any, unique: str | None) -> bool:
+    phase.forbid(phase.INIT, api="events.post")
+    from pyngx.runtime import cluster  # only here: without python_cluster nothing of it is loaded
+
+    return cluster.post(source, event, data, unique)
 
 
 def post_local(source: str, event: str, data: Any = None) -> None:

@@ -46,11 +46,15 @@ def _refuse_at(engine: _timers.Engine | None, delay: Any, callback: Any) -> NoRe
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def every(interval: float, callback: Callable[..., Any], *args: Any, unique: str | None = None) -> Timer:
+def every(interval: float, callback: Callable[..., Any], *args: Any, unique: str | None = None,
+          scope: str = "node") -> Timer:
     """Run ``callback(premature, *args)`` every INTERVAL seconds, never overlapping itself.
 
-    With ``unique="NAME"`` only one process of the whole tree runs it at a time.
-    Raises ValueError (interval <= 0), TypeError, TooManyTimersError, ProcessExitingError.
+    With ``unique="NAME"`` only one process of the whole tree runs it at a time;
+    with ``scope="cluster"`` too, only one process of the whole cluster
+    (``python_cluster``: a lease in Redis, see docs/cluster.md).
+    Raises ValueError (interval <= 0, a bad scope), TypeError, TooManyTimersError,
+    ProcessExitingError, Error (scope="cluster" without python_cluster).
     """
     if not interval > 0:
         raise ValueError(f"bad argument #1 to 'every' (interval must be > 0, got {interval!r})")
@@ -58,7 +62,29 @@ def every(interval: float, callback: Callable[..., Any], *args: Any, unique: str
         raise TypeError(f"bad argument #2 to 'every' (callable expected, got {type(callback).__name__})")
     if unique is not None and (not isinstance(unique, str) or not unique):
         raise ValueError("bad argument 'unique' to 'every' (a non-empty str expected)")
-    return _engine("ngx.timer.every").every(interval, callback, args, unique)
+    engine = _engine("ngx.timer.every")
+    if scope == "node":
+        return engine.every(interval, callback, args, unique)
+    if scope != "cluster":
+        raise ValueError(f"bad argument 'scope' to 'every' (\"node\" or \"cluster\" expected, got {scope!r})")
+    if unique is None:
+        raise ValueError("bad argument 'scope' to 'every' (scope=\"cluster\" needs unique=NAME)")
+    from pyngx.runtime import cluster  # only here: without python_cluster nothing of it is loaded
+
+    return engine.every(interval, callback, args, unique, cluster.current().lease(unique))
+
+
+def fencing_token(unique: str) -> int | None:
+    """The fencing token of cluster job UNIQUE while this process holds its lease, else None.
+
+    Tokens only grow: a store that remembers the largest token it saw can
+    refuse a write from a holder that lost the lease meanwhile.
+    """
+    from pyngx.runtime import cluster
+
+    found = cluster.member()
+    lease = found.leases.get(unique) if found is not None else None
+    return lease.token if lease is not None and lease.valid() else None
 
 
 def running_count() -> int:
@@ -73,4 +99,4 @@ def pending_count() -> int:
     return 0 if engine is None else engine.pending
 
 
-__all__ = ["Timer", "at", "every", "running_count", "pending_count"]
+__all__ = ["Timer", "at", "every", "fencing_token", "running_count", "pending_count"]

@@ -16,6 +16,7 @@ init_by_python_block init_by_python_file init_worker_by_python_block init_worker
 default_type keepalive_timeout client_header_timeout client_body_timeout send_timeout client_max_body_size server
 listen server_name location set return content_by_python_block content_by_python_file pyngx_status""".split()
 DESIGN_DIRECTIVES += ["thread_pool", "worker_stall_warn", "worker_stall_timeout"]  # threads and the watchdog
+DESIGN_DIRECTIVES += ["python_cluster", "python_cluster_retention"]  # the cluster (second round)
 
 
 def test_every_design_directive_has_one_row() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from pyngx.conf import directives, parse
+from pyngx.conf import cluster, directives, parse
 from pyngx.conf.handlers import EVENTS, HTTP, LOCATION, MAIN, SERVER, Ctx
 from pyngx.conf.model import (AccessLog, Chunk, ChunkKind, Config, ErrorLogConf, HttpConf, Listen, LocationConf,
                               ServerConf, ThreadPoolSpec)
@@ -150,6 +150,7 @@ def _http(ctx: Ctx) -> HttpConf:
         send_timeout=v.get("send_timeout", 60.0),
         client_max_body_size=v.get("client_max_body_size", 1024 * 1024),
         servers=tuple(_server(c) for c in ctx.children if c.kind == SERVER),
+        cluster=cluster.freeze(v),
     )
 
 

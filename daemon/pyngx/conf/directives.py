@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pyngx.conf import cluster as cl
 from pyngx.conf import handlers as h
 from pyngx.conf.parse import ConfError, Stmt
 from pyngx.conf.values import Invalid
@@ -109,6 +110,11 @@ DIRECTIVES: tuple[Directive, ...] = (
       doc="The longest pause between two writes of the response."),
     D("client_max_body_size", HTTP | SERVER | LOCATION, TAKE1, h.client_max_body_size, default="1m",
       syntax="SIZE", doc="The largest request body accepted (413 beyond it); 0 means no limit."),
+    D("python_cluster", HTTP, ONEMORE, cl.python_cluster, syntax="redis://HOST:PORT/DB [name=CLUSTER] [node=NODE] "
+      "[lease=TIME] [buffer=N]", doc="Join a cluster of nodes through Redis: `events.post(..., cluster=True)` and "
+      "`ngx.timer.every(..., unique=NAME, scope=\"cluster\")` (see docs/cluster.md). Off when absent."),
+    D("python_cluster_retention", HTTP, TAKE1, cl.cluster_retention, default="100000", syntax="N",
+      doc="How many cluster events Redis keeps (at least) for nodes that were away."),
     D("server", HTTP, NOARGS, h.server, kind=BLOCK, multi=True, syntax="{ ... }", doc="A virtual server."),
     # -- server --
     D("listen", SERVER, ONEMORE, h.listen, multi=True, default="*:80 (*:8000 when not root)",

@@ -105,6 +105,20 @@ class AccessLog:
 
 
 @dataclass(frozen=True, slots=True)
+class ClusterConf:
+    """``python_cluster URL [name=] [node=] [lease=] [buffer=];`` and ``python_cluster_retention``."""
+
+    url: str  # redis://, rediss:// or unix:// as the redis package reads it
+    name: str = "pyngx"  # the cluster: every key in Redis starts with pyngx:{NAME}:
+    node: str = ""  # this node's name ("" = host name and a hash of the prefix)
+    lease: float = 5.0  # seconds a cluster job's lease lasts without renewal
+    buffer: int = 10000  # cluster posts one process keeps while Redis is unreachable
+    retention: int = 100000  # the stream's max length (approximate, at least this many)
+    file: str = ""
+    line: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class HttpConf:
     python_path: tuple[str, ...] = ()  # absolute directories
     shdicts: tuple[ShdictSpec, ...] = ()
@@ -120,6 +134,7 @@ class HttpConf:
     send_timeout: float = 60.0
     client_max_body_size: int = 1024 * 1024
     servers: tuple[ServerConf, ...] = ()
+    cluster: ClusterConf | None = None  # python_cluster
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,8 @@ def collect(server: HttpServer) -> dict[str, Any]:
         if stats is not None:
             out[name] = stats
     out["shared_dicts"] = _shdicts()
+    if STATE.config is not None and STATE.config.http is not None and STATE.config.http.cluster is not None:
+        out["cluster"] = _module_stats("pyngx.runtime.cluster")  # python_cluster: the link and the nodes
     return out
 
 

@@ -132,6 +132,7 @@ class Child:
         error = await run_init_worker(self.cycle)
         if error:
             self._report(INIT_ERROR.pack(b"E", os.getpid(), len(error)) + error)
+        start_cluster(self.cycle, self.kind)
         if tree.TREE is not None:
             tree.TREE.mark_ready(os.getpid())
         if self.kind in (state.WORKER, state.SINGLE) and not self.stop.done():
@@ -235,6 +236,20 @@ def start_watchdog(cycle: Cycle, kind: str, loop: asyncio.AbstractEventLoop) -> 
     dog = watchdog.Watchdog(loop, config.worker_stall_warn, timeout, watchdog.blocks_of(config), kind)
     dog.start()
     lifecycle.on_final(dog.stop)
+
+
+def start_cluster(cycle: Cycle, kind: str) -> None:
+    """Join the cluster (``python_cluster``); the node's reader is the agent, else worker 0."""
+    http = cycle.config.http
+    if http is None or http.cluster is None:
+        return  # nothing of the cluster is imported
+    from pyngx.runtime import cluster
+
+    reader = kind == state.AGENT or (STATE.worker_id == 0 and not cycle.want_agent)
+    try:
+        cluster.start(http.cluster, reader)
+    except Exception as exc:  # noqa: BLE001 - the node serves on without the cluster
+        log.exception("cluster: cannot start", exc)
 
 
 async def run_init_worker(cycle: Cycle) -> bytes:

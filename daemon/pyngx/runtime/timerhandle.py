@@ -34,6 +34,7 @@ class Timer:
     _handle: asyncio.TimerHandle | None = None  # on the loop's timer heap
     _interval = 0.0
     _unique: str | None = None
+    _lease: Any = None
     _running = False  # an `every` run is in progress
     _after = False  # run once more, premature, when the current run ends
 
@@ -69,13 +70,14 @@ class LaterTimer(Timer):
 class EveryTimer(LaterTimer):
     """An ``every`` timer: the state an `at` timer does not need."""
 
-    __slots__ = ("_interval", "_unique", "_running", "_after", "_due")
+    __slots__ = ("_interval", "_unique", "_running", "_after", "_due", "_lease")
 
     def __init__(self, engine: Engine, fn: Callable[..., Any], args: tuple[Any, ...], interval: float,
-                 unique: str | None) -> None:
+                 unique: str | None, lease: Any = None) -> None:
         super().__init__(engine, fn, args)
         self._interval = interval
         self._unique = unique
+        self._lease = lease  # a cluster job's `clusterlease.Lease`: runs only while it is valid
         self._running = False
         self._after = False
         self._due = 0.0

@@ -104,15 +104,22 @@ class Engine:
         later._handle = self.loop.call_at(self.loop.time() + delay, self._expire, later)
         return later
 
-    def every(self, interval: float, fn: Callable[..., Any], args: tuple[Any, ...], unique: str | None) -> Timer:
-        """Raises ProcessExitingError or TooManyTimersError; nothing changes then."""
+    def every(self, interval: float, fn: Callable[..., Any], args: tuple[Any, ...], unique: str | None,
+              lease: Any = None) -> Timer:
+        """Raises ProcessExitingError or TooManyTimersError; nothing changes then.
+
+        LEASE (a cluster job's) is competed for at once when this process takes
+        the job's tree lock, so the first due time can already run.
+        """
         if self.pending >= self._cap:
             raise ProcessExitingError() if self.closing else TooManyTimersError()
-        t = EveryTimer(self, fn, args, float(interval), unique)
+        t = EveryTimer(self, fn, args, float(interval), unique, lease)
         self.pending += 1
         self._scheduled.add(t)
         t._due = self.loop.time() + interval
         t._handle = self.loop.call_at(t._due, self._on_due, t)
+        if lease is not None:
+            self._take(t)
         return t
 
     def _cancel(self, t: Timer) -> None:
@@ -315,10 +322,13 @@ class Engine:
         assert name is not None
         holder = self._held.get(name)
         if holder is not None:
-            return holder is t
+            return holder is t and (t._lease is None or t._lease.valid())
         if not treelock.try_lock(name):
             return False  # another process of the tree holds it
         self._held[name] = t
+        if t._lease is not None:  # scope="cluster": this process competes for the node
+            t._lease.start()
+            return bool(t._lease.valid())
         log.info(f'timer "{name}" runs in this process now')
         return True
 
@@ -327,6 +337,8 @@ class Engine:
         if name is None or self._held.get(name) is not t:
             return
         del self._held[name]
+        if t._lease is not None:
+            t._lease.stop()
         try:
             treelock.unlock(name)
         except OSError as exc:  # pragma: no cover - unlocking a held lock does not fail
@@ -386,7 +398,8 @@ class Engine:
                 t._handle = None
             if not t._alive:
                 continue
-            if t._unique is not None and self._held.get(t._unique) is not t:
+            if t._unique is not None and (self._held.get(t._unique) is not t
+                                          or (t._lease is not None and not t._lease.valid())):
                 self._drop(t)  # only the holder runs a unique job, its last run included
             elif t._running:
                 t._after = True
