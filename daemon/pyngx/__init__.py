@@ -105,6 +105,11 @@ class _Ngx(types.ModuleType):
     def ctx(self) -> dict[str, Any]:
         return _request.get_ctx()
 
+    def __dir__(self) -> list[str]:
+        # the API only: not the submodules the import system sets here (runtime, proc, conf, ...)
+        # nor this file's own imports
+        return sorted({*__all__, "status", "ctx", "__version__"})
+
 
 sys.modules[__name__].__class__ = _Ngx
 
@@ -115,4 +120,8 @@ __all__ = [
     "NoMemoryError", "KeyExistsError", "KeyNotFoundError", "NotANumberError", "NotAListError",
     "IsAListError", "IPCError", "TimeoutError", "ClosedError",
     "STDERR", "EMERG", "ALERT", "CRIT", "ERR", "WARN", "NOTICE", "INFO", "DEBUG",
+    "OK", "ERROR", "AGAIN", "DONE", "DECLINED",
+    *(name for name in list(globals()) if name.startswith("HTTP_")),
 ]
+# ngx.status and ngx.ctx are properties of the current request: in dir(ngx), not in __all__
+# (``from pyngx import *`` would read them outside a request)

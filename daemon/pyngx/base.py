@@ -6,6 +6,8 @@ import asyncio
 from pyngx import log as _log
 from pyngx.runtime import clock
 
+__all__ = ["log", "now", "time", "update_time", "sleep"]
+
 now = clock.now
 time = clock.seconds
 update_time = clock.update_time

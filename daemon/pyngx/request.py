@@ -22,6 +22,9 @@ from pyngx.runtime import phase
 from pyngx.runtime.phase import Exit
 from pyngx.runtime.state import STATE
 
+__all__ = ["say", "print", "flush", "exit", "redirect", "header", "var", "req", "get_status", "set_status",
+           "get_ctx"]
+
 _current = CURRENT.get
 # the context variable's own get (no wrapper call on the hot path), else the public reader
 _phase = getattr(getattr(phase, "_phase", None), "get", phase.current)

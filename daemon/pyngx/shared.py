@@ -14,6 +14,8 @@ from typing import Any
 from pyngx.runtime.state import STATE
 from pyngx.shm.shdict import HOT as _HOT  # the methods the engine runs without a Python frame
 
+__all__ = ["shared", "Shared", "SharedDict"]
+
 
 class SharedDict:
     """One zone, as user code sees it; every method is atomic across all processes."""

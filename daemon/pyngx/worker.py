@@ -5,6 +5,8 @@ import os
 
 from pyngx.runtime.state import STATE
 
+__all__ = ["pid", "id", "count", "exiting", "config"]
+
 
 def pid() -> int:
     return os.getpid()
