@@ -95,6 +95,7 @@ class _Ngx(types.ModuleType):
 
     @property
     def status(self) -> int:
+        """The response status (get and set; 200 unless set). Set after the head was sent: logged, ignored."""
         return _request.get_status()
 
     @status.setter
@@ -103,6 +104,7 @@ class _Ngx(types.ModuleType):
 
     @property
     def ctx(self) -> dict[str, Any]:
+        """A dict for the current request only: data shared by its code, gone when it ends."""
         return _request.get_ctx()
 
     def __dir__(self) -> list[str]:

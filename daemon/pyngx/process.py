@@ -25,6 +25,7 @@ def enable_privileged_agent() -> None:
 
 
 def get_master_pid() -> int | None:
+    """The master's pid (this process's own in single mode); None where there is none."""
     return STATE.master_pid
 
 
