@@ -14,6 +14,7 @@ though wrk shares the cores; alternates runs and prints medians and ratios.
 """
 from __future__ import annotations
 
+import glob
 import http.client
 import os
 import re
@@ -48,7 +49,7 @@ def missing_reference(extra: Sequence[tuple[str, str]] = ()) -> list[str]:
     """The Debian packages of the reference (nginx + lua module + lua-resty-core, wrk; EXTRA's
     (command or path, package) pairs) that are not installed."""
     return [pkg for what, pkg in (*REFERENCE, *extra)
-            if not (os.path.exists(what) if what.startswith("/") else shutil.which(what))]
+            if not (glob.glob(what) if what.startswith("/") else shutil.which(what))]
 
 
 def require_reference(extra: Sequence[tuple[str, str]] = ()) -> None:
