@@ -124,9 +124,10 @@ class _ConfLexer(Lexer):
         while True:
             m = scan(text, pos)
             if m is None:  # only a quote that never closes matches no terminal
-                quote = self.skip(text, pos).end()  # past blanks and comments: the quote
+                blank = self.skip(text, pos)  # past blanks and comments: the quote
+                quote = blank.end() if blank is not None else pos
                 raise ConfError("unterminated quoted string", "", line + text.count("\n", seen, quote))
-            kind = m.lastgroup
+            kind = m.lastgroup or "END"  # every alternative is a named group
             if kind == "END":
                 break
             pos = m.start(kind)
@@ -162,7 +163,7 @@ class _ConfLexer(Lexer):
 
 def _python(text: str, brace: Token) -> tuple[Token, int]:
     """The Python after BRACE as one PYCODE token, and where the lexer resumes (after its "}")."""
-    start = brace.start_pos + 1
+    start = (brace.start_pos or 0) + 1  # our lexer sets every token's position
     try:
         end = find_python_end(text, start)
     except Unclosed as exc:
@@ -178,6 +179,10 @@ def _arg(tok: Token) -> str:
     return arg_value(tok.type, str(tok))
 
 
+def _line(tok: Token) -> int:
+    return tok.line or 0  # our lexer sets every token's line
+
+
 class _Build(Transformer[Token, list[Stmt]]):
     """Rule → Stmt, run inside the LALR parser. FILE and PATH are set before each parse."""
 
@@ -190,19 +195,19 @@ class _Build(Transformer[Token, list[Stmt]]):
 
     def stmt(self, items: list[Token]) -> Stmt:
         name = items[0]
-        return Stmt(_arg(name), tuple(_arg(t) for t in items[1:]), None, None, self.file, name.line,
+        return Stmt(_arg(name), tuple(_arg(t) for t in items[1:]), None, None, self.file, _line(name),
                     self.path)
 
     def block(self, items: list[Any]) -> Stmt:
         name = items[0]
         args = tuple(_arg(t) for t in items[1:] if isinstance(t, Token))
         body = tuple(s for s in items[1:] if isinstance(s, Stmt))
-        return Stmt(_arg(name), args, body, None, self.file, name.line, self.path)
+        return Stmt(_arg(name), args, body, None, self.file, _line(name), self.path)
 
     def pyblock(self, items: list[Token]) -> Stmt:
         name, code = items[0], items[-1]
         return Stmt(_arg(name), tuple(_arg(t) for t in items[1:-1]), (), str(code), self.file,
-                    name.line, self.path, code.line)
+                    _line(name), self.path, _line(code))
 
 
 _build = _Build()
