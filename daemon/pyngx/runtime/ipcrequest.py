@@ -116,11 +116,28 @@ def _on_reply(pid: int, raw: str | bytes) -> None:
         entry[1].set_exception(errors.IPCError("no handler"))
 
 
+SETTLE, SETTLE_TRIES = 0.02, 10  # a killed process is a zombie a moment after its sockets close
+
+
 def _on_lost(pid: int) -> None:
     """No connection with PID is left: its replies cannot come any more."""
+    if any(asked == pid and not future.done() for asked, future in _waiting.values()):
+        _fail(pid, 0)
+
+
+def _fail(pid: int, tries: int) -> None:
+    """Fail the requests to PID, saying whether it exited (re-checked a few times, as the
+    kernel closes a dying process's sockets just before it becomes a zombie)."""
+    alive = _alive(pid)
+    if alive and tries < SETTLE_TRIES:
+        try:
+            asyncio.get_running_loop().call_later(SETTLE, _fail, pid, tries + 1)
+            return
+        except RuntimeError:  # no loop any more (this process is closing): say it now
+            pass
     for asked, future in list(_waiting.values()):
         if asked == pid and not future.done():
-            future.set_exception(errors.IPCError("process exited" if not _alive(pid) else "connection closed"))
+            future.set_exception(errors.IPCError("connection closed" if alive else "process exited"))
 
 
 def _alive(pid: int) -> bool:
