@@ -14,6 +14,7 @@ though wrk shares the cores; alternates runs and prints medians and ratios.
 """
 from __future__ import annotations
 
+import glob
 import http.client
 import os
 import re
@@ -33,19 +34,51 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 TICK = os.sysconf("SC_CLK_TCK")
 NGINX_MODULES = ("/usr/lib/nginx/modules/ndk_http_module.so", "/usr/lib/nginx/modules/ngx_http_lua_module.so")
-DEBIAN_PACKAGES = ("nginx-light", "libnginx-mod-http-lua", "lua-resty-core", "wrk")
+# what the references need, and the Debian package that brings it
+REFERENCE = (
+    ("nginx", "nginx"),
+    (NGINX_MODULES[1], "libnginx-mod-http-lua"),
+    ("/usr/share/lua/5.1/resty/core.lua", "lua-resty-core"),
+    ("wrk", "wrk"),
+)
 
 
 # -- the machine --
 
-def ensure_reference() -> None:
-    """Install Debian's nginx + lua module + lua-resty-core + wrk when missing (needs root)."""
-    missing = not shutil.which("wrk") or not shutil.which("nginx") or not all(map(os.path.exists, NGINX_MODULES))
-    if not missing:
+def missing_reference(extra: Sequence[tuple[str, str]] = ()) -> list[str]:
+    """The Debian packages of the reference (nginx + lua module + lua-resty-core, wrk; EXTRA's
+    (command or path, package) pairs) that are not installed."""
+    return [pkg for what, pkg in (*REFERENCE, *extra)
+            if not (glob.glob(what) if what.startswith("/") else shutil.which(what))]
+
+
+def require_reference(extra: Sequence[tuple[str, str]] = ()) -> None:
+    """Exit with what to install when the reference is missing: no benchmark installs anything itself."""
+    missing = missing_reference(extra)
+    if missing:
+        sys.exit(f"the reference is not installed; install it first, e.g. (as root, on Debian or Ubuntu):\n"
+                 f"    apt-get install {' '.join(missing)}")
+
+
+# -- results for scripts/bench_all --
+
+RESULTS_ENV = "PYNGX_BENCH_RESULTS"
+
+
+def record(bench: str, measure: str, unit: str, pyngx: float, reference: str = "",
+           ref_value: float | None = None, *, higher_is_better: bool) -> None:
+    """Note one headline figure (pyngx and its reference, from the same run) for bench_all.
+
+    A JSON line appended to the file named by $PYNGX_BENCH_RESULTS; nothing when it is unset.
+    """
+    path = os.environ.get(RESULTS_ENV)
+    if not path:
         return
-    print("installing the reference:", " ".join(DEBIAN_PACKAGES), file=sys.stderr)
-    subprocess.run(["apt-get", "install", "-y", *DEBIAN_PACKAGES], check=True,
-                   env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    import json
+    row = {"bench": bench, "measure": measure, "unit": unit, "pyngx": pyngx, "reference": reference,
+           "ref_value": ref_value, "higher_is_better": higher_is_better}
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
 
 
 def free_port() -> int:

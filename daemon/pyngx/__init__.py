@@ -95,6 +95,7 @@ class _Ngx(types.ModuleType):
 
     @property
     def status(self) -> int:
+        """The response status (get and set; 200 unless set). Set after the head was sent: logged, ignored."""
         return _request.get_status()
 
     @status.setter
@@ -103,7 +104,13 @@ class _Ngx(types.ModuleType):
 
     @property
     def ctx(self) -> dict[str, Any]:
+        """A dict for the current request only: data shared by its code, gone when it ends."""
         return _request.get_ctx()
+
+    def __dir__(self) -> list[str]:
+        # the API only: not the submodules the import system sets here (runtime, proc, conf, ...)
+        # nor this file's own imports
+        return sorted({*__all__, "status", "ctx", "__version__"})
 
 
 sys.modules[__name__].__class__ = _Ngx
@@ -115,4 +122,8 @@ __all__ = [
     "NoMemoryError", "KeyExistsError", "KeyNotFoundError", "NotANumberError", "NotAListError",
     "IsAListError", "IPCError", "TimeoutError", "ClosedError",
     "STDERR", "EMERG", "ALERT", "CRIT", "ERR", "WARN", "NOTICE", "INFO", "DEBUG",
+    "OK", "ERROR", "AGAIN", "DONE", "DECLINED",
+    *(name for name in list(globals()) if name.startswith("HTTP_")),
 ]
+# ngx.status and ngx.ctx are properties of the current request: in dir(ngx), not in __all__
+# (``from pyngx import *`` would read them outside a request)

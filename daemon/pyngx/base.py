@@ -9,6 +9,8 @@ from typing import Any
 from pyngx import log as _log
 from pyngx.runtime import clock, phase, threads
 
+__all__ = ["log", "now", "time", "update_time", "sleep"]
+
 now = clock.now
 time = clock.seconds
 update_time = clock.update_time

@@ -6,6 +6,7 @@ Thin: checks the phase and the arguments, then hands over to
     ipc.receive("hello", lambda data: ipc.reply("hi", data))
     ipc.send(pid, "hello", b"...")      # one worker or the agent, itself included
     ipc.broadcast("hello", "...")       # every worker and the agent, sender included
+    answer = await ipc.request(pid, "hello", "...", timeout=1)   # its handler's ipc.reply
 """
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from pyngx.errors import WrongContextError
-from pyngx.runtime import channel, phase
+from pyngx.runtime import channel, ipcrequest, phase
 
-__all__ = ["send", "broadcast", "receive", "reply", "sender"]  # noqa: F822 - sender: module __getattr__
+__all__ = ["send", "broadcast", "request", "receive", "reply", "sender"]  # noqa: F822 - sender: module __getattr__
 
 _MISSING: Any = object()
 _NAMES: dict[str, bytes] = {}  # checked names, encoded (a program uses a handful)
@@ -77,6 +78,24 @@ def broadcast(name: str, data: str | bytes) -> None:
     chan.broadcast(_name(name, "ipc.broadcast"), _data(data, "ipc.broadcast"))
 
 
+async def request(pid: int, name: str, data: str | bytes, *, timeout: float | None = 5.0) -> str | bytes:
+    """Send alert NAME with DATA to PID and wait for its handler's ``ipc.reply(...)``.
+
+    Returns the data of the handler's first reply (str or bytes, as sent). The
+    handler is the one ``ipc.receive`` set for NAME in PID, as for ``ipc.send``.
+    Raises IPCError("no such process") for a pid outside the tree,
+    IPCError("no handler") when PID has no handler of NAME, IPCError("process
+    exited") when PID exits before replying, pyngx ``TimeoutError("timeout")``
+    after TIMEOUT seconds (None: no limit).
+    """
+    _channel("ipc.request")
+    if type(pid) is not int:
+        raise TypeError(f"ipc.request: pid must be int, not {type(pid).__name__}")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+        raise ValueError(f"ipc.request: timeout must be a number > 0 or None, not {timeout!r}")
+    return await ipcrequest.request(pid, _name(name, "ipc.request"), _data(data, "ipc.request"), timeout)
+
+
 def receive(name: str | Mapping[str, Callable[[Any], Any] | None], handler: Callable[[Any], Any] | None = _MISSING) -> None:
     """Set the handler of alert NAME (``handler(data)``, may be async); None removes it.
 
@@ -102,12 +121,19 @@ def _handler(fn: object) -> Callable[[Any], Any] | None:
 
 
 def reply(name: str, data: str | bytes) -> None:
-    """Inside an IPC handler: send alert NAME with DATA back to the sender."""
+    """Inside an IPC handler: send alert NAME with DATA back to the sender.
+
+    When the alert came from ``ipc.request``, the first reply resolves that
+    request instead (NAME is checked, and not sent); later ones are alerts.
+    """
     pid = channel.sender()
     if pid is None or phase.current() != phase.IPC:
         raise WrongContextError(f"ipc.reply: API disabled in the context of {phase.current() or 'this process'} "
                                 "(allowed in an ipc handler)")
-    _channel("ipc.reply").send(pid, _name(name, "ipc.reply"), _data(data, "ipc.reply"))
+    chan = _channel("ipc.reply")
+    key, value = _name(name, "ipc.reply"), _data(data, "ipc.reply")
+    if not ipcrequest.reply(value):
+        chan.send(pid, key, value)
 
 
 def __getattr__(attr: str) -> Any:

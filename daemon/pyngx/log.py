@@ -269,6 +269,9 @@ class _LogModule(types.ModuleType):
     """This module, callable as ``ngx.log(level, *args)``."""
 
     def __call__(self, level: int, *args: object) -> None:
+        """Write ARGS (concatenated; None as "nil") to the error log at LEVEL (ngx.ERR, ngx.INFO, ...),
+        tagged with the caller's file:line; dropped when LEVEL is below error_log's. Raises ValueError
+        for a level that is not one of ngx's."""
         frame = sys._getframe(1)
         user(level, args, frame.f_code.co_filename, frame.f_lineno)
 

@@ -176,6 +176,7 @@ class Proc:
         return f"<pyngx.pipe.Proc pid={self._child.pid}>"
 
     def pid(self) -> int:
+        """The child's pid."""
         return self._child.pid
 
     def set_timeouts(self, write_timeout: float | None = None, stdout_read_timeout: float | None = None,
@@ -327,12 +328,15 @@ class Proc:
         return await self._read(self._err, 2, self._read_line, 0)
 
     async def stderr_read_all(self) -> bytes:
+        """As stdout_read_all, from stderr; Error("merged to stdout") with merge_stderr."""
         return await self._read(self._err, 2, self._read_all, 0)
 
     async def stderr_read_bytes(self, n: int) -> bytes:
+        """As stdout_read_bytes, from stderr; Error("merged to stdout") with merge_stderr."""
         return await self._read(self._err, 2, self._read_bytes, _count(n, "len", 0))
 
     async def stderr_read_any(self, max: int) -> bytes:  # noqa: A002
+        """As stdout_read_any, from stderr; Error("merged to stdout") with merge_stderr."""
         return await self._read(self._err, 2, self._read_any, _count(max, "max"))
 
     async def _read(self, s: _Stream | None, which: int,

@@ -10,6 +10,8 @@ import signal
 from pyngx.runtime import phase
 from pyngx.runtime.state import STATE
 
+__all__ = ["type", "enable_privileged_agent", "get_master_pid", "signal_graceful_exit"]
+
 
 def type() -> str:  # noqa: A001 - OpenResty's name
     """"master", "worker", "privileged agent", "single" or "signaller"."""
@@ -23,6 +25,7 @@ def enable_privileged_agent() -> None:
 
 
 def get_master_pid() -> int | None:
+    """The master's pid (this process's own in single mode); None where there is none."""
     return STATE.master_pid
 
 

@@ -22,6 +22,9 @@ from pyngx.runtime import phase
 from pyngx.runtime.phase import Exit
 from pyngx.runtime.state import STATE
 
+__all__ = ["say", "print", "flush", "exit", "redirect", "header", "var", "req", "get_status", "set_status",
+           "get_ctx"]
+
 _current = CURRENT.get
 # the context variable's own get (no wrapper call on the hot path), else the public reader
 _phase = getattr(getattr(phase, "_phase", None), "get", phase.current)
@@ -193,6 +196,7 @@ class _Header:
     __slots__ = ()
 
     def __getitem__(self, name: str) -> Any:
+        """The response header NAME as set so far (case-insensitive; ``_`` reads as ``-``), else None."""
         ex = _exchange("ngx.header")
         item = (ex.out_headers or {}).get(clean_name(name).lower())
         return None if item is None else item[1]
@@ -236,6 +240,7 @@ class _Var:
         variables.assign(_exchange("ngx.var"), name, value)
 
     def __getitem__(self, key: str | int) -> Any:
+        """The variable KEY (``ngx.var["uri"]``), or regex capture KEY when it is an int; None when unset."""
         ex = _exchange("ngx.var")
         if isinstance(key, int):
             return variables.capture(ex, key)
@@ -252,10 +257,12 @@ class _Req:
 
     @staticmethod
     def get_method() -> str:
+        """The request method, e.g. ``"GET"``."""
         return _exchange("ngx.req.get_method").method.decode("latin-1")
 
     @staticmethod
     def get_uri_args(max_args: int = 100) -> dict[str, Any]:
+        """The query string's arguments: a repeated key gives a list, a bare key True (at most MAX_ARGS; 0: all)."""
         args = variables.uri_args(_exchange("ngx.req.get_uri_args").args)
         if max_args and len(args) > max_args:
             args = dict(list(args.items())[:max_args])
@@ -263,6 +270,7 @@ class _Req:
 
     @staticmethod
     def get_headers(max_headers: int = 100, raw: bool = False) -> dict[str, Any]:
+        """Request headers with lower-case names (a repeated one gives a list); RAW keeps names as sent, first value only."""
         ex = _exchange("ngx.req.get_headers")
         if raw:
             out: dict[str, Any] = {}
@@ -279,18 +287,22 @@ class _Req:
 
     @staticmethod
     def get_body_data() -> bytes | None:
+        """The request body, or None when there was none."""
         return _exchange("ngx.req.get_body_data").body
 
     @staticmethod
     def http_version() -> float:
+        """The request's HTTP version: 1.0 or 1.1."""
         return float(_exchange("ngx.req.http_version").version)
 
     @staticmethod
     def get_uri() -> str:
+        """The normalised request path (``$uri``), without the query string."""
         return _exchange("ngx.req.get_uri").uri
 
     @staticmethod
     def start_time() -> float:
+        """When the request began, in seconds since the epoch (with milliseconds)."""
         import time
 
         ex = _exchange("ngx.req.start_time")

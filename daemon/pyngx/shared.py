@@ -14,6 +14,8 @@ from typing import Any
 from pyngx.runtime.state import STATE
 from pyngx.shm.shdict import HOT as _HOT  # the methods the engine runs without a Python frame
 
+__all__ = ["shared", "Shared", "SharedDict"]
+
 
 class SharedDict:
     """One zone, as user code sees it; every method is atomic across all processes."""
@@ -38,6 +40,7 @@ class SharedDict:
         return self._zone.get_stale(key)  # type: ignore[no-any-return]
 
     def get_flags(self, key: str | bytes) -> int | None:
+        """The user flags stored with KEY (0 when set without); None when missing."""
         return self._zone.get_flags(key)  # type: ignore[no-any-return]
 
     # writes
@@ -54,6 +57,7 @@ class SharedDict:
         return self._zone.add(key, value, exptime, flags)  # type: ignore[no-any-return]
 
     def safe_add(self, key: str | bytes, value: Any, exptime: float = 0, flags: int = 0) -> bool:
+        """Like add, never evicts. Raises KeyExistsError, NoMemoryError."""
         return self._zone.safe_add(key, value, exptime, flags)  # type: ignore[no-any-return]
 
     def replace(self, key: str | bytes, value: Any, exptime: float = 0, flags: int = 0) -> bool:
@@ -61,6 +65,7 @@ class SharedDict:
         return self._zone.replace(key, value, exptime, flags)  # type: ignore[no-any-return]
 
     def delete(self, key: str | bytes) -> None:
+        """Remove KEY (nothing happens when it is missing)."""
         self._zone.delete(key)
 
     def incr(self, key: str | bytes, value: int | float, init: int | float | None = None,
@@ -70,18 +75,23 @@ class SharedDict:
 
     # lists
     def lpush(self, key: str | bytes, value: Any) -> int:
+        """Push VALUE at the head of list KEY (made when missing); returns its length. Raises NotAListError."""
         return self._zone.lpush(key, value)  # type: ignore[no-any-return]
 
     def rpush(self, key: str | bytes, value: Any) -> int:
+        """Push VALUE at the tail of list KEY (made when missing); returns its length. Raises NotAListError."""
         return self._zone.rpush(key, value)  # type: ignore[no-any-return]
 
     def lpop(self, key: str | bytes) -> Any:
+        """Remove and return the head of list KEY; None when missing or empty. Raises NotAListError."""
         return self._zone.lpop(key)
 
     def rpop(self, key: str | bytes) -> Any:
+        """Remove and return the tail of list KEY; None when missing or empty. Raises NotAListError."""
         return self._zone.rpop(key)
 
     def llen(self, key: str | bytes) -> int:
+        """The length of list KEY (0 when missing). Raises NotAListError."""
         return self._zone.llen(key)  # type: ignore[no-any-return]
 
     # expiry and the zone
@@ -94,18 +104,23 @@ class SharedDict:
         self._zone.expire(key, exptime)
 
     def flush_all(self) -> None:
+        """Mark every item expired (flush_expired frees their memory)."""
         self._zone.flush_all()
 
     def flush_expired(self, max_count: int = 0) -> int:
+        """Free up to MAX_COUNT expired items (0: all); returns how many."""
         return self._zone.flush_expired(max_count)  # type: ignore[no-any-return]
 
     def get_keys(self, max_count: int = 1024) -> list[str | bytes]:
+        """Up to MAX_COUNT live keys (0: all), str where they are UTF-8."""
         return self._zone.get_keys(max_count)  # type: ignore[no-any-return]
 
     def capacity(self) -> int:
+        """The zone's size in bytes, as declared by python_shared_dict."""
         return self._zone.capacity()  # type: ignore[no-any-return]
 
     def free_space(self) -> int:
+        """Bytes free in the zone (items may still be stored in partly used pages)."""
         return self._zone.free_space()  # type: ignore[no-any-return]
 
     # Python niceties (exact and cheap; len() is neither, expired items linger)
@@ -113,6 +128,7 @@ class SharedDict:
         return key in self._zone
 
     def __getitem__(self, key: str | bytes) -> Any:
+        """``d[key]``: like get, but raises KeyError when KEY is missing or expired."""
         value = self._zone.get(key)
         if value is None:
             raise KeyError(key)
@@ -151,6 +167,7 @@ class Shared:
         return sd
 
     def __getitem__(self, name: str) -> SharedDict:
+        """``ngx.shared["name"]``: the shared dict NAME. Raises KeyError when none is declared."""
         sd = self._lookup(name)
         if sd is None:
             raise KeyError(name)

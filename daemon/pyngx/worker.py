@@ -5,8 +5,11 @@ import os
 
 from pyngx.runtime.state import STATE
 
+__all__ = ["pid", "id", "count", "exiting", "config"]
+
 
 def pid() -> int:
+    """This process's pid (OpenResty's ngx.worker.pid), in every kind of process."""
     return os.getpid()
 
 
@@ -16,10 +19,12 @@ def id() -> int | None:  # noqa: A001 - OpenResty's name
 
 
 def count() -> int:
+    """How many workers the configuration runs (worker_processes; 1 in single mode)."""
     return STATE.worker_count
 
 
 def exiting() -> bool:
+    """True from the start of this process's graceful exit (premature timers included)."""
     return STATE.exiting
 
 

@@ -83,5 +83,5 @@ def test_totals_survive_a_reload(daemon: Any) -> None:
     assert data["generation"] == 2
     assert data["http_all"]["requests"] >= total
     body = d.get("/status?format=prometheus")[1].decode()
-    line = next(l for l in body.splitlines() if l.startswith("pyngx_all_http_requests "))
+    line = next(l for l in body.splitlines() if l.startswith("pyngx_server_requests_total "))
     assert int(line.split()[1]) >= total

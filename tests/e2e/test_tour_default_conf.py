@@ -61,6 +61,8 @@ def test_default_config_tour_answers(daemon: Callable[..., Daemon]) -> None:
     lines = body.decode().splitlines()
     assert len(lines) == 3, lines  # two workers and the agent replied
     assert sum("privileged agent" in line for line in lines) == 1
+    status, body = d.get("/ask")
+    assert status == 200 and body.startswith(b"privileged agent ") and body.endswith(b" got a question\n")
 
     def events_seen() -> list[str]:
         return re.findall(r"handled (\d+) events", d.get("/events")[1].decode())

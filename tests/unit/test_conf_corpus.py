@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from pyngx import conf
-from pyngx.conf import larkref, parse
+from pyngx.conf import parse
 from pyngx.conf.model import HANDLER_NAME, Chunk
 
 CORPUS = Path(__file__).resolve().parent.parent / "conf"
@@ -46,16 +46,22 @@ def test_invalid_config_fails_with_its_message(path: Path, in_dir: Any) -> None:
 
 
 @pytest.mark.parametrize("path", VALID + INVALID, ids=lambda p: p.parent.name + "/" + p.stem)
-def test_fast_reader_equals_the_lark_parser(path: Path) -> None:
-    """parse_text (one pass) and parse_text_lark (lark's LALR over grammar.lark) agree."""
+def test_every_statement_names_a_line_of_its_file(path: Path) -> None:
+    """Where the text parses, each statement's line holds its name (and a Python block's, its "{")."""
     text = path.read_text()
-    results = []
-    for reader in (parse.parse_text, larkref.parse_text_lark):
-        try:
-            results.append(reader(text, "f.conf", "/f.conf"))
-        except conf.ConfError as exc:
-            results.append(str(exc))
-    assert results[0] == results[1]
+    lines = text.splitlines()
+    try:
+        stmts = parse.parse_text(text, "f.conf", "/f.conf")
+    except conf.ConfError as exc:
+        assert 1 <= exc.line <= len(lines) + 1
+        return
+    todo = list(stmts)
+    while todo:
+        st = todo.pop()
+        assert st.name in lines[st.line - 1]
+        if st.code is not None:
+            assert "{" in lines[st.code_line - 1]
+        todo.extend(st.block or ())
 
 
 class FakeNgx:

@@ -1,4 +1,4 @@
-"""pyngx.conf.parse: statements, strings, escapes, and the end of a Python block."""
+"""pyngx.conf.parse: statements, strings, escapes, the end of a Python block, lark's table cache."""
 from __future__ import annotations
 
 import subprocess
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pyngx.conf import ConfError, larkref, parse
+from pyngx.conf import ConfError, parse, pyblock
 from pyngx.conf.parse import Stmt
 
 # Python bodies (what follows "{") and the text after their closing "}".
@@ -34,9 +34,9 @@ BODIES = [
 def test_python_block_ends_at_its_own_brace(body: str) -> None:
     text = "content_by_python_block {" + body + "} after;"
     start = text.index("{") + 1
-    end = parse.find_python_end(text, start)
+    end = pyblock.find_python_end(text, start)
     assert text[start:end] == body
-    assert parse._tokenize_end(text, start) == end  # the quick scanner agrees with Python's tokenizer
+    assert pyblock._tokenize_end(text, start) == end  # the quick scanner agrees with Python's tokenizer
 
 
 @pytest.mark.parametrize("body", [" x = '''}", " d = {1: 2", ' x = f"{'])
@@ -80,37 +80,57 @@ def test_hash_inside_a_word_is_not_a_comment() -> None:
     ('a\n\n "b;\n', "unterminated quoted string in f.conf:3"),
 ])
 def test_syntax_errors(text: str, message: str) -> None:
-    for reader in (parse.parse_text, larkref.parse_text_lark):
-        with pytest.raises(ConfError) as info:
-            reader(text, "f.conf")
-        assert str(info.value) == message
+    with pytest.raises(ConfError) as info:
+        parse.parse_text(text, "f.conf")
+    assert str(info.value) == message
 
 
 def test_unterminated_one_line_string_is_python_s_error() -> None:
     """As Python's tokenizer: an unterminated one-line string is an error token, the "}" in it closes
     the block, and compiling the rest reports the bad string (a SyntaxError at the config's line)."""
     text = 'init_by_python_block { x = "}\n}'
-    assert parse.find_python_end(text, text.index("{") + 1) == text.index("}")
+    assert pyblock.find_python_end(text, text.index("{") + 1) == text.index("}")
 
 
 def test_a_comment_is_not_cut_short_before_an_unterminated_quote() -> None:
-    # found by the fuzz test: the fast reader once backtracked into the comment
+    # found by the fuzz test: a reader once backtracked into the comment
     text = '#{ expect: "k" d;\n"}\n'
-    for reader in (parse.parse_text, larkref.parse_text_lark):
-        with pytest.raises(ConfError, match="unterminated quoted string in f.conf:2"):
-            reader(text, "f.conf", "/f.conf")
+    with pytest.raises(ConfError, match="unterminated quoted string in f.conf:2"):
+        parse.parse_text(text, "f.conf", "/f.conf")
 
 
-def test_the_fast_reader_reads_the_grammar_s_terminals_as_lark_does() -> None:
-    assert parse.terminals() == larkref.lark_terminals()
+def _run(code: str) -> str:
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
 
 
-def test_loading_a_config_does_not_import_lark(tmp_path: Path) -> None:
-    conf = tmp_path / "pyngx.conf"
-    conf.write_text('events {}\nhttp { server { listen 127.0.0.1:1; location / { content_by_python_block {\n'
-                    '    ngx.say("hi")\n} } } }\n')
-    code = ("import sys; from pyngx.conf import load; load(sys.argv[1], sys.argv[2]); "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'lark'))")
-    out = subprocess.run([sys.executable, "-c", code, str(conf), str(tmp_path)], capture_output=True,
-                         text=True, timeout=60, check=True)
-    assert out.stdout.strip() == "[]"
+# A process in which building the grammar's tables from the grammar would fail: it can only
+# parse when lark loads them from the cache.
+NO_BUILD = ("import lark.lark\n"
+            "def refuse(*a, **k): raise AssertionError('tables rebuilt')\n"
+            "lark.lark.load_grammar = refuse\n"
+            "from pyngx.conf import parse\n")
+
+
+def test_a_start_loads_the_parser_tables_from_lark_s_cache() -> None:
+    parse.parser()  # this process has built (or loaded) them: the cache file exists
+    assert parse.CACHE.is_file()
+    assert _run(NO_BUILD + "print(parse.parse_text('a b;', 'f.conf')[0].args)") == "('b',)"
+
+
+def test_a_stale_or_broken_cache_is_rebuilt(tmp_path: Path) -> None:
+    cache = tmp_path / "grammar.lark.cache"
+    cache.write_bytes(b"not lark's\n\x80garbage")
+    code = ("import pathlib\nfrom pyngx.conf import parse\n"
+            f"parse.CACHE = pathlib.Path({str(cache)!r})\n"
+            "print(parse.parse_text('a b;', 'f.conf')[0].args)")
+    assert _run(code) == "('b',)"
+    assert cache.read_bytes().startswith(b"\x80") is False and cache.stat().st_size > 1000
+    assert _run(NO_BUILD + f"import pathlib\nparse.CACHE = pathlib.Path({str(cache)!r})\n"
+                "print(parse.parse_text('a b;', 'f.conf')[0].args)") == "('b',)"
+
+
+def test_names_and_arguments_are_plain_str() -> None:
+    (st,) = parse.parse_text('name word "quoted";', "f.conf")
+    assert [type(x) for x in (st.name, *st.args)] == [str, str, str]

@@ -1,20 +1,26 @@
 """Config text → a tree of `Stmt`, includes expanded.
 
-Owns the syntax: the grammar (grammar.lark, in lark's notation) for words, strings,
-comments and blocks, read in one pass from the grammar's own terminals; the capture
-of raw Python in ``*_by_python_block`` bodies; unescaping; ``include``. Knows
-nothing of what a directive means (that is directives.py). larkref.py runs the same
-grammar through lark's LALR parser, the reference the tests hold this reader to.
+Owns the syntax: lark's LALR parser over grammar.lark (words, strings, comments,
+blocks), with a lexer that hands the raw Python of a ``*_by_python_block`` to the
+parser as one token (pyblock.py finds its closing brace); unescaping; ``include``;
+nginx's wording for syntax errors. Knows nothing of what a directive means (that is
+directives.py).
 """
 from __future__ import annotations
 
 import glob
 import os
 import re
-import sys
-import tokenize
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from lark import Lark, Token, Transformer
+from lark.exceptions import UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.lexer import Lexer
+
+from pyngx.conf.pyblock import Unclosed, find_python_end
 
 MAX_INCLUDE_DEPTH = 32
 MAX_DEPTH = 64  # nested blocks (nginx needs 4: http, server, location, and one more if nested)
@@ -80,228 +86,168 @@ def arg_value(kind: str, text: str) -> str:
     return unescape(text[1:-1] if kind == "STRING" else text)
 
 
-# -- finding the "}" that closes a Python block --
-
-_PY_SCAN = re.compile(r"""(?P<q>[rRbBuUfF]{0,2}(?:\"\"\"|'''|"|'))|(?P<c>\#[^\n]*)|(?P<b>[{}])""")
-_STRING_END = {
-    '"': re.compile(r'(?:[^"\\\n]|\\.)*"', re.S),
-    "'": re.compile(r"(?:[^'\\\n]|\\.)*'", re.S),
-    '"""': re.compile(r'(?:[^\\]|\\.)*?"""', re.S),
-    "'''": re.compile(r"(?:[^\\]|\\.)*?'''", re.S),
-}
-# Before 3.12, an f-string is one STRING token like any other; from 3.12 on it may
-# nest quotes of its own kind, which only the real tokenizer follows.
-_FSTRING_NESTS = sys.version_info >= (3, 12)
-
-
-class _Unclosed(Exception):
-    """The Python ran to the end of the file without its closing brace (or did not tokenize)."""
-
-    def __init__(self, reason: str = "", line: int = 0) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.line = line
-
-
-def find_python_end(text: str, start: int) -> int:
-    """Index of the "}" that closes the Python starting at START.
-
-    Braces in strings (every prefix and quote kind) and comments do not count;
-    braces of dicts, sets and f-string fields do. Raises _Unclosed.
-    """
-    pos, depth = start, 0
-    while True:
-        m = _PY_SCAN.search(text, pos)
-        if m is None:
-            raise _Unclosed()
-        kind = m.lastgroup
-        if kind == "b":
-            if m.group() == "{":
-                depth += 1
-            elif depth == 0:
-                return m.start()
-            else:
-                depth -= 1
-            pos = m.end()
-        elif kind == "c":
-            pos = m.end()
-        else:
-            opener = m.group("q")
-            quote = opener.lstrip("rRbBuUfF")
-            if _FSTRING_NESTS and "f" in opener[: -len(quote)].lower():
-                return _tokenize_end(text, start)
-            end = _STRING_END[quote].match(text, m.end())
-            if end is None:
-                return _tokenize_end(text, start)  # let Python's tokenizer say what is wrong
-            pos = end.end()
-
-
-def _tokenize_end(text: str, start: int) -> int:
-    """The slow, exact way: Python's tokenizer over the text after START."""
-    pos = start
-    # An opening "(" makes the tokenizer ignore indentation: a "}" line indented
-    # less than the code must not be an IndentationError.
-    lead = "("
-    line_starts = [start - 1]
-
-    def readline() -> str:
-        nonlocal pos, lead
-        if pos >= len(text):
-            return ""
-        nl = text.find("\n", pos)
-        end = len(text) if nl < 0 else nl + 1
-        line = lead + text[pos:end]
-        line_starts.append(pos - len(lead))
-        lead, pos = "", end
-        return line
-
-    depth = 0
-    try:
-        for tok in tokenize.generate_tokens(readline):
-            if tok.type != tokenize.OP or tok.string not in "{}":
-                continue
-            if tok.string == "{":
-                depth += 1
-            elif depth == 0:
-                return line_starts[tok.start[0]] + tok.start[1]
-            else:
-                depth -= 1
-    except (tokenize.TokenError, SyntaxError) as exc:
-        line = getattr(exc, "lineno", None) or (exc.args[1][0] if len(exc.args) > 1 else 0)
-        raise _Unclosed(str(exc.args[0]), line) from None
-    raise _Unclosed()
-
-
-# -- the fast reader: the grammar's terminals, and its three rules as a stack --
+# -- the lexer: the grammar's terminals, and a Python block as one PYCODE token --
 
 GRAMMAR = Path(__file__).with_name("grammar.lark")
-# the rules' literal tokens, under the names lark gives them
-_PUNCTUATION = {";": "SEMICOLON", "{": "LBRACE", "}": "RBRACE"}
-_CONTROL = {"n": "\n", "t": "\t", "r": "\r", "f": "\f"}
-_TERMINAL_DEF = re.compile(r"^([A-Z][A-Z_]*):(.*(?:\n[ \t]+\|.*)*)", re.M)
-_ALTERNATIVE = re.compile(r"""\s*\|?\s*(?:/((?:[^/\\\n]|\\.)*)/([imslux]*)|"((?:[^"\\]|\\.)*)")""")
+# lark's own cache of the grammar's analysed tables, kept beside Python's bytecode cache:
+# a start loads them instead of rebuilding the LALR tables. lark checks the grammar's
+# hash on load and rebuilds (and rewrites) a stale or unreadable file by itself.
+CACHE = GRAMMAR.parent / "__pycache__" / "grammar.lark.cache"
 
 
-def terminals() -> tuple[dict[str, str], list[str]]:
-    """The grammar's terminals as regexes, spelled as lark spells them, and the ignored ones.
+class _ConfLexer(Lexer):
+    """The grammar's terminals as one regex, plus the PYCODE capture.
 
-    Read from grammar.lark directly, so the daemon never imports lark; a test holds
-    the result equal to what lark itself derives from the same file.
+    The terminals are lark's own (``lexer_conf.terminals``, read from grammar.lark),
+    joined into one pattern: the ignored ones (WS, COMMENT) as an atomic prefix,
+    then one of the others, whose first characters never overlap. This is lark's
+    basic lexer without its per-token bookkeeping, which costs more than the match.
+    After the name of a statement ending in ``_block``, the "{" starts raw Python:
+    the text up to its closing "}" becomes one PYCODE token. The lexer also counts
+    open blocks, so that an end of file inside one names the line of its "{".
     """
-    text = re.sub(r"^\s*//.*", "", GRAMMAR.read_text(), flags=re.M)
-    terms: dict[str, str] = {}
-    for name, body in _TERMINAL_DEF.findall(text):
-        alts = []
-        for rx, flags, literal in _ALTERNATIVE.findall(body):
-            # lark reads \n \t \r \f in a regex as the characters themselves
-            alt = re.escape(literal) if literal else re.sub(
-                r"\\(.)", lambda m: _CONTROL.get(m.group(1), m.group(0)), rx.replace("\\/", "/"))
-            alts.append(f"(?{flags}:{alt})" if flags else alt)
-        terms[name] = alts[0] if len(alts) == 1 else f"(?:{'|'.join(alts)})"
-    for literal in re.findall(r'"([^"]*)"', _TERMINAL_DEF.sub("", text)):  # in the rules
-        terms.setdefault(_PUNCTUATION[literal], re.escape(literal))
-    ignored = re.findall(r"^%ignore\s+(\w+)", text, re.M)
-    return terms, ignored
 
-
-def _scanner() -> re.Pattern[str]:
-    """One regex of the grammar's terminals: the ignored ones (WS, COMMENT) as a prefix of each match,
-    then one of the others, or the end of the text (their first characters never overlap)."""
-    if not _scan:
-        terms, ignored = terminals()
-        skip = "|".join(terms.pop(name) for name in ignored)
+    def __init__(self, lexer_conf: Any) -> None:
+        terms = {t.name: t.pattern.to_regexp() for t in lexer_conf.terminals}
+        skip = "|".join(terms.pop(name) for name in lexer_conf.ignore)
         parts = "|".join(f"(?P<{name}>{rx})" for name, rx in terms.items())
         # atomic: a comment is never cut short to let a later terminal match (backtracking
         # would read '#a "b" c;' followed by an unterminated quote as a statement)
-        _scan.append(re.compile(f"(?>(?:{skip})*)(?:{parts}|(?P<END>\\Z))"))
-        _scan.append(re.compile(f"(?>(?:{skip})*)"))
-    return _scan[0]
+        self.scan = re.compile(f"(?>(?:{skip})*)(?:{parts}|(?P<END>\\Z))").match
+        self.skip = re.compile(f"(?>(?:{skip})*)").match
+
+    def lex(self, text: str) -> Iterator[Token]:  # type: ignore[override]
+        scan = self.scan
+        opened: list[int] = []  # lines of the "{" still open: EOF names the innermost
+        at_start, python = True, False
+        pos, line, seen = 0, 1, 0  # line is the line of text[seen]
+        while True:
+            m = scan(text, pos)
+            if m is None:  # only a quote that never closes matches no terminal
+                blank = self.skip(text, pos)  # past blanks and comments: the quote
+                quote = blank.end() if blank is not None else pos
+                raise ConfError("unterminated quoted string", "", line + text.count("\n", seen, quote))
+            kind = m.lastgroup or "END"  # every alternative is a named group
+            if kind == "END":
+                break
+            pos = m.start(kind)
+            line += text.count("\n", seen, pos)
+            seen = pos
+            tok = Token(kind, m.group(kind), pos, line)
+            pos = m.end()
+            if kind == "LBRACE":
+                if python:
+                    code, pos = _python(text, tok)
+                    yield code
+                    at_start, python = True, False
+                    continue
+                if len(opened) >= MAX_DEPTH:
+                    raise ConfError(f"blocks nested deeper than {MAX_DEPTH}", "", line)
+                opened.append(line)
+                at_start = True
+            elif kind == "RBRACE":
+                if not opened:
+                    raise ConfError('unexpected "}"', "", line)
+                opened.pop()
+                at_start = True
+            elif kind == "SEMICOLON":
+                at_start, python = True, False
+            elif at_start:
+                python = arg_value(kind, tok).endswith("_block")
+                at_start = False
+            yield tok
+        if opened and at_start:  # mid-statement, the parser says: expecting ";" or "}"
+            raise ConfError(f'unexpected end of file, expecting "}}" for the block opened on line {opened[-1]}',
+                            "", line + text.count("\n", seen))
 
 
-_scan: list[re.Pattern[str]] = []
+def _python(text: str, brace: Token) -> tuple[Token, int]:
+    """The Python after BRACE as one PYCODE token, and where the lexer resumes (after its "}")."""
+    start = (brace.start_pos or 0) + 1  # our lexer sets every token's position
+    try:
+        end = find_python_end(text, start)
+    except Unclosed as exc:
+        why = f" ({exc.reason})" if exc.reason and "EOF" not in exc.reason else ""
+        raise ConfError(f'unexpected end of file, expecting "}}" for the Python block opened on line '
+                        f"{brace.line}{why}", "", text.count("\n") + 1) from None
+    return Token("PYCODE", text[start:end], brace.start_pos, brace.line), end + 1
 
 
-def _skipper() -> re.Pattern[str]:
-    """The ignored terminals (WS, COMMENT), read atomically (error reporting only)."""
-    _scanner()
-    return _scan[1]
+# -- the parser: the grammar's rules make Stmts as they reduce (no tree is built) --
+
+def _arg(tok: Token) -> str:
+    return arg_value(tok.type, str(tok))
+
+
+def _line(tok: Token) -> int:
+    return tok.line or 0  # our lexer sets every token's line
+
+
+class _Build(Transformer[Token, list[Stmt]]):
+    """Rule → Stmt, run inside the LALR parser. FILE and PATH are set before each parse."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.file, self.path = "", ""
+
+    def start(self, items: list[Any]) -> list[Stmt]:
+        return items
+
+    def stmt(self, items: list[Token]) -> Stmt:
+        name = items[0]
+        return Stmt(_arg(name), tuple(_arg(t) for t in items[1:]), None, None, self.file, _line(name),
+                    self.path)
+
+    def block(self, items: list[Any]) -> Stmt:
+        name = items[0]
+        args = tuple(_arg(t) for t in items[1:] if isinstance(t, Token))
+        body = tuple(s for s in items[1:] if isinstance(s, Stmt))
+        return Stmt(_arg(name), args, body, None, self.file, _line(name), self.path)
+
+    def pyblock(self, items: list[Token]) -> Stmt:
+        name, code = items[0], items[-1]
+        return Stmt(_arg(name), tuple(_arg(t) for t in items[1:-1]), (), str(code), self.file,
+                    _line(name), self.path, _line(code))
+
+
+_build = _Build()
+_parser: list[Lark] = []
+
+
+def parser() -> Lark:
+    """The one LALR parser of this process, loaded from lark's cache (built and cached on a miss)."""
+    if not _parser:
+        cache: str | bool = str(CACHE)
+        try:
+            CACHE.parent.mkdir(exist_ok=True)
+        except OSError:  # a read-only install: build the tables in memory every start
+            cache = False
+        _parser.append(Lark(GRAMMAR.read_text(), parser="lalr", lexer=_ConfLexer, transformer=_build,
+                            maybe_placeholders=False, cache=cache))
+    return _parser[0]
 
 
 def parse_text(text: str, file: str, path: str = "") -> list[Stmt]:
-    """Parse TEXT (no include expansion): the grammar's rules, read in one pass.
+    """Parse TEXT (no include expansion) with lark's LALR parser over grammar.lark.
 
-    The same result as lark's LALR parser over grammar.lark (larkref.parse_text_lark; the
-    tests hold them to it), several times faster.
-    Raises ConfError naming FILE.
+    Raises ConfError naming FILE, in nginx's words.
     """
-    match = _scanner().match
-    items: list[Stmt] = []
-    stack: list[tuple[list[Stmt], list[str], int, int]] = []  # enclosing items, words, their line, "{" line
-    words: list[str] = []
-    pos, end, line, seen = 0, len(text), 1, 0  # line is the line of text[seen]
-    first_line = 0
-    while True:
-        m = match(text, pos)
-        if m is None:  # only a quote that never closes matches no terminal
-            quote = _skipper().match(text, pos).end()  # past blanks and comments: the quote
-            raise ConfError("unterminated quoted string", file, line + text.count("\n", seen, quote))
-        kind = m.lastgroup
-        if kind == "END":
-            break
-        value = m.group(kind)
-        pos = m.start(kind)
-        line += text.count("\n", seen, pos)
-        seen = pos
-        if kind == "WORD" or kind == "STRING":
-            if not words:
-                first_line = line
-            words.append(unescape(value[1:-1] if kind == "STRING" else value))
-        elif kind == "SEMICOLON":
-            if not words:
-                raise ConfError('unexpected ";"', file, line)
-            items.append(Stmt(words[0], tuple(words[1:]), None, None, file, first_line, path))
-            words = []
-        elif kind == "LBRACE":
-            if not words:
-                raise ConfError('unexpected "{"', file, line)
-            if words[0].endswith("_block"):
-                close = _python_close(text, m.end(), line, file)
-                items.append(Stmt(words[0], tuple(words[1:]), (), text[m.end():close], file, first_line, path, line))
-                words = []
-                pos = close + 1
-                continue
-            if len(stack) >= MAX_DEPTH:
-                raise ConfError(f"blocks nested deeper than {MAX_DEPTH}", file, line)
-            stack.append((items, words, first_line, line))
-            items, words = [], []
-        else:  # RBRACE
-            if words or not stack:
-                raise ConfError('unexpected "}"', file, line)
-            outer, bwords, bline, _ = stack.pop()
-            outer.append(Stmt(bwords[0], tuple(bwords[1:]), tuple(items), None, file, bline, path))
-            items = outer
-        pos = m.end()
-    last = line + text.count("\n", seen, end)
-    if words:
-        raise ConfError('unexpected end of file, expecting ";" or "}"', file, last)
-    if stack:
-        raise ConfError(f'unexpected end of file, expecting "}}" for the block opened on line {_opened(stack)}',
-                        file, last)
-    return items
-
-
-def _opened(stack: list[tuple[list[Stmt], list[str], int, int]]) -> int:
-    """The line of the innermost "{" still open."""
-    return stack[-1][3]
-
-
-def _python_close(text: str, start: int, line: int, file: str) -> int:
+    lark = parser()
+    _build.file, _build.path = file, path
     try:
-        return find_python_end(text, start)
-    except _Unclosed as exc:
-        why = f" ({exc.reason})" if exc.reason and "EOF" not in exc.reason else ""
-        raise ConfError(f'unexpected end of file, expecting "}}" for the Python block opened on line {line}{why}',
-                        file, text.count("\n") + 1) from None
+        return lark.parse(text)  # type: ignore[return-value]
+    except ConfError as exc:
+        raise ConfError(exc.message, file, exc.line) from None
+    except UnexpectedEOF:
+        raise ConfError('unexpected end of file, expecting ";" or "}"', file, text.count("\n") + 1) from None
+    except UnexpectedToken as exc:
+        tok = exc.token
+        if tok.type == "$END":
+            raise ConfError('unexpected end of file, expecting ";" or "}"', file, text.count("\n") + 1) from None
+        shown = "}" if tok.type == "PYCODE" else str(tok)
+        raise ConfError(f'unexpected "{shown}"', file, tok.line) from None
+    except UnexpectedInput as exc:
+        raise ConfError("syntax error", file, getattr(exc, "line", 0) or 0) from None
 
 
 # -- files and include --

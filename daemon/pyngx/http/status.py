@@ -16,6 +16,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
+from pyngx.http import metrics
 from pyngx.runtime import state, tree
 from pyngx.runtime.state import STATE
 
@@ -125,36 +126,10 @@ def render(server: HttpServer, ex: Exchange) -> tuple[bytes, str]:
     """(body, content type) for the status location."""
     data = collect(server)
     if "format=prometheus" in ex.args:
-        return prometheus(data).encode(), "text/plain; version=0.0.4"
+        return prometheus(data).encode(), "text/plain; version=0.0.4; charset=utf-8"
     return (json.dumps(data, indent=1, sort_keys=True) + "\n").encode(), "application/json"
 
 
 def prometheus(data: dict[str, Any]) -> str:
-    """Every number in DATA as a gauge ``pyngx_<path>{pid="..."}``."""
-    labels = f'pid="{data["pid"]}",type="{data["type"]}"'
-    if data.get("worker_id") is not None:
-        labels += f',worker="{data["worker_id"]}"'
-    lines = [f'pyngx_processes{{{labels}}} {len(data["processes"])}']
-    for proc in data["processes"]:
-        lines.append(f'pyngx_process_ready{{pid="{proc["pid"]}",type="{proc["type"]}",'
-                     f'generation="{proc["generation"]}"}} {int(proc["ready"])}')
-        for key, value in proc.get("stall", {}).items():
-            lines.append(f'pyngx_process_stall_{key}{{pid="{proc["pid"]}",type="{proc["type"]}"}} {value}')
-    _flatten("pyngx", {k: v for k, v in data.items() if k not in ("processes", "pid", "type", "master_pid", "http_all")},
-             labels, lines)
-    for name, value in data.get("http_all", {}).items():  # the whole server's: no process labels
-        lines.append(f"pyngx_all_http_{'' if name[:1].isalpha() else '_'}{name} {value}")
-    return "\n".join(lines) + "\n"
-
-
-def _flatten(prefix: str, value: Any, labels: str, lines: list[str]) -> None:
-    if isinstance(value, bool):
-        lines.append(f"{prefix}{{{labels}}} {int(value)}")
-    elif isinstance(value, (int, float)):
-        lines.append(f"{prefix}{{{labels}}} {value}")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            name = "".join(c if c.isalnum() else "_" for c in str(key))
-            if name[:1].isdigit():
-                name = "_" + name
-            _flatten(f"{prefix}_{name}", item, labels, lines)
+    """DATA in Prometheus's text format (the names and labels are metrics.py's)."""
+    return metrics.render(data)

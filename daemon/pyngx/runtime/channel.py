@@ -36,6 +36,7 @@ Internal API (for other parts of pyngx, e.g. the events engine's wake-ups):
   channel (the master during init_by_python, a plain script).
 - ``receive_internal(name, handler)``: ``handler(sender_pid, data)``, called
   on the loop; None removes it. Internal names live apart from user names.
+- ``on_lost(fn)``: ``fn(pid)`` when the last connection with PID closes.
 - ``statistics() -> dict``: sent, received, dropped, bytes, ... for the
   status endpoint.
 """
@@ -75,6 +76,7 @@ InternalHandler = Callable[[int, Any], Any]
 
 _user: dict[bytes, Handler] = {}
 _internal: dict[bytes, InternalHandler] = {}
+_on_lost: list[Callable[[int], None]] = []  # called with a pid when its last connection closes
 _chan: Channel | None = None
 
 
@@ -259,12 +261,16 @@ class Channel:
             except Exception as exc:  # noqa: BLE001 - never let a handler stop the reader
                 log.exception(f'ipc: internal handler "{name.decode(errors="replace")}" failed', exc)
             return
-        fn = _user.get(name)
-        if fn is None:
+        if not self.run_handler(name, data):
             self.dropped += 1
             if log.enabled(log.DEBUG):
                 log.debug(f'ipc: alert "{name.decode(errors="replace")}" from {pid} has no handler, dropped')
-            return
+
+    def run_handler(self, name: bytes, data: str | bytes) -> bool:
+        """Run the user's handler of NAME (in the caller's context); False when there is none."""
+        fn = _user.get(name)
+        if fn is None:
+            return False
         try:
             result = fn(data)
             if result is not None and inspect.isawaitable(result):
@@ -273,6 +279,7 @@ class Channel:
             raise
         except BaseException as exc:  # noqa: BLE001 - the user's handler, whatever it raised
             log.exception(f'ipc handler "{name.decode(errors="replace")}" failed', exc)
+        return True
 
     def spawn(self, awaitable: Any, name: bytes) -> None:
         task = asyncio.ensure_future(awaitable, loop=self.loop)
@@ -297,6 +304,9 @@ class Channel:
                     break
         if lost:
             self.dropped += 1
+        if conn.pid not in self.conns:
+            for fn in _on_lost:  # nothing more can come from that process
+                fn(conn.pid)
         if self.waiter is not None:
             self.check_idle()
 
@@ -424,6 +434,11 @@ def receive_internal(name: str, handler: InternalHandler | None) -> None:
         _internal.pop(key, None)
     else:
         _internal[key] = handler
+
+
+def on_lost(fn: Callable[[int], None]) -> None:
+    """Call ``fn(pid)`` whenever the last connection with PID closes (it exited, or gave up)."""
+    _on_lost.append(fn)
 
 
 def statistics() -> dict[str, int]:
