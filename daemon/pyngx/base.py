@@ -9,7 +9,7 @@ from typing import Any
 from pyngx import log as _log
 from pyngx.runtime import clock, phase, threads
 
-__all__ = ["log", "now", "time", "update_time", "sleep"]
+__all__ = ["log", "now", "time", "update_time", "sleep", "run_worker_thread"]
 
 now = clock.now
 time = clock.seconds
