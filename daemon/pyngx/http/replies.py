@@ -15,6 +15,7 @@ _REASONS = {
     302: "Moved Temporarily",
     413: "Request Entity Too Large",
     414: "Request-URI Too Large",
+    405: "Not Allowed",
     416: "Requested Range Not Satisfiable",
     444: "No Response",
     494: "Request Header Too Large",
