@@ -298,11 +298,17 @@ async def _send_rest(conn: HttpProtocol, ex: Exchange, fd: int, pieces: list[Pie
                 conn.abort()
     except OSError as exc:
         conn.busy = False
-        os.close(watch)
+        _close_later(loop, watch)
         return _failed(conn, ex, fd, exc)
     conn.busy = False
-    os.close(watch)
+    _close_later(loop, watch)
     _done(conn, ex, fd)
+
+
+def _close_later(loop: asyncio.AbstractEventLoop, watch: int) -> None:
+    """Close a watched dup a while after the loop let go of it: libuv closes a poll handle a turn
+    late, and that close must not land on a new watcher given the same fd number."""
+    loop.call_later(1.0, os.close, watch)
 
 
 async def _writable(conn: HttpProtocol, watch: int, timeout: float) -> bool:

@@ -105,7 +105,12 @@ def open_file(files: Files, path: bytes, flags: int = _OPEN) -> int:
     try:
         for part in parts[:-1]:
             if part:
-                fd = os.open(part, _DIR, dir_fd=dfd)
+                try:
+                    fd = os.open(part, _DIR, dir_fd=dfd)
+                except NotADirectoryError:  # O_DIRECTORY wins over O_NOFOLLOW: a link here is ENOTDIR
+                    if stat.S_ISLNK(os.lstat(part, dir_fd=dfd).st_mode):
+                        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP)) from None
+                    raise
                 os.close(dfd)
                 dfd = fd
         return os.open(parts[-1] or b".", flags | os.O_NOFOLLOW, dir_fd=dfd)
