@@ -213,8 +213,8 @@ def try_files(conn: HttpProtocol, ex: Exchange, route: Route, depth: int = 0) ->
     for tpl in files.tries:
         name = tpl.render(ex)
         want_dir = name.endswith("/") and len(name) > 1
-        path = files.path(ex, name.rstrip("/") if want_dir else name)
-        if path is not None and _exists(files, path, want_dir):
+        path = files.path(ex, name)
+        if path is not None and _exists(files, (path.rstrip(b"/") or b"/") if want_dir else path, want_dir):
             ex.uri = name
             return True
     last = files.last
