@@ -86,7 +86,8 @@ def max_ranges(ctx: Ctx, st: Stmt) -> None:
 def disable_symlinks(ctx: Ctx, st: Stmt) -> None:
     mode = st.args[0]
     if mode not in ("on", "off"):  # nginx's if_not_owner is not supported
-        raise Invalid(f'invalid value "{mode}"')
+        raise Invalid(f'invalid value "{mode}" in "disable_symlinks" directive, it must be "off" or "on"',
+                      whole=True)
     start = ""
     for param in st.args[1:]:
         key, eq, value = param.partition("=")

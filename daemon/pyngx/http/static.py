@@ -79,7 +79,7 @@ class Files:
         """The type for URI's extension (nginx's ``types``), else ``default_type``."""
         name = uri.rpartition("/")[2]
         dot = name.rfind(".")
-        if dot <= 0 and not (dot == 0 and len(name) > 1):
+        if dot <= 0:  # none, or a dot file: nginx's ngx_http_set_exten finds no extension
             return self.ctype
         found = self.types.get(name[dot + 1:].lower())
         return found if found is not None else self.ctype
