@@ -88,18 +88,33 @@ def _match(value: bytes, etag: str | None, weak: bool) -> bool:
     return False
 
 
-def _condition(ex: Exchange, files: Files, mtime: int, etag: str | None) -> int:
+_WANTED = frozenset((b"if-unmodified-since", b"if-match", b"if-modified-since", b"if-none-match", b"if-range",
+                     b"range"))
+
+
+def _wanted(ex: Exchange) -> dict[bytes, bytes]:
+    """The conditional and range headers of EX, in one pass (most requests have none)."""
+    found: dict[bytes, bytes] = {}
+    for name, value in ex.headers:
+        if name[:1] in b"iIrR" and len(name) in (5, 8, 17, 13, 19):  # range, if-match, if-(none-)match...
+            key = name.lower()
+            if key in _WANTED and key not in found:
+                found[key] = value
+    return found
+
+
+def _condition(hdrs: dict[bytes, bytes], files: Files, mtime: int, etag: str | None) -> int:
     """200, 304 or 412 for the request's conditional headers (nginx's not_modified filter)."""
-    ius = ex.header(b"if-unmodified-since")
+    ius = hdrs.get(b"if-unmodified-since")
     if ius is not None:
         when = _parse_date(ius)
         if when is not None and when < mtime:
             return 412
-    im = ex.header(b"if-match")
+    im = hdrs.get(b"if-match")
     if im is not None and not _match(im, etag, False):
         return 412
-    ims = ex.header(b"if-modified-since")
-    inm = ex.header(b"if-none-match")
+    ims = hdrs.get(b"if-modified-since")
+    inm = hdrs.get(b"if-none-match")
     if ims is None and inm is None:
         return 200
     if ims is not None:
@@ -114,8 +129,8 @@ def _condition(ex: Exchange, files: Files, mtime: int, etag: str | None) -> int:
 
 # -- the range filter --
 
-def _if_range(ex: Exchange, mtime: int, etag: str | None) -> bool:
-    value = ex.header(b"if-range")
+def _if_range(hdrs: dict[bytes, bytes], mtime: int, etag: str | None) -> bool:
+    value = hdrs.get(b"if-range")
     if value is None:
         return True
     if value.startswith(b'"'):
@@ -169,7 +184,8 @@ def respond(conn: HttpProtocol, ex: Exchange, files: Files, fd: int, st: stat_re
                              "last-modified": ("Last-Modified", http_date(mtime))}
     if etag is not None:
         hdrs["etag"] = ("ETag", etag)
-    status = _condition(ex, files, mtime, etag)
+    wanted = _wanted(ex)
+    status = _condition(wanted, files, mtime, etag) if wanted else 200
     if status != 200:
         os.close(fd)
         if status == 304:
@@ -178,10 +194,10 @@ def respond(conn: HttpProtocol, ex: Exchange, files: Files, fd: int, st: stat_re
             return send(conn, ex, -1, [ex.head(None)], 0, files)
         return answer(conn, ex, 412)
     pieces: list[Piece]
-    spec = ex.header(b"range")
+    spec = wanted.get(b"range")
     found: list[tuple[int, int]] | int = 200
     if conf.max_ranges != 0 and ex.version != "0.9":
-        if spec is not None and len(spec) >= 7 and spec[:6].lower() == b"bytes=" and _if_range(ex, mtime, etag):
+        if spec is not None and len(spec) >= 7 and spec[:6].lower() == b"bytes=" and _if_range(wanted, mtime, etag):
             found = ranges(spec, size, conf.max_ranges)
     if found == 416:
         os.close(fd)
