@@ -21,7 +21,7 @@ http {
     default_type application/octet-stream;
     types { text/plain txt; text/html html; text/css css; }
     sendfile @SENDFILE@;
-    send_timeout 3s;
+    send_timeout 1s;
     server {
         listen 127.0.0.1:@PORT@;
         root html;
@@ -33,7 +33,8 @@ http {
         location /one/ { max_ranges 1; }
         location /noranges/ { max_ranges 0; }
         location /noetag/ { etag off; if_modified_since before; }
-        location /locked/ { disable_symlinks on from=@PREFIX@/html; }
+        location /locked/ { disable_symlinks on from=$document_root; }
+        location /lockedall/ { alias @PREFIX@/html/locked/; disable_symlinks on; }   # every component checked
         location /tf/ { try_files $uri $uri/ /tf/fallback.txt?from=tf; }
         location /tf404/ { try_files $uri =404; }
         location /tfnamed/ { try_files $uri @app; }
@@ -231,6 +232,23 @@ def test_client_gone_mid_file_keeps_the_worker(served: Any) -> None:
     assert "[crit]" not in d.error_log() and "[alert]" not in d.error_log()
 
 
+def test_send_timeout_ends_a_client_that_does_not_read(served: Any) -> None:
+    d = served
+    with socket.create_connection(("127.0.0.1", d.port), timeout=10) as s:
+        s.sendall(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+        d.wait_log('client timed out (110: Connection timed out) while sending response to client')
+        got = 0
+        try:
+            while chunk := s.recv(1 << 20):
+                got += len(chunk)
+        except ConnectionResetError:
+            pass
+    assert got < 12 << 20  # cut short
+    assert get(d.port, b"/a.txt")[2] == A_TXT
+    line = f'"GET /a.txt HTTP/1.1" 200 {len(A_TXT)} '
+    assert wait_until(lambda: line in (d.prefix / "logs" / "access.log").read_text(), 5, what="the access log")
+
+
 def test_directories_index_and_errors(served: Any) -> None:
     d = served
     status, h, _ = get(d.port, b"/dir?x=1")
@@ -291,5 +309,7 @@ def test_hostile_paths_never_leave_the_root(served: Any) -> None:
     assert get(d.port, b"/locked/real/f.txt")[2] == b"locked\n"
     assert get(d.port, b"/locked/out.txt")[0] == 403
     assert get(d.port, b"/locked/viadir/f.txt")[0] == 403
+    assert get(d.port, b"/lockedall/real/f.txt")[2] == b"locked\n"
+    assert get(d.port, b"/lockedall/viadir/f.txt")[0] == 403
     d.wait_log("failed (40: Too many levels of symbolic links)")
     assert get(d.port, b"/a.txt")[2] == A_TXT  # and the worker still serves

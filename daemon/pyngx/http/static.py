@@ -41,7 +41,7 @@ _URI_SAFE = b"/:@!$&'()*+,;=-._~"
 class Files:
     """A location's `StaticConf`, prepared once: its root as bytes or a template, its try_files."""
 
-    __slots__ = ("conf", "root", "root_tpl", "prefix", "tries", "last", "types", "ctype")
+    __slots__ = ("conf", "root", "root_tpl", "prefix", "tries", "last", "types", "ctype", "links_from")
 
     def __init__(self, conf: StaticConf, default_type: str) -> None:
         self.conf = conf
@@ -52,6 +52,10 @@ class Files:
         self.last = conf.try_files[-1] if conf.try_files else ""
         self.types = conf.types
         self.ctype = default_type
+        # disable_symlinks from=: "$document_root" is the root (or alias); other variables: check from "/"
+        start = self.root if conf.symlinks_from == "$document_root" and self.root_tpl is None else \
+            conf.symlinks_from.encode("utf-8", "surrogateescape")
+        self.links_from = b"" if start.startswith(b"$") else start.rstrip(b"/")
 
     def path(self, ex: Exchange, uri: str) -> bytes | None:
         """The file path for URI, or None when it would leave the root (or alias)."""
@@ -95,7 +99,7 @@ def open_file(files: Files, path: bytes, flags: int = _OPEN) -> int:
     conf = files.conf
     if not conf.disable_symlinks:
         return os.open(path, flags)
-    start = conf.symlinks_from.encode("utf-8", "surrogateescape").rstrip(b"/")
+    start = files.links_from
     if start and path.startswith(start + b"/"):
         base, rest = start, path[len(start) + 1:]
     else:
