@@ -266,8 +266,8 @@ def _push(sock: int, fd: int, pieces: list[Piece], use_sendfile: bool) -> int:
                     n = os.sendfile(sock, fd, offset, left)
                 else:
                     n = os.write(sock, os.pread(fd, min(left, CHUNK), offset))
-                if n == 0 and use_sendfile:
-                    raise OSError(0, "file shrank while being sent")
+                if n == 0:  # the file shrank under us (nginx: "... was truncated")
+                    raise OSError(0, "file was truncated while being sent")
                 body += n
                 if n < left:
                     pieces[0] = (offset + n, left - n)
