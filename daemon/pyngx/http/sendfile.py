@@ -7,13 +7,12 @@ Owns nginx's not_modified and range filters for files (``ETag`` as
 writing the head and the body straight to the socket: ``os.sendfile`` (or
 32k ``pread`` pieces with ``sendfile off``), never the whole file through
 Python. The fast case (the socket takes it all) completes in the caller; when
-the socket is full the rest is sent by a task that waits on writability
-(a ``dup`` of the socket, since the transport owns its fd), bounded by
+the socket is full the rest is sent from writability callbacks (on a ``dup``
+of the socket, since the transport owns its fd), bounded by
 ``send_timeout``, with the connection marked busy so pipelined requests wait.
 """
 from __future__ import annotations
 
-import asyncio
 import errno
 import os
 from calendar import timegm
@@ -279,7 +278,7 @@ def _push(sock: int, fd: int, pieces: list[Piece], use_sendfile: bool) -> int:
 
 
 def send(conn: HttpProtocol, ex: Exchange, fd: int, pieces: list[Piece], length: int, files: Files) -> None:
-    """Send PIECES (head first) then finish EX; at once when the socket takes it all, else in a task."""
+    """Send PIECES (head first) then finish EX; at once when the socket takes it all, else as it drains."""
     ex.sent = True
     transport = conn.transport
     if conn.closed:
@@ -292,61 +291,66 @@ def send(conn: HttpProtocol, ex: Exchange, fd: int, pieces: list[Piece], length:
             return _failed(conn, ex, fd, exc)
         if not pieces:
             return _done(conn, ex, fd)
-    conn.busy = True
-    conn.loop.create_task(_send_rest(conn, ex, fd, pieces, files.conf.sendfile))
+    _Rest(conn, ex, fd, pieces, files.conf.sendfile)
 
 
-async def _send_rest(conn: HttpProtocol, ex: Exchange, fd: int, pieces: list[Piece], use_sendfile: bool) -> None:
-    loop = conn.loop
-    transport = conn.transport
-    sock = transport.get_extra_info("socket").fileno()
-    watch = os.dup(sock)  # the transport owns SOCK: the loop refuses a second watcher on it
-    timeout = conn.site.conf.send_timeout
-    try:
-        while pieces and not conn.closed:
-            if transport.get_write_buffer_size() == 0:
-                ex.body_bytes += _push(sock, fd, pieces, use_sendfile)
-                if not pieces:
-                    break
-            if not await _writable(conn, watch, timeout):
-                log.info(f"client timed out (110: Connection timed out) while sending response to client, "
-                         f"client: {conn.peer[0] if conn.peer else 'unix'}, request: \"{ex.request_line()}\"")
-                conn.abort()
-    except OSError as exc:
+class _Rest:
+    """What the socket did not take at once, sent as it drains (callbacks on a writer watch, no task).
+
+    The connection is ``busy`` meanwhile, so pipelined requests wait. The watch is on a ``dup()``
+    of the socket: the transport owns the descriptor and the loop allows one watcher per fd.
+    ``send_timeout`` bounds each pause, as nginx.
+    """
+
+    __slots__ = ("conn", "ex", "fd", "pieces", "use_sendfile", "sock", "watch", "timer", "last")
+
+    def __init__(self, conn: HttpProtocol, ex: Exchange, fd: int, pieces: list[Piece], use_sendfile: bool) -> None:
+        loop = conn.loop
+        self.conn, self.ex, self.fd, self.pieces, self.use_sendfile = conn, ex, fd, pieces, use_sendfile
+        self.sock = conn.transport.get_extra_info("socket").fileno()
+        self.watch = os.dup(self.sock)
+        self.last = loop.time()
+        conn.busy = True
+        loop.add_writer(self.watch, self.writable)
+        self.timer = loop.call_later(conn.site.conf.send_timeout, self.check_timeout)
+
+    def writable(self) -> None:
+        conn = self.conn
+        if conn.closed:
+            return self.end(None)
+        if conn.transport.get_write_buffer_size():
+            return None  # an earlier answer still drains from the transport; we come back (level-triggered)
+        try:
+            sent = _push(self.sock, self.fd, self.pieces, self.use_sendfile)
+        except OSError as exc:
+            return self.end(exc)
+        self.ex.body_bytes += sent
+        self.last = conn.loop.time()
+        if not self.pieces:
+            self.end(None)
+
+    def check_timeout(self) -> None:
+        conn = self.conn
+        left = conn.site.conf.send_timeout - (conn.loop.time() - self.last)
+        if left > 0 and not conn.closed:
+            self.timer = conn.loop.call_later(left, self.check_timeout)
+            return
+        if not conn.closed:
+            peer = conn.peer[0] if isinstance(conn.peer, tuple) and conn.peer else "unix"
+            log.info(f"client timed out (110: Connection timed out) while sending response to client, "
+                     f"client: {peer}, request: \"{self.ex.request_line()}\"")
+            conn.abort()
+        self.end(None)
+
+    def end(self, exc: OSError | None) -> None:
+        conn = self.conn
+        conn.loop.remove_writer(self.watch)
+        os.close(self.watch)  # the loop let go of it in remove_writer (libuv: uv_close, epoll DEL)
+        self.timer.cancel()
         conn.busy = False
-        _close_later(loop, watch)
-        return _failed(conn, ex, fd, exc)
-    conn.busy = False
-    _close_later(loop, watch)
-    _done(conn, ex, fd)
-
-
-def _close_later(loop: asyncio.AbstractEventLoop, watch: int) -> None:
-    """Close a watched dup a while after the loop let go of it: libuv closes a poll handle a turn
-    late, and that close must not land on a new watcher given the same fd number."""
-    loop.call_later(1.0, os.close, watch)
-
-
-async def _writable(conn: HttpProtocol, watch: int, timeout: float) -> bool:
-    """Wait until WATCH is writable (or the connection is lost); False after TIMEOUT."""
-    loop = conn.loop
-    ready: asyncio.Future[None] = loop.create_future()
-
-    def wake() -> None:
-        if not ready.done():
-            ready.set_result(None)
-
-    loop.add_writer(watch, wake)
-    conn.waiters.append(ready)  # connection_lost wakes us too
-    try:
-        await asyncio.wait_for(asyncio.shield(ready), timeout)
-        return True
-    except asyncio.TimeoutError:
-        return False
-    finally:
-        loop.remove_writer(watch)
-        if ready in conn.waiters:
-            conn.waiters.remove(ready)
+        if exc is not None:
+            return _failed(conn, self.ex, self.fd, exc)
+        _done(conn, self.ex, self.fd)
 
 
 def _done(conn: HttpProtocol, ex: Exchange, fd: int) -> None:
