@@ -30,7 +30,8 @@ if TYPE_CHECKING:
     from pyngx.http.route import Route
 
 MAX_REDIRECTS = 10  # nginx: NGX_HTTP_MAX_URI_CHANGES
-_OPEN = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC  # O_NONBLOCK: a FIFO opens at once (and is refused)
+# O_NONBLOCK: a FIFO opens at once (then is refused); O_NOCTTY: a tty is never taken as ours
+_OPEN = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW
 _NOT_FOUND = frozenset((errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG))
 _FORBIDDEN = frozenset((errno.EACCES, errno.ELOOP, errno.EMLINK))
