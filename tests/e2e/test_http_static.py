@@ -39,6 +39,7 @@ http {
         location /tf404/ { try_files $uri =404; }
         location /tfnamed/ { try_files $uri @app; }
         location /loop/ { try_files /nothing /loop/again; }
+        location /tfmissing/ { try_files $uri @nope; }
         location @app { content_by_python_block { ngx.say("app ", ngx.var.uri, " ", ngx.var.args) } }
         location /pyfiles/ {
             try_files $uri @app;
@@ -286,6 +287,10 @@ def test_try_files(served: Any) -> None:
     assert get(d.port, b"/pyfiles/none.txt")[2] == b"app /pyfiles/none.txt None\n"
     assert get(d.port, b"/loop/x")[0] == 500
     d.wait_log('rewrite or internal redirection cycle while internally redirecting to "/loop/again"')
+    assert get(d.port, b"/tfmissing/x")[0] == 500
+    d.wait_log('[crit]')
+    d.wait_log('could not find named location "@nope"')
+    assert get(d.port, b"/tf/here.txt?x=1")[2] == b"here\n"  # and the worker goes on
 
 
 HOSTILE = [

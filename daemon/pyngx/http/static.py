@@ -42,7 +42,7 @@ _URI_SAFE = b"/:@!$&'()*+,;=-._~"
 class Files:
     """A location's `StaticConf`, prepared once: its root as bytes or a template, its try_files."""
 
-    __slots__ = ("conf", "root", "root_tpl", "prefix", "tries", "last", "types", "ctype", "links_from")
+    __slots__ = ("conf", "root", "root_tpl", "prefix", "tries", "last", "last_tpl", "types", "ctype", "links_from")
 
     def __init__(self, conf: StaticConf, default_type: str) -> None:
         self.conf = conf
@@ -51,6 +51,7 @@ class Files:
         self.prefix = conf.prefix.encode("utf-8", "surrogateescape")
         self.tries = tuple(Template(t) for t in conf.try_files[:-1])
         self.last = conf.try_files[-1] if conf.try_files else ""
+        self.last_tpl = Template(self.last)  # the fallback URI, when it is one
         self.types = conf.types
         self.ctype = default_type
         # disable_symlinks from=: "$document_root" is the root (or alias); other variables: check from "/"
@@ -230,7 +231,7 @@ def try_files(conn: HttpProtocol, ex: Exchange, route: Route, depth: int = 0) ->
     if last.startswith("@"):
         redirect(conn, ex, last, None, depth)
         return False
-    target = Template(last).render(ex)
+    target = files.last_tpl.render(ex)
     uri, sep, args = target.partition("?")
     redirect(conn, ex, uri, args if sep else None, depth)
     return False
