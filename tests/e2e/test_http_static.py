@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import socket
 import time
 from email.utils import formatdate
@@ -318,3 +319,34 @@ def test_hostile_paths_never_leave_the_root(served: Any) -> None:
     assert get(d.port, b"/lockedall/viadir/f.txt")[0] == 403
     d.wait_log("failed (40: Too many levels of symbolic links)")
     assert get(d.port, b"/a.txt")[2] == A_TXT  # and the worker still serves
+
+
+def test_reload_changes_the_root_and_quit_lets_a_big_file_finish(daemon: Any) -> None:
+    conf = CONF.replace("@SENDFILE@", "on").replace("send_timeout 1s;", "send_timeout 10s;")
+    d = daemon(conf, start=False)
+    make_tree(d.prefix)
+    (d.prefix / "html2").mkdir()
+    (d.prefix / "html2" / "a.txt").write_bytes(b"new root\n")
+    d.start()
+    d.expect_errors = True
+    assert get(d.port, b"/a.txt")[2] == A_TXT
+    d.write_conf(conf.replace("root html;", "root html2;"))
+    d.signal(signal.SIGHUP)
+    wait_until(lambda: get(d.port, b"/a.txt")[2] == b"new root\n", 15, what="the new root")
+    # graceful stop while a slow client still reads a big file: the answer is finished first
+    data = (d.prefix / "html" / "big.bin").read_bytes()
+    d.write_conf(conf)
+    d.signal(signal.SIGHUP)
+    wait_until(lambda: get(d.port, b"/a.txt")[2] == A_TXT, 15, what="the old root again")
+    with socket.create_connection(("127.0.0.1", d.port), timeout=10) as s:
+        s.sendall(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+        first = s.recv(65536)
+        d.signal(signal.SIGQUIT)
+        time.sleep(0.5)  # the worker is exiting gracefully while the socket is full
+        out = bytearray(first)
+        while chunk := s.recv(1 << 20):
+            out += chunk
+    body = bytes(out).split(b"\r\n\r\n", 1)[1]
+    assert hashlib.md5(body).digest() == hashlib.md5(data).digest()
+    assert d.proc is not None
+    assert d.proc.wait(timeout=30) == 0
