@@ -49,6 +49,13 @@ http {
         location /types/ { types { text/x-special dat; } }
         location = /absindex/ { index missing.html /a.txt; }
         location = /hello { content_by_python_block { ngx.say("hello") } }
+        location = /vars {
+            content_by_python_block { ngx.say(ngx.var.document_root, " ", ngx.var.request_filename) }
+        }
+        location /alvars/ {
+            alias html/dir/;
+            content_by_python_block { ngx.say(ngx.var.document_root, " ", ngx.var.request_filename) }
+        }
     }
 }
 """
@@ -139,6 +146,9 @@ def test_file_headers_head_and_types(served: Any) -> None:
     assert get(d.port, b"/types/x.txt")[1]["content-type"] == "application/octet-stream"  # ... replace all
     assert get(d.port, b"/caf%FF.txt")[2] == b"latin\n"  # a name that is not UTF-8
     assert get(d.port, b"/hello")[2] == b"hello\n"  # content locations are untouched
+    html = d.prefix / "html"
+    assert get(d.port, b"/vars")[2] == f"{html} {html}/vars\n".encode()  # $document_root, $request_filename
+    assert get(d.port, b"/alvars/x.txt")[2] == f"{html}/dir/ {html}/dir/x.txt\n".encode()
 
 
 def test_conditional_requests(served: Any) -> None:

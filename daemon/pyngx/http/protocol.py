@@ -265,7 +265,7 @@ class HttpProtocol(asyncio.Protocol):
         if kind is STATIC:
             return static.serve(self, ex, route)
         if kind is CONTENT:
-            if route.files is not None and not static.try_files(self, ex, route):
+            if route.files is not None and route.files.tries and not static.try_files(self, ex, route):
                 return None
             if route.is_async:
                 self.busy = True

@@ -45,8 +45,6 @@ class Route:
             self.kind = CONTENT
             self.handler = usercode.make_handler(conf.content, namespace)
             self.is_async = conf.content.is_async
-            if conf.static is None or not conf.static.try_files:
-                self.files = None  # a root in effect means nothing to a handler without try_files
         elif self.files is not None:
             self.kind = STATIC
         else:

@@ -59,9 +59,8 @@ class Files:
             conf.symlinks_from.encode("utf-8", "surrogateescape")
         self.links_from = b"" if start.startswith(b"$") else start.rstrip(b"/")
 
-    def path(self, ex: Exchange, uri: str) -> bytes | None:
-        """The file path for URI, or None when it would leave the root (or alias)."""
-        raw = uri.encode("utf-8", "surrogateescape")
+    def document_root(self, ex: Exchange) -> bytes:
+        """nginx's ``$document_root``: the root (or alias) for EX, its variables expanded."""
         root = self.root
         if self.root_tpl is not None:
             root = self.root_tpl.render(ex).encode("utf-8", "surrogateescape")
@@ -69,6 +68,12 @@ class Files:
                 root = os.path.join(STATE.prefix.encode(), root)
             if not self.conf.alias:
                 root = root.rstrip(b"/")
+        return root
+
+    def path(self, ex: Exchange, uri: str) -> bytes | None:
+        """The file path for URI, or None when it would leave the root (or alias)."""
+        raw = uri.encode("utf-8", "surrogateescape")
+        root = self.root if self.root_tpl is None else self.document_root(ex)
         if not self.conf.alias:
             path = root + raw
         elif self.prefix:
