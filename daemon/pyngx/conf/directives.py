@@ -144,8 +144,9 @@ DIRECTIVES: tuple[Directive, ...] = (
       doc="The most byte ranges served in one request (more: the whole file); 0 disables ranges. No limit by "
       "default."),
     D("disable_symlinks", HTTP | SERVER | LOCATION, TAKE12, st.disable_symlinks, default="off",
-      syntax="off | on [from=PART]", doc="`on` refuses (403) a file with a symbolic link in its path, "
-      "checking each component after PART (`from=`; default: from `/`)."),
+      syntax="off | on [from=PART]", doc="`on` refuses a file with a symbolic link in its path, checking "
+      "each component after PART (`from=`; default: from `/`): 403 for the last one, 404 for one in the middle, "
+      "as nginx."),
     D("log_not_found", HTTP | SERVER | LOCATION, TAKE1, st.log_not_found, default="on", syntax="on | off",
       doc="Log a file that is not found (a 404) in the error log."),
     D("types", HTTP | SERVER | LOCATION, NOARGS, st.types, kind=BLOCK, multi=True,

@@ -116,12 +116,7 @@ def open_file(files: Files, path: bytes, flags: int = _OPEN) -> int:
     try:
         for part in parts[:-1]:
             if part:
-                try:
-                    fd = os.open(part, _DIR, dir_fd=dfd)
-                except NotADirectoryError:  # O_DIRECTORY wins over O_NOFOLLOW: a link here is ENOTDIR
-                    if stat.S_ISLNK(os.lstat(part, dir_fd=dfd).st_mode):
-                        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP)) from None
-                    raise
+                fd = os.open(part, _DIR, dir_fd=dfd)  # a link here is ENOTDIR (a 404), as nginx's openat()
                 os.close(dfd)
                 dfd = fd
         return os.open(parts[-1] or b".", flags | os.O_NOFOLLOW, dir_fd=dfd)
@@ -159,11 +154,11 @@ def serve(conn: HttpProtocol, ex: Exchange, route: Route, depth: int = 0) -> Non
 def _file(conn: HttpProtocol, ex: Exchange, files: Files) -> None:
     path = files.path(ex, ex.uri)
     if path is None:
-        return _refuse(conn, ex, files, None, errno.ENOENT)
+        return _outside(conn, ex)
     try:
         fd = open_file(files, path)
     except OSError as exc:
-        return _refuse(conn, ex, files, path, exc.errno or 0)
+        return _refuse(conn, ex, files, path, exc.errno or 0, _opener(files))
     try:
         st = os.fstat(fd)
     except OSError as exc:
@@ -187,7 +182,7 @@ def _index(conn: HttpProtocol, ex: Exchange, files: Files, depth: int) -> None:
     uri = ex.uri
     base = files.path(ex, uri)
     if base is None:
-        return _refuse(conn, ex, files, None, errno.ENOENT)
+        return _outside(conn, ex)
     first_err = 0
     for name in files.conf.index:
         if name.startswith("/"):
@@ -198,7 +193,7 @@ def _index(conn: HttpProtocol, ex: Exchange, files: Files, depth: int) -> None:
         except OSError as exc:
             err = exc.errno or 0
             if err in _FORBIDDEN:
-                return _refuse(conn, ex, files, path, err)
+                return _refuse(conn, ex, files, path, err, _opener(files))
             first_err = first_err or err
             continue
         return redirect(conn, ex, uri + name, None, depth)
@@ -210,7 +205,7 @@ def _index(conn: HttpProtocol, ex: Exchange, files: Files, depth: int) -> None:
             if files.conf.log_not_found:
                 _log(ex, log.ERR, f'"{_shown(base)}{files.conf.index[0]}" is not found ({err}: {os.strerror(err)})')
             return answer(conn, ex, 404)
-        return _refuse(conn, ex, files, base, err)
+        return _refuse(conn, ex, files, base, err, _opener(files))
     _log(ex, log.ERR, f'directory index of "{_shown(base)}" is forbidden')
     return answer(conn, ex, 403)
 
@@ -294,15 +289,23 @@ def _to_directory(conn: HttpProtocol, ex: Exchange) -> None:
     conn.finish(ex)
 
 
-def _refuse(conn: HttpProtocol, ex: Exchange, files: Files, path: bytes | None, err: int,
-            call: str = "open()") -> None:
+def _opener(files: Files) -> str:
+    return "openat()" if files.conf.disable_symlinks else "open()"
+
+
+def _outside(conn: HttpProtocol, ex: Exchange) -> None:
+    """The path would leave the root or alias (a ``..`` brought back by an alias or a variable): 404."""
+    _log(ex, log.ERR, f'the path of "{ex.uri}" leaves the root or alias, refused')
+    return answer(conn, ex, 404)
+
+
+def _refuse(conn: HttpProtocol, ex: Exchange, files: Files, path: bytes, err: int, call: str = "open()") -> None:
     """nginx's answer to a failed open: 404 (logged when log_not_found), 403, else 500 (crit)."""
     if err in _NOT_FOUND:
         if files.conf.log_not_found:
-            shown = _shown(path) if path is not None else ex.uri
-            _log(ex, log.ERR, f'{call} "{shown}" failed ({err}: {os.strerror(err)})')
+            _log(ex, log.ERR, f'{call} "{_shown(path)}" failed ({err}: {os.strerror(err)})')
         return answer(conn, ex, 404)
-    shown = _shown(path or b"")
+    shown = _shown(path)
     if err in _FORBIDDEN:
         _log(ex, log.ERR, f'{call} "{shown}" failed ({err}: {os.strerror(err)})')
         return answer(conn, ex, 403)
