@@ -13,9 +13,9 @@ SERVER = "pyngx"
 # nginx's own reason phrases where they differ from the RFC names Python knows.
 _REASONS = {
     302: "Moved Temporarily",
+    405: "Not Allowed",
     413: "Request Entity Too Large",
     414: "Request-URI Too Large",
-    405: "Not Allowed",
     416: "Requested Range Not Satisfiable",
     444: "No Response",
     494: "Request Header Too Large",

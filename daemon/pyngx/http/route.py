@@ -22,7 +22,8 @@ REDIRECTS = frozenset((301, 302, 303, 307, 308))
 class Route:
     """One location, ready to answer."""
 
-    __slots__ = ("conf", "kind", "handler", "is_async", "sets", "ret_code", "ret_text", "ctype", "max_body", "name", "files")
+    __slots__ = ("conf", "kind", "handler", "is_async", "sets", "ret_code", "ret_text", "ctype", "max_body", "name",
+                 "files")
 
     def __init__(self, conf: LocationConf, namespace: dict[str, Any]) -> None:
         self.conf = conf
