@@ -204,6 +204,11 @@ def test_ranges(served: Any) -> None:
     _, h, _ = get(d.port, b"/a.txt")
     assert get(d.port, b"/a.txt", b"Range: bytes=0-1\r\nIf-Range: " + h["etag"].encode() + b"\r\n")[0] == 206
     assert get(d.port, b"/a.txt", b'Range: bytes=0-1\r\nIf-Range: "old"\r\n')[0] == 200
+    lm = h["last-modified"].encode()
+    assert get(d.port, b"/a.txt", b"Range: bytes=0-1\r\nIf-Range: " + lm + b"\r\n")[0] == 206
+    assert get(d.port, b"/a.txt", b"Range: bytes=0-1\r\nIf-Range: Mon, 01 Jan 2001 00:00:00 GMT\r\n")[0] == 200
+    http10 = raw(d.port, b"GET /a.txt HTTP/1.0\r\n\r\n")  # no Host needed, closed after the body
+    assert http10.startswith(b"HTTP/1.1 200 OK\r\n") and http10.endswith(b"\r\n\r\n" + A_TXT)
     assert get(d.port, b"/one/f.txt", b"Range: bytes=0-1\r\n")[0] == 206
     assert get(d.port, b"/one/f.txt", b"Range: bytes=0-1,4-5\r\n")[0] == 200  # over max_ranges: whole
     status, h, _ = get(d.port, b"/noranges/f.txt", b"Range: bytes=0-1\r\n")
