@@ -291,7 +291,10 @@ def send(conn: HttpProtocol, ex: Exchange, fd: int, pieces: list[Piece], length:
             return _failed(conn, ex, fd, exc)
         if not pieces:
             return _done(conn, ex, fd)
-    _Rest(conn, ex, fd, pieces, files.conf.sendfile)
+    try:
+        _Rest(conn, ex, fd, pieces, files.conf.sendfile)
+    except OSError as exc:  # no descriptor left for the watch (EMFILE): end this answer, keep the worker
+        _failed(conn, ex, fd, exc)
 
 
 class _Rest:
