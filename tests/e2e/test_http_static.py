@@ -194,6 +194,8 @@ def test_ranges(served: Any) -> None:
                     f"\r\n--{boundary}\r\nContent-Type: text/plain\r\nContent-Range: bytes 6-8/{size}\r\n\r\nwor"
                     f"\r\n--{boundary}--\r\n").encode()
     assert int(h["content-length"]) == len(body)
+    line = f'"GET /a.txt HTTP/1.1" 206 {len(body)} '  # $body_bytes_sent counts the multipart framing
+    assert wait_until(lambda: line in (d.prefix / "logs" / "access.log").read_text(), 5, what="the access log")
     status, h, _ = get(d.port, b"/a.txt", b"Range: bytes=200-\r\n")
     assert (status, h["content-range"]) == (416, f"bytes */{size}")
     assert get(d.port, b"/a.txt", b"Range: bytes=x-y\r\n")[0] == 416

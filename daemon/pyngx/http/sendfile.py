@@ -290,9 +290,10 @@ def send(conn: HttpProtocol, ex: Exchange, fd: int, pieces: list[Piece], length:
         except OSError as exc:
             return _failed(conn, ex, fd, exc)
         if not pieces:
+            ex.body_bytes = length  # multipart separators count, as nginx's $body_bytes_sent
             return _done(conn, ex, fd)
     try:
-        _Rest(conn, ex, fd, pieces, files.conf.sendfile)
+        _Rest(conn, ex, fd, pieces, files.conf.sendfile, length)
     except OSError as exc:  # no descriptor left for the watch (EMFILE): end this answer, keep the worker
         _failed(conn, ex, fd, exc)
 
@@ -305,10 +306,12 @@ class _Rest:
     ``send_timeout`` bounds each pause, as nginx.
     """
 
-    __slots__ = ("conn", "ex", "fd", "pieces", "use_sendfile", "sock", "watch", "timer", "last")
+    __slots__ = ("conn", "ex", "fd", "pieces", "use_sendfile", "sock", "watch", "timer", "last", "length")
 
-    def __init__(self, conn: HttpProtocol, ex: Exchange, fd: int, pieces: list[Piece], use_sendfile: bool) -> None:
+    def __init__(self, conn: HttpProtocol, ex: Exchange, fd: int, pieces: list[Piece], use_sendfile: bool,
+                 length: int) -> None:
         loop = conn.loop
+        self.length = length
         self.conn, self.ex, self.fd, self.pieces, self.use_sendfile = conn, ex, fd, pieces, use_sendfile
         self.sock = conn.transport.get_extra_info("socket").fileno()
         self.watch = os.dup(self.sock)
@@ -353,6 +356,8 @@ class _Rest:
         conn.busy = False
         if exc is not None:
             return _failed(conn, self.ex, self.fd, exc)
+        if not self.pieces:
+            self.ex.body_bytes = self.length
         _done(conn, self.ex, self.fd)
 
 
