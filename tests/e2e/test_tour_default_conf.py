@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,12 +22,21 @@ def _tour(daemon: Callable[..., Daemon]) -> Daemon:
     # loopback only by default: the tour's /shell, /pipe and /status are not for the network
     assert "listen 127.0.0.1:8080;" in text and "listen 8080;" not in text.replace("(listen 8080;)", "")
     # The only change: a free loopback port instead of 8080.
-    return daemon(text.replace("listen 127.0.0.1:8080;", "listen 127.0.0.1:@PORT@;"))
+    d = daemon(text.replace("listen 127.0.0.1:8080;", "listen 127.0.0.1:@PORT@;"), start=False)
+    _shipped_files(d)
+    return d.start()
+
+
+def _shipped_files(d: Daemon) -> None:
+    """What the config reads beside itself, as in the repository: mime.types and the html/ root."""
+    shutil.copy(REPO / "conf" / "mime.types", d.prefix / "conf" / "mime.types")
+    shutil.copytree(REPO / "html", d.prefix / "html")
 
 
 def test_default_config_passes_t(daemon: Callable[..., Daemon]) -> None:
     text = (REPO / "conf" / "pyngx.conf").read_text()
     d = daemon(text, start=False)
+    _shipped_files(d)
     r = d.pyngx("-t")
     assert r.returncode == 0, r.stderr
     assert "test is successful" in r.stderr
@@ -90,6 +100,16 @@ def test_default_config_tour_answers(daemon: Callable[..., Daemon]) -> None:
 
     status, headers, _ = d.request("GET", "/old")
     assert status == 301 and headers["location"].endswith("/hello")
+
+    # static files: root, alias + try_files with a named location
+    page = (REPO / "html" / "index.html").read_bytes()
+    status, headers, body = d.request("GET", "/index.html")
+    assert (status, body, headers["content-type"]) == (200, page, "text/html") and headers["etag"]
+    status, _, _ = d.request("GET", "/index.html", headers={"If-None-Match": headers["etag"]})
+    assert status == 304
+    assert d.request("GET", "/style.css", headers={"Range": "bytes=0-3"})[2] == b"body"
+    assert d.get("/files/") == (200, page)
+    assert d.get("/files/nothing") == (404, b"no such file: /files/nothing\n")
 
     wait_until(lambda: b"loadavg (from the agent): None" not in d.get("/timer")[1], what="the agent's job")
     wait_until(lambda: re.search(rb"ticks: [1-9]", d.get("/timer")[1]), what="the unique timer")

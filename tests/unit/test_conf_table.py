@@ -17,6 +17,8 @@ default_type keepalive_timeout client_header_timeout client_body_timeout send_ti
 listen server_name location set return content_by_python_block content_by_python_file pyngx_status""".split()
 DESIGN_DIRECTIVES += ["thread_pool", "worker_stall_warn", "worker_stall_timeout"]  # threads and the watchdog
 DESIGN_DIRECTIVES += ["python_cluster", "python_cluster_retention"]  # the cluster (second round)
+DESIGN_DIRECTIVES += """root alias index try_files sendfile etag if_modified_since max_ranges disable_symlinks
+log_not_found types""".split()  # static files
 
 
 def test_every_design_directive_has_one_row() -> None:

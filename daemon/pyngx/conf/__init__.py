@@ -10,6 +10,7 @@ import os
 from collections.abc import Sequence
 
 from pyngx.conf import cluster, directives, parse
+from pyngx.conf import static as static_conf
 from pyngx.conf.handlers import EVENTS, HTTP, LOCATION, MAIN, SERVER, Ctx
 from pyngx.conf.model import (AccessLog, Chunk, ChunkKind, Config, ErrorLogConf, HttpConf, Listen, LocationConf,
                               ServerConf, ThreadPoolSpec)
@@ -163,6 +164,7 @@ def _server(ctx: Ctx) -> ServerConf:
         listens=tuple(listens),
         server_names=tuple(v.get("server_names", ())),
         locations=tuple(_location(c) for c in ctx.children if c.kind == LOCATION),
+        fallback=_fallback(ctx),
         file=st.file if st else "",
         line=st.line if st else 0,
     )
@@ -181,9 +183,20 @@ def _location(ctx: Ctx) -> LocationConf:
         status=v.get("status", False),
         default_type=ctx.inherited("default_type", "text/plain"),
         client_max_body_size=ctx.inherited("client_max_body_size", 1024 * 1024),
+        static=static_conf.freeze(ctx),
         file=st.file if st else "",
         line=st.line if st else 0,
     )
+
+
+def _fallback(ctx: Ctx) -> LocationConf | None:
+    """What answers a URI no location of server CTX matches: files, when a root is in effect (nginx)."""
+    static = static_conf.freeze(ctx)
+    if static is None:
+        return None
+    return LocationConf(modifier="", pattern="", regex=None, static=static,
+                        default_type=ctx.inherited("default_type", "text/plain"),
+                        client_max_body_size=ctx.inherited("client_max_body_size", 1024 * 1024))
 
 
 __all__ = ["ConfError", "load", "dump", "Config"]

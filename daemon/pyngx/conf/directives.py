@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from pyngx.conf import cluster as cl
 from pyngx.conf import handlers as h
+from pyngx.conf import static as st
 from pyngx.conf.parse import ConfError, Stmt
 from pyngx.conf.values import Invalid
 
@@ -133,6 +134,38 @@ DIRECTIVES: tuple[Directive, ...] = (
     D("content_by_python_block", LOCATION, NOARGS, h.content_block, kind=PYTHON, syntax="{ PYTHON }",
       doc="The request handler: Python run for each request with the `ngx` request API; it may `await`."),
     D("content_by_python_file", LOCATION, TAKE1, h.content_file, syntax="PATH", doc="The same, from a file."),
+    # -- files (ngx_http_core_module, ngx_http_index_module, ngx_http_static_module) --
+    D("root", HTTP | SERVER | LOCATION, TAKE1, st.root, default="html", syntax="PATH",
+      doc="Serve files under PATH: a URI maps to PATH + URI (relative paths under the prefix; `$variables` "
+      "allowed). A location with no `content_by_python`, `return` or `pyngx_status` serves files when a "
+      "`root`, `alias` or `try_files` is in effect; without any it answers 404."),
+    D("alias", LOCATION, TAKE1, st.alias, syntax="PATH",
+      doc="Serve files under PATH with the location's prefix replaced by PATH; in a regex location PATH is "
+      "the whole file path (captures `$1`... allowed)."),
+    D("index", HTTP | SERVER | LOCATION, ONEMORE, st.index, default="index.html", syntax="FILE ...",
+      doc="For a URI ending in `/`: the first FILE that exists is served by an internal redirect to URI + FILE; "
+      "none is 403 (a missing directory 404). The last may be an absolute URI, used without a check."),
+    D("try_files", SERVER | LOCATION, ONEMORE, st.try_files, syntax="FILE ... URI | =CODE | @NAME",
+      doc="Serve the first FILE that exists (`$uri/` tests a directory); otherwise an internal redirect to the "
+      "last URI, the named location `@NAME`, or the answer CODE. Not inherited, as nginx."),
+    D("sendfile", HTTP | SERVER | LOCATION, TAKE1, st.sendfile, default="off", syntax="on | off",
+      doc="Send file bodies with sendfile(2) (no copy through Python); `off` reads them in 32k pieces."),
+    D("etag", HTTP | SERVER | LOCATION, TAKE1, st.etag, default="on", syntax="on | off",
+      doc="An `ETag` (nginx's `\"MTIME-SIZE\"` in hex) on files, checked against `If-None-Match`."),
+    D("if_modified_since", HTTP | SERVER | LOCATION, TAKE1, st.if_modified_since, default="exact",
+      syntax="off | exact | before", doc="How `If-Modified-Since` is compared with a file's time for a 304."),
+    D("max_ranges", HTTP | SERVER | LOCATION, TAKE1, st.max_ranges, syntax="N",
+      doc="The most byte ranges served in one request (more: the whole file); 0 disables ranges. No limit by "
+      "default."),
+    D("disable_symlinks", HTTP | SERVER | LOCATION, TAKE12, st.disable_symlinks, default="off",
+      syntax="off | on [from=PART]", doc="`on` refuses a file with a symbolic link in its path, checking "
+      "each component after PART (`from=`; default: from `/`): 403 for the last one, 404 for one in the middle, "
+      "as nginx."),
+    D("log_not_found", HTTP | SERVER | LOCATION, TAKE1, st.log_not_found, default="on", syntax="on | off",
+      doc="Log a file that is not found (a 404) in the error log."),
+    D("types", HTTP | SERVER | LOCATION, NOARGS, st.types, kind=BLOCK, multi=True,
+      syntax="{ MIME EXT ...; ... }", doc="File extensions → Content-Type (nginx's `mime.types`); without "
+      "any, html, gif and jpg are known and the rest get `default_type`."),
     D("pyngx_status", LOCATION, NOARGS, h.status, syntax="",
       doc="The status page: process tree, requests, timers, shared dicts, IPC and event counters as JSON, "
       "or Prometheus text with `?format=prometheus`."),

@@ -7,6 +7,7 @@ user wrote keeps ``file`` and ``line`` so later errors can point at it.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import CodeType
 from typing import Literal
@@ -75,6 +76,29 @@ class Return:
     text: str | None = None
 
 
+# nginx's built-in ``types`` when a config sets none (ngx_http_core_module.c).
+DEFAULT_TYPES: dict[str, str] = {"html": "text/html", "gif": "image/gif", "jpg": "image/jpeg"}
+
+
+@dataclass(frozen=True, slots=True)
+class StaticConf:
+    """Serving files in a location or a server: nginx's root/alias, index, try_files and friends."""
+
+    root: str  # absolute, or a template holding $variables (then resolved per request)
+    alias: bool = False  # ``alias``: ``root`` replaces the location's PREFIX instead of prefixing the URI
+    prefix: str = ""  # the location's pattern an alias replaces ("" for a regex location)
+    index: tuple[str, ...] = ("index.html",)
+    try_files: tuple[str, ...] = ()
+    sendfile: bool = False
+    etag: bool = True
+    if_modified_since: str = "exact"  # off | exact | before
+    max_ranges: int = -1  # -1: no limit; 0: ranges disabled
+    disable_symlinks: bool = False
+    symlinks_from: str = ""  # with disable_symlinks: the part of the path not checked (from=)
+    log_not_found: bool = True
+    types: Mapping[str, str] = field(default_factory=lambda: DEFAULT_TYPES)
+
+
 @dataclass(frozen=True, slots=True)
 class LocationConf:
     modifier: Literal["", "=", "^~", "~", "~*"]
@@ -86,6 +110,7 @@ class LocationConf:
     status: bool = False  # pyngx_status;
     default_type: str = "text/plain"  # effective (inherited from server/http)
     client_max_body_size: int = 1024 * 1024  # effective
+    static: StaticConf | None = None  # files, when a root or alias is in effect
     file: str = ""
     line: int = 0
 
@@ -95,6 +120,7 @@ class ServerConf:
     listens: tuple[Listen, ...]
     server_names: tuple[str, ...] = ()
     locations: tuple[LocationConf, ...] = ()
+    fallback: LocationConf | None = None  # answers a URI no location matches (a server-level root)
     file: str = ""
     line: int = 0
 

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 import httptools
 
 from pyngx import log
-from pyngx.http import answers, replies, uri
+from pyngx.http import answers, replies, static, uri
 from pyngx.http.exchange import CURRENT, Exchange
 from pyngx.http.limits import MAX_URI, RequestError, check_head, check_host
-from pyngx.http.route import CONTENT, RETURN, STATUS, Route, Server, Vhosts
+from pyngx.http.route import CONTENT, RETURN, STATIC, STATUS, Route, Server, Vhosts
 from pyngx.http.variables import assign
 from pyngx.runtime import phase
 from pyngx.runtime.phase import Exit
@@ -262,7 +262,11 @@ class HttpProtocol(asyncio.Protocol):
             for name, template in route.sets:
                 assign(ex, name, template.render(ex))
         kind = route.kind
+        if kind is STATIC:
+            return static.serve(self, ex, route)
         if kind is CONTENT:
+            if route.files is not None and route.files.tries and not static.try_files(self, ex, route):
+                return None
             if route.is_async:
                 self.busy = True
                 self.loop.create_task(self.run_async(ex, route))
@@ -484,7 +488,7 @@ def _resolve(server: Server, url: bytes) -> tuple[str, str, Route | None, Any]:
         path, args = uri.split(url)
     except uri.BadTarget:
         raise RequestError(400) from None
-    route, match = server.locations.find(path)
+    route, match = server.find(path)
     hit = (path, args, route, match)
     if len(server.targets) >= TARGETS_CACHED:
         server.targets.clear()

@@ -13,6 +13,7 @@ SERVER = "pyngx"
 # nginx's own reason phrases where they differ from the RFC names Python knows.
 _REASONS = {
     302: "Moved Temporarily",
+    405: "Not Allowed",
     413: "Request Entity Too Large",
     414: "Request-URI Too Large",
     416: "Requested Range Not Satisfiable",

@@ -11,17 +11,19 @@ from typing import Any
 
 from pyngx.conf.model import HttpConf, LocationConf, ServerConf
 from pyngx.http.location import Locations
+from pyngx.http.static import Files
 from pyngx.http.variables import Template
 from pyngx.runtime import usercode
 
-CONTENT, RETURN, STATUS, NONE = "content", "return", "status", "none"
+CONTENT, RETURN, STATUS, NONE, STATIC = "content", "return", "status", "none", "static"
 REDIRECTS = frozenset((301, 302, 303, 307, 308))
 
 
 class Route:
     """One location, ready to answer."""
 
-    __slots__ = ("conf", "kind", "handler", "is_async", "sets", "ret_code", "ret_text", "ctype", "max_body", "name")
+    __slots__ = ("conf", "kind", "handler", "is_async", "sets", "ret_code", "ret_text", "ctype", "max_body", "name",
+                 "files")
 
     def __init__(self, conf: LocationConf, namespace: dict[str, Any]) -> None:
         self.conf = conf
@@ -33,6 +35,7 @@ class Route:
         self.is_async = False
         self.ret_code = 0
         self.ret_text: Template | None = None
+        self.files = Files(conf.static, conf.default_type) if conf.static is not None else None
         if conf.ret is not None:
             self.kind = RETURN
             self.ret_code = conf.ret.code
@@ -43,6 +46,8 @@ class Route:
             self.kind = CONTENT
             self.handler = usercode.make_handler(conf.content, namespace)
             self.is_async = conf.content.is_async
+        elif self.files is not None:
+            self.kind = STATIC
         else:
             self.kind = NONE
 
@@ -50,14 +55,22 @@ class Route:
 class Server:
     """One ``server {}``: its names and its locations."""
 
-    __slots__ = ("conf", "server_names", "locations", "targets")
+    __slots__ = ("conf", "server_names", "locations", "targets", "named", "fallback")
 
     def __init__(self, conf: ServerConf, namespace: dict[str, Any]) -> None:
         self.conf = conf
         self.server_names = conf.server_names
-        self.locations: Locations[Route] = Locations([(loc, Route(loc, namespace)) for loc in conf.locations])
+        routes = [(loc, Route(loc, namespace)) for loc in conf.locations]
+        self.locations: Locations[Route] = Locations([(c, r) for c, r in routes if not c.pattern.startswith("@")])
+        self.named = {c.pattern: r for c, r in routes if c.pattern.startswith("@")}  # try_files' @NAME
+        self.fallback = Route(conf.fallback, namespace) if conf.fallback is not None else None
         # raw request target -> (uri, args, route, match), filled by the connections
         self.targets: dict[bytes, tuple[str, str, Route | None, Any]] = {}
+
+    def find(self, uri: str) -> tuple[Route | None, Any]:
+        """The location for URI and its regex match; no match is the server's own files, if any (nginx)."""
+        route, match = self.locations.find(uri)
+        return (route, match) if route is not None else (self.fallback, None)
 
 
 class Vhosts:

@@ -76,6 +76,20 @@ def _sent_header(ex: Exchange, name: str) -> str | None:
     return None if item is None else str(item[1])
 
 
+def _files(ex: Exchange, what: str) -> str | None:
+    """$document_root, $realpath_root, $request_filename: from the location's files (static.Files)."""
+    files = ex.route.files if ex.route is not None else None
+    if files is None:
+        return None
+    if what == "request_filename":
+        path = files.path(ex, ex.uri)
+    else:
+        path = files.document_root(ex)
+        if what == "realpath_root":
+            path = os.path.realpath(path)
+    return None if path is None else path.decode("utf-8", "surrogateescape")
+
+
 def _time_local(ex: Exchange) -> str:
     return time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime())
 
@@ -113,6 +127,9 @@ GETTERS: dict[str, Getter] = {
     "connection_requests": lambda ex: str(ex.conn.requests),
     "nginx_version": lambda ex: "1.0.0",
     "pyngx_version": lambda ex: __import__("pyngx").__version__,
+    "document_root": lambda ex: _files(ex, "document_root"),
+    "realpath_root": lambda ex: _files(ex, "realpath_root"),
+    "request_filename": lambda ex: _files(ex, "request_filename"),
 }
 
 PREFIXES: tuple[tuple[str, Callable[[Exchange, str], Any]], ...] = (
