@@ -46,6 +46,7 @@ class HttpProtocol(asyncio.Protocol):
         # Per-connection state
         "site", "vhosts", "server", "loop", "transport", "parser", "peer", "sockname", "number", "requests",
         "state", "since", "since_write", "version", "host_ok", "closed", "eof", "paused", "waiters", "queue", "busy", "reading_paused",
+        "line_open", "escaped",
         # Per-request state (while the head and body arrive)
         "url", "headers", "hsize", "ex", "body", "body_size",
     )
@@ -73,6 +74,7 @@ class HttpProtocol(asyncio.Protocol):
         self.queue: deque[Exchange | int] = deque()
         self.busy = False
         self.reading_paused = False
+        self.line_open = self.escaped = False  # request line not ended; its bytes >= 0x80 escaped
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.hsize = 0
@@ -114,6 +116,10 @@ class HttpProtocol(asyncio.Protocol):
         if self.state == LINGER or self.idle():
             self.close()
             return None
+        if not self.busy and not self.queue:  # half a request, then EOF: it can never complete
+            answers.premature(self, "body" if self.state == BODY else "headers")
+            self.close()
+            return None
         self.eof = True  # answer what was asked, then close
         return True
 
@@ -122,10 +128,18 @@ class HttpProtocol(asyncio.Protocol):
         if state == IDLE:
             self.state = HEAD
             self.since = self.site.clock
+            self.line_open = True
         elif state == BODY:
             self.since = self.site.clock
         elif state == LINGER:
             return  # lingering close: read and drop what the client still sends
+        if self.line_open:
+            if not data.isascii():
+                escaped = uri.escape_line(data)
+                if escaped is not None:
+                    data, self.escaped = escaped, True
+            if self.headers or b"\n" in data:
+                self.line_open = False
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as err:
@@ -166,6 +180,9 @@ class HttpProtocol(asyncio.Protocol):
             return
         if self.hsize > MAX_URI:
             check_head(self.url, self.hsize)
+        if self.escaped:
+            self.escaped = False
+            self.url = uri.unescape_line(self.url)
         host = None
         body = False
         for name, value in self.headers:
