@@ -124,3 +124,43 @@ def test_raw_high_bytes_in_the_target_are_served_as_nginx_does(daemon: Any) -> N
         assert got.startswith(b"HTTP/1.1 200 ") and body_of(got).startswith(b"/\xe9\n")
     # control bytes are still refused
     assert exchange(d.port, b"GET /\x01 HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+
+
+MAX_REQUESTS = """
+worker_processes 1;
+worker_max_requests 20 jitter=5;
+error_log logs/error.log info;
+http {
+    server {
+        listen 127.0.0.1:@PORT@;
+        location = /pid { content_by_python_block { ngx.say(ngx.worker.pid()) } }
+        location = /status { pyngx_status; }
+    }
+}
+"""
+
+
+def test_worker_max_requests_replaces_the_worker_gracefully(daemon: Any) -> None:
+    d = daemon(MAX_REQUESTS)
+    first = d.get("/pid")[1]
+    seen = {first}
+    deadline = time.monotonic() + 20
+    while len(seen) < 3 and time.monotonic() < deadline:
+        status, body = d.get("/pid")  # every request answered while workers come and go
+        assert status == 200
+        seen.add(body)
+    assert len(seen) >= 3, "the worker was not replaced after worker_max_requests"
+    log = d.error_log()
+    assert "reached worker_max_requests" in log
+    assert "respawning in" not in log  # a worker that leaves on purpose is replaced at once
+
+
+def test_status_shows_each_process_rss(daemon: Any) -> None:
+    import json
+
+    d = daemon(MAX_REQUESTS.replace("worker_max_requests 20 jitter=5;", ""))
+    data = json.loads(d.get("/status")[1])
+    assert data["rss"] > 1 << 20 and data["master_rss"] > 1 << 20
+    assert data["processes"] and all(p["rss"] > 1 << 20 for p in data["processes"])
+    text = d.get("/status?format=prometheus")[1].decode()
+    assert f'pyngx_process_rss_bytes{{pid="{data["pid"]}",type="worker"}} ' in text

@@ -18,7 +18,7 @@ listen server_name location set return content_by_python_block content_by_python
 
 
 def test_every_design_directive_has_one_row() -> None:
-    assert sorted(TABLE) == sorted(DESIGN_DIRECTIVES)
+    assert set(DESIGN_DIRECTIVES) <= set(TABLE)  # and the ones added since (worker_max_requests, ...)
     assert len(directives.DIRECTIVES) == len(TABLE)
     assert all(d.doc and d.syntax is not None for d in directives.DIRECTIVES)
 

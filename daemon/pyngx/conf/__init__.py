@@ -120,6 +120,7 @@ def _freeze(main: Ctx, main_path: str, prefix: str, files: list[str]) -> Config:
         user=v.get("user"),
         worker_shutdown_timeout=v.get("worker_shutdown_timeout", 30.0),
         worker_connections=events.values.get("worker_connections", 1024) if events else 1024,
+        worker_max_requests=v.get("worker_max_requests", (0, 0)),
         http=_http(http) if http is not None else None,
         files=tuple(dict.fromkeys(files)),
     )

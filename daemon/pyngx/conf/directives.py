@@ -64,6 +64,9 @@ DIRECTIVES: tuple[Directive, ...] = (
       doc="Workers run as USER (and GROUP, else the user's primary group) when the master runs as root."),
     D("worker_shutdown_timeout", MAIN, TAKE1, h.worker_shutdown_timeout, default="30s", syntax="TIME",
       doc="How long a gracefully exiting worker may finish requests and timers before it is stopped."),
+    D("worker_max_requests", MAIN, TAKE12, h.worker_max_requests, default="0", syntax="N [jitter=M]",
+      doc="Replace a worker gracefully after N requests (plus a random 0..M, so workers do not all leave "
+      "at once); for user code that leaks. 0: never."),
     D("events", MAIN, NOARGS, h.events, kind=BLOCK, syntax="{ ... }", doc="Connection processing settings."),
     D("worker_connections", EVENTS, TAKE1, h.worker_connections, default="1024", syntax="N",
       doc="The most connections one worker keeps open at once."),

@@ -148,5 +148,6 @@ class Config:
     user: UserConf | None = None
     worker_shutdown_timeout: float = 30.0
     worker_connections: int = 1024
+    worker_max_requests: tuple[int, int] = (0, 0)  # (N, jitter M): replace a worker after N + 0..M requests
     http: HttpConf | None = None
     files: tuple[str, ...] = field(default=())  # every file read, includes expanded

@@ -37,6 +37,8 @@ def collect(server: HttpServer) -> dict[str, Any]:
         "master_pid": STATE.master_pid,
         "uptime": round(time.time() - server.started, 3),
         "processes": _processes(),
+        "rss": rss(os.getpid()),  # bytes; each child's is in its "processes" entry
+        "master_rss": rss(STATE.master_pid) if STATE.master_pid else None,
         "http": server.statistics(),
     }
     if tree.TREE is not None:
@@ -58,10 +60,23 @@ def _processes() -> list[dict[str, Any]]:
     out = []
     for p in table.peers(current=False):
         entry = {"pid": p.pid, "type": p.kind, "worker_id": p.worker_id, "generation": p.generation, "ready": p.ready}
+        entry["rss"] = rss(p.pid)
         if p.kind in (state.WORKER, state.SINGLE) and p.pid in rows:
             entry["http"] = dict(zip(tree.HTTP_FIELDS, rows[p.pid]))
         out.append(entry)
     return out
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss(pid: int) -> int | None:
+    """The resident set size of PID in bytes (/proc/PID/statm), None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _module_stats(name: str) -> Any:
@@ -125,6 +140,8 @@ def prometheus(data: dict[str, Any]) -> str:
     for proc in data["processes"]:
         lines.append(f'pyngx_process_ready{{pid="{proc["pid"]}",type="{proc["type"]}",'
                      f'generation="{proc["generation"]}"}} {int(proc["ready"])}')
+        if proc.get("rss") is not None:
+            lines.append(f'pyngx_process_rss_bytes{{pid="{proc["pid"]}",type="{proc["type"]}"}} {proc["rss"]}')
     _flatten("pyngx", {k: v for k, v in data.items() if k not in ("processes", "pid", "type", "master_pid", "http_all")},
              labels, lines)
     for name, value in data.get("http_all", {}).items():  # the whole server's: no process labels
