@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 # Limits of the request head (nginx: large_client_header_buffers 4 8k).
 TARGETS_CACHED = 1024  # request targets remembered per server with their location
+TARGET_CACHED_LEN = 256  # longer ones are not: 1024 targets of 8k would hold 8 MB per worker
 MAX_QUEUED = 64  # pipelined requests waiting behind an async one before reading pauses
 
 # Parse states of a connection, for the timeout sweep (a running handler is ``busy``).
@@ -503,9 +504,10 @@ def _resolve(server: Server, url: bytes) -> tuple[str, str, Route | None, Any]:
         raise RequestError(400) from None
     route, match = server.locations.find(path)
     hit = (path, args, route, match)
-    if len(server.targets) >= TARGETS_CACHED:
-        server.targets.clear()
-    server.targets[url] = hit
+    if len(url) <= TARGET_CACHED_LEN:
+        if len(server.targets) >= TARGETS_CACHED:
+            server.targets.clear()
+        server.targets[url] = hit
     return hit
 
 
