@@ -176,7 +176,7 @@ class Server:
         s = Sample()
         s.rss["master"], s.fds["master"] = rss(self.master), fds(self.master)
         n = 0
-        for pid, role in sorted(self.kids().items()):
+        for pid, role in sorted(self.kids().items(), key=lambda item: (item[1] == "agent", item[0])):
             key = role if role == "agent" else f"w{n}"
             n += role != "agent"
             s.rss[key], s.fds[key] = rss(pid), fds(pid)
