@@ -41,14 +41,21 @@ def _exchange(api: str) -> Exchange:
     return ex
 
 
+# Request text that was not UTF-8 ($uri of /a%ff, args, headers) holds its bytes as lone
+# surrogates (surrogateescape); encoding the same way writes those bytes back, as OpenResty
+# writes a Lua string as it is.
+_ENC = "utf-8"
+_ERRORS = "surrogateescape"
+
+
 def _encode(args: tuple[Any, ...]) -> bytes:
     if len(args) == 1:
         a = args[0]
         if type(a) is str:
-            return a.encode()
+            return a.encode(_ENC, _ERRORS)
         if type(a) is bytes:
             return a
-    return b"".join(a if isinstance(a, (bytes, bytearray)) else str(a).encode() for a in args)
+    return b"".join(a if isinstance(a, (bytes, bytearray)) else str(a).encode(_ENC, _ERRORS) for a in args)
 
 
 def _stdout(data: bytes) -> None:
@@ -70,7 +77,7 @@ def say(*args: Any) -> None:
             return _stdout(_encode(args) + b"\n")
         _exchange("ngx.say")
     if len(args) == 1 and type(args[0]) is str:
-        ex.out.append(args[0].encode() + b"\n")  # type: ignore[union-attr]
+        ex.out.append(args[0].encode(_ENC, _ERRORS) + b"\n")  # type: ignore[union-attr]
     else:
         ex.out.append(_encode(args) + b"\n")  # type: ignore[union-attr]
 

@@ -10,7 +10,14 @@ import uvloop
 
 import support
 from pyngx import pipe
+from pyngx.runtime import repeats
 from support import Run
+
+
+@pytest.fixture(autouse=True)
+def fresh_repeats() -> None:
+    """Each test sees its callbacks' failures logged in full (not counted as repeats of another's)."""
+    repeats.forget()
 
 
 @pytest.fixture(params=["uvloop", "asyncio"])

@@ -22,7 +22,7 @@ log_not_found types""".split()  # static files
 
 
 def test_every_design_directive_has_one_row() -> None:
-    assert sorted(TABLE) == sorted(DESIGN_DIRECTIVES)
+    assert set(DESIGN_DIRECTIVES) <= set(TABLE)  # and the ones added since (worker_max_requests, ...)
     assert len(directives.DIRECTIVES) == len(TABLE)
     assert all(d.doc and d.syntax is not None for d in directives.DIRECTIVES)
 

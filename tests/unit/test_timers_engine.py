@@ -360,7 +360,8 @@ def test_a_callback_raising_a_base_exception_is_logged_and_the_rest_run(run: Cal
     assert seen == ["next", "later"]
     assert stats["failed"] == 4 and stats["running"] == 0 and stats["pending"] == 0
     text = errlog.read_text()
-    assert text.count("NotAnException: odd") == 2 and text.count("\nasyncio.exceptions.CancelledError") == 2
+    # the same failure twice within the repeat interval: one traceback (the count follows later)
+    assert text.count("NotAnException: odd") == 1 and text.count("\nasyncio.exceptions.CancelledError") == 1
 
 
 def test_callbacks_do_not_see_the_creators_context(run: Callable[..., Any]) -> None:

@@ -124,6 +124,7 @@ def _freeze(main: Ctx, main_path: str, prefix: str, files: list[str]) -> Config:
         thread_pools=_thread_pools(v.get("thread_pools", {})),
         worker_stall_warn=v.get("worker_stall_warn", 0.2),
         worker_stall_timeout=v.get("worker_stall_timeout", 60.0),
+        worker_max_requests=v.get("worker_max_requests", (0, 0)),
         http=_http(http) if http is not None else None,
         files=tuple(dict.fromkeys(files)),
     )

@@ -74,6 +74,9 @@ DIRECTIVES: tuple[Directive, ...] = (
       doc="Log a warning with the Python stack when a worker's or the agent's event loop has not run for TIME."),
     D("worker_stall_timeout", MAIN, TAKE1, h.stall_time("worker_stall_timeout"), default="60s",
       syntax="TIME | off", doc="The master replaces a worker or the agent whose event loop has not run for TIME."),
+    D("worker_max_requests", MAIN, TAKE12, h.worker_max_requests, default="0", syntax="N [jitter=M]",
+      doc="Replace a worker gracefully after N requests (plus a random 0..M, so workers do not all leave "
+      "at once); for user code that leaks. 0: never."),
     D("events", MAIN, NOARGS, h.events, kind=BLOCK, syntax="{ ... }", doc="Connection processing settings."),
     D("worker_connections", EVENTS, TAKE1, h.worker_connections, default="1024", syntax="N",
       doc="The most connections one worker keeps open at once."),

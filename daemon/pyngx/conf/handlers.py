@@ -83,6 +83,16 @@ daemon = _store("daemon", values.flag)
 worker_shutdown_timeout = _store("worker_shutdown_timeout", values.time)
 
 
+def worker_max_requests(ctx: Ctx, st: Stmt) -> None:
+    jitter = 0
+    if len(st.args) > 1:
+        key, sep, value = st.args[1].partition("=")
+        if key != "jitter" or not sep:
+            raise Invalid(f'invalid parameter "{st.args[1]}"')
+        jitter = values.number(value)
+    ctx.values["worker_max_requests"] = (values.number(st.args[0]), jitter)
+
+
 def pid(ctx: Ctx, st: Stmt) -> None:
     ctx.values["pid"] = ctx.loader.path(st.args[0])
 

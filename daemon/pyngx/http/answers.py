@@ -41,6 +41,16 @@ def crash(conn: HttpProtocol, ex: Exchange, exc: BaseException) -> None:
     ex.out_headers = {"content-type": ("Content-Type", "text/html")}
 
 
+def premature(conn: HttpProtocol, what: str) -> None:
+    """Log a request cut by the client's EOF, as nginx does (info); the caller closes at once.
+
+    Waiting for client_header_timeout instead would let half-closed clients hold every slot.
+    """
+    if log.enabled(log.INFO):
+        log.info(f"client prematurely closed connection while reading client request {what}, "
+                 f"client: {_addr(conn.peer)}")
+
+
 def answer(conn: HttpProtocol, ex: Exchange, status: int, body: bytes | None = None,
            ctype: str = "text/html") -> None:
     """Answer STATUS with BODY (nginx's page for STATUS when None)."""

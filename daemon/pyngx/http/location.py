@@ -17,6 +17,7 @@ from pyngx.conf.model import LocationConf
 
 R = TypeVar("R")
 CACHE_SIZE = 4096  # distinct URIs remembered per server
+CACHED_LEN = 256  # longer URIs are searched every time: 4096 URIs of 8k would hold 32 MB per worker
 
 
 class Locations(Generic[R]):
@@ -49,9 +50,10 @@ class Locations(Generic[R]):
             return hit
         found = self._search(uri)
         # A Match object is immutable, so answers with captures are cached too.
-        if len(self.cache) >= CACHE_SIZE:
-            self.cache.clear()
-        self.cache[uri] = found
+        if len(uri) <= CACHED_LEN:
+            if len(self.cache) >= CACHE_SIZE:
+                self.cache.clear()
+            self.cache[uri] = found
         return found
 
     def _search(self, uri: str) -> tuple[R | None, re.Match[str] | None]:

@@ -116,6 +116,17 @@ _PROCESSES = Family(("processes",), "processes", "gauge", "Live processes of the
                     "type", TREE)
 _READY = Family(("processes", "ready"), "process_ready", "gauge",
                 "1 once the process (of the newest generation with this type and worker id) serves.")
+# the numbers of each process's row, by their key (or key/subkey) in the row
+_PROCESS_FAMILIES: dict[str, Family] = {
+    "ready": _READY,
+    "rss": Family(("processes", "rss"), "process_resident_memory_bytes", "gauge", "Resident memory of the process."),
+    "stall/stalls": Family(("processes", "stall", "stalls"), "process_stalls", "counter",
+                           "Times the process's event loop did not run for longer than worker_stall_warn."),
+    "stall/longest": Family(("processes", "stall", "longest"), "process_stall_longest_seconds", "gauge",
+                            "The longest time the process's event loop did not run."),
+    "stall/current": Family(("processes", "stall", "current"), "process_stall_current_seconds", "gauge",
+                            "How long the process's event loop has not run now (0 when it runs)."),
+}
 
 
 class _Out:
@@ -171,10 +182,10 @@ def _processes(rows: list[dict[str, Any]], out: _Out) -> None:
         out.add(_PROCESSES, {"type": kind}, n)
     for (kind, wid), row in sorted(newest.items()):
         labels = {"type": kind, **({"worker_id": wid} if wid else {})}
-        for key, value in row.items():
-            if key in ("pid", "type", "worker_id", "generation", "http") or not _is_number(value):
+        for path, value in _leaves(row):
+            if path[0] in ("pid", "type", "worker_id", "generation", "http"):
                 continue  # identities; "http" rows are in the server_* totals
-            family = _READY if key == "ready" else _fallback(("process", key))
+            family = _PROCESS_FAMILIES.get("/".join(path)) or _fallback(("process", *path))
             out.add(family, labels, value)
 
 

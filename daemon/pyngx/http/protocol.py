@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 # Limits of the request head (nginx: large_client_header_buffers 4 8k).
 TARGETS_CACHED = 1024  # request targets remembered per server with their location
+TARGET_CACHED_LEN = 256  # longer ones are not: 1024 targets of 8k would hold 8 MB per worker
 MAX_QUEUED = 64  # pipelined requests waiting behind an async one before reading pauses
 
 # Parse states of a connection, for the timeout sweep (a running handler is ``busy``).
@@ -46,6 +47,7 @@ class HttpProtocol(asyncio.Protocol):
         # Per-connection state
         "site", "vhosts", "server", "loop", "transport", "parser", "peer", "sockname", "number", "requests",
         "state", "since", "since_write", "version", "host_ok", "closed", "eof", "paused", "waiters", "queue", "busy", "reading_paused",
+        "line_open", "escaped",
         # Per-request state (while the head and body arrive)
         "url", "headers", "hsize", "ex", "body", "body_size",
     )
@@ -73,6 +75,7 @@ class HttpProtocol(asyncio.Protocol):
         self.queue: deque[Exchange | int] = deque()
         self.busy = False
         self.reading_paused = False
+        self.line_open = self.escaped = False  # request line not ended; its bytes >= 0x80 escaped
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.hsize = 0
@@ -114,6 +117,10 @@ class HttpProtocol(asyncio.Protocol):
         if self.state == LINGER or self.idle():
             self.close()
             return None
+        if not self.busy and not self.queue:  # half a request, then EOF: it can never complete
+            answers.premature(self, "body" if self.state == BODY else "headers")
+            self.close()
+            return None
         self.eof = True  # answer what was asked, then close
         return True
 
@@ -122,10 +129,18 @@ class HttpProtocol(asyncio.Protocol):
         if state == IDLE:
             self.state = HEAD
             self.since = self.site.clock
+            self.line_open = True
         elif state == BODY:
             self.since = self.site.clock
         elif state == LINGER:
             return  # lingering close: read and drop what the client still sends
+        if self.line_open:
+            if not data.isascii():
+                escaped = uri.escape_line(data)
+                if escaped is not None:
+                    data, self.escaped = escaped, True
+            if self.headers or b"\n" in data:
+                self.line_open = False
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as err:
@@ -166,6 +181,9 @@ class HttpProtocol(asyncio.Protocol):
             return
         if self.hsize > MAX_URI:
             check_head(self.url, self.hsize)
+        if self.escaped:
+            self.escaped = False
+            self.url = uri.unescape_line(self.url)
         host = None
         body = False
         for name, value in self.headers:
@@ -490,9 +508,10 @@ def _resolve(server: Server, url: bytes) -> tuple[str, str, Route | None, Any]:
         raise RequestError(400) from None
     route, match = server.find(path)
     hit = (path, args, route, match)
-    if len(server.targets) >= TARGETS_CACHED:
-        server.targets.clear()
-    server.targets[url] = hit
+    if len(url) <= TARGET_CACHED_LEN:
+        if len(server.targets) >= TARGETS_CACHED:
+            server.targets.clear()
+        server.targets[url] = hit
     return hit
 
 

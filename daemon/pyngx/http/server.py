@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import os
+import random
+import signal
 import socket
 import time
 from collections.abc import Mapping
@@ -26,7 +29,7 @@ from pyngx.http.accesslog import AccessLog
 from pyngx.http.protocol import HttpProtocol
 from pyngx.http.replies import SERVER
 from pyngx.http.route import Vhosts, build
-from pyngx.runtime import lifecycle, phase, tree
+from pyngx.runtime import lifecycle, phase, state, tree
 from pyngx.runtime.state import STATE
 
 if TYPE_CHECKING:
@@ -60,6 +63,7 @@ class HttpServer:
         self.n_refused = 0
         self.by_class = [0, 0, 0, 0, 0, 0]  # index = status // 100
         self.started = time.time()
+        self.max_requests = _max_requests()
         # the context plain content handlers run in (pyngx.http.protocol.run)
         self.content_ctx = contextvars.copy_context()
         self.content_ctx.run(phase.set, phase.CONTENT)
@@ -142,6 +146,11 @@ class HttpServer:
         self.date_server = f"Server: {SERVER}\r\nDate: {formatdate(now, usegmt=True)}\r\n".encode("latin-1")
         self._sweep()
         self.publish()
+        if self.max_requests and self.n_requests >= self.max_requests and not self.draining:
+            self.max_requests = 0  # once
+            log.notice(f"worker process reached worker_max_requests ({self.n_requests} requests), "
+                       "exiting gracefully")
+            os.kill(os.getpid(), signal.SIGQUIT)  # as process.signal_graceful_exit(): the master replaces it
         self.tick_handle = self.loop.call_later(TICK, self._tick)
 
     def publish(self) -> None:
@@ -179,6 +188,19 @@ class HttpServer:
             "requests": {"total": self.n_requests, "refused": self.n_refused, **self._classes()},
             "draining": self.draining,
         }
+
+
+def _max_requests() -> int:
+    """The request count after which this worker leaves (``worker_max_requests N jitter=M``), 0: never.
+
+    Checked once per tick, so a worker may answer half a second's requests more. Only workers:
+    a single process has no master to replace it.
+    """
+    config = STATE.config
+    if config is None or STATE.type != state.WORKER or not config.worker_max_requests[0]:
+        return 0
+    n, jitter = config.worker_max_requests
+    return n + random.randint(0, jitter)
 
 
 def start(http: HttpConf, sockets: Mapping[tuple[str, int], socket.socket]) -> HttpServer:

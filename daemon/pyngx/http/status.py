@@ -39,6 +39,8 @@ def collect(server: HttpServer) -> dict[str, Any]:
         "master_pid": STATE.master_pid,
         "uptime": round(time.time() - server.started, 3),
         "processes": _processes(),
+        "rss": rss(os.getpid()),  # bytes; each child's is in its "processes" entry
+        "master_rss": rss(STATE.master_pid) if STATE.master_pid else None,
         "http": server.statistics(),
     }
     if tree.TREE is not None:
@@ -63,6 +65,7 @@ def _processes() -> list[dict[str, Any]]:
     out = []
     for p in table.peers(current=False):
         entry = {"pid": p.pid, "type": p.kind, "worker_id": p.worker_id, "generation": p.generation, "ready": p.ready}
+        entry["rss"] = rss(p.pid)
         if p.kind in (state.WORKER, state.SINGLE) and p.pid in rows:
             entry["http"] = dict(zip(tree.HTTP_FIELDS, rows[p.pid]))
         if p.pid in health:
@@ -76,6 +79,18 @@ def _stall(row: dict[str, int]) -> dict[str, float | int]:
     since = row["stalled_since_ns"]
     current = (time.monotonic_ns() - since) / 1e9 if since else 0.0
     return {"stalls": row["stalls"], "longest": row["longest_us"] / 1e6, "current": round(current, 3)}
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss(pid: int) -> int | None:
+    """The resident set size of PID in bytes (/proc/PID/statm), None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _module_stats(name: str) -> Any:

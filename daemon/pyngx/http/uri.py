@@ -6,6 +6,7 @@ merging ``//``, resolving ``.`` and ``..`` (a ``..`` above the root is a
 """
 from __future__ import annotations
 
+import re
 from urllib.parse import unquote_to_bytes
 
 import httptools
@@ -73,3 +74,39 @@ def _step(parts: list[bytes], seg: bytes) -> None:
         parts.pop()
         return
     parts.append(seg)
+
+
+# nginx takes bytes >= 0x80 in the request target (``GET /é``, ``/?x=\xff``); llhttp refuses
+# them. They travel through the parser as ``%~XX`` (a ``%~`` already there as ``%~25~``)
+# and `unescape_line` puts them back before anything reads the target.
+_HIGH = re.compile(rb"[\x80-\xff]|%(?=~)")
+_UNESCAPE = re.compile(rb"%~([0-9a-f]{2})")
+
+
+def escape_line(data: bytes) -> bytes | None:
+    """DATA with the bytes >= 0x80 of its first line escaped, or None when it has none there.
+
+    DATA starts inside a request line (CRLFs before a request are skipped as the parser does).
+    Known gap: a second pipelined request in the same read is not escaped (it gets a 400).
+    """
+    start = len(data) - len(data.lstrip(b"\r\n"))
+    end = data.find(b"\n", start)
+    if end < 0:
+        end = len(data)
+    line = _HIGH.sub(_escape_byte, data[start:end])
+    if len(line) == end - start:
+        return None
+    return data[:start] + line + data[end:]
+
+
+def unescape_line(url: bytes) -> bytes:
+    """The request target as the client sent it (undoes `escape_line`)."""
+    return _UNESCAPE.sub(_unescape_byte, url)
+
+
+def _escape_byte(m: re.Match[bytes]) -> bytes:
+    return b"%%~%02x" % m.group()[0]
+
+
+def _unescape_byte(m: re.Match[bytes]) -> bytes:
+    return bytes.fromhex(m.group(1).decode())

@@ -217,7 +217,9 @@ def uri_args(query: str) -> dict[str, Any]:
     if not query:
         return {}
     pairs = (pair.partition("=") for pair in query.split("&") if pair)
-    return grouped((unquote_plus(key), unquote_plus(value) if sep else True) for key, sep, value in pairs)
+    # bytes that are not UTF-8 (%ff) stay themselves as surrogates, and encode back to them
+    return grouped((unquote_plus(key, errors="surrogateescape"),
+                    unquote_plus(value, errors="surrogateescape") if sep else True) for key, sep, value in pairs)
 
 
 def grouped(pairs: Iterable[tuple[str, Any]]) -> dict[str, Any]:

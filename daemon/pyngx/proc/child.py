@@ -82,6 +82,7 @@ def run(cycle: Cycle, kind: str, worker_id: int | None, *, master_pid: int, stat
     """Run a child (or the single process) to its end; returns the exit code."""
     set_title(TITLES[kind])
     keep_sockets(cycle, worker_id if kind != state.AGENT else None)
+    usercode.pin_sources(cycle.sources)
     lifecycle.reset()
     setup_state(cycle, kind, worker_id, master_pid)
     loop = loops.new_loop()

@@ -48,6 +48,8 @@ class Cycle:
     zones: dict[str, Any] = field(default_factory=dict)
     globals: dict[str, Any] = field(default_factory=dict)
     want_agent: bool = False
+    # the config files and the modules init_by_python imported, as this generation read them
+    sources: dict[str, list[str]] = field(default_factory=dict)
 
     def all_sockets(self) -> list[socket.socket]:
         """Every listening socket of this cycle, each once (the per-worker ones included)."""
@@ -107,6 +109,7 @@ def build(config: Config, old: Cycle | None = None, *, generation: int = 1, bind
     try:
         cycle.zones = make_zones(config, old)
         _run_init(cycle, purge=old is not None)
+        cycle.sources = _sources(config)
         if bind:
             cycle.sockets, cycle.per_worker = open_sockets(config, old, inherited or {})
     except BaseException:
@@ -237,6 +240,13 @@ def _run_init(cycle: Cycle, *, purge: bool) -> None:
         detail = usercode.format_exception(exc)
         raise CycleError(f"init_by_python error: {type(exc).__name__}: {exc}", file, line, detail) from None
     cycle.want_agent = STATE.want_agent
+
+
+def _sources(config: Config) -> dict[str, list[str]]:
+    """The config files and the user modules init_by_python imported, as they are now."""
+    python_path = config.http.python_path if config.http is not None else ()
+    dirs = usercode.user_dirs(python_path, config.prefix)
+    return usercode.read_sources([*config.files, *usercode.module_files(dirs)])
 
 
 def _user_location(exc: BaseException, file: str, line: int) -> tuple[str, int]:

@@ -38,7 +38,6 @@ ORDER = ("reap", "terminate", "quit", "reload", "reopen")
 READY_TIMEOUT = 20.0  # a new generation that is not serving by then is reported as failed
 FAST_KILL_AFTER = 3.0  # TERM, then KILL what is left (nginx escalates after about a second)
 QUIT_KILL_GRACE = 5.0  # on top of worker_shutdown_timeout, for a child that ignores its bound
-EARLY_DEATH = 2.0  # a child dying sooner than this after start counts towards back-off
 MAX_BACKOFF = 5.0
 GIVE_UP_AFTER = 3  # early deaths of a new generation's child before a reload is rolled back
 
@@ -246,7 +245,9 @@ class Master:
 
     def schedule_respawn(self, info: ChildInfo) -> None:
         key = (info.kind, info.worker_id)
-        early = not info.ready or time.monotonic() - info.started < EARLY_DEATH
+        # Only a child that died before it was ready is in a crash loop; a ready one that was
+        # killed (OOM killer, an operator, a kill storm) is replaced at once, as nginx does.
+        early = not info.ready
         fails = self.fails.get(key, 0) + 1 if early else 0
         self.fails[key] = fails
         delay = 0.0 if fails <= 1 else min(0.1 * 2 ** (fails - 2), MAX_BACKOFF)

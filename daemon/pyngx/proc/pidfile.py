@@ -117,3 +117,50 @@ def remove_verdict(pid_path: str) -> None:
         os.unlink(verdict_path(pid_path))
     except OSError:
         pass
+
+
+# -- is the pid in the file ours? --
+#
+# A pid file outlives its master (SIGKILL, a crash, a reboot) and the kernel reuses pids:
+# `pyngx -s reload` must not send SIGHUP to whatever runs under that number now. A master
+# shows ``pyngx: master process <command line>`` as its title, a single process keeps the
+# command line; ``-p`` in it (else the directory it was started in) is its prefix.
+
+MASTER_TITLE = "pyngx: master process "
+
+
+def not_ours(pid: int, prefix: str) -> str | None:
+    """Why PID is not a pyngx master (or single process) of PREFIX; None when it is."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            raw = f.read()
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+    except FileNotFoundError:
+        return None  # gone: kill() says so in its own words
+    except PermissionError:
+        return None  # another user's process: kill() is refused with EPERM anyway
+    except OSError as exc:
+        return f"cannot read /proc/{pid} ({exc.errno}: {exc.strerror})"
+    text = raw.decode("utf-8", "replace")
+    if text.startswith(MASTER_TITLE):
+        args = text[len(MASTER_TITLE):].rstrip("\0").split()
+    else:
+        args = [a for a in text.split("\0") if a]
+        if not any(os.path.basename(a) == "pyngx" or a.endswith("pyngx/__main__.py") for a in args[:3]):
+            return f"process {pid} is not a pyngx master process"
+    if "pyngx" not in " ".join(args[:3]):
+        return f"process {pid} is not a pyngx master process"
+    theirs = os.path.realpath(os.path.join(cwd, _prefix_arg(args)))
+    if theirs != os.path.realpath(prefix):
+        return f'process {pid} is the pyngx master process of prefix "{theirs}", not of "{prefix}"'
+    return None
+
+
+def _prefix_arg(args: list[str]) -> str:
+    """The value of ``-p PREFIX`` / ``-pPREFIX`` in ARGS, else "." (the default prefix)."""
+    for i, arg in enumerate(args):
+        if arg == "-p" and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("-p") and len(arg) > 2:
+            return arg[2:]
+    return "."

@@ -39,6 +39,9 @@ def send(config: Config, signame: str) -> int:
         pid = pidfile.read(path)
     except pidfile.PidFileError as exc:
         return _fail(str(exc))
+    why = pidfile.not_ours(pid, config.prefix)
+    if why is not None:
+        return _fail(f'{why}: the pid file "{path}" is stale, no signal sent')
     before = pidfile.read_verdict(path) if signame == "reload" else ""
     try:
         os.kill(pid, signo)

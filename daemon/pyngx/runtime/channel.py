@@ -53,7 +53,7 @@ from typing import Any
 
 from pyngx import log
 from pyngx.errors import IPCError
-from pyngx.runtime import ipcconn, lifecycle, phase, state, tree
+from pyngx.runtime import ipcconn, lifecycle, phase, repeats, state, tree
 from pyngx.runtime.ipcconn import CONT as CONT
 from pyngx.runtime.ipcconn import HEAD as HEAD
 from pyngx.runtime.ipcconn import INTERNAL as INTERNAL
@@ -259,7 +259,7 @@ class Channel:
             try:
                 ifn(pid, data)
             except Exception as exc:  # noqa: BLE001 - never let a handler stop the reader
-                log.exception(f'ipc: internal handler "{name.decode(errors="replace")}" failed', exc)
+                repeats.exception(f'ipc: internal handler "{name.decode(errors="replace")}" failed', exc)
             return
         if not self.run_handler(name, data):
             self.dropped += 1
@@ -278,7 +278,7 @@ class Channel:
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:  # noqa: BLE001 - the user's handler, whatever it raised
-            log.exception(f'ipc handler "{name.decode(errors="replace")}" failed', exc)
+            repeats.exception(f'ipc handler "{name.decode(errors="replace")}" failed', exc)
         return True
 
     def spawn(self, awaitable: Any, name: bytes) -> None:
@@ -288,7 +288,7 @@ class Channel:
         def done(t: asyncio.Task[Any]) -> None:
             self.tasks.discard(t)
             if not t.cancelled() and t.exception() is not None:
-                log.exception(f'ipc handler "{name.decode(errors="replace")}" failed', t.exception())  # type: ignore[arg-type]
+                repeats.exception(f'ipc handler "{name.decode(errors="replace")}" failed', t.exception())  # type: ignore[arg-type]
 
         task.add_done_callback(done)
 

@@ -55,7 +55,7 @@ import msgpack
 
 from pyngx import log
 from pyngx.errors import KeyExistsError, KeyNotFoundError, NoMemoryError
-from pyngx.runtime import phase
+from pyngx.runtime import phase, repeats
 
 SOURCE = "worker-events"
 SEQ = "ev:seq"
@@ -424,7 +424,7 @@ class Bus:
 
     def _failed(self, exc: BaseException, source: str, event: str, pid: int | None) -> None:
         self.stats["handler_errors"] += 1
-        log.exception(f"worker-events: event callback failed; source={source}, event={event}, pid={pid}", exc)
+        repeats.exception(f"worker-events: event callback failed; source={source}, event={event}, pid={pid}", exc)
 
     def _seq(self) -> int:
         value = self.zone.get(SEQ)
@@ -495,7 +495,7 @@ class Bus:
             try:
                 result = self.poll(BATCH)
             except Exception as exc:  # noqa: BLE001 - keep delivering
-                log.exception("worker-events: poll failed", exc)
+                repeats.exception("worker-events: poll failed", exc)
                 result = "done"
             if result == "more":
                 await asyncio.sleep(0)

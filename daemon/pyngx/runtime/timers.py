@@ -29,7 +29,7 @@ from typing import Any
 
 from pyngx import log
 from pyngx.errors import ProcessExitingError, TooManyTimersError
-from pyngx.runtime import lifecycle, phase, treelock
+from pyngx.runtime import lifecycle, phase, repeats, treelock
 from pyngx.runtime.timerhandle import EveryTimer, LaterTimer, Timer, where
 
 _Context = contextvars.Context
@@ -295,7 +295,7 @@ class Engine:
             # start the traceback at the user's code; nothing when the call itself
             # failed (a callback that takes other arguments)
             exc = exc.with_traceback(tb.tb_next)
-        log.exception(f"timer callback {where(t._fn)} failed", exc)
+        repeats.exception(f"timer callback {where(t._fn)} failed", exc)
 
     def _finish(self, t: Timer) -> None:
         self.running -= 1

@@ -121,6 +121,48 @@ def _kept_roots() -> tuple[str, ...]:
     return tuple(sorted(d.rstrip(os.sep) + os.sep for d in both))
 
 
+def module_files(dirs: Iterable[str]) -> list[str]:
+    """The files of the user's modules loaded now from DIRS (what `purge_modules` would drop)."""
+    roots = tuple(d.rstrip(os.sep) + os.sep for d in dirs)
+    keep = _kept_roots()
+    out = []
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None)
+        if path and path.endswith(".py") and not path.startswith(keep):
+            real = _realpath(path)
+            if real.startswith(roots) and not real.startswith(keep) and "site-packages" not in real:
+                out.append(path)
+    return out
+
+
+def read_sources(paths: Iterable[str]) -> dict[str, list[str]]:
+    """The lines of each file in PATHS as it is now (unreadable ones are left out)."""
+    import tokenize
+
+    out = {}
+    for path in dict.fromkeys(paths):
+        try:
+            opener = tokenize.open(path) if path.endswith(".py") else open(path, encoding="utf-8-sig")
+            with opener as f:
+                out[path] = f.read().splitlines(True)
+        except (OSError, ValueError, SyntaxError):
+            continue
+    return out
+
+
+def pin_sources(sources: dict[str, list[str]]) -> None:
+    """Make tracebacks of this process quote SOURCES, not the files as they are on disk now.
+
+    After the config was edited and reloaded, an old worker still draining runs the
+    old code: its tracebacks must show the old lines. linecache never rechecks an
+    entry whose mtime is None.
+    """
+    import linecache
+
+    for path, lines in sources.items():
+        linecache.cache[path] = (sum(map(len, lines)), None, lines, path)
+
+
 def format_exception(exc: BaseException) -> str:
     """EXC's traceback from the first frame of the user's code on (pyngx's own frames that
     merely ran the code are noise to the user)."""
