@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 import httptools
 
 from pyngx import log
-from pyngx.http import answers, replies, uri
-from pyngx.http.exchange import CURRENT, Exchange
+from pyngx.http import answers, phases, replies, uri
+from pyngx.http.exchange import CURRENT, Exchange, Redirect
 from pyngx.http.limits import MAX_URI, RequestError, check_head, check_host
-from pyngx.http.route import CONTENT, RETURN, STATUS, Route, Server, Vhosts
+from pyngx.http.route import CONTENT, PHASED, RETURN, STATUS, Route, Server, Vhosts
 from pyngx.http.variables import assign
 from pyngx.runtime import phase
 from pyngx.runtime.phase import Exit
@@ -273,9 +273,13 @@ class HttpProtocol(asyncio.Protocol):
                 self.site.content_ctx.run(_call, ex, route.handler)
             except Exit:
                 pass
+            except Redirect as jump:  # ngx.exec
+                return phases.redirected(self, ex, jump)
             except BaseException as exc:  # noqa: BLE001 - the user's code: 500, never a dead worker
                 answers.crash(self, ex, exc)
             return self.finish(ex)
+        if kind is PHASED:
+            return phases.start(self, ex)
         if kind is RETURN:
             return answers.answer_return(self, ex, route)
         if kind is STATUS:
@@ -290,6 +294,9 @@ class HttpProtocol(asyncio.Protocol):
             await route.handler()  # type: ignore[misc]
         except Exit:
             pass
+        except Redirect as jump:  # ngx.exec
+            self.busy = False
+            return phases.redirected(self, ex, jump)
         except asyncio.CancelledError:
             ex.done = True
             self.busy = False

@@ -9,19 +9,23 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pyngx.conf.model import HttpConf, LocationConf, ServerConf
+from pyngx.conf.model import Chunk, HttpConf, LocationConf, ServerConf
 from pyngx.http.location import Locations
 from pyngx.http.variables import Template
 from pyngx.runtime import usercode
 
 CONTENT, RETURN, STATUS, NONE = "content", "return", "status", "none"
+PHASED = "phased"  # a location with rewrite/access/filter/log phases: pyngx.http.phases runs it
 REDIRECTS = frozenset((301, 302, 303, 307, 308))
 
 
 class Route:
     """One location, ready to answer."""
 
-    __slots__ = ("conf", "kind", "handler", "is_async", "sets", "ret_code", "ret_text", "ctype", "max_body", "name")
+    __slots__ = ("conf", "kind", "handler", "is_async", "sets", "ret_code", "ret_text", "ctype", "max_body", "name",
+                 # the phases besides content: (function, is_async) or None; ``inner`` is what the location
+                 # does (CONTENT, RETURN...) when ``kind`` is PHASED; ``yields``: a phase may await
+                 "inner", "rewrite", "access", "header_filter", "body_filter", "log", "yields")
 
     def __init__(self, conf: LocationConf, namespace: dict[str, Any]) -> None:
         self.conf = conf
@@ -45,6 +49,22 @@ class Route:
             self.is_async = conf.content.is_async
         else:
             self.kind = NONE
+        self.inner = self.kind
+        self.rewrite = _step(conf.rewrite, namespace)
+        self.access = _step(conf.access, namespace)
+        self.header_filter = _step(conf.header_filter, namespace)
+        self.body_filter = _step(conf.body_filter, namespace)
+        self.log = _step(conf.log, namespace)
+        if self.rewrite or self.access or self.header_filter or self.body_filter or self.log:
+            self.kind = PHASED
+        self.yields = any(step is not None and step[1] for step in (self.rewrite, self.access)) or self.is_async
+
+
+def _step(chunk: Chunk | None, namespace: dict[str, Any]) -> tuple[Callable[[], Any], bool] | None:
+    """A phase's handler made once, with whether it is a coroutine function."""
+    if chunk is None:
+        return None
+    return usercode.make_handler(chunk, namespace), chunk.is_async
 
 
 class Server:

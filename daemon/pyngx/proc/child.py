@@ -194,12 +194,23 @@ def setup_runtime_limits(max_pending: int, max_running: int) -> None:
 async def run_init_worker(cycle: Cycle) -> None:
     """init_worker_by_python; an error is logged and the process serves on (as OpenResty)."""
     http = cycle.config.http
+    if http is not None and http.exit_worker is not None:
+        chunk = http.exit_worker
+        lifecycle.on_begin(lambda: run_exit_worker(chunk, cycle.globals), order=lifecycle.EXIT_WORKER)
     if http is None or http.init_worker is None:
         return
     try:
         await usercode.run_module_async(http.init_worker, cycle.globals, phase.INIT_WORKER)
     except Exception as exc:  # noqa: BLE001 - the user's code
         log.exception("init_worker_by_python error", exc)
+
+
+def run_exit_worker(chunk: Any, namespace: dict[str, Any]) -> None:
+    """exit_worker_by_python, at the start of a graceful exit (before timers fire premature)."""
+    try:
+        usercode.run_module(chunk, namespace, phase.EXIT_WORKER)
+    except Exception as exc:  # noqa: BLE001 - the user's code
+        log.exception("exit_worker_by_python error", exc)
 
 
 async def start_http(cycle: Cycle) -> Any:
