@@ -15,6 +15,9 @@ worker_connections include http python_path python_shared_dict python_max_pendin
 init_by_python_block init_by_python_file init_worker_by_python_block init_worker_by_python_file access_log
 default_type keepalive_timeout client_header_timeout client_body_timeout send_timeout client_max_body_size server
 listen server_name location set return content_by_python_block content_by_python_file pyngx_status""".split()
+# the request phases of the second round (DESIGN.md "Phases")
+DESIGN_DIRECTIVES += [f"{p}_by_python_{form}" for p in ("rewrite", "access", "header_filter", "body_filter", "log",
+                                                          "exit_worker") for form in ("block", "file")]
 
 
 def test_every_design_directive_has_one_row() -> None:
