@@ -9,6 +9,8 @@ Thin: checks the phase and the arguments, then hands over to
 """
 from __future__ import annotations
 
+import os
+
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -108,6 +110,14 @@ def reply(name: str, data: str | bytes) -> None:
         raise WrongContextError(f"ipc.reply: API disabled in the context of {phase.current() or 'this process'} "
                                 "(allowed in an ipc handler)")
     _channel("ipc.reply").send(pid, _name(name, "ipc.reply"), _data(data, "ipc.reply"))
+
+
+def get_other_worker_pids() -> list[int]:
+    """The pids of this generation's other workers (not this process, not the agent)."""
+    from pyngx import worker
+
+    me = os.getpid()
+    return [pid for pid in worker.pids() if pid != me]
 
 
 def __getattr__(attr: str) -> Any:

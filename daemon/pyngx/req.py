@@ -57,6 +57,14 @@ def _raw(ex: Exchange) -> list[tuple[bytes, bytes]]:
     return more.raw_headers if more is not None and more.raw_headers is not None else ex.headers
 
 
+def _keep_raw(ex: Exchange) -> None:
+    """Remember the head as received before the first change (raw_header returns it)."""
+    more = ex.extra()
+    if more.raw_headers is None:
+        more.raw_headers = ex.headers
+        more.raw_line = ex.request_line()
+
+
 class _Req:
     """``ngx.req``."""
 
@@ -71,6 +79,7 @@ class _Req:
     def set_method(method: int | str) -> None:
         """``ngx.req.set_method(ngx.HTTP_POST)`` (a method name works too)."""
         ex = exchange("ngx.req.set_method")
+        _keep_raw(ex)
         ex.method = method_name(method, "ngx.req.set_method").encode("ascii")
 
     @staticmethod
@@ -127,7 +136,8 @@ class _Req:
     def raw_header(no_request_line: bool = False) -> str:
         """The request head as received (set_header does not change it), CRLFs and all."""
         ex = exchange("ngx.req.raw_header", READ)
-        lines = [] if no_request_line else [ex.request_line().encode("latin-1") + b"\r\n"]
+        line = ex.more.raw_line if ex.more is not None and ex.more.raw_line is not None else ex.request_line()
+        lines = [] if no_request_line else [line.encode("latin-1") + b"\r\n"]
         lines.extend(b"%b: %b\r\n" % (k, v) for k, v in _raw(ex))
         lines.append(b"\r\n")
         return b"".join(lines).decode("utf-8", "surrogateescape")
@@ -142,9 +152,7 @@ class _Req:
         key = name.lower().encode("latin-1")
         if any(c in name for c in "\r\n: "):
             raise ValueError(f"bad header name: {name!r}")
-        more = ex.extra()
-        if more.raw_headers is None:
-            more.raw_headers = ex.headers
+        _keep_raw(ex)
         headers = [(k, v) for k, v in ex.headers if k.lower() != key]
         values = value if isinstance(value, (list, tuple)) else (() if value is None else (value,))
         for item in values:

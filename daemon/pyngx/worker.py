@@ -10,6 +10,16 @@ def pid() -> int:
     return os.getpid()
 
 
+def pids() -> list[int]:
+    """The pids of this generation's workers, in worker id order (this process alone in single mode)."""
+    from pyngx.runtime import tree
+
+    if tree.TREE is None:
+        return [os.getpid()]
+    peers = [p for p in tree.TREE.peers() if p.kind in ("worker", "single")]
+    return [p.pid for p in sorted(peers, key=lambda p: (p.worker_id is None, p.worker_id or 0, p.pid))]
+
+
 def id() -> int | None:  # noqa: A001 - OpenResty's name
     """0..N-1 in a worker (0 in single mode), None in the master and the agent."""
     return STATE.worker_id

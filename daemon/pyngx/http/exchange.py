@@ -116,11 +116,12 @@ class Exchange:
 class More:
     """Per-request state of the rarer request API (kept off the plain request's path)."""
 
-    __slots__ = ("raw_headers", "filtered", "body_ended", "aborts", "abort_task", "aborted", "discarded",
+    __slots__ = ("raw_headers", "raw_line", "filtered", "body_ended", "aborts", "abort_task", "aborted", "discarded",
                  "parent", "redirects", "eof")
 
     def __init__(self) -> None:
         self.raw_headers: list[tuple[bytes, bytes]] | None = None  # as received, before set_header
+        self.raw_line: str | None = None  # the request line as received, before set_method
         self.filtered = False  # header_filter_by_python has run
         self.body_ended = False  # body_filter_by_python set eof: later output is dropped
         self.aborts: list[Any] = []  # ngx.on_abort callbacks, with their contexts
@@ -138,7 +139,7 @@ class Redirect(BaseException):
     def __init__(self, uri: str, args: str, *, keep_ctx: bool = False) -> None:
         super().__init__(uri, args)
         self.uri = uri
-        self.args = args
+        self.query = args  # (not ``args``: BaseException owns that name)
         self.keep_ctx = keep_ctx
 
 

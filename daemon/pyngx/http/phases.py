@@ -126,7 +126,7 @@ def _apply(conn: HttpProtocol, ex: Exchange, jump: Redirect) -> bool:
         answers.fill(ex, 500)
         return False
     server = conn.server
-    ex.uri, ex.args = jump.uri, jump.args
+    ex.uri, ex.args = jump.uri, jump.query
     if server is None:
         ex.route, ex.match = None, None
     else:
