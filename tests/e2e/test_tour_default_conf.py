@@ -71,6 +71,9 @@ def test_default_config_tour_answers(daemon: Callable[..., Daemon]) -> None:
     status, _, _ = d.request("POST", "/echo", body=b"x" * 70000)
     assert status == 413
 
+    assert d.get("/private")[0] == 403  # the access phase refuses without the token
+    assert d.get("/private?token=letmein") == (200, b"welcome; requests logged here so far: 0\n")
+    wait_until(lambda: d.get("/private?token=letmein")[1].endswith(b"so far: 2\n"), what="the log phase counter")
     status, headers, _ = d.request("GET", "/old")
     assert status == 301 and headers["location"].endswith("/hello")
 
