@@ -189,7 +189,7 @@ def output(conn: HttpProtocol, ex: Exchange, eof: bool) -> asyncio.Future[None] 
     """Run the filters over what EX has buffered, then send it: the whole answer when EOF
     (``conn.finish``), else a piece of it (``conn.flush``, whose waiter is returned)."""
     route = ex.route
-    if route is not None and route.kind is PHASED and not ex.done:
+    if route is not None and (route.header_filter is not None or route.body_filter is not None) and not ex.done:
         run_filters(conn, ex, eof)
     if eof:
         conn.finish(ex)
