@@ -13,10 +13,10 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import quote
 
-from pyngx.errors import WrongContextError
-from pyngx.http import variables
+from pyngx.errors import Error, WrongContextError
+from pyngx.http import bodystream, variables
 from pyngx.http.exchange import Exchange, Redirect
-from pyngx.request import OUTPUT, READ, _DONE, _Done, exchange
+from pyngx.request import OUTPUT, READ, _DONE, exchange
 from pyngx.runtime import phase
 
 BODY_READ = phase.YIELDING | {phase.LOG}
@@ -168,10 +168,15 @@ class _Req:
 
     # -- body --
     @staticmethod
-    def read_body() -> _Done:
-        """The body is read before the handler runs (bounded by client_max_body_size)."""
-        exchange("ngx.req.read_body")
-        return _DONE
+    def read_body() -> Any:
+        """Read the whole body (bounded by client_max_body_size); usually it already is."""
+        ex = exchange("ngx.req.read_body")
+        stream = ex.more.stream if ex.more is not None else None
+        if stream is None:
+            return _DONE
+        if stream.taken:
+            raise Error("ngx.req.read_body: the body was streamed already")
+        return bodystream.collect(ex, stream)
 
     @staticmethod
     def get_body_data() -> bytes | None:
@@ -202,13 +207,13 @@ class _Req:
     def stream() -> AsyncIterator[bytes]:
         """``async for chunk in ngx.req.stream():`` the body's bytes, piece by piece."""
         ex = exchange("ngx.req.stream")
-        return _stream(ex)
-
-
-async def _stream(ex: Exchange) -> AsyncIterator[bytes]:
-    body = ex.body
-    if body:
-        yield body
+        stream = ex.more.stream if ex.more is not None else None
+        if stream is None:
+            return bodystream.whole(ex)  # read whole before the handler ran (see bodystream)
+        if stream.taken:
+            raise Error("ngx.req.stream: the body was read already")
+        stream.taken = True
+        return stream.chunks(ex)  # type: ignore[no-any-return]
 
 
 req = _Req()

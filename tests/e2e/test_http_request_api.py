@@ -226,3 +226,54 @@ def test_wrong_contexts(daemon) -> None:
     lines = d.get("/wrong")[1].decode().splitlines()
     assert lines[0].startswith("ngx.req.set_uri: API disabled in the context of content_by_python")
     assert lines[1].startswith("ngx.arg: API disabled in the context of content_by_python")
+
+
+STREAM_CONF = r"""
+error_log logs/error.log info;
+http {
+    python_shared_dict s 1m;
+    client_max_body_size 100k;
+    server {
+        listen 127.0.0.1:@PORT@;
+        location = /stream {
+            content_by_python_block {
+                sizes = []
+                async for chunk in ngx.req.stream():
+                    sizes.append(len(chunk))
+                    ngx.shared.s.set("seen", sum(sizes))
+                ngx.say("total ", sum(sizes))
+            }
+        }
+        location = /read {
+            content_by_python_block {
+                if ngx.var.arg_whole:
+                    await ngx.req.read_body()
+                    ngx.say("whole ", len(ngx.req.get_body_data()))
+                else:
+                    n = 0
+                    async for chunk in ngx.req.stream():
+                        n += len(chunk)
+                    ngx.say("streamed ", n)
+            }
+        }
+        location = /get { content_by_python_block { ngx.say(ngx.shared.s.get(ngx.var.arg_k)) } }
+    }
+}
+"""
+
+
+def test_streamed_body_arrives_before_it_ends(daemon) -> None:
+    d = daemon(STREAM_CONF)
+    with socket.create_connection(("127.0.0.1", d.port), timeout=10) as s:
+        s.sendall(b"POST /stream HTTP/1.1\r\nHost: x\r\nContent-Length: 20000\r\n\r\n" + b"a" * 5000)
+        # the handler sees the first piece while the rest has not been sent
+        wait_until(lambda: d.get("/get?k=seen") == (200, b"5000\n"), what="the first piece")
+        s.sendall(b"b" * 15000)
+        data = b""
+        while b"total" not in data:
+            data += s.recv(4096)
+        assert data.endswith(b"total 20000\n")
+    assert d.get("/read", body=b"x" * 3000) == (200, b"streamed 3000\n")
+    assert d.get("/read?whole=1", body=b"x" * 3000) == (200, b"whole 3000\n")
+    status, _ = d.get("/stream", body=b"x" * 200_000)
+    assert status == 413

@@ -117,7 +117,7 @@ class More:
     """Per-request state of the rarer request API (kept off the plain request's path)."""
 
     __slots__ = ("raw_headers", "raw_line", "filtered", "body_ended", "aborts", "abort_task", "aborted", "discarded",
-                 "parent", "redirects", "eof")
+                 "parent", "redirects", "eof", "stream")
 
     def __init__(self) -> None:
         self.raw_headers: list[tuple[bytes, bytes]] | None = None  # as received, before set_header
@@ -131,6 +131,7 @@ class More:
         self.parent: Exchange | None = None  # the request of a subrequest (ngx.location.capture)
         self.redirects = 0  # internal redirects so far (ngx.exec, set_uri jump)
         self.eof = False  # ngx.eof() was called
+        self.stream: Any = None  # the body as it arrives (pyngx.http.bodystream), when the location streams
 
 
 class Redirect(BaseException):

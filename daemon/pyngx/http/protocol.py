@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import httptools
 
 from pyngx import log
-from pyngx.http import answers, phases, replies, uri
+from pyngx.http import answers, bodystream, phases, replies, uri
 from pyngx.http.exchange import CURRENT, Exchange, Redirect
 from pyngx.http.limits import MAX_URI, RequestError, check_head, check_host
 from pyngx.http.route import CONTENT, PHASED, RETURN, STATUS, Route, Server, Vhosts
@@ -206,6 +206,8 @@ class HttpProtocol(asyncio.Protocol):
         self.body = None
         if body:
             self._expect_body(ex)
+            if ex.route is not None and ex.route.streams and not self.busy and not self.queue:
+                bodystream.start(self, ex)  # ngx.req.stream(): run now, the body follows
 
     def _expect_body(self, ex: Exchange) -> None:
         self.body_size = 0
@@ -225,6 +227,8 @@ class HttpProtocol(asyncio.Protocol):
             self.body = []
         self.body_size += len(data)
         ex = self.ex
+        if ex is not None and ex.more is not None and ex.more.stream is not None:
+            return ex.more.stream.take(ex, data, self.body_size)
         if ex is not None and ex.route is not None and self.body_size > ex.route.max_body:
             raise RequestError(413)
         self.body.append(data)
@@ -240,6 +244,8 @@ class HttpProtocol(asyncio.Protocol):
         if ex is None or self.closed:
             return
         self.ex = None
+        if ex.more is not None and ex.more.stream is not None:
+            return ex.more.stream.end()  # running since its head came
         if self.body is not None:
             ex.body = b"".join(self.body)
             self.body = None

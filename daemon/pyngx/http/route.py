@@ -7,6 +7,7 @@ listening address's servers into a `Vhosts` that picks one by ``Host``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from types import CodeType
 from typing import Any
 
 from pyngx.conf.model import Chunk, HttpConf, LocationConf, ServerConf
@@ -25,7 +26,7 @@ class Route:
     __slots__ = ("conf", "kind", "handler", "is_async", "sets", "ret_code", "ret_text", "ctype", "max_body", "name",
                  # the phases besides content: (function, is_async) or None; ``inner`` is what the location
                  # does (CONTENT, RETURN...) when ``kind`` is PHASED; ``yields``: a phase may await
-                 "inner", "rewrite", "access", "header_filter", "body_filter", "log", "yields")
+                 "inner", "rewrite", "access", "header_filter", "body_filter", "log", "yields", "streams")
 
     def __init__(self, conf: LocationConf, namespace: dict[str, Any]) -> None:
         self.conf = conf
@@ -58,6 +59,19 @@ class Route:
         if self.rewrite or self.access or self.header_filter or self.body_filter or self.log:
             self.kind = PHASED
         self.yields = any(step is not None and step[1] for step in (self.rewrite, self.access)) or self.is_async
+        # a location whose Python streams the body starts before it arrives (pyngx.http.bodystream)
+        self.streams = self.yields and wants_stream(*(c.code for c in (conf.rewrite, conf.access, conf.content) if c))
+
+
+def wants_stream(*codes: CodeType) -> bool:
+    """Whether the code (functions inside included) names ``stream`` on ``req``."""
+    todo = list(codes)
+    while todo:
+        code = todo.pop()
+        if "stream" in code.co_names and "req" in code.co_names:
+            return True
+        todo.extend(c for c in code.co_consts if isinstance(c, CodeType))
+    return False
 
 
 def _step(chunk: Chunk | None, namespace: dict[str, Any]) -> tuple[Callable[[], Any], bool] | None:
