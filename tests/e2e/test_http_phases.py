@@ -124,6 +124,22 @@ http {
             header_filter_by_python_block { ngx.header["X-Filtered"] = "yes" }
             return 200 "returned\n";
         }
+        location = /auth {
+            access_by_python_block {
+                res = await ngx.location.capture("/check", args={"token": ngx.var.arg_token or ""})
+                if res.status != ngx.HTTP_OK:
+                    ngx.exit(res.status)
+                ngx.ctx["user"] = res.body.decode().strip()
+            }
+            content_by_python_block { ngx.say("hello ", ngx.ctx["user"]) }
+        }
+        location = /check {
+            content_by_python_block {
+                if ngx.var.arg_token != "t0k":
+                    ngx.exit(ngx.HTTP_UNAUTHORIZED)
+                ngx.say("alice")
+            }
+        }
         location = /stats {
             access_by_python_block { pass }
             log_by_python_block { pass }
@@ -203,3 +219,11 @@ def test_exit_worker_runs_before_timers_fire_premature(daemon) -> None:
     log = d.wait_log("timer premature=True")
     assert "exit_worker ran, exiting=True" in log
     assert log.index("exit_worker ran") < log.index("timer premature=True")
+
+
+def test_access_by_subrequest_and_head(daemon) -> None:
+    d = daemon(CONF)
+    assert d.get("/auth?token=t0k") == (200, b"hello alice\n")
+    assert d.get("/auth?token=bad")[0] == 401
+    status, headers, body = d.request("HEAD", "/order")
+    assert status == 200 and body == b"" and headers["x-seen"].endswith("header_filter")
