@@ -136,7 +136,7 @@ def flush() -> _Done | _Wait:
     if route is not None and route.kind is PHASED:
         waiter = phases.flush(ex)  # type: ignore[arg-type]
     else:
-        waiter = ex.conn.flush(ex)  # type: ignore[union-attr]
+        waiter = ex.conn.flush(ex)  # type: ignore[union-attr,arg-type]
     return _DONE if waiter is None else _Wait(waiter)
 
 
