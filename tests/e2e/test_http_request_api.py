@@ -277,3 +277,16 @@ def test_streamed_body_arrives_before_it_ends(daemon) -> None:
     assert d.get("/read?whole=1", body=b"x" * 3000) == (200, b"whole 3000\n")
     status, _ = d.get("/stream", body=b"x" * 200_000)
     assert status == 413
+
+
+def test_streamed_chunked_body(daemon) -> None:
+    d = daemon(STREAM_CONF)
+    with socket.create_connection(("127.0.0.1", d.port), timeout=10) as s:
+        s.sendall(b"POST /stream HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  b"3e8\r\n" + b"a" * 1000 + b"\r\n")
+        wait_until(lambda: d.get("/get?k=seen") == (200, b"1000\n"), what="the first chunk")
+        s.sendall(b"5\r\nbbbbb\r\n0\r\n\r\n")
+        data = b""
+        while b"total" not in data:
+            data += s.recv(4096)
+        assert data.endswith(b"total 1005\n")
