@@ -42,8 +42,8 @@ if TYPE_CHECKING:
 MAX_REDIRECTS = 10  # nginx's NGX_HTTP_MAX_URI_CHANGES: then "rewrite or internal redirection cycle"
 Step = tuple[Any, bool]
 
-_set_phase = phase.set
-_reset_phase = phase.reset
+_set_phase = phase._phase.set  # the context variable's own methods: no wrapper call per phase
+_reset_phase = phase._phase.reset
 _set_current = CURRENT.set
 
 
