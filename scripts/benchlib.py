@@ -314,10 +314,11 @@ _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
 def wrk(url: str, *, duration: float = 5, connections: int = 50, threads: int = 1,
-        target: Target | None = None, during: Callable[[float], None] | None = None) -> Run:
+        target: Target | None = None, during: Callable[[float], None] | None = None,
+        extra: Sequence[str] = ()) -> Run:
     """One wrk run against URL; with TARGET, its CPU per request; DURING(elapsed) runs every
-    0.1 s while wrk does (e.g. send a HUP every second)."""
-    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", url]
+    0.1 s while wrk does (e.g. send a HUP every second); EXTRA: more wrk arguments (-H ...)."""
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", *extra, url]
     before = cpu_seconds(target.pids()) if target else 0.0
     pids_before = target.pids() if target else []
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

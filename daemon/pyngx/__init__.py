@@ -1,8 +1,8 @@
 """The ``ngx`` object: ``import pyngx as ngx``; in config code it is the global ``ngx``.
 
 Re-exports of the public API modules and OpenResty's constants; no logic.
-The module's class is swapped for one with properties so that ``ngx.status``
-and ``ngx.ctx`` read the current request.
+The module's class is swapped for one with properties so that ``ngx.status``,
+``ngx.ctx`` and ``ngx.headers_sent`` read the current request.
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import types
 from typing import Any
 
 from pyngx import errors, events, ipc, pipe, process, shell
+from pyngx import flow as _flow
 from pyngx import request as _request
 from pyngx import timer
 from pyngx import worker as _worker
@@ -31,6 +32,7 @@ from pyngx.errors import (
     WrongContextError,
 )
 from pyngx.log import ALERT, CRIT, DEBUG, EMERG, ERR, INFO, NOTICE, STDERR, WARN
+from pyngx.req import req
 from pyngx.shared import shared
 
 __version__ = "0.1.0"
@@ -45,13 +47,36 @@ exit = _request.exit  # noqa: A001 - OpenResty's name
 redirect = _request.redirect
 header = _request.header
 var = _request.var
-req = _request.req
+exec = _flow.exec  # noqa: A001 - OpenResty's name
+location = _flow.location
+send_headers = _flow.send_headers
+eof = _flow.eof
+on_abort = _flow.on_abort
+arg = _flow.arg
+get_phase = _flow.get_phase
 
 OK = 0
 ERROR = -1
 AGAIN = -2
 DONE = -4
 DECLINED = -5
+
+# request methods, OpenResty's numbers (ngx.req.set_method, ngx.location.capture's method=)
+HTTP_GET = 2
+HTTP_HEAD = 4
+HTTP_POST = 8
+HTTP_PUT = 16
+HTTP_DELETE = 32
+HTTP_MKCOL = 64
+HTTP_COPY = 128
+HTTP_MOVE = 256
+HTTP_OPTIONS = 512
+HTTP_PROPFIND = 1024
+HTTP_PROPPATCH = 2048
+HTTP_LOCK = 4096
+HTTP_UNLOCK = 8192
+HTTP_PATCH = 16384
+HTTP_TRACE = 32768
 
 HTTP_CONTINUE = 100
 HTTP_SWITCHING_PROTOCOLS = 101
@@ -107,6 +132,10 @@ class _Ngx(types.ModuleType):
         """A dict for the current request only: data shared by its code, gone when it ends."""
         return _request.get_ctx()
 
+    @property
+    def headers_sent(self) -> bool:
+        return _flow.headers_sent()
+
     def __dir__(self) -> list[str]:
         # the API only: not the submodules the import system sets here (runtime, proc, conf, ...)
         # nor this file's own imports
@@ -118,7 +147,8 @@ sys.modules[__name__].__class__ = _Ngx
 __all__ = [
     "errors", "events", "ipc", "pipe", "process", "shell", "timer", "worker", "config", "shared",
     "log", "now", "run_worker_thread", "sleep", "time", "update_time", "say", "print", "flush", "exit", "redirect",
-    "header", "var", "req", "Error", "WrongContextError", "TooManyTimersError", "ProcessExitingError",
+    "header", "var", "req", "exec", "location", "send_headers", "eof", "on_abort", "arg", "get_phase",
+    "Error", "WrongContextError", "TooManyTimersError", "ProcessExitingError",
     "NoMemoryError", "KeyExistsError", "KeyNotFoundError", "NotANumberError", "NotAListError",
     "IsAListError", "IPCError", "TimeoutError", "ClosedError",
     "STDERR", "EMERG", "ALERT", "CRIT", "ERR", "WARN", "NOTICE", "INFO", "DEBUG",

@@ -10,13 +10,15 @@ Thin: checks the phase and the arguments, then hands over to
 """
 from __future__ import annotations
 
+import os
+
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from pyngx.errors import WrongContextError
 from pyngx.runtime import channel, ipcrequest, phase
 
-__all__ = ["send", "broadcast", "request", "receive", "reply", "sender"]  # noqa: F822 - sender: module __getattr__
+__all__ = ["send", "broadcast", "request", "receive", "reply", "sender", "get_other_worker_pids"]  # noqa: F822 - sender: module __getattr__
 
 _MISSING: Any = object()
 _NAMES: dict[str, bytes] = {}  # checked names, encoded (a program uses a handful)
@@ -134,6 +136,14 @@ def reply(name: str, data: str | bytes) -> None:
     key, value = _name(name, "ipc.reply"), _data(data, "ipc.reply")
     if not ipcrequest.reply(value):
         chan.send(pid, key, value)
+
+
+def get_other_worker_pids() -> list[int]:
+    """The pids of this generation's other workers (not this process, not the agent)."""
+    from pyngx import worker
+
+    me = os.getpid()
+    return [pid for pid in worker.pids() if pid != me]
 
 
 def __getattr__(attr: str) -> Any:

@@ -17,6 +17,7 @@ import subprocess
 from collections.abc import Callable
 
 from pyngx.errors import ClosedError, Error, TimeoutError
+from pyngx.http.exchange import CURRENT
 from pyngx.runtime import children, phase
 from pyngx.runtime.children import close_fd as _close_fd
 from pyngx.runtime.children import kill_all as kill_all
@@ -59,7 +60,29 @@ def spawn(args: list[str] | str, *, merge_stderr: bool = False, buffer_size: int
             _close_fd(fd)
     popen.returncode = 0  # reaped by pyngx.runtime.children, not by subprocess' bookkeeping
     child = children.adopt(popen.pid, loop)
-    return Proc(child, loop, *ours, buffer_size)
+    proc = Proc(child, loop, *ours, buffer_size)
+    if CURRENT.get() is not None and phase.current() in phase.REQUEST:
+        _end_with_request(child, loop)
+    return proc
+
+
+def _end_with_request(child: children.Child, loop: asyncio.AbstractEventLoop) -> None:
+    """A child spawned by a request is killed (its process group) when the request ends, as
+    OpenResty's ngx.pipe does: the request's task ends with it; a plain handler has no task
+    and ends before the loop's next turn."""
+    task = asyncio.current_task(loop)
+    if task is not None:
+        task.add_done_callback(lambda _task: _kill_group(child))
+    else:
+        loop.call_soon(_kill_group, child)
+
+
+def _kill_group(child: children.Child) -> None:
+    if child.status is None:
+        try:
+            os.killpg(child.pid, signal.SIGKILL)
+        except OSError:
+            pass  # gone already
 
 
 def _argv(args: object) -> list[str]:

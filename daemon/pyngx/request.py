@@ -1,4 +1,8 @@
-"""The request API of ``content_by_python``: ngx.say/print/flush/exit/status/header/var/ctx/req/redirect.
+"""The response API of the request phases: ngx.say/print/flush/exit/status/header/var/ctx/redirect.
+
+Each call names the phases it works in (``OUTPUT``, ``EXIT``, ``READ``), as
+OpenResty's README gives each API's context; ``ngx.req`` is in `pyngx.req`,
+``ngx.exec``/``ngx.location``/``ngx.eof``... in `pyngx.flow`.
 
 Thin, as lua-resty-core's ``ngx.resp``/``ngx.req``: find the current
 exchange through its context variable, check the phase, convert, delegate
@@ -16,13 +20,14 @@ from typing import Any
 
 from pyngx import log as _log
 from pyngx.errors import WrongContextError
-from pyngx.http import replies, variables
+from pyngx.http import phases, replies, variables
 from pyngx.http.exchange import CURRENT, Exchange, clean_name, clean_value
+from pyngx.http.route import PHASED
 from pyngx.runtime import phase
 from pyngx.runtime.phase import Exit
 from pyngx.runtime.state import STATE
 
-__all__ = ["say", "print", "flush", "exit", "redirect", "header", "var", "req", "get_status", "set_status",
+__all__ = ["say", "print", "flush", "exit", "redirect", "header", "var", "get_status", "set_status",
            "get_ctx"]
 
 _current = CURRENT.get
@@ -30,15 +35,26 @@ _current = CURRENT.get
 _phase = getattr(getattr(phase, "_phase", None), "get", phase.current)
 _CONTENT = phase.CONTENT
 _EXIT_ELSEWHERE = (phase.TIMER, phase.EXEC)  # where ngx.exit also ends the running code
+_LOG = phase.LOG
+_AFTER_HEAD = frozenset((phase.BODY_FILTER, phase.LOG))  # the head is out (in nginx) by then
+# Where each group of the API works (lua-nginx-module's README, each API's "context:" line).
+OUTPUT = phase.YIELDING  # say, print, flush, redirect, exec, capture, read_body, set_*
+EXIT = phase.YIELDING | {phase.HEADER_FILTER}
+HEADERS_SET = phase.YIELDING | {phase.HEADER_FILTER}
+READ = phase.REQUEST  # var, ctx, status and headers read, get_method, get_uri_args, get_headers
+_ORDER = (phase.REWRITE, phase.ACCESS, phase.CONTENT, phase.HEADER_FILTER, phase.BODY_FILTER, phase.LOG)
 
 
-def _exchange(api: str) -> Exchange:
+def _exchange(api: str, allowed: frozenset[str] = OUTPUT) -> Exchange:
+    """The current request, when the running phase is one of ALLOWED; else WrongContextError."""
     ex = _current()
-    if ex is None or ex.done or _phase() != _CONTENT:
-        here = _phase()
-        raise WrongContextError(f"{api}: API disabled in the context of {here or 'this process'}"
-                                f" (allowed in {_CONTENT})")
-    return ex
+    here = _phase()
+    if ex is not None and here in allowed and (not ex.done or here is _LOG):
+        return ex
+    where = ", ".join(p for p in _ORDER if p in allowed)
+    raise WrongContextError(f"{api}: API disabled in the context of {here or 'this process'} (allowed in {where})")
+
+
 
 
 # Request text that was not UTF-8 ($uri of /a%ff, args, headers) holds its bytes as lone
@@ -125,7 +141,11 @@ def flush() -> _Done | _Wait:
             sys.stdout.flush()
             return _DONE
         _exchange("ngx.flush")
-    waiter = ex.conn.flush(ex)  # type: ignore[union-attr]
+    route = ex.route  # type: ignore[union-attr]
+    if route is not None and route.kind is PHASED:
+        waiter = phases.flush(ex)  # type: ignore[arg-type]
+    else:
+        waiter = ex.conn.flush(ex)  # type: ignore[union-attr,arg-type]
     return _DONE if waiter is None else _Wait(waiter)
 
 
@@ -138,7 +158,7 @@ def exit(status: int) -> None:  # noqa: A001 - OpenResty's name
         if _phase() in _EXIT_ELSEWHERE:
             int(status)  # a status that is not a number is still an error
             raise Exit
-        ex = _exchange("ngx.exit")
+        ex = _exchange("ngx.exit", EXIT)
     status = int(status)
     if status == 444:  # nginx's "close the connection, answer nothing"
         ex.conn.abort()
@@ -147,7 +167,7 @@ def exit(status: int) -> None:  # noqa: A001 - OpenResty's name
         if not ex.out and status >= 300:
             ex.out = [replies.page(status)]
             _set_header(ex, "Content-Type", "text/html")
-    raise Exit
+    raise Exit(status)
 
 
 def redirect(uri: str, status: int = 302) -> None:
@@ -166,19 +186,19 @@ def redirect(uri: str, status: int = 302) -> None:
 
 
 def get_status() -> int:
-    return _exchange("ngx.status").status
+    return _exchange("ngx.status", READ).status
 
 
 def set_status(value: int) -> None:
-    ex = _exchange("ngx.status")
-    if ex.sent:
+    ex = _exchange("ngx.status", READ)
+    if ex.sent or ex.done or _phase() in _AFTER_HEAD:
         _log.error("attempt to set ngx.status after sending out response headers")
         return
     ex.status = int(value)
 
 
 def get_ctx() -> dict[str, Any]:
-    ex = _exchange("ngx.ctx")
+    ex = _exchange("ngx.ctx", READ)
     if ex.ctx is None:
         ex.ctx = {}
     return ex.ctx
@@ -204,13 +224,13 @@ class _Header:
 
     def __getitem__(self, name: str) -> Any:
         """The response header NAME as set so far (case-insensitive; ``_`` reads as ``-``), else None."""
-        ex = _exchange("ngx.header")
+        ex = _exchange("ngx.header", READ)
         item = (ex.out_headers or {}).get(clean_name(name).lower())
         return None if item is None else item[1]
 
     def __setitem__(self, name: str, value: Any) -> None:
-        ex = _exchange("ngx.header")
-        if ex.sent:
+        ex = _exchange("ngx.header", READ)
+        if ex.sent or ex.done or _phase() in _AFTER_HEAD:
             _log.error(f"attempt to set ngx.header.{name} after sending out response headers")
             return
         _set_header(ex, name, value)
@@ -241,81 +261,21 @@ class _Var:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
-        return variables.get(_exchange("ngx.var"), name)
+        return variables.get(_exchange("ngx.var", READ), name)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        variables.assign(_exchange("ngx.var"), name, value)
+        variables.assign(_exchange("ngx.var", READ), name, value)
 
     def __getitem__(self, key: str | int) -> Any:
         """The variable KEY (``ngx.var["uri"]``), or regex capture KEY when it is an int; None when unset."""
-        ex = _exchange("ngx.var")
+        ex = _exchange("ngx.var", READ)
         if isinstance(key, int):
             return variables.capture(ex, key)
         return variables.get(ex, key)
 
     def __setitem__(self, key: str, value: Any) -> None:
-        variables.assign(_exchange("ngx.var"), str(key), value)
-
-
-class _Req:
-    """``ngx.req``: the request line, arguments, headers and body."""
-
-    __slots__ = ()
-
-    @staticmethod
-    def get_method() -> str:
-        """The request method, e.g. ``"GET"``."""
-        return _exchange("ngx.req.get_method").method.decode("latin-1")
-
-    @staticmethod
-    def get_uri_args(max_args: int = 100) -> dict[str, Any]:
-        """The query string's arguments: a repeated key gives a list, a bare key True (at most MAX_ARGS; 0: all)."""
-        args = variables.uri_args(_exchange("ngx.req.get_uri_args").args)
-        if max_args and len(args) > max_args:
-            args = dict(list(args.items())[:max_args])
-        return args
-
-    @staticmethod
-    def get_headers(max_headers: int = 100, raw: bool = False) -> dict[str, Any]:
-        """Request headers with lower-case names (a repeated one gives a list); RAW keeps names as sent, first value only."""
-        ex = _exchange("ngx.req.get_headers")
-        if raw:
-            out: dict[str, Any] = {}
-            for key, value in ex.headers[: max_headers or None]:
-                out.setdefault(key.decode("latin-1"), value.decode("utf-8", "surrogateescape"))
-            return out
-        return dict(ex.request_headers())
-
-    @staticmethod
-    def read_body() -> _Done:
-        """The body is read before the handler runs (bounded by client_max_body_size)."""
-        _exchange("ngx.req.read_body")
-        return _DONE
-
-    @staticmethod
-    def get_body_data() -> bytes | None:
-        """The request body, or None when there was none."""
-        return _exchange("ngx.req.get_body_data").body
-
-    @staticmethod
-    def http_version() -> float:
-        """The request's HTTP version: 1.0 or 1.1."""
-        return float(_exchange("ngx.req.http_version").version)
-
-    @staticmethod
-    def get_uri() -> str:
-        """The normalised request path (``$uri``), without the query string."""
-        return _exchange("ngx.req.get_uri").uri
-
-    @staticmethod
-    def start_time() -> float:
-        """When the request began, in seconds since the epoch (with milliseconds)."""
-        import time
-
-        ex = _exchange("ngx.req.start_time")
-        return time.time() - (ex.conn.loop.time() - ex.start)
+        variables.assign(_exchange("ngx.var", READ), str(key), value)
 
 
 header = _Header()
 var = _Var()
-req = _Req()

@@ -11,10 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from pyngx.errors import Error
 from pyngx.runtime.state import STATE
 from pyngx.shm.shdict import HOT as _HOT  # the methods the engine runs without a Python frame
 
 __all__ = ["shared", "Shared", "SharedDict"]
+
+_CHECKED = frozenset(("add", "safe_add", "replace"))
 
 
 class SharedDict:
@@ -24,8 +27,10 @@ class SharedDict:
         self._name = name
         self._zone = zone
         for attr in _HOT:
-            # shadow the delegating methods below with the engine's (C when built)
-            setattr(self, attr, getattr(zone, attr))
+            # shadow the delegating methods below with the engine's (C when built); add, safe_add
+            # and replace keep theirs, which refuse None first (the engine would store a delete)
+            if attr not in _CHECKED:
+                setattr(self, attr, getattr(zone, attr))
 
     def __repr__(self) -> str:
         return f"<pyngx.SharedDict {self._name!r}>"
@@ -54,14 +59,17 @@ class SharedDict:
 
     def add(self, key: str | bytes, value: Any, exptime: float = 0, flags: int = 0) -> bool:
         """Store only if missing or expired. Raises KeyExistsError."""
+        _not_none(value)
         return self._zone.add(key, value, exptime, flags)  # type: ignore[no-any-return]
 
     def safe_add(self, key: str | bytes, value: Any, exptime: float = 0, flags: int = 0) -> bool:
         """Like add, never evicts. Raises KeyExistsError, NoMemoryError."""
+        _not_none(value)
         return self._zone.safe_add(key, value, exptime, flags)  # type: ignore[no-any-return]
 
     def replace(self, key: str | bytes, value: Any, exptime: float = 0, flags: int = 0) -> bool:
         """Store only if present and live. Raises KeyNotFoundError."""
+        _not_none(value)
         return self._zone.replace(key, value, exptime, flags)  # type: ignore[no-any-return]
 
     def delete(self, key: str | bytes) -> None:
@@ -187,3 +195,9 @@ class Shared:
 
 
 shared = Shared()
+
+
+def _not_none(value: Any) -> None:
+    """add/safe_add/replace store a value; None is not one (lua-nginx-module ngx_http_lua_shdict.c)."""
+    if value is None:
+        raise Error("attempt to add or replace nil values")

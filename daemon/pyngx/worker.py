@@ -5,12 +5,22 @@ import os
 
 from pyngx.runtime.state import STATE
 
-__all__ = ["pid", "id", "count", "exiting", "config"]
+__all__ = ["pid", "id", "count", "exiting", "pids", "config"]
 
 
 def pid() -> int:
     """This process's pid (OpenResty's ngx.worker.pid), in every kind of process."""
     return os.getpid()
+
+
+def pids() -> list[int]:
+    """The pids of this generation's workers, in worker id order (this process alone in single mode)."""
+    from pyngx.runtime import tree
+
+    if tree.TREE is None:
+        return [os.getpid()]
+    peers = [p for p in tree.TREE.peers() if p.kind in ("worker", "single")]
+    return [p.pid for p in sorted(peers, key=lambda p: (p.worker_id is None, p.worker_id or 0, p.pid))]
 
 
 def id() -> int | None:  # noqa: A001 - OpenResty's name

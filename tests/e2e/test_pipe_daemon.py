@@ -122,10 +122,16 @@ http {{
         }}
         location = /keep {{
             content_by_python_block {{
-                p = pipe.spawn("sleep 60 | cat & sleep 60")
-                KEEP.append(p)
-                note("keep", p.pid(), ngx.worker.pid())
-                ngx.say(p.pid())
+                # a request's own children die with it (as OpenResty's): a timer's outlive it
+                import asyncio
+                started = asyncio.get_running_loop().create_future()
+                def start(premature):
+                    p = pipe.spawn("sleep 60 | cat & sleep 60")
+                    KEEP.append(p)
+                    note("keep", p.pid(), ngx.worker.pid())
+                    started.set_result(p.pid())
+                ngx.timer.at(0, start)
+                ngx.say(await started)
             }}
         }}
     }}

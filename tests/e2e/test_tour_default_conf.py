@@ -98,6 +98,10 @@ def test_default_config_tour_answers(daemon: Callable[..., Daemon]) -> None:
     status, _, _ = d.request("POST", "/echo", body=b"x" * 70000)
     assert status == 413
 
+    assert d.get("/private")[0] == 403  # the access phase refuses without the token
+    # the log phase ran after the 403 was sent, and runs after each answer
+    assert d.get("/private?token=letmein") == (200, b"welcome; requests logged here so far: 1\n")
+    assert d.get("/private?token=letmein") == (200, b"welcome; requests logged here so far: 2\n")
     status, headers, _ = d.request("GET", "/old")
     assert status == 301 and headers["location"].endswith("/hello")
 

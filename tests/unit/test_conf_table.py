@@ -19,6 +19,9 @@ DESIGN_DIRECTIVES += ["thread_pool", "worker_stall_warn", "worker_stall_timeout"
 DESIGN_DIRECTIVES += ["python_cluster", "python_cluster_retention"]  # the cluster (second round)
 DESIGN_DIRECTIVES += """root alias index try_files sendfile etag if_modified_since max_ranges disable_symlinks
 log_not_found types""".split()  # static files
+# the request phases of the second round (DESIGN.md "Phases")
+DESIGN_DIRECTIVES += [f"{p}_by_python_{form}" for p in ("rewrite", "access", "header_filter", "body_filter", "log",
+                                                          "exit_worker") for form in ("block", "file")]
 
 
 def test_every_design_directive_has_one_row() -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[2] / "daemon" / "pyngx"
 CHAIN = ["errors", "log", "conf", "shm", "runtime", "http", "proc", "cli"]
-PUBLIC = {"base", "request", "timer", "shared", "worker", "process", "ipc", "events", "pipe", "shell"}
+PUBLIC = {"base", "request", "req", "flow", "timer", "shared", "worker", "process", "ipc", "events", "pipe", "shell"}
 
 
 def _room(module: str) -> str:

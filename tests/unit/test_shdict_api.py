@@ -52,7 +52,9 @@ def test_missing_and_none(d: SharedDict) -> None:
     d.set("k", None)  # set to nil deletes
     assert d.get("k") is None
     d.delete("k")  # deleting a missing key is fine
-    assert d.add("k", None) is False and d.get("k") is None
+    with pytest.raises(errors.Error, match="^attempt to add or replace nil values$"):
+        d.add("k", None)  # OpenResty refuses to add nil
+    assert d.get("k") is None
 
 
 def test_flags(d: SharedDict) -> None:
@@ -75,8 +77,10 @@ def test_add_replace(d: SharedDict) -> None:
         d.replace("other", 1)
     d.replace("k", 3, 0, 5)
     assert d.get("k") == 3 and d.get_flags("k") == 5
-    d.replace("k", None)  # replace with nil deletes
-    assert d.get("k") is None
+    for op in (d.replace, d.add, d.safe_add):  # OpenResty refuses nil values here (set deletes)
+        with pytest.raises(errors.Error, match="^attempt to add or replace nil values$"):
+            op("k", None)
+    assert d.get("k") == 3
 
 
 def test_expired_keys(d: SharedDict) -> None:

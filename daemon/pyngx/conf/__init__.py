@@ -21,6 +21,7 @@ from pyngx.conf.pycode import compile_chunk
 ConfError.__module__ = "pyngx.conf"
 COMMAND_LINE = "command line"
 _DEFAULT_LEVEL = 4  # error
+REQUEST_PHASES = ("rewrite", "access", "header_filter", "body_filter", "log")  # besides content
 
 
 class _Loader:
@@ -144,6 +145,7 @@ def _http(ctx: Ctx) -> HttpConf:
         max_running_timers=v.get("max_running_timers", 256),
         init=v.get("init"),
         init_worker=v.get("init_worker"),
+        exit_worker=v.get("exit_worker"),
         access_log=v.get("access_log", AccessLog(None)),
         default_type=v.get("default_type", "text/plain"),
         keepalive_timeout=v.get("keepalive_timeout", 75.0),
@@ -182,6 +184,7 @@ def _location(ctx: Ctx) -> LocationConf:
         ret=v.get("ret"),
         content=v.get("content"),
         status=v.get("status", False),
+        **{name: ctx.inherited(name, None) for name in REQUEST_PHASES},
         default_type=ctx.inherited("default_type", "text/plain"),
         client_max_body_size=ctx.inherited("client_max_body_size", 1024 * 1024),
         static=static_conf.freeze(ctx),

@@ -169,6 +169,26 @@ DIRECTIVES: tuple[Directive, ...] = (
     D("types", HTTP | SERVER | LOCATION, NOARGS, st.types, kind=BLOCK, multi=True,
       syntax="{ MIME EXT ...; ... }", doc="File extensions → Content-Type (nginx's `mime.types`); without "
       "any, html, gif and jpg are known and the rest get `default_type`."),
+    # -- request phases: http, server, location (inherited inwards), in nginx's order --
+    *(row for key, what in (
+        ("rewrite", "Python run in the rewrite phase (after `set`); it may `await`; `ngx.exit(ngx.OK)` moves on."),
+        ("access", "Python run in the access phase (after rewrite); it may `await`; `ngx.exit(403)` refuses."),
+        ("header_filter", "Python run once before the response head goes out; may change `ngx.status` and "
+         "`ngx.header`; may not await."),
+        ("body_filter", "Python run for each piece of the body: `ngx.arg[1]` is the chunk (assign to change or "
+         "drop it), `ngx.arg[2]` is eof; may not await."),
+        ("log", "Python run after the response was sent; its errors are logged, never sent; may not await."),
+    ) for row in (
+        D(f"{key}_by_python_block", HTTP | SERVER | LOCATION, NOARGS, h.phase_chunk(key, "handler", False),
+          kind=PYTHON, syntax="{ PYTHON }", doc=what),
+        D(f"{key}_by_python_file", HTTP | SERVER | LOCATION, TAKE1, h.phase_chunk(key, "handler", True),
+          syntax="PATH", doc="The same, from a file."),
+    )),
+    D("exit_worker_by_python_block", HTTP, NOARGS, h.phase_chunk("exit_worker", "module", False), kind=PYTHON,
+      syntax="{ PYTHON }", doc="Python run in every worker and the privileged agent at graceful exit, before "
+      "pending timers fire premature; may not await."),
+    D("exit_worker_by_python_file", HTTP, TAKE1, h.phase_chunk("exit_worker", "module", True), syntax="PATH",
+      doc="The same, from a file."),
     D("pyngx_status", LOCATION, NOARGS, h.status, syntax="",
       doc="The status page: process tree, requests, timers, shared dicts, IPC and event counters as JSON, "
       "or Prometheus text with `?format=prometheus`."),
@@ -179,6 +199,8 @@ TABLE: dict[str, Directive] = {d.name: d for d in DIRECTIVES}
 # Directives that fill the same slot (a block and a file for one phase).
 SLOTS = {"init_by_python_file": "init_by_python_block", "init_worker_by_python_file": "init_worker_by_python_block",
          "content_by_python_file": "content_by_python_block"}
+SLOTS.update({f"{key}_by_python_file": f"{key}_by_python_block"
+              for key in ("rewrite", "access", "header_filter", "body_filter", "log", "exit_worker")})
 
 
 def _arity_ok(d: Directive, n: int) -> bool:

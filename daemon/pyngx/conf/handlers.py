@@ -332,3 +332,21 @@ def content_file(ctx: Ctx, st: Stmt) -> None:
 
 def status(ctx: Ctx, st: Stmt) -> None:
     ctx.values["status"] = True
+
+
+# -- the request phases (http, server, location; inherited inwards) and exit_worker --
+
+# Phases that run inside nginx's output or after the answer: OpenResty refuses every API that
+# yields there (lua-nginx-module README, "header_filter_by_lua"), so a block may not await.
+NO_AWAIT = frozenset(("header_filter", "body_filter", "log", "exit_worker"))
+
+
+def phase_chunk(key: str, kind: ChunkKind, from_file: bool) -> Any:
+    """A handler compiling the block (or file) of phase KEY into ``ctx.values[KEY]``."""
+    def handler(ctx: Ctx, st: Stmt) -> None:
+        chunk = ctx.loader.compile_file(st, kind) if from_file else ctx.loader.compile_block(st, kind)
+        if chunk.is_async and key in NO_AWAIT:
+            raise Invalid(f'Python of "{st.name}" may not await (nothing may yield in {key}_by_python)', whole=True)
+        ctx.values[key] = chunk
+    handler.__name__ = f"{key}_{'file' if from_file else 'block'}"
+    return handler

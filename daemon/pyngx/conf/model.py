@@ -108,6 +108,12 @@ class LocationConf:
     ret: Return | None = None
     content: Chunk | None = None
     status: bool = False  # pyngx_status;
+    # the other request phases, effective (a location inherits its server's, a server http's)
+    rewrite: Chunk | None = None
+    access: Chunk | None = None
+    header_filter: Chunk | None = None
+    body_filter: Chunk | None = None
+    log: Chunk | None = None
     default_type: str = "text/plain"  # effective (inherited from server/http)
     client_max_body_size: int = 1024 * 1024  # effective
     static: StaticConf | None = None  # files, when a root or alias is in effect
@@ -152,6 +158,7 @@ class HttpConf:
     max_running_timers: int = 256
     init: Chunk | None = None
     init_worker: Chunk | None = None
+    exit_worker: Chunk | None = None
     access_log: AccessLog = AccessLog(None)
     default_type: str = "text/plain"
     keepalive_timeout: float = 75.0

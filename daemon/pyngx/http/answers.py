@@ -22,17 +22,9 @@ if TYPE_CHECKING:
 _HERE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
-def crash(conn: HttpProtocol, ex: Exchange, exc: BaseException) -> None:
+def crash(conn: HttpProtocol, ex: Exchange, exc: BaseException, where: str = "content_by_python") -> None:
     """The handler raised: log the traceback (from the user's first frame), answer 500."""
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename.startswith(_HERE):
-        tb = tb.tb_next
-    exc = exc.with_traceback(tb)
-    token = CURRENT.set(ex)  # the line ends with the request's context, as in nginx
-    try:
-        log.exception("content_by_python error", exc)
-    finally:
-        CURRENT.reset(token)
+    log_error(conn, ex, exc, where)
     if ex.sent:
         ex.keep_alive = False  # the head is out: end the response early by closing
         return
@@ -51,34 +43,61 @@ def premature(conn: HttpProtocol, what: str) -> None:
                  f"client: {_addr(conn.peer)}")
 
 
+def log_error(conn: HttpProtocol, ex: Exchange, exc: BaseException, where: str) -> None:
+    """Log what a phase of EX raised, its traceback from the user's first frame, with the request's context."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename.startswith(_HERE):
+        tb = tb.tb_next
+    exc = exc.with_traceback(tb)
+    token = CURRENT.set(ex)  # the line ends with the request's context, as in nginx
+    try:
+        log.exception(f"{where} error", exc)
+    finally:
+        CURRENT.reset(token)
+
+
 def answer(conn: HttpProtocol, ex: Exchange, status: int, body: bytes | None = None,
            ctype: str = "text/html") -> None:
     """Answer STATUS with BODY (nginx's page for STATUS when None)."""
+    fill(ex, status, body, ctype)
+    conn.finish(ex)
+
+
+def fill(ex: Exchange, status: int, body: bytes | None = None, ctype: str = "text/html") -> None:
+    """Make EX's answer STATUS with BODY (nginx's page for STATUS when None); send nothing yet."""
     ex.status = status
     if body is None:
         body = replies.page(status)
     if body or status >= 300:
         ex.out_headers = {"content-type": ("Content-Type", ctype)}
     ex.out = [body] if body else []
-    conn.finish(ex)
 
 
 def answer_return(conn: HttpProtocol, ex: Exchange, route: Route) -> None:
     """``return CODE [TEXT|URL];`` (444: close without an answer, as nginx)."""
+    if fill_return(conn, ex, route):
+        conn.finish(ex)
+
+
+def fill_return(conn: HttpProtocol, ex: Exchange, route: Route) -> bool:
+    """Make EX's answer for ``return``; False when it was 444 (the connection is closed)."""
     code = route.ret_code
     text = route.ret_text.render(ex) if route.ret_text is not None else None
     if code == 444:
         conn.requests -= 1
         conn.abort()
-        return
+        return False
     if code in REDIRECTS and text is not None:
         ex.status = code
         ex.out = [replies.page(code)]
         ex.out_headers = {"location": ("Location", text), "content-type": ("Content-Type", "text/html")}
-        conn.finish(ex)
     elif text is not None:
         ex.status = code
         ex.out = [text.encode("utf-8", "surrogateescape")]
-        conn.finish(ex)
     else:
-        answer(conn, ex, code)
+        fill(ex, code)
+    return True
+
+
+def _addr(peer: Any) -> str:
+    return str(peer[0]) if isinstance(peer, tuple) and peer else "unix"

@@ -37,6 +37,8 @@ class Exchange:
         # per-request state
         "vars", "ctx", "status", "out_headers", "out", "sent", "chunked", "keep_alive", "done",
         "start", "body_bytes", "head_only", "_headers_cache",
+        # the rarer request API (phases, subrequests, on_abort...): one `More`, made on first use
+        "more",
     )
 
     def __init__(self, conn: HttpProtocol, method: bytes, url: bytes, target: tuple[str, str, Route | None, Any],
@@ -61,6 +63,14 @@ class Exchange:
         self.body_bytes = 0
         self.head_only = method == b"HEAD"
         self._headers_cache: dict[str, Any] | None = None
+        self.more: More | None = None
+
+    def extra(self) -> More:
+        """The per-request state few requests need, made on first use."""
+        more = self.more
+        if more is None:
+            more = self.more = More()
+        return more
 
     # -- request --
     def header(self, name: bytes) -> bytes | None:
@@ -122,6 +132,38 @@ def log_context() -> str:
     """The current request's `Exchange.log_context`, or "" outside a request (`log.ErrorLog.context`)."""
     ex = CURRENT.get()
     return "" if ex is None else ex.log_context()
+
+
+class More:
+    """Per-request state of the rarer request API (kept off the plain request's path)."""
+
+    __slots__ = ("raw_headers", "raw_line", "filtered", "body_ended", "aborts", "abort_task", "aborted", "discarded",
+                 "parent", "redirects", "eof", "stream", "files")
+
+    def __init__(self) -> None:
+        self.raw_headers: list[tuple[bytes, bytes]] | None = None  # as received, before set_header
+        self.raw_line: str | None = None  # the request line as received, before set_method
+        self.filtered = False  # header_filter_by_python has run
+        self.body_ended = False  # body_filter_by_python set eof: later output is dropped
+        self.aborts: list[Any] = []  # ngx.on_abort callbacks, with their contexts
+        self.abort_task: Any = None  # the task running the request (ngx.exit in on_abort cancels it)
+        self.aborted = False
+        self.discarded = False  # ngx.req.discard_body()
+        self.parent: Exchange | None = None  # the request of a subrequest (ngx.location.capture)
+        self.redirects = 0  # internal redirects so far (ngx.exec, set_uri jump)
+        self.eof = False  # ngx.eof() was called
+        self.stream: Any = None  # the body as it arrives (pyngx.http.bodystream), when the location streams
+        self.files = False  # rewrite and access are done: the location's files answer (pyngx.http.static)
+
+
+class Redirect(BaseException):
+    """Raised by ngx.exec and ngx.req.set_uri(jump=True): serve the request again at another URI."""
+
+    def __init__(self, uri: str, args: str, *, keep_ctx: bool = False) -> None:
+        super().__init__(uri, args)
+        self.uri = uri
+        self.query = args  # (not ``args``: BaseException owns that name)
+        self.keep_ctx = keep_ctx
 
 
 def _render_headers(hdrs: dict[str, tuple[str, Any]]) -> list[bytes]:

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 import httptools
 
 from pyngx import log
-from pyngx.http import answers, replies, static, uri
-from pyngx.http.exchange import CURRENT, Exchange
+from pyngx.http import answers, bodystream, phases, replies, static, uri
+from pyngx.http.exchange import CURRENT, Exchange, Redirect
 from pyngx.http.limits import MAX_URI, RequestError, check_head, check_host
-from pyngx.http.route import CONTENT, RETURN, STATIC, STATUS, Route, Server, Vhosts
+from pyngx.http.route import CONTENT, PHASED, RETURN, STATIC, STATUS, Route, Server, Vhosts
 from pyngx.http.variables import assign
 from pyngx.runtime import phase
 from pyngx.runtime.phase import Exit
@@ -224,6 +224,8 @@ class HttpProtocol(asyncio.Protocol):
         self.body = None
         if body:
             self._expect_body(ex)
+            if ex.route is not None and ex.route.streams and not self.busy and not self.queue:
+                bodystream.start(self, ex)  # ngx.req.stream(): run now, the body follows
 
     def _expect_body(self, ex: Exchange) -> None:
         self.body_size = 0
@@ -243,6 +245,8 @@ class HttpProtocol(asyncio.Protocol):
             self.body = []
         self.body_size += len(data)
         ex = self.ex
+        if ex is not None and ex.more is not None and ex.more.stream is not None:
+            return ex.more.stream.take(ex, data, self.body_size)
         if ex is not None and ex.route is not None and self.body_size > ex.route.max_body:
             raise RequestError(413)
         self.body.append(data)
@@ -258,6 +262,8 @@ class HttpProtocol(asyncio.Protocol):
         if ex is None or self.closed:
             return
         self.ex = None
+        if ex.more is not None and ex.more.stream is not None:
+            return ex.more.stream.end()  # running since its head came
         if self.body is not None:
             ex.body = b"".join(self.body)
             self.body = None
@@ -295,9 +301,13 @@ class HttpProtocol(asyncio.Protocol):
                 self.site.content_ctx.run(_call, ex, route.handler)
             except Exit:
                 pass
+            except Redirect as jump:  # ngx.exec
+                return phases.redirected(self, ex, jump)
             except BaseException as exc:  # noqa: BLE001 - the user's code: 500, never a dead worker
                 answers.crash(self, ex, exc)
             return self.finish(ex)
+        if kind is PHASED:
+            return phases.start(self, ex)
         if kind is RETURN:
             return answers.answer_return(self, ex, route)
         if kind is STATUS:
@@ -312,6 +322,9 @@ class HttpProtocol(asyncio.Protocol):
             await route.handler()  # type: ignore[misc]
         except Exit:
             pass
+        except Redirect as jump:  # ngx.exec
+            self.busy = False
+            return phases.redirected(self, ex, jump)
         except asyncio.CancelledError:
             ex.done = True
             self.busy = False

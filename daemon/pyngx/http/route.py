@@ -7,15 +7,17 @@ listening address's servers into a `Vhosts` that picks one by ``Host``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from types import CodeType
 from typing import Any
 
-from pyngx.conf.model import HttpConf, LocationConf, ServerConf
+from pyngx.conf.model import Chunk, HttpConf, LocationConf, ServerConf
 from pyngx.http.location import Locations
 from pyngx.http.static import Files
 from pyngx.http.variables import Template
 from pyngx.runtime import usercode
 
 CONTENT, RETURN, STATUS, NONE, STATIC = "content", "return", "status", "none", "static"
+PHASED = "phased"  # a location with rewrite/access/filter/log phases: pyngx.http.phases runs it
 REDIRECTS = frozenset((301, 302, 303, 307, 308))
 
 
@@ -23,7 +25,10 @@ class Route:
     """One location, ready to answer."""
 
     __slots__ = ("conf", "kind", "handler", "is_async", "sets", "ret_code", "ret_text", "ctype", "max_body", "name",
-                 "files")
+                 "files",
+                 # the phases besides content: (function, is_async) or None; ``inner`` is what the location
+                 # does (CONTENT, RETURN...) when ``kind`` is PHASED; ``yields``: a phase may await
+                 "inner", "rewrite", "access", "header_filter", "body_filter", "log", "yields", "streams")
 
     def __init__(self, conf: LocationConf, namespace: dict[str, Any]) -> None:
         self.conf = conf
@@ -50,6 +55,35 @@ class Route:
             self.kind = STATIC
         else:
             self.kind = NONE
+        self.inner = self.kind
+        self.rewrite = _step(conf.rewrite, namespace)
+        self.access = _step(conf.access, namespace)
+        self.header_filter = _step(conf.header_filter, namespace)
+        self.body_filter = _step(conf.body_filter, namespace)
+        self.log = _step(conf.log, namespace)
+        if self.rewrite or self.access or self.header_filter or self.body_filter or self.log:
+            self.kind = PHASED
+        self.yields = any(step is not None and step[1] for step in (self.rewrite, self.access)) or self.is_async
+        # a location whose Python streams the body starts before it arrives (pyngx.http.bodystream)
+        self.streams = self.yields and wants_stream(*(c.code for c in (conf.rewrite, conf.access, conf.content) if c))
+
+
+def wants_stream(*codes: CodeType) -> bool:
+    """Whether the code (functions inside included) names ``stream`` on ``req``."""
+    todo = list(codes)
+    while todo:
+        code = todo.pop()
+        if "stream" in code.co_names and "req" in code.co_names:
+            return True
+        todo.extend(c for c in code.co_consts if isinstance(c, CodeType))
+    return False
+
+
+def _step(chunk: Chunk | None, namespace: dict[str, Any]) -> tuple[Callable[[], Any], bool] | None:
+    """A phase's handler made once, with whether it is a coroutine function."""
+    if chunk is None:
+        return None
+    return usercode.make_handler(chunk, namespace), chunk.is_async
 
 
 class Server:

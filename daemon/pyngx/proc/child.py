@@ -260,6 +260,9 @@ async def run_init_worker(cycle: Cycle) -> bytes:
     (``ZeroDivisionError: division by zero in conf/pyngx.conf:40``).
     """
     http = cycle.config.http
+    if http is not None and http.exit_worker is not None:
+        chunk = http.exit_worker
+        lifecycle.on_begin(lambda: run_exit_worker(chunk, cycle.globals), order=lifecycle.EXIT_WORKER)
     if http is None or http.init_worker is None:
         return b""
     try:
@@ -268,6 +271,14 @@ async def run_init_worker(cycle: Cycle) -> bytes:
         log.error("init_worker_by_python error: " + usercode.format_exception(exc).rstrip())
         return usercode.summary(exc).encode("utf-8", "replace")[:MAX_INIT_ERROR]
     return b""
+
+
+def run_exit_worker(chunk: Any, namespace: dict[str, Any]) -> None:
+    """exit_worker_by_python, at the start of a graceful exit (before timers fire premature)."""
+    try:
+        usercode.run_module(chunk, namespace, phase.EXIT_WORKER)
+    except Exception as exc:  # noqa: BLE001 - the user's code
+        log.exception("exit_worker_by_python error", exc)
 
 
 async def start_http(cycle: Cycle) -> Any:

@@ -25,6 +25,7 @@ from pyngx.runtime import state
 
 # orders for on_begin
 STOP_ACCEPTING = 10
+EXIT_WORKER = 15  # exit_worker_by_python: after accepting stops, before timers fire premature
 TIMERS = 20
 EVENTS = 30
 USER = 50

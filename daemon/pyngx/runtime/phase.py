@@ -17,6 +17,20 @@ TIMER = "timer"
 IPC = "ipc"
 EVENT = "event"
 EXEC = "exec"  # pyngx -e
+REWRITE = "rewrite_by_python"
+ACCESS = "access_by_python"
+HEADER_FILTER = "header_filter_by_python"
+BODY_FILTER = "body_filter_by_python"
+LOG = "log_by_python"
+EXIT_WORKER = "exit_worker_by_python"
+
+# ngx.get_phase() names, as OpenResty's (``ngx.get_phase()`` in lua-nginx-module)
+SHORT = {INIT: "init", INIT_WORKER: "init_worker", CONTENT: "content", TIMER: "timer", REWRITE: "rewrite",
+         ACCESS: "access", HEADER_FILTER: "header_filter", BODY_FILTER: "body_filter", LOG: "log",
+         EXIT_WORKER: "exit_worker", IPC: "ipc", EVENT: "event", EXEC: "exec"}
+# Groups of request phases, as OpenResty's API contexts list them.
+YIELDING = frozenset((REWRITE, ACCESS, CONTENT))  # may await, send output, exit, exec, capture
+REQUEST = frozenset((REWRITE, ACCESS, CONTENT, HEADER_FILTER, BODY_FILTER, LOG))  # the request is readable
 
 
 

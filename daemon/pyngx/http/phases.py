@@ -1,0 +1,396 @@
+"""A location's request phases, in nginx's order, and the output filters.
+
+A location with any of ``rewrite_by_python``, ``access_by_python``,
+``header_filter_by_python``, ``body_filter_by_python`` or ``log_by_python``
+(its route's kind is ``PHASED``) is served here rather than by the plain path
+of `pyngx.http.protocol`: ``set``s, rewrite, access, then what the location
+does (content, ``return``, the status page, or 404), the header filter once
+before the head goes out, the body filter on each piece of output, the send,
+and the log phase after it. ``ngx.exec`` and ``ngx.req.set_uri(jump=True)``
+(`Redirect`) serve the request again at another location, from any route.
+
+The whole run is one task when a phase awaits, else it runs right in the
+parser callback, as a plain content handler does. The connection stays
+``busy`` until the log phase is over, so a pipelined request waits for it.
+
+Semantics follow lua-nginx-module (``t/023-rewrite``, ``t/024-access``,
+``t/041-header-filter``, ``t/082-body-filter``, ``t/075-logby``): in rewrite
+and access, ``ngx.exit(ngx.OK)`` or returning moves on, ``ngx.exit(status >=
+200)`` ends the request, and output there ends it after the phase (the head
+would be out in nginx); an error answers 500 in rewrite, access, content and
+the header filter, closes the connection in the body filter once the head is
+out, and is only logged in the log phase. Subrequests skip access and log.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from typing import TYPE_CHECKING, Any
+
+from pyngx import log
+from pyngx.http import answers, static
+from pyngx.http import status as status_page
+from pyngx.http.exchange import CURRENT, Exchange, Redirect
+from pyngx.http.route import CONTENT, PHASED, RETURN, STATIC, STATUS
+from pyngx.http.variables import assign
+from pyngx.runtime import phase
+from pyngx.runtime.phase import Exit
+
+if TYPE_CHECKING:
+    from pyngx.http.protocol import HttpProtocol
+
+MAX_REDIRECTS = 10  # nginx's NGX_HTTP_MAX_URI_CHANGES: then "rewrite or internal redirection cycle"
+Step = tuple[Any, bool]
+
+_set_phase = phase._phase.set  # the context variable's own methods: no wrapper call per phase
+_reset_phase = phase._phase.reset
+_set_current = CURRENT.set
+
+
+def start(conn: HttpProtocol, ex: Exchange) -> None:
+    """Serve EX through its location's phases: a task when one of them awaits, else here and now."""
+    conn.busy = True
+    route = ex.route
+    if route is not None and route.yields:
+        conn.loop.create_task(_whole(conn, ex, True))
+    else:
+        contextvars.copy_context().run(_drive, _whole(conn, ex, False))
+
+
+def redirected(conn: HttpProtocol, ex: Exchange, jump: Redirect) -> None:
+    """A plain content handler called ngx.exec: serve EX again at the new URI."""
+    if _apply(conn, ex, jump):
+        start(conn, ex)
+    else:
+        conn.busy = True
+        contextvars.copy_context().run(_drive, _whole(conn, ex, False, skip=True))
+
+
+def _drive(coro: Any) -> None:
+    """Run a coroutine that never suspends (no phase of the route awaits) to its end."""
+    try:
+        coro.send(None)
+    except StopIteration:
+        return
+    coro.close()
+    raise RuntimeError("a plain request phase awaited")
+
+
+async def _whole(conn: HttpProtocol, ex: Exchange, in_task: bool, *, skip: bool = False) -> None:
+    """The run of one request, from ``set`` to the log phase; SKIP: answer what EX holds."""
+    _set_current(ex)
+    try:
+        if not skip and not await _serve(conn, ex, in_task):
+            return  # handed over to a task (a redirect to a location that awaits)
+        more = ex.more
+        if more is not None and more.files:
+            return _files(conn, ex)
+        output(conn, ex, True)
+    except asyncio.CancelledError:
+        ex.done = True
+        conn.busy = False
+        conn.abort()
+        run_log(conn, ex)
+        raise
+    run_log(conn, ex)
+    conn.busy = False
+    if not conn.closed and conn.queue:
+        conn.next()
+
+
+def _files(conn: HttpProtocol, ex: Exchange) -> None:
+    """After rewrite and access, a location that serves files answers as the plain path does
+    (the file's own send keeps the connection busy while it lasts); then the log phase."""
+    ex.extra().files = False
+    conn.busy = False
+    route = ex.route
+    assert route is not None
+    static.serve(conn, ex, route)
+    run_log(conn, ex)
+
+
+async def serve_sub(conn: Any, ex: Exchange) -> None:
+    """A subrequest (`pyngx.http.subrequest`): the phases and the filters; its answer stays in EX."""
+    _set_current(ex)
+    await _serve(conn, ex, True)
+    output(conn, ex, True)
+
+
+async def _serve(conn: HttpProtocol, ex: Exchange, in_task: bool) -> bool:
+    """The phases up to content, again after each internal redirect. False: a task took over."""
+    while True:
+        try:
+            await _main(conn, ex)
+            return True
+        except Redirect as jump:
+            if not _apply(conn, ex, jump):
+                return True
+            route = ex.route
+            if route is not None and route.yields and not in_task:
+                conn.loop.create_task(_whole(conn, ex, True))
+                return False
+
+
+def _apply(conn: HttpProtocol, ex: Exchange, jump: Redirect) -> bool:
+    """Point EX at JUMP's URI and its location; False (and a 500 filled) after too many redirects."""
+    more = ex.extra()
+    more.redirects += 1
+    if more.redirects > MAX_REDIRECTS:
+        log.error(f"rewrite or internal redirection cycle while internally redirecting to \"{jump.uri}\"")
+        answers.fill(ex, 500)
+        return False
+    server = conn.server
+    ex.uri, ex.args = jump.uri, jump.query
+    if server is None:
+        ex.route, ex.match = None, None
+    else:
+        ex.route, ex.match = server.locations.find(jump.uri)
+    if not jump.keep_ctx:
+        ex.ctx = None  # an internal redirect starts a new ngx.ctx (OpenResty: "ngx.ctx")
+    return True
+
+
+async def _main(conn: HttpProtocol, ex: Exchange) -> None:
+    route = ex.route
+    if route is None:
+        answers.fill(ex, 404)
+        return
+    if route.sets:
+        for name, template in route.sets:
+            assign(ex, name, template.render(ex))
+    sub = ex.more is not None and ex.more.parent is not None
+    if route.rewrite is not None and await _run(conn, ex, phase.REWRITE, route.rewrite):
+        return
+    if route.access is not None and not sub and await _run(conn, ex, phase.ACCESS, route.access):
+        return
+    inner = route.inner
+    if inner is CONTENT:
+        await _run(conn, ex, phase.CONTENT, (route.handler, route.is_async))
+    elif inner is RETURN:
+        answers.fill_return(conn, ex, route)
+    elif inner is STATUS:
+        body, ctype = status_page.render(conn.site, ex)
+        answers.fill(ex, 200, body, ctype)
+    elif inner is STATIC and not sub:
+        ex.extra().files = True  # served by _files once the phases up to here are done
+    else:
+        answers.fill(ex, 404)
+
+
+async def _run(conn: HttpProtocol, ex: Exchange, name: str, step: Step) -> bool:
+    """Run one phase's handler; True when the request ends with it."""
+    fn, is_async = step
+    _set_phase(name)
+    try:
+        result = fn()
+        if is_async:
+            await result
+    except Exit as stop:
+        if name is not phase.CONTENT and stop.args and stop.args[0] == 0:
+            return bool(ex.out) or ex.sent  # ngx.exit(ngx.OK): on to the next phase
+        if stop.args and stop.args[0] < 0 and not ex.sent:
+            answers.fill(ex, 500)  # ngx.exit(ngx.ERROR)
+        return True
+    except (Redirect, asyncio.CancelledError):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - the user's code: 500, never a dead worker
+        answers.crash(conn, ex, exc, name)
+        return True
+    return name is phase.CONTENT or bool(ex.out) or ex.sent
+
+
+# -- output: the filters, then the connection sends --
+
+def output(conn: HttpProtocol, ex: Exchange, eof: bool) -> asyncio.Future[None] | None:
+    """Run the filters over what EX has buffered, then send it: the whole answer when EOF
+    (``conn.finish``), else a piece of it (``conn.flush``, whose waiter is returned)."""
+    route = ex.route
+    if route is not None and (route.header_filter is not None or route.body_filter is not None) and not ex.done:
+        run_filters(conn, ex, eof)
+    if eof:
+        conn.finish(ex)
+        return None
+    return conn.flush(ex)
+
+
+def run_filters(conn: HttpProtocol, ex: Exchange, eof: bool) -> None:
+    """The header filter (once, before the head goes out) and the body filter (on what is buffered)."""
+    route = ex.route
+    assert route is not None
+    more = ex.extra()
+    if route.header_filter is not None and not ex.sent and not more.filtered:
+        _header_filter(conn, ex, route.header_filter)
+    if route.body_filter is not None and not more.eof:
+        _body_filter(conn, ex, route.body_filter, eof)
+
+
+def _header_filter(conn: HttpProtocol, ex: Exchange, step: Step) -> None:
+    ex.extra().filtered = True
+    token = _set_phase(phase.HEADER_FILTER)
+    try:
+        step[0]()
+    except Exit as stop:
+        code = stop.args[0] if stop.args else 0
+        if code >= 300:  # the answer becomes nginx's page for CODE (ngx_http_filter_finalize_request)
+            answers.fill(ex, code)
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:  # noqa: BLE001
+        answers.crash(conn, ex, exc, phase.HEADER_FILTER)
+    finally:
+        _reset_phase(token)
+
+
+class Arg:
+    """``ngx.arg`` in the body filter: ``[1]`` the chunk (bytes), ``[2]`` eof, as OpenResty numbers them."""
+
+    __slots__ = ("chunk", "eof")
+
+    def __init__(self, chunk: bytes, eof: bool) -> None:
+        self.chunk = chunk
+        self.eof = eof
+
+
+ARG: list[Arg] = []  # the body filter running now (filters do not await, so one at a time)
+
+
+def _body_filter(conn: HttpProtocol, ex: Exchange, step: Step, eof: bool) -> None:
+    more = ex.extra()
+    if more.body_ended:
+        ex.out = []  # the filter ended the body: what comes later is dropped
+        return
+    out = ex.out
+    arg = Arg(out[0] if len(out) == 1 else b"".join(out), eof)
+    token = _set_phase(phase.BODY_FILTER)
+    ARG.append(arg)
+    try:
+        step[0]()
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:  # noqa: BLE001
+        answers.log_error(conn, ex, exc, phase.BODY_FILTER)
+        if ex.sent:
+            ex.keep_alive = False  # the head is out: end the answer early by closing
+            ex.out = []
+            more.body_ended = True
+        else:
+            answers.fill(ex, 500)
+        return
+    finally:
+        ARG.pop()
+        _reset_phase(token)
+    ex.out = [arg.chunk] if arg.chunk else []
+    if arg.eof and not eof:
+        more.body_ended = True
+
+
+def run_log(conn: HttpProtocol, ex: Exchange) -> None:
+    """The log phase of EX's location, after the answer was sent; errors are only logged."""
+    route = ex.route
+    if route is None or route.log is None or (ex.more is not None and ex.more.parent is not None):
+        return
+    token = _set_phase(phase.LOG)
+    try:
+        route.log[0]()
+    except Exit:
+        pass
+    except BaseException as exc:  # noqa: BLE001
+        answers.log_error(conn, ex, exc, phase.LOG)
+    finally:
+        _reset_phase(token)
+
+
+# -- the response API that needs the filters: ngx.flush, ngx.send_headers, ngx.eof --
+
+def flush(ex: Exchange) -> asyncio.Future[None] | None:
+    """ngx.flush: the filters, then send what is buffered."""
+    return output(ex.conn, ex, False)  # type: ignore[arg-type]
+
+
+def send_headers(ex: Exchange) -> None:
+    """ngx.send_headers: the header filter, then the head alone (the body buffered so far stays)."""
+    if ex.sent or ex.done:
+        return
+    route = ex.route
+    if route is not None and route.kind is PHASED and route.header_filter is not None:
+        more = ex.extra()
+        if not more.filtered:
+            _header_filter(ex.conn, ex, route.header_filter)  # type: ignore[arg-type]
+    body, ex.out = ex.out, []
+    ex.conn.flush(ex)
+    ex.out = body + ex.out
+
+
+def eof(ex: Exchange) -> None:
+    """ngx.eof: send the rest of the answer and end it; the handler runs on (its output is dropped)."""
+    more = ex.extra()
+    if more.eof or ex.done or more.parent is not None:
+        return  # (a subrequest's answer ends with its handler)
+    conn: Any = ex.conn
+    route = ex.route
+    if route is not None and route.kind is PHASED:
+        run_filters(conn, ex, True)
+    more.eof = True
+    conn.flush(ex)
+    if ex.chunked and not ex.head_only and not conn.closed:
+        conn.transport.write(b"0\r\n\r\n")
+    ex.chunked = False
+    ex.head_only = True  # conn.finish now writes nothing more for this answer
+    if not ex.keep_alive and not conn.closed:
+        conn.linger()  # HTTP/1.0: the body ends when the connection does
+
+
+# -- ngx.on_abort: the client went away before the answer was complete --
+
+ABORT_POLL = 0.1  # seconds between looks at the connection of a request that registered on_abort
+
+
+def on_abort(ex: Exchange, fn: Any, context: contextvars.Context) -> None:
+    """Call FN (in CONTEXT, the registering phase's) once the client of EX closes its side."""
+    more = ex.extra()
+    more.aborts.append((fn, context))
+    more.abort_task = asyncio.current_task()
+    if len(more.aborts) == 1:
+        ex.conn.loop.call_later(ABORT_POLL, _check_abort, ex)
+
+
+def _check_abort(ex: Exchange) -> None:
+    conn: Any = ex.conn
+    more = ex.extra()
+    if ex.done or more.aborted:
+        return
+    if not (conn.closed or conn.eof):
+        conn.loop.call_later(ABORT_POLL, _check_abort, ex)
+        return
+    more.aborted = True
+    for fn, context in more.aborts:
+        context.run(_call_abort, ex, fn)
+
+
+def _call_abort(ex: Exchange, fn: Any) -> None:
+    try:
+        result = fn()
+        if asyncio.iscoroutine(result):
+            ex.conn.loop.create_task(_await_abort(ex, result))
+    except Exit:
+        _end_aborted(ex)
+    except BaseException as exc:  # noqa: BLE001 - the user's callback
+        answers.log_error(ex.conn, ex, exc, "on_abort")  # type: ignore[arg-type]
+
+
+async def _await_abort(ex: Exchange, coro: Any) -> None:
+    try:
+        await coro
+    except Exit:
+        _end_aborted(ex)
+    except BaseException as exc:  # noqa: BLE001
+        answers.log_error(ex.conn, ex, exc, "on_abort")  # type: ignore[arg-type]
+
+
+def _end_aborted(ex: Exchange) -> None:
+    """ngx.exit in an on_abort callback ends the request (499 in the log, as nginx's client abort)."""
+    task = ex.extra().abort_task
+    if not ex.sent:
+        ex.status = 499
+    if task is not None and not task.done():
+        task.cancel()
