@@ -370,3 +370,41 @@ def test_reload_changes_the_root_and_quit_lets_a_big_file_finish(daemon: Any) ->
     assert hashlib.md5(body).digest() == hashlib.md5(data).digest()
     assert d.proc is not None
     assert d.proc.wait(timeout=30) == 0
+
+
+PHASED_FILES = r"""
+worker_processes 1;
+error_log logs/error.log info;
+http {
+    python_shared_dict counts 64k;
+    server {
+        listen 127.0.0.1:@PORT@;
+        root html;
+        location /private/ {
+            access_by_python_block {
+                if ngx.var.arg_token != "letmein":
+                    ngx.exit(ngx.HTTP_FORBIDDEN)
+            }
+            log_by_python_block { ngx.shared.counts.incr(str(ngx.status), 1, init=0) }
+        }
+        location = /counts {
+            content_by_python_block {
+                ngx.say(ngx.shared.counts.get("200"), " ", ngx.shared.counts.get("403"))
+            }
+        }
+    }
+}
+"""
+
+
+def test_files_are_served_after_the_access_phase_and_logged_by_the_log_phase(daemon: Any) -> None:
+    d = daemon(PHASED_FILES, start=False)
+    (d.prefix / "html" / "private").mkdir(parents=True)
+    (d.prefix / "html" / "private" / "a.txt").write_bytes(b"secret file\n")
+    d.start()
+    assert d.get("/private/a.txt")[0] == 403
+    assert d.get("/private/a.txt?token=letmein") == (200, b"secret file\n")
+    assert d.get("/private/a.txt?token=letmein") == (200, b"secret file\n")
+    assert d.get("/private/missing.txt?token=letmein")[0] == 404
+    d.expect_errors = True  # the 404 is logged at [error], as nginx's open() failed
+    assert wait_until(lambda: d.get("/counts") == (200, b"2 1\n"), 5, what="the log phase's counts")

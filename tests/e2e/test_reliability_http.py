@@ -163,4 +163,4 @@ def test_status_shows_each_process_rss(daemon: Any) -> None:
     assert data["rss"] > 1 << 20 and data["master_rss"] > 1 << 20
     assert data["processes"] and all(p["rss"] > 1 << 20 for p in data["processes"])
     text = d.get("/status?format=prometheus")[1].decode()
-    assert f'pyngx_process_rss_bytes{{pid="{data["pid"]}",type="worker"}} ' in text
+    assert f'pyngx_process_resident_memory_bytes{{type="worker",worker_id="{data["worker_id"]}"}} ' in text

@@ -143,8 +143,10 @@ def _apply(conn: HttpProtocol, ex: Exchange, jump: Redirect) -> bool:
     ex.uri, ex.args = jump.uri, jump.query
     if server is None:
         ex.route, ex.match = None, None
+    elif jump.uri.startswith("@"):
+        ex.route, ex.match = server.named.get(jump.uri), None  # a named location (`location @NAME`)
     else:
-        ex.route, ex.match = server.locations.find(jump.uri)
+        ex.route, ex.match = server.find(jump.uri)
     if not jump.keep_ctx:
         ex.ctx = None  # an internal redirect starts a new ngx.ctx (OpenResty: "ngx.ctx")
     return True

@@ -85,7 +85,7 @@ async def capture(parent: Exchange, uri: str, args: str, method: str, body: byte
         headers.append((b"Content-Length", b"%d" % len(body)))
     url = (uri + ("?" + args if args else "")).encode("utf-8", "surrogateescape")
     server = conn.server
-    route, match = server.locations.find(uri) if server is not None else (None, None)
+    route, match = server.find(uri) if server is not None else (None, None)
     ex = Exchange(conn, method.encode("ascii"), url, (uri, args, route, match), parent.version, headers,  # type: ignore[arg-type]
                   True, parent.start)
     ex.body = body
