@@ -92,3 +92,10 @@ def test_the_page_describes_each_benchmark_and_says_what_was_not_measured() -> N
         assert f"- `scripts/bench_{name}`: {bench_all.BENCHES[name].what}." in page
     assert "Not measured in this pass: `bench_log` (exit status 1)." in page
     assert "benchlib.record(" in page and "one row to `BENCHES`" in page  # how to add one
+
+
+def test_bench_cluster_reads_redis_benchmarks_final_figure_not_the_commands_arguments() -> None:
+    out = ("\rXADD bench:s MAXLEN ~ 100000 * p xx: rps=0.0 (overall: 100000.0) avg_msec=0.540 (overall: 0.540)\r"
+           "\rXADD bench:s MAXLEN ~ 100000 * p xx: 304878.03 requests per second, p50=0.287 msec\n")
+    assert load("bench_cluster")._rps(out) == pytest.approx(304878.03)
+    assert load("bench_cluster")._rps("") == 0.0
