@@ -70,3 +70,32 @@ def test_the_page_has_one_table_the_facts_and_no_history_words(tmp_path: Path) -
     pytest.importorskip("matplotlib")
     assert bench_all.chart(ROWS, tmp_path / "chart.png")
     assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_all_runs_every_bench_script_and_each_notes_its_figures() -> None:
+    bench_all = load("bench_all")
+    assert bench_all.unlisted() == []
+    for name, bench in bench_all.BENCHES.items():
+        assert bench.name == name and bench.what and "--" in " ".join(bench.args + bench.quick), name
+        assert f'"bench_{name}"' in (SCRIPTS / f"bench_{name}").read_text(), f"bench_{name} calls no record()"
+        assert "benchlib.record(" in (SCRIPTS / f"bench_{name}").read_text(), name
+
+
+def test_the_page_describes_each_benchmark_and_says_what_was_not_measured() -> None:
+    bench_all = load("bench_all")
+    import datetime
+    when = datetime.datetime(2026, 12, 3, 9, 0, tzinfo=datetime.timezone.utc)
+    page = bench_all.page(ROWS, ["http", "log", "cluster"], True, ["`bench_log` (exit status 1)"], when, (1.0, 2.0),
+                          False)
+    assert "This page is generated" in page and "--quick" in page
+    for name in ("http", "log", "cluster"):
+        assert f"- `scripts/bench_{name}`: {bench_all.BENCHES[name].what}." in page
+    assert "Not measured in this pass: `bench_log` (exit status 1)." in page
+    assert "benchlib.record(" in page and "one row to `BENCHES`" in page  # how to add one
+
+
+def test_bench_cluster_reads_redis_benchmarks_final_figure_not_the_commands_arguments() -> None:
+    out = ("\rXADD bench:s MAXLEN ~ 100000 * p xx: rps=0.0 (overall: 100000.0) avg_msec=0.540 (overall: 0.540)\r"
+           "\rXADD bench:s MAXLEN ~ 100000 * p xx: 304878.03 requests per second, p50=0.287 msec\n")
+    assert load("bench_cluster")._rps(out) == pytest.approx(304878.03)
+    assert load("bench_cluster")._rps("") == 0.0
