@@ -62,7 +62,9 @@ def test_the_two_lines_in_a_fresh_clone(tmp_path: Path) -> None:
 
     conf = clone / "conf" / "pyngx.conf"
     port = free_port()
-    conf.write_text(conf.read_text().replace("listen 8080;", f"listen 127.0.0.1:{port};"))
+    text = conf.read_text()
+    assert "listen 127.0.0.1:8080;" in text  # the tour listens on loopback only
+    conf.write_text(text.replace("listen 127.0.0.1:8080;", f"listen 127.0.0.1:{port};"))
     with open(tmp_path / "first.log", "wb") as out:
         proc = subprocess.Popen(["bash", "-c", first], cwd=clone, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
