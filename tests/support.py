@@ -18,6 +18,14 @@ BAD_LEVELS = ("[error]", "[alert]", "[crit]", "[emerg]")
 Run = Callable[[Callable[[], Awaitable[object]]], object]
 
 
+def ship_tour_files(prefix: Path) -> None:
+    """What the default config reads beside itself, as in the repository: mime.types and html/."""
+    import shutil
+
+    shutil.copy(REPO / "conf" / "mime.types", prefix / "conf" / "mime.types")
+    shutil.copytree(REPO / "html", prefix / "html", dirs_exist_ok=True)
+
+
 def wait_until(pred: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01, what: str = "") -> Any:
     """Poll PRED until it returns something truthy; fail at the deadline."""
     deadline = time.monotonic() + timeout

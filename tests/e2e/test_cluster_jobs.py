@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from clustersupport import Proxy, RedisServer, events_of, node_conf, seen
-from support import REPO, Daemon, wait_until
+from support import REPO, Daemon, ship_tour_files, wait_until
 
 INTERVAL, LEASE = 0.1, 1.0
 SLACK = 1.5  # scheduling on a loaded two-core machine
@@ -167,8 +167,10 @@ def test_the_default_config_with_its_cluster_section_on(daemon: Callable[..., Da
     line = "# python_cluster redis://127.0.0.1:6379/0 name=tour;"
     assert line in text
     text = text.replace(line, f"python_cluster {redis_server.url} name=tour;").replace(
-        "listen 8080;", "listen 127.0.0.1:@PORT@;")
-    d = daemon(text)
+        "listen 127.0.0.1:8080;", "listen 127.0.0.1:@PORT@;")
+    d = daemon(text, start=False)
+    ship_tour_files(d.prefix)
+    d.start()
     assert d.get("/cluster") == (200, b"posted to every node of the cluster\n")
 
     def counted() -> bool:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from support import REPO, Daemon, free_port, wait_until
+from support import REPO, Daemon, free_port, ship_tour_files, wait_until
 
 
 def _tour(daemon: Callable[..., Daemon]) -> Daemon:
@@ -28,9 +27,7 @@ def _tour(daemon: Callable[..., Daemon]) -> Daemon:
 
 
 def _shipped_files(d: Daemon) -> None:
-    """What the config reads beside itself, as in the repository: mime.types and the html/ root."""
-    shutil.copy(REPO / "conf" / "mime.types", d.prefix / "conf" / "mime.types")
-    shutil.copytree(REPO / "html", d.prefix / "html")
+    ship_tour_files(d.prefix)
 
 
 def test_default_config_passes_t(daemon: Callable[..., Daemon]) -> None:
