@@ -26,6 +26,23 @@ def ship_tour_files(prefix: Path) -> None:
     shutil.copytree(REPO / "html", prefix / "html", dirs_exist_ok=True)
 
 
+def raw_exchange(port: int, data: bytes, shut: bool = True, timeout: float = 10) -> bytes:
+    """Send DATA on a new loopback connection (then half-close when SHUT) and read until EOF or a reset."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        if shut:
+            s.shutdown(socket.SHUT_WR)
+        out = b""
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except ConnectionResetError:
+                return out
+            if not chunk:
+                return out
+            out += chunk
+
+
 def wait_until(pred: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01, what: str = "") -> Any:
     """Poll PRED until it returns something truthy; fail at the deadline."""
     deadline = time.monotonic() + timeout

@@ -8,7 +8,7 @@ import socket
 import time
 from typing import Any
 
-from support import wait_until
+from support import wait_until, raw_exchange as raw
 
 CONF = r"""
 worker_processes 2;
@@ -82,23 +82,6 @@ http {
     }
 }
 """
-
-
-def raw(port: int, data: bytes, shut: bool = True, timeout: float = 5) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(data)
-        if shut:
-            s.shutdown(socket.SHUT_WR)
-        out = b""
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                return out
-            out += chunk
-    return out
 
 
 def split_responses(data: bytes, heads: tuple[int, ...] = ()) -> list[tuple[int, dict[str, str], bytes]]:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from support import wait_until
+from support import wait_until, raw_exchange as raw
 
 CONF = r"""
 worker_processes 1;
@@ -102,18 +102,6 @@ def served(request: Any, daemon: Any) -> Any:
     d.start()
     d.expect_errors = True  # 404s and 403s are logged, as nginx; tests check the lines they expect
     return d
-
-
-def raw(port: int, data: bytes, timeout: float = 10) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(data)
-        s.shutdown(socket.SHUT_WR)
-        out = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                return out
-            out += chunk
 
 
 def get(port: int, target: bytes, extra: bytes = b"", method: bytes = b"GET") -> tuple[int, dict[str, str], bytes]:

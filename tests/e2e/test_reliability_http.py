@@ -5,7 +5,7 @@ import socket
 import time
 from typing import Any
 
-from support import wait_until
+from support import wait_until, raw_exchange as exchange
 
 CONF = r"""
 worker_processes 1;
@@ -36,23 +36,6 @@ http {
     }
 }
 """
-
-
-def exchange(port: int, data: bytes, shut: bool = True, timeout: float = 10) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(data)
-        if shut:
-            s.shutdown(socket.SHUT_WR)
-        out = b""
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            out += chunk
-    return out
 
 
 def body_of(answer: bytes) -> bytes:
