@@ -60,6 +60,7 @@ def start(config: Config, kind: str) -> tuple[Cycle, spawn.Credentials | None, i
     except CycleError as err:
         startup_failed(err)
         return None
+    cycle.creds = creds
     detach(config)
     pid = os.getpid()
     STATE.master_pid = pid
@@ -152,7 +153,7 @@ def announce(config: Config, pid: int) -> None:
 
 
 def pid_path(config: Config) -> str:
-    return config.pid or os.path.join(config.prefix, "logs", "pyngx.pid")
+    return cycles.pid_path(config)
 
 
 def set_master_title(argv: list[str]) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 from pyngx import log
 from pyngx.proc import service
 from pyngx.proc.cycle import Cycle
-from pyngx.runtime import lifecycle, phase, state, tree, usercode, watchdog
+from pyngx.runtime import channel, lifecycle, phase, state, timers, tree, usercode, watchdog
 from pyngx.runtime import loop as loops
 from pyngx.runtime.state import STATE
 
@@ -133,8 +133,7 @@ class Child:
         if error:
             self._report(INIT_ERROR.pack(b"E", os.getpid(), len(error)) + error)
         start_cluster(self.cycle, self.kind)
-        if tree.TREE is not None:
-            tree.TREE.mark_ready(os.getpid())
+        tree.current().mark_ready(os.getpid())
         if self.kind in (state.WORKER, state.SINGLE) and not self.stop.done():
             self.http = await start_http(self.cycle)
         self._report_ready()
@@ -212,19 +211,9 @@ def setup_runtime(cycle: Cycle) -> None:
 
 
 def setup_runtime_limits(max_pending: int, max_running: int) -> None:
-    """``timers.setup`` and ``channel.setup``, when those parts exist."""
-    try:
-        from pyngx.runtime import timers
-    except ImportError:
-        timers = None  # type: ignore[assignment]
-    if timers is not None and hasattr(timers, "setup"):
-        timers.setup(max_pending, max_running)
-    try:
-        from pyngx.runtime import channel
-    except ImportError:
-        channel = None  # type: ignore[assignment]
-    if channel is not None and hasattr(channel, "setup"):
-        channel.setup()
+    """``timers.setup`` and ``channel.setup``."""
+    timers.setup(max_pending, max_running)
+    channel.setup()
 
 
 def start_watchdog(cycle: Cycle, kind: str, loop: asyncio.AbstractEventLoop) -> None:
