@@ -56,11 +56,10 @@ def start(config: Config, kind: str) -> tuple[Cycle, spawn.Credentials | None, i
         return None
     creds, inherited = booted
     try:
-        cycle = cycles.build(config, None, generation=1, inherited=inherited)
+        cycle = cycles.build(config, None, generation=1, inherited=inherited, creds=creds)
     except CycleError as err:
         startup_failed(err)
         return None
-    cycle.creds = creds
     detach(config)
     pid = os.getpid()
     STATE.master_pid = pid

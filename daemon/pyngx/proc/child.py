@@ -81,7 +81,7 @@ def setup_state(cycle: Cycle, kind: str, worker_id: int | None, master_pid: int)
 def run(cycle: Cycle, kind: str, worker_id: int | None, *, master_pid: int, status_fd: int) -> int:
     """Run a child (or the single process) to its end; returns the exit code."""
     set_title(TITLES[kind])
-    keep_sockets(cycle, worker_id if kind != state.AGENT else None)
+    cycle = keep_sockets(cycle, worker_id if kind != state.AGENT else None)
     lifecycle.reset()
     setup_state(cycle, kind, worker_id, master_pid)
     loop = loops.new_loop()
@@ -100,7 +100,7 @@ def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
     loop.close()
 
 
-def keep_sockets(cycle: Cycle, worker_id: int | None) -> None:
+def keep_sockets(cycle: Cycle, worker_id: int | None) -> Cycle:
     """Close this process's copies of the sockets worker WORKER_ID does not accept on.
 
     The agent (None) listens on nothing (DESIGN.md); worker N keeps the shared
@@ -112,7 +112,7 @@ def keep_sockets(cycle: Cycle, worker_id: int | None) -> None:
     for sock in cycle.all_sockets():
         if id(sock) not in kept:
             sock.close()  # this process's copy only; the master and other workers keep theirs
-    cycle.sockets, cycle.per_worker = mine, {}
+    return cycle.kept_by(worker_id)
 
 
 class Child:

@@ -26,7 +26,7 @@ import os
 import socket
 import sys
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from pyngx import log
@@ -50,7 +50,7 @@ class CycleError(Exception):
         super().__init__(f"{message} in {file}:{line}" if file else message)
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Cycle:
     config: Config
     generation: int = 0
@@ -77,6 +77,10 @@ class Cycle:
         for sock in self.all_sockets():
             if id(sock) not in shared:
                 sock.close()
+
+    def kept_by(self, worker_id: int | None) -> Cycle:
+        """This cycle as worker WORKER_ID holds it after the fork: only its own sockets."""
+        return replace(self, sockets=self.for_worker(worker_id), per_worker={})
 
     def for_worker(self, worker_id: int | None) -> dict[tuple[str, int], socket.socket]:
         """The sockets worker WORKER_ID accepts on: the shared ones and its own reuseport one.
@@ -107,29 +111,29 @@ def pid_path(config: Config) -> str:
 
 
 def build(config: Config, old: Cycle | None = None, *, generation: int = 1, bind: bool = True,
-          inherited: dict[tuple[str, int], socket.socket] | None = None) -> Cycle:
-    """Build a new generation beside OLD; on failure nothing changes.
+          inherited: dict[tuple[str, int], socket.socket] | None = None,
+          creds: Credentials | None = None) -> Cycle:
+    """Build a new generation beside OLD, its workers running as CREDS; on failure nothing changes.
 
     Raises CycleError (init_by_python failure, bind() failure, zone failure).
     """
     # A module edited within the same second as its .pyc (same size too) would be
     # hidden by that .pyc after a reload; the daemon never writes bytecode.
     sys.dont_write_bytecode = True
-    cycle = Cycle(config, generation)
     saved = _save_state()
     modules = dict(sys.modules)
+    zones: dict[str, Zone] = {}
     try:
-        cycle.zones = make_zones(config, old)
-        _run_init(cycle, purge=old is not None)
-        if bind:
-            cycle.sockets, cycle.per_worker = open_sockets(config, old, inherited or {})
+        zones = make_zones(config, old)
+        namespace, want_agent = _run_init(config, generation, zones, purge=old is not None)
+        # the last step: open_sockets closes what it bound itself when it fails
+        sockets, per_worker = open_sockets(config, old, inherited or {}) if bind else ({}, {})
     except BaseException:
-        cycle.release_zones(old)
-        cycle.close_sockets(old)
+        Cycle(config, generation, zones=zones).release_zones(old)
         _restore_state(saved)
         _restore_modules(modules)
         raise
-    return cycle
+    return Cycle(config, generation, sockets, per_worker, zones, namespace, want_agent, creds)
 
 
 def check(config: Config) -> None:
@@ -211,8 +215,9 @@ def save_persisted(cycle: Cycle) -> None:
 
 # -- init_by_python --
 
-def _run_init(cycle: Cycle, *, purge: bool) -> None:
-    config = cycle.config
+def _run_init(config: Config, generation: int, zones: dict[str, Zone], *, purge: bool
+              ) -> tuple[dict[str, Any], bool]:
+    """Run init_by_python in a fresh namespace; returns (the namespace, whether it wants the agent)."""
     http = config.http
     python_path = http.python_path if http is not None else ()
     usercode.install_path(python_path)
@@ -220,22 +225,22 @@ def _run_init(cycle: Cycle, *, purge: bool) -> None:
         gone = usercode.purge_modules(usercode.user_dirs(python_path, config.prefix))
         if gone:
             log.info(f"reload: dropped user modules {', '.join(sorted(gone))}")
-    cycle.globals = usercode.new_globals()
+    namespace = usercode.new_globals()
     STATE.config = config
-    STATE.generation = cycle.generation
-    STATE.shdicts = cycle.zones
-    STATE.globals = cycle.globals
+    STATE.generation = generation
+    STATE.shdicts = zones
+    STATE.globals = namespace
     STATE.want_agent = False
     if http is None or http.init is None:
-        return
+        return namespace, False
     chunk = http.init
     try:
-        usercode.run_module(chunk, cycle.globals, phase.INIT)
+        usercode.run_module(chunk, namespace, phase.INIT)
     except Exception as exc:
         file, line = _user_location(exc, chunk.file, chunk.line)
         detail = usercode.format_exception(exc)
         raise CycleError(f"init_by_python error: {type(exc).__name__}: {exc}", file, line, detail) from None
-    cycle.want_agent = STATE.want_agent
+    return namespace, STATE.want_agent
 
 
 def _user_location(exc: BaseException, file: str, line: int) -> tuple[str, int]:

@@ -73,9 +73,9 @@ def serve(config: Config, argv: list[str], conf_path: str, prefix: str, extra: l
     started = boot.start(config, state.MASTER)
     if started is None:
         return 1
-    cycle, creds, pid = started
+    cycle, _, pid = started  # the cycle holds the credentials
     boot.set_master_title(argv)
-    master = Master(cycle, creds, conf_path, prefix, extra, pid)
+    master = Master(cycle, conf_path, prefix, extra, pid)
     return master.run()
 
 
@@ -86,11 +86,9 @@ def _on_signal(signo: int, frame: object) -> None:
 class Master:
     """The master's state: the live cycle, its children, deadlines; `run` is the loop."""
 
-    def __init__(self, cycle: Cycle, creds: spawn.Credentials | None, conf_path: str, prefix: str,
-                 extra: list[str], pid: int) -> None:
+    def __init__(self, cycle: Cycle, conf_path: str, prefix: str, extra: list[str], pid: int) -> None:
         self.tree = tree.create()  # before the first fork: every child maps the same table
         self.cycle = cycle  # the live generation: everything its config owns (pyngx.proc.cycle)
-        cycle.creds = creds
         self.conf_path, self.prefix, self.extra = conf_path, prefix, extra
         self.pid = pid
         self.children: dict[int, ChildInfo] = {}
@@ -484,9 +482,7 @@ class Master:
             creds = spawn.credentials(config)
         except KeyError as exc:
             raise CycleError(str(exc.args[0])) from None
-        new = cycles.build(config, self.cycle, generation=self.cycle.generation + 1)
-        new.creds = creds
-        return new
+        return cycles.build(config, self.cycle, generation=self.cycle.generation + 1, creds=creds)
 
     def reopen(self) -> None:
         log.notice("signal 10 (SIGUSR1) received, reopening logs")
