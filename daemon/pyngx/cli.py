@@ -206,21 +206,15 @@ def _dispatch(opts: Options, prefix: str, conf_path: str, argv: list[str]) -> in
 
 def _test(opts: Options, config: conf.Config, shown: str, conf_path: str, prefix: str) -> int:
     """-t / -T: the config parsed; now run init_by_python as nginx -t runs init_by_lua."""
-    try:
-        from pyngx.proc import cycle
-    except ImportError:
-        cycle = None  # type: ignore[assignment]
-    check = getattr(cycle, "check", None)
-    if check is not None:
-        try:
-            check(config)
-            from pyngx.proc import boot
+    from pyngx.proc import boot, cycle
 
-            boot.check_files(config)  # nginx -t opens the logs and the pid file too
-        except Exception as exc:  # noqa: BLE001 - CycleError, or user code failing in init_by_python
-            _err(f"[emerg] {exc}")
-            _err(f"configuration file {shown} test failed")
-            return 1
+    try:
+        cycle.check(config)
+        boot.check_files(config)  # nginx -t opens the logs and the pid file too
+    except Exception as exc:  # noqa: BLE001 - CycleError, or user code failing in init_by_python
+        _err(f"[emerg] {exc}")
+        _err(f"configuration file {shown} test failed")
+        return 1
     if not opts.quiet:
         _err(f"the configuration file {shown} syntax is ok")
         _err(f"configuration file {shown} test is successful")

@@ -130,3 +130,23 @@ def test_purge_never_touches_the_standard_library() -> None:
     stdlib = os.path.dirname(os.path.dirname(json.__file__))
     assert usercode.purge_modules([stdlib]) == []
     assert sys.modules["json"] is json
+
+
+def test_a_generation_is_one_frozen_value_with_its_credentials_and_pid_path(tmp_path: Path) -> None:
+    from dataclasses import FrozenInstanceError
+
+    from pyngx.proc.spawn import Credentials
+
+    p1, p2 = free_port(), free_port()
+    creds = Credentials("nobody", 65534, 65534)
+    cyc = cycles.build(make_config(tmp_path, None, (p1, p2)), creds=creds)
+    try:
+        assert cyc.creds is creds
+        assert cyc.pid_path == str(tmp_path / "logs" / "pyngx.pid")
+        with pytest.raises(FrozenInstanceError):
+            cyc.sockets = {}  # type: ignore[misc]
+        kept = cyc.kept_by(None)  # the agent's copy: no sockets, the same everything else
+        assert kept.sockets == {} and kept.zones is cyc.zones and kept.creds is creds
+        assert set(cyc.sockets) == {("127.0.0.1", p1), ("127.0.0.1", p2)}
+    finally:
+        cyc.close_sockets()

@@ -64,6 +64,3 @@ def page(code: int) -> bytes:
     """nginx's HTML page for CODE, or b"" for codes that get none (2xx, 1xx, 204, 304)."""
     return PAGES.get(code, b"")
 
-
-def has_body(code: int) -> bool:
-    return code >= 200 and code not in NO_BODY

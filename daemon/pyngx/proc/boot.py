@@ -56,7 +56,7 @@ def start(config: Config, kind: str) -> tuple[Cycle, spawn.Credentials | None, i
         return None
     creds, inherited = booted
     try:
-        cycle = cycles.build(config, None, generation=1, inherited=inherited)
+        cycle = cycles.build(config, None, generation=1, inherited=inherited, creds=creds)
     except CycleError as err:
         startup_failed(err)
         return None
@@ -152,7 +152,7 @@ def announce(config: Config, pid: int) -> None:
 
 
 def pid_path(config: Config) -> str:
-    return config.pid or os.path.join(config.prefix, "logs", "pyngx.pid")
+    return cycles.pid_path(config)
 
 
 def set_master_title(argv: list[str]) -> None:
@@ -184,9 +184,12 @@ def preload() -> None:
     import importlib
 
     for name in PRELOAD:
+        if name.startswith("pyngx."):
+            importlib.import_module(name)  # our own: a failure here is a bug to see at once
+            continue
         try:
             importlib.import_module(name)
-        except Exception:  # noqa: BLE001 - a part not written yet, or optional: the child imports it later
+        except ImportError:  # a dependency missing: the child fails on it with the real error
             pass
 
 
@@ -194,7 +197,7 @@ def version() -> str:
     """pyngx's version (from the package: importlib.metadata scans sys.path, ~0.1 s)."""
     import pyngx
 
-    return str(getattr(pyngx, "__version__", "0.1.0"))
+    return pyngx.__version__
 
 
 def hand_logs_to(config: Config, creds: spawn.Credentials | None) -> None:

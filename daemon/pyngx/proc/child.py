@@ -19,7 +19,7 @@ from typing import Any
 from pyngx import log
 from pyngx.proc import service
 from pyngx.proc.cycle import Cycle
-from pyngx.runtime import lifecycle, phase, state, tree, usercode, watchdog
+from pyngx.runtime import channel, lifecycle, phase, state, timers, tree, usercode, watchdog
 from pyngx.runtime import loop as loops
 from pyngx.runtime.state import STATE
 
@@ -81,7 +81,7 @@ def setup_state(cycle: Cycle, kind: str, worker_id: int | None, master_pid: int)
 def run(cycle: Cycle, kind: str, worker_id: int | None, *, master_pid: int, status_fd: int) -> int:
     """Run a child (or the single process) to its end; returns the exit code."""
     set_title(TITLES[kind])
-    keep_sockets(cycle, worker_id if kind != state.AGENT else None)
+    cycle = keep_sockets(cycle, worker_id if kind != state.AGENT else None)
     usercode.pin_sources(cycle.sources)
     lifecycle.reset()
     setup_state(cycle, kind, worker_id, master_pid)
@@ -101,7 +101,7 @@ def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
     loop.close()
 
 
-def keep_sockets(cycle: Cycle, worker_id: int | None) -> None:
+def keep_sockets(cycle: Cycle, worker_id: int | None) -> Cycle:
     """Close this process's copies of the sockets worker WORKER_ID does not accept on.
 
     The agent (None) listens on nothing (DESIGN.md); worker N keeps the shared
@@ -113,7 +113,7 @@ def keep_sockets(cycle: Cycle, worker_id: int | None) -> None:
     for sock in cycle.all_sockets():
         if id(sock) not in kept:
             sock.close()  # this process's copy only; the master and other workers keep theirs
-    cycle.sockets, cycle.per_worker = mine, {}
+    return cycle.kept_by(worker_id)
 
 
 class Child:
@@ -134,8 +134,7 @@ class Child:
         if error:
             self._report(INIT_ERROR.pack(b"E", os.getpid(), len(error)) + error)
         start_cluster(self.cycle, self.kind)
-        if tree.TREE is not None:
-            tree.TREE.mark_ready(os.getpid())
+        tree.current().mark_ready(os.getpid())
         if self.kind in (state.WORKER, state.SINGLE) and not self.stop.done():
             self.http = await start_http(self.cycle)
         self._report_ready()
@@ -213,19 +212,9 @@ def setup_runtime(cycle: Cycle) -> None:
 
 
 def setup_runtime_limits(max_pending: int, max_running: int) -> None:
-    """``timers.setup`` and ``channel.setup``, when those parts exist."""
-    try:
-        from pyngx.runtime import timers
-    except ImportError:
-        timers = None  # type: ignore[assignment]
-    if timers is not None and hasattr(timers, "setup"):
-        timers.setup(max_pending, max_running)
-    try:
-        from pyngx.runtime import channel
-    except ImportError:
-        channel = None  # type: ignore[assignment]
-    if channel is not None and hasattr(channel, "setup"):
-        channel.setup()
+    """``timers.setup`` and ``channel.setup``."""
+    timers.setup(max_pending, max_running)
+    channel.setup()
 
 
 def start_watchdog(cycle: Cycle, kind: str, loop: asyncio.AbstractEventLoop) -> None:

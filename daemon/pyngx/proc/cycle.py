@@ -1,4 +1,11 @@
-"""One generation of the daemon: Config + listening sockets + zones + init namespace.
+"""One generation of the daemon: everything a configuration owns, as one value.
+
+A `Cycle` holds the frozen Config, the listening sockets, the zones, the
+init namespace, whether the agent is wanted, whom workers run as and where
+the pid file and the error log are. The master keeps one reference to the
+live one: a reload builds the next beside it, commit and rollback each make
+one of them current again (`pyngx.proc.master.Master.adopt`), so no field can
+be left behind on the other side.
 
 `build(config, old)` is nginx's ``ngx_init_cycle`` in pieces: shared dict
 zones first (init_by_python may use them, as OpenResty allows), then
@@ -19,13 +26,18 @@ import os
 import socket
 import sys
 import traceback
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 from pyngx import log
 from pyngx.conf.model import Config, Listen, ShdictSpec
 from pyngx.runtime import phase, state, usercode
 from pyngx.runtime.state import STATE
+from pyngx.shm import shdict
+from pyngx.shm.shdict import Zone
+
+if TYPE_CHECKING:
+    from pyngx.proc.spawn import Credentials
 
 BACKLOG = 511  # nginx's default listen backlog on Linux
 
@@ -38,18 +50,24 @@ class CycleError(Exception):
         super().__init__(f"{message} in {file}:{line}" if file else message)
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Cycle:
     config: Config
     generation: int = 0
     sockets: dict[tuple[str, int], socket.socket] = field(default_factory=dict)
     # reuseport addresses: one socket per worker (index = worker id); sockets[key] is [0]
     per_worker: dict[tuple[str, int], list[socket.socket]] = field(default_factory=dict)
-    zones: dict[str, Any] = field(default_factory=dict)
+    zones: dict[str, Zone] = field(default_factory=dict)
     globals: dict[str, Any] = field(default_factory=dict)
     want_agent: bool = False
+    creds: Credentials | None = None  # whom its workers run as (``user``, when the master is root)
     # the config files and the modules init_by_python imported, as this generation read them
     sources: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def pid_path(self) -> str:
+        """Where this generation's pid file (and the reload verdict beside it) lives."""
+        return pid_path(self.config)
 
     def all_sockets(self) -> list[socket.socket]:
         """Every listening socket of this cycle, each once (the per-worker ones included)."""
@@ -61,6 +79,10 @@ class Cycle:
         for sock in self.all_sockets():
             if id(sock) not in shared:
                 sock.close()
+
+    def kept_by(self, worker_id: int | None) -> Cycle:
+        """This cycle as worker WORKER_ID holds it after the fork: only its own sockets."""
+        return replace(self, sockets=self.for_worker(worker_id), per_worker={})
 
     def for_worker(self, worker_id: int | None) -> dict[tuple[str, int], socket.socket]:
         """The sockets worker WORKER_ID accepts on: the shared ones and its own reuseport one.
@@ -78,47 +100,43 @@ class Cycle:
         """Drop this cycle's zones that KEEP does not share (children keep their maps)."""
         shared = {id(z) for z in keep.zones.values()} if keep is not None else set()
         for zone in self.zones.values():
-            if id(zone) not in shared and hasattr(zone, "close"):
+            if id(zone) not in shared:
                 try:
                     zone.close()
                 except Exception as exc:  # noqa: BLE001 - a zone that will not close is only logged
                     log.exception("closing shared dict zone failed", exc, log.WARN)
 
 
-def shdict_module() -> Any:
-    """pyngx.shm.shdict when it offers ``create``, else None (no zones yet)."""
-    try:
-        from pyngx.shm import shdict
-    except ImportError:
-        return None
-    return shdict if hasattr(shdict, "create") else None
+def pid_path(config: Config) -> str:
+    """CONFIG's ``pid`` file, by default PREFIX/logs/pyngx.pid."""
+    return config.pid or os.path.join(config.prefix, "logs", "pyngx.pid")
 
 
 def build(config: Config, old: Cycle | None = None, *, generation: int = 1, bind: bool = True,
-          inherited: dict[tuple[str, int], socket.socket] | None = None) -> Cycle:
-    """Build a new generation beside OLD; on failure nothing changes.
+          inherited: dict[tuple[str, int], socket.socket] | None = None,
+          creds: Credentials | None = None) -> Cycle:
+    """Build a new generation beside OLD, its workers running as CREDS; on failure nothing changes.
 
     Raises CycleError (init_by_python failure, bind() failure, zone failure).
     """
     # A module edited within the same second as its .pyc (same size too) would be
     # hidden by that .pyc after a reload; the daemon never writes bytecode.
     sys.dont_write_bytecode = True
-    cycle = Cycle(config, generation)
     saved = _save_state()
     modules = dict(sys.modules)
+    zones: dict[str, Zone] = {}
     try:
-        cycle.zones = make_zones(config, old)
-        _run_init(cycle, purge=old is not None)
-        cycle.sources = _sources(config)
-        if bind:
-            cycle.sockets, cycle.per_worker = open_sockets(config, old, inherited or {})
+        zones = make_zones(config, old)
+        namespace, want_agent = _run_init(config, generation, zones, purge=old is not None)
+        sources = _sources(config)
+        # the last step: open_sockets closes what it bound itself when it fails
+        sockets, per_worker = open_sockets(config, old, inherited or {}) if bind else ({}, {})
     except BaseException:
-        cycle.release_zones(old)
-        cycle.close_sockets(old)
+        Cycle(config, generation, zones=zones).release_zones(old)
         _restore_state(saved)
         _restore_modules(modules)
         raise
-    return cycle
+    return Cycle(config, generation, sockets, per_worker, zones, namespace, want_agent, creds, sources)
 
 
 def check(config: Config) -> None:
@@ -135,29 +153,26 @@ def check(config: Config) -> None:
 
 # -- zones --
 
-def make_zones(config: Config, old: Cycle | None) -> dict[str, Any]:
+def make_zones(config: Config, old: Cycle | None) -> dict[str, Zone]:
     """Zones for CONFIG: same name and size kept, size change rebuilt, new ones created."""
     specs = config.http.shdicts if config.http is not None else ()
-    mod = shdict_module()
-    if mod is None or not specs:
-        return {}
-    zones: dict[str, Any] = {}
+    zones: dict[str, Zone] = {}
     try:
         for spec in specs:
-            zones[spec.name] = _zone_for(mod, spec, old.zones.get(spec.name) if old else None)
+            zones[spec.name] = _zone_for(spec, old.zones.get(spec.name) if old else None)
     except BaseException:
         for name, zone in zones.items():
             if old is None or old.zones.get(name) is not zone:
-                getattr(zone, "close", lambda: None)()
+                zone.close()
         raise
     return zones
 
 
-def _zone_for(mod: Any, spec: ShdictSpec, old: Any) -> Any:
-    if old is not None and _zone_size(old) == spec.size:
+def _zone_for(spec: ShdictSpec, old: Zone | None) -> Zone:
+    if old is not None and old.capacity() == spec.size:
         return old
     try:
-        zone = mod.create(spec.name, spec.size)
+        zone = shdict.create(spec.name, spec.size)
     except Exception as exc:
         raise CycleError(f'cannot create shared dict "{spec.name}": {exc}', spec.file, spec.line) from None
     if old is not None:
@@ -167,38 +182,26 @@ def _zone_for(mod: Any, spec: ShdictSpec, old: Any) -> Any:
     return zone
 
 
-def _zone_size(zone: Any) -> int | None:
-    for attr in ("capacity", "size"):
-        value = getattr(zone, attr, None)
-        if callable(value):
-            value = value()
-        if isinstance(value, int):
-            return value
-    return None
-
-
-def _rebuild(zone: Any, old: Any) -> None:
+def _rebuild(zone: Zone, old: Zone) -> None:
     """Copy OLD's items into ZONE (most recently used first, as many as fit)."""
     try:
-        if hasattr(zone, "rebuild"):
-            zone.rebuild(old, _zone_size(zone))
+        zone.rebuild(old)
     except Exception as exc:  # noqa: BLE001 - losing cached items must not refuse a reload
         log.exception("rebuilding shared dict zone failed, starting empty", exc, log.WARN)
 
 
-def load_persisted(zone: Any, spec: ShdictSpec) -> None:
+def load_persisted(zone: Zone, spec: ShdictSpec) -> None:
     """Load SPEC.persist into ZONE; a missing file is normal, a bad one is logged and ignored."""
-    if not spec.persist or not hasattr(zone, "load") or not os.path.exists(spec.persist):
+    if not spec.persist or not os.path.exists(spec.persist):
         return
     try:
         zone.load(spec.persist)
     except Exception as exc:  # noqa: BLE001 - never fatal, as DESIGN.md promises
         log.warn(f'ignoring shared dict "{spec.name}" persist file "{spec.persist}": {exc}')
-        if hasattr(zone, "flush_all"):
-            try:
-                zone.flush_all()
-            except Exception:  # noqa: BLE001
-                pass
+        try:
+            zone.flush_all()
+        except Exception:  # noqa: BLE001
+            pass
 
 
 def save_persisted(cycle: Cycle) -> None:
@@ -206,7 +209,7 @@ def save_persisted(cycle: Cycle) -> None:
     specs = cycle.config.http.shdicts if cycle.config.http is not None else ()
     for spec in specs:
         zone = cycle.zones.get(spec.name)
-        if spec.persist and zone is not None and hasattr(zone, "save"):
+        if spec.persist and zone is not None:
             try:
                 zone.save(spec.persist)
             except Exception as exc:  # noqa: BLE001
@@ -215,8 +218,9 @@ def save_persisted(cycle: Cycle) -> None:
 
 # -- init_by_python --
 
-def _run_init(cycle: Cycle, *, purge: bool) -> None:
-    config = cycle.config
+def _run_init(config: Config, generation: int, zones: dict[str, Zone], *, purge: bool
+              ) -> tuple[dict[str, Any], bool]:
+    """Run init_by_python in a fresh namespace; returns (the namespace, whether it wants the agent)."""
     http = config.http
     python_path = http.python_path if http is not None else ()
     usercode.install_path(python_path)
@@ -224,22 +228,22 @@ def _run_init(cycle: Cycle, *, purge: bool) -> None:
         gone = usercode.purge_modules(usercode.user_dirs(python_path, config.prefix))
         if gone:
             log.info(f"reload: dropped user modules {', '.join(sorted(gone))}")
-    cycle.globals = usercode.new_globals()
+    namespace = usercode.new_globals()
     STATE.config = config
-    STATE.generation = cycle.generation
-    STATE.shdicts = cycle.zones
-    STATE.globals = cycle.globals
+    STATE.generation = generation
+    STATE.shdicts = zones
+    STATE.globals = namespace
     STATE.want_agent = False
     if http is None or http.init is None:
-        return
+        return namespace, False
     chunk = http.init
     try:
-        usercode.run_module(chunk, cycle.globals, phase.INIT)
+        usercode.run_module(chunk, namespace, phase.INIT)
     except Exception as exc:
         file, line = _user_location(exc, chunk.file, chunk.line)
         detail = usercode.format_exception(exc)
         raise CycleError(f"init_by_python error: {type(exc).__name__}: {exc}", file, line, detail) from None
-    cycle.want_agent = STATE.want_agent
+    return namespace, STATE.want_agent
 
 
 def _sources(config: Config) -> dict[str, list[str]]:

@@ -72,9 +72,9 @@ def serve(config: Config, argv: list[str], conf_path: str, prefix: str, extra: l
     started = boot.start(config, state.MASTER)
     if started is None:
         return 1
-    cycle, creds, pid = started
+    cycle, _, pid = started  # the cycle holds the credentials
     boot.set_master_title(argv)
-    master = Master(cycle, creds, conf_path, prefix, extra, pid)
+    master = Master(cycle, conf_path, prefix, extra, pid)
     return master.run()
 
 
@@ -85,10 +85,9 @@ def _on_signal(signo: int, frame: object) -> None:
 class Master:
     """The master's state: the live cycle, its children, deadlines; `run` is the loop."""
 
-    def __init__(self, cycle: Cycle, creds: spawn.Credentials | None, conf_path: str, prefix: str,
-                 extra: list[str], pid: int) -> None:
-        self.cycle = cycle
-        self.creds = creds
+    def __init__(self, cycle: Cycle, conf_path: str, prefix: str, extra: list[str], pid: int) -> None:
+        self.tree = tree.create()  # before the first fork: every child maps the same table
+        self.cycle = cycle  # the live generation: everything its config owns (pyngx.proc.cycle)
         self.conf_path, self.prefix, self.extra = conf_path, prefix, extra
         self.pid = pid
         self.children: dict[int, ChildInfo] = {}
@@ -96,9 +95,12 @@ class Master:
         self.pending: Pending | None = None
         self.reload_deferred = False
         self.reload_seq = 0
+        self.reload_from = ""  # the pid file a signaller read before this reload's HUP: its verdict goes there
+        self.verdicts: set[str] = set()  # pid paths with a verdict beside them, removed at exit
         self.stopping = ""  # "", "graceful" or "fast"
         self.kill_at: float | None = None
         self.old_kill_at: float | None = None
+        self.failed_kill: tuple[float, int] | None = None  # (when, generation) to KILL a rolled-back one
         self.respawns: list[tuple[float, str, int | None]] = []
         self.fails: dict[tuple[str, int | None], int] = {}
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -109,6 +111,10 @@ class Master:
         self.stalled: dict[int, str] = {}  # pid -> what was done about its stall (stalls.replace)
         self.term_signo = signal.SIGTERM  # which of TERM and INT asked for the fast stop
 
+    @property
+    def creds(self) -> spawn.Credentials | None:
+        return self.cycle.creds
+
     # -- the loop --
 
     def run(self) -> int:
@@ -118,8 +124,7 @@ class Master:
         for signo in (signal.SIGUSR2, signal.SIGWINCH, signal.SIGPIPE):
             signal.signal(signo, signal.SIG_IGN)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, set(SIGNALS))
-        table = tree.create()
-        table.set_generation(self.cycle.generation, self.pid)
+        self.tree.set_generation(self.cycle.generation, self.pid)
         log.notice(f"pyngx/{boot.version()} master process {self.pid} started")
         boot.preload()
         boot.hand_logs_to(self.cycle.config, self.creds)
@@ -157,6 +162,7 @@ class Master:
 
     def next_deadline(self) -> float | None:
         times = [t for t in (self.kill_at, self.old_kill_at, self.stall_check_at) if t is not None]
+        times += [self.failed_kill[0]] if self.failed_kill is not None else []
         times += [t for t, _, _ in self.respawns]
         if self.pending is not None and self.pending.deadline != float("inf"):
             times.append(self.pending.deadline)
@@ -191,8 +197,7 @@ class Master:
             self.respawns.append((time.monotonic() + 1.0, kind, worker_id))
             return
         self.children[pid] = ChildInfo(pid, kind, worker_id, cycle.generation, time.monotonic())
-        if tree.TREE is not None:
-            tree.TREE.add(pid, kind, worker_id, cycle.generation)
+        self.tree.add(pid, kind, worker_id, cycle.generation)
         log.notice(f"start {kind} process {pid}")
 
     def read_status(self) -> None:
@@ -209,8 +214,7 @@ class Master:
                 info.init_error = text
                 continue
             info.ready = True
-            if tree.TREE is not None:
-                tree.TREE.mark_ready(pid)
+            self.tree.mark_ready(pid)
         self.check_pending()
 
     def reap(self) -> None:
@@ -226,12 +230,10 @@ class Master:
     def reaped(self, pid: int, status: int) -> None:
         info = self.children.pop(pid, None)
         self.stalled.pop(pid, None)
-        if tree.TREE is not None:
-            tree.TREE.remove(pid)
+        self.tree.remove(pid)
         for cyc in (self.cycle, *self.old_cycles):
             for zone in cyc.zones.values():
-                if hasattr(zone, "force_unlock"):
-                    zone.force_unlock(pid)
+                zone.force_unlock(pid)
         if info is None:
             return
         code = log_exit(info, status)
@@ -277,6 +279,9 @@ class Master:
         if self.old_kill_at is not None and now >= self.old_kill_at:
             self.old_kill_at = None
             self.signal_children(signal.SIGKILL, lambda c: c.generation != self.cycle.generation)
+        if self.failed_kill is not None and now >= self.failed_kill[0]:
+            failed, self.failed_kill = self.failed_kill[1], None
+            self.signal_children(signal.SIGKILL, lambda c: c.generation == failed)
 
     def signal_children(self, signo: int, which: object) -> None:
         for info in list(self.children.values()):
@@ -309,7 +314,7 @@ class Master:
                 self.retire_old()
             else:
                 log.alert(f"reload: {why}; the old worker processes keep serving")
-                self.roll_back()
+                self.roll_back(why)
             self.answer_reload(ok, why or "serving")
         elif not ok:
             log.alert(why)
@@ -321,21 +326,18 @@ class Master:
             self.reload_deferred = False
             self.reload()
 
-    def roll_back(self) -> None:
+    def roll_back(self, why: str) -> None:
         """The new generation never served: stop it, and the previous one is current again."""
         failed, previous = self.cycle, self.old_cycles.pop()
         self.respawns.clear()
         self.fails.clear()
         self.signal_children(signal.SIGTERM, lambda c: c.generation == failed.generation)
-        self.cycle = previous
+        # a child stuck in init_worker_by_python does not act on TERM
+        self.failed_kill = (time.monotonic() + FAST_KILL_AFTER, failed.generation)
         self.old_cycles.append(failed)  # released once its children are reaped
-        try:
-            self.creds = spawn.credentials(previous.config)
-        except KeyError:
-            pass
-        if tree.TREE is not None:
-            tree.TREE.set_generation(previous.generation, self.pid)
-        self.restore_globals(previous)
+        self.adopt(previous, failed)
+        if previous.config.error_log != failed.config.error_log:
+            log.alert(f"reload: {why}; the old worker processes keep serving")
         alive = {(c.kind, c.worker_id) for c in self.children.values() if c.generation == previous.generation}
         for slot in self.slots(previous):
             if slot not in alive:  # died while the reload was pending: replace it now
@@ -386,7 +388,9 @@ class Master:
         if ok and failed:  # it serves, as in OpenResty, but the operator hears of it
             status = pidfile.INIT_FAILED
             message = "; ".join(f"{c.kind} process {c.pid}: {c.init_error}" for c in failed)
-        pidfile.write_verdict(boot.pid_path(self.cycle.config), self.pid, self.reload_seq, status, message)
+        path = self.reload_from or self.cycle.pid_path
+        self.verdicts.add(path)
+        pidfile.write_verdict(path, self.pid, self.reload_seq, status, message)
 
     # -- signal actions, in ORDER --
 
@@ -422,6 +426,7 @@ class Master:
             self.reload_deferred = True  # one reload at a time; this one follows
             return
         log.notice("signal 1 (SIGHUP) received, reconfiguring")
+        self.reload_from = self.cycle.pid_path
         service.notify_reloading()
         try:
             new = self.build_next()
@@ -432,18 +437,31 @@ class Master:
             self.answer_reload(False, str(err))
             service.notify_ready(self.pid)
             return
-        self.move_pid_file(self.cycle.config, new.config)
-        boot.hand_logs_to(new.config, self.creds)
         self.old_cycles.append(self.cycle)
-        self.cycle = new
+        self.adopt(new, self.cycle)
         self.fails.clear()
-        if tree.TREE is not None:
-            tree.TREE.set_generation(new.generation, self.pid)
         self.start_generation()
 
-    def move_pid_file(self, old: Config, new: Config) -> None:
-        """A reload that changed ``pid`` writes the new file and removes the old one (nginx does)."""
-        before, after = boot.pid_path(old), boot.pid_path(new)
+    def adopt(self, new: Cycle, old: Cycle) -> None:
+        """Make NEW the live generation instead of OLD (a reload's commit, or its rollback).
+
+        The one reference is swapped; what lives outside this process follows it: the
+        error log the master writes to, the pid file, the owner of the log files, the
+        tree's current generation and the master's STATE.
+        """
+        self.cycle = new
+        if new.config.error_log != old.config.error_log:
+            try:
+                log.error_log.open(new.config.error_log.path, new.config.error_log.level)
+            except OSError as exc:
+                log.alert(f'open() "{new.config.error_log.path}" failed ({exc.errno}: {exc.strerror})')
+        self.move_pid_file(old.pid_path, new.pid_path)
+        boot.hand_logs_to(new.config, new.creds)
+        self.tree.set_generation(new.generation, self.pid)
+        self.restore_globals(new)
+
+    def move_pid_file(self, before: str, after: str) -> None:
+        """A generation with another ``pid`` writes its file and removes the old one (nginx does)."""
         if before == after:
             return
         try:
@@ -452,7 +470,6 @@ class Master:
             log.alert(exc.strerror or str(exc))
             return
         pidfile.unlink_if_ours(before, self.pid)
-        pidfile.remove_verdict(before)
 
     def build_next(self) -> Cycle:
         """Load and build the next generation. Raises CycleError; changes nothing then."""
@@ -466,14 +483,7 @@ class Master:
             creds = spawn.credentials(config)
         except KeyError as exc:
             raise CycleError(str(exc.args[0])) from None
-        new = cycles.build(config, self.cycle, generation=self.cycle.generation + 1)
-        self.creds = creds
-        if config.error_log != self.cycle.config.error_log:
-            try:
-                log.error_log.open(config.error_log.path, config.error_log.level)
-            except OSError as exc:
-                log.alert(f'open() "{config.error_log.path}" failed ({exc.errno}: {exc.strerror})')
-        return new
+        return cycles.build(config, self.cycle, generation=self.cycle.generation + 1, creds=creds)
 
     def reopen(self) -> None:
         log.notice("signal 10 (SIGUSR1) received, reopening logs")
@@ -483,9 +493,10 @@ class Master:
 
     def finish(self) -> int:
         cycles.save_persisted(self.cycle)
-        path = boot.pid_path(self.cycle.config)
+        path = self.cycle.pid_path
         pidfile.unlink_if_ours(path, self.pid)
-        pidfile.remove_verdict(path)
+        for where in self.verdicts | {path}:
+            pidfile.remove_verdict(where)
         log.notice("exit")
         return 0
 

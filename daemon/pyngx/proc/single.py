@@ -16,9 +16,11 @@ from pyngx.conf.model import Config
 from pyngx.proc import boot, child, pidfile, service
 from pyngx.proc import cycle as cycles
 from pyngx.proc.cycle import CycleError
-from pyngx.runtime import lifecycle, phase, state, tree, usercode
+from pyngx.runtime import lifecycle, phase, state, timers, tree, usercode
 from pyngx.runtime import loop as loops
 from pyngx.runtime.state import STATE
+from pyngx.shm import shdict
+from pyngx.shm.shdict import Zone
 
 EXEC_FILENAME = "(command line -e)"
 
@@ -83,14 +85,11 @@ def _setup_exec_state(prefix: str) -> None:
         log.error_log.level = log.WARN  # resty's default --errlog-level
 
 
-def _exec_zones(shdicts: list[tuple[str, int]]) -> dict[str, object]:
-    mod = cycles.shdict_module()
-    zones: dict[str, object] = {}
-    if mod is None:
-        return zones
+def _exec_zones(shdicts: list[tuple[str, int]]) -> dict[str, Zone]:
+    zones: dict[str, Zone] = {}
     for name, size in shdicts:
         try:
-            zones[name] = mod.create(name, size)
+            zones[name] = shdict.create(name, size)
         except Exception as exc:  # noqa: BLE001 - a bad --shdict is the user's mistake
             raise CycleError(f'cannot create shared dict "{name}": {exc}') from None
     return zones
@@ -122,10 +121,4 @@ async def _exec(chunk: object, loop: asyncio.AbstractEventLoop) -> int:
 
 
 async def _wait_idle() -> None:
-    try:
-        from pyngx.runtime import timers
-    except ImportError:
-        return
-    wait_idle = getattr(timers, "wait_idle", None)
-    if wait_idle is not None:
-        await wait_idle()
+    await timers.wait_idle()

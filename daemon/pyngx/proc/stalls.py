@@ -39,9 +39,9 @@ def interval(timeout: float | None) -> float:
 
 def overdue(pids: Iterable[int], timeout: float | None) -> list[Stuck]:
     """The children among PIDS whose loop has not run for TIMEOUT (once they reported, or GRACE more)."""
-    if timeout is None or tree.TREE is None:
+    if timeout is None:
         return []
-    rows = tree.TREE.health_rows()
+    rows = tree.current().health_rows()
     now = time.monotonic_ns()
     out = []
     for pid in pids:

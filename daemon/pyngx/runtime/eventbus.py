@@ -15,7 +15,7 @@ from typing import Any
 
 from pyngx import log
 from pyngx.errors import Error
-from pyngx.runtime import lifecycle, state, tree
+from pyngx.runtime import channel, lifecycle, state, tree
 from pyngx.runtime.eventlog import SOURCE, WAKE, Bus, Settings
 
 __all__ = ["SOURCE", "Bus", "Settings", "Registry", "registry", "current", "configure", "statistics"]
@@ -152,18 +152,10 @@ def _tree_peers() -> list[int]:
     return [peer.pid for peer in tree.TREE.peers(current=False)]
 
 
-def _waker() -> Callable[[], None] | None:
-    """A function that wakes the other processes over IPC, when IPC offers one."""
-    try:
-        from pyngx.runtime import channel
-    except ImportError:
-        return None
-    broadcast = getattr(channel, "broadcast_internal", None)
-    receive = getattr(channel, "receive_internal", None)
-    if broadcast is None or receive is None:
-        return None
-    receive(WAKE, _on_wake)
-    return lambda: broadcast(WAKE, b"")
+def _waker() -> Callable[[], None]:
+    """A function that wakes the other processes over IPC."""
+    channel.receive_internal(WAKE, _on_wake)
+    return lambda: channel.broadcast_internal(WAKE, b"")
 
 
 def _on_wake(*_: Any) -> None:

@@ -1,8 +1,8 @@
 """How a child (or single) process ends, and the hooks its parts register.
 
 Components register themselves when they start inside a process; the process
-main (`pyngx.proc.child`, `pyngx.proc.single`) calls `graceful()` or `fast()`
-and never needs to know them. Graceful exit, in order:
+main (`pyngx.proc.child`, `pyngx.proc.single`) calls `graceful()`, or
+`final(False)` for a fast exit, and never needs to know them. Graceful exit, in order:
 
 1. ``state.exiting = True``; every ``on_begin`` callback runs, lowest
    ``order`` first (HTTP stops accepting, timers fire premature, events

@@ -211,6 +211,12 @@ def create() -> Tree:
     return TREE
 
 
+def current() -> Tree:
+    """The table, once the master or the single process created it (before any child runs)."""
+    assert TREE is not None, "the process table is created before the first fork"
+    return TREE
+
+
 def single_process() -> Tree:
     """A table holding only this process (master_process off, pyngx -e)."""
     tree = create()

@@ -23,14 +23,13 @@ from pyngx.shm import zone as z
 T_STR, T_BYTES, T_INT, T_FLOAT, T_BOOL, T_PACK, T_LIST = 1, 2, 3, 4, 5, 6, 7
 MAX_EVICT = 30  # lua-nginx-module: a store evicts at most 30 items before "no memory"
 
-F_NEXT, F_HNEXT, F_PREV, F_LNEXT, F_EXP, F_HASH, F_VLEN, F_FLAGS, F_KLEN, F_TYPE = (
-    0, 4, 8, 12, 16, 24, 28, 32, 36, 38)
+# offsets in the head chunk (``next`` is at 0)
+F_HNEXT, F_PREV, F_LNEXT, F_EXP, F_HASH, F_VLEN, F_FLAGS, F_KLEN, F_TYPE = 4, 8, 12, 16, 24, 28, 32, 36, 38
 _HEAD = struct.Struct("<IIIIdIIIHB")  # next hnext prev lnext expires hash vlen flags klen vtype
 _FRESH = struct.Struct("<IIIdIIIHB")  # the same from hnext on: what a new item writes
 _U32 = struct.Struct("<I")
 _F64 = struct.Struct("<d")
 _Q = struct.Struct("<q")
-_LITEM = struct.Struct("<BI")  # a list element: type, length, then the bytes
 INT_MIN, INT_MAX = -(1 << 63), (1 << 63) - 1
 
 
@@ -78,20 +77,6 @@ def decode(vtype: int, raw: bytes) -> Any:
     if vtype == T_PACK:
         return msgpack.unpackb(raw, strict_map_key=False)
     raise ValueError(f"unknown value type {vtype}")
-
-
-def list_items(raw: bytes) -> list[tuple[int, bytes]]:
-    out, pos = [], 0
-    while pos < len(raw):
-        t, n = _LITEM.unpack_from(raw, pos)
-        pos += _LITEM.size
-        out.append((t, raw[pos:pos + n]))
-        pos += n
-    return out
-
-
-def list_blob(elems: list[tuple[int, bytes]]) -> bytes:
-    return b"".join(_LITEM.pack(t, len(b)) + b for t, b in elems)
 
 
 class Items:
