@@ -1,4 +1,4 @@
-"""The directive table: one row per directive of DESIGN.md, docs generated from it, checks in one place."""
+"""The directive table: one row per directive of the public contract, docs generated from it, checks in one place."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,7 +19,7 @@ DESIGN_DIRECTIVES += ["thread_pool", "worker_stall_warn", "worker_stall_timeout"
 DESIGN_DIRECTIVES += ["python_cluster", "python_cluster_retention"]  # the cluster (second round)
 DESIGN_DIRECTIVES += """root alias index try_files sendfile etag if_modified_since max_ranges disable_symlinks
 log_not_found types""".split()  # static files
-# the request phases of the second round (DESIGN.md "Phases")
+# the request phases of the second round (the contract's "Phases")
 DESIGN_DIRECTIVES += [f"{p}_by_python_{form}" for p in ("rewrite", "access", "header_filter", "body_filter", "log",
                                                           "exit_worker") for form in ("block", "file")]
 

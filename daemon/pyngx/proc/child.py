@@ -104,7 +104,7 @@ def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
 def keep_sockets(cycle: Cycle, worker_id: int | None) -> Cycle:
     """Close this process's copies of the sockets worker WORKER_ID does not accept on.
 
-    The agent (None) listens on nothing (DESIGN.md); worker N keeps the shared
+    The agent (None) listens on nothing; worker N keeps the shared
     sockets and socket N of each reuseport group, so the kernel spreads the
     connections of that address between the workers.
     """

@@ -196,7 +196,7 @@ def load_persisted(zone: Zone, spec: ShdictSpec) -> None:
         return
     try:
         zone.load(spec.persist)
-    except Exception as exc:  # noqa: BLE001 - never fatal, as DESIGN.md promises
+    except Exception as exc:  # noqa: BLE001 - never fatal: a bad persist file is only logged
         log.warn(f'ignoring shared dict "{spec.name}" persist file "{spec.persist}": {exc}')
         try:
             zone.flush_all()
