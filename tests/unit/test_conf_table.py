@@ -32,7 +32,7 @@ def test_every_design_directive_has_one_row() -> None:
 
 def test_docs_match_the_table() -> None:
     text = DOCS.read_text()
-    assert directives.reference() in text, "run: python -m pyngx.conf.directives docs/config.md"
+    assert directives.reference() in text, "run: python3 -c 'from pyngx.conf import directives; directives.update_doc(\"docs/config.md\")'"
 
 
 @pytest.fixture
