@@ -21,7 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchlib import free_port, wait_until  # scripts/: the benchmarks' helpers serve the soak too
+from benchlib import free_port, wait_until
+from benchlib import http_get as get  # scripts/: the benchmarks' helpers serve the soak too
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -208,18 +209,6 @@ class Server:
 
 
 # -- clients --
-
-def get(port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes] | None:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    except (OSError, http.client.HTTPException):
-        return None
-    finally:
-        conn.close()
-
 
 class Load:
     """CLIENTS threads asking PATH over keep-alive connections until stopped; ON_ANSWER sees each body."""
