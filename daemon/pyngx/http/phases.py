@@ -32,6 +32,7 @@ from pyngx.http import answers, static
 from pyngx.http import status as status_page
 from pyngx.http.exchange import CURRENT, Exchange, Redirect
 from pyngx.http.route import CONTENT, PHASED, RETURN, STATIC, STATUS
+from pyngx.http.static import MAX_REDIRECTS  # nginx's NGX_HTTP_MAX_URI_CHANGES, for ngx.exec too
 from pyngx.http.variables import assign
 from pyngx.runtime import phase
 from pyngx.runtime.phase import Exit
@@ -39,7 +40,6 @@ from pyngx.runtime.phase import Exit
 if TYPE_CHECKING:
     from pyngx.http.protocol import HttpProtocol
 
-MAX_REDIRECTS = 10  # nginx's NGX_HTTP_MAX_URI_CHANGES: then "rewrite or internal redirection cycle"
 Step = tuple[Any, bool]
 
 _set_phase = phase._phase.set  # the context variable's own methods: no wrapper call per phase
