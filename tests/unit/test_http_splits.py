@@ -76,7 +76,7 @@ def feed(splits: list[int]) -> bytes:
         STATE.globals = usercode.new_globals()
         conf = HttpConf(servers=(ServerConf(listens=(Listen("127.0.0.1", 1),), locations=LOCATIONS),))
         server = HttpServer(conf, loop)
-        conn = HttpProtocol(server, server.vhosts[("127.0.0.1", 1)])
+        conn = HttpProtocol(server.site, server.vhosts[("127.0.0.1", 1)])
         transport = Transport()
         conn.connection_made(transport)
         pos = 0

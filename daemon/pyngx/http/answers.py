@@ -2,12 +2,13 @@
 
 Owns filling an `Exchange` for ``return CODE [TEXT|URL]``, nginx's pages, and
 the 500 after a handler raised (with the traceback logged, the user's frames
-only). The connection (`pyngx.http.protocol`) sends what is filled here.
+only). Nothing here sends or closes: the connection (`pyngx.http.protocol`)
+sends what is filled here.
 """
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pyngx import log
 from pyngx.http import replies
@@ -56,13 +57,6 @@ def log_error(conn: HttpProtocol, ex: Exchange, exc: BaseException, where: str) 
         CURRENT.reset(token)
 
 
-def answer(conn: HttpProtocol, ex: Exchange, status: int, body: bytes | None = None,
-           ctype: str = "text/html") -> None:
-    """Answer STATUS with BODY (nginx's page for STATUS when None)."""
-    fill(ex, status, body, ctype)
-    conn.finish(ex)
-
-
 def fill(ex: Exchange, status: int, body: bytes | None = None, ctype: str = "text/html") -> None:
     """Make EX's answer STATUS with BODY (nginx's page for STATUS when None); send nothing yet."""
     ex.status = status
@@ -73,19 +67,11 @@ def fill(ex: Exchange, status: int, body: bytes | None = None, ctype: str = "tex
     ex.out = [body] if body else []
 
 
-def answer_return(conn: HttpProtocol, ex: Exchange, route: Route) -> None:
-    """``return CODE [TEXT|URL];`` (444: close without an answer, as nginx)."""
-    if fill_return(conn, ex, route):
-        conn.finish(ex)
-
-
-def fill_return(conn: HttpProtocol, ex: Exchange, route: Route) -> bool:
-    """Make EX's answer for ``return``; False when it was 444 (the connection is closed)."""
+def fill_return(ex: Exchange, route: Route) -> bool:
+    """Make EX's answer for ``return``; False for 444: the connection closes without an answer."""
     code = route.ret_code
     text = route.ret_text.render(ex) if route.ret_text is not None else None
     if code == 444:
-        conn.requests -= 1
-        conn.abort()
         return False
     if code in REDIRECTS and text is not None:
         ex.status = code

@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 
 from pyngx import log
 from pyngx.http import answers, static
-from pyngx.http import status as status_page
 from pyngx.http.exchange import CURRENT, Exchange, Redirect
 from pyngx.http.route import CONTENT, PHASED, RETURN, STATIC, STATUS
 from pyngx.http.static import MAX_REDIRECTS  # nginx's NGX_HTTP_MAX_URI_CHANGES, for ngx.exec too
@@ -105,7 +104,7 @@ def _files(conn: HttpProtocol, ex: Exchange) -> None:
     conn.busy = False
     route = ex.route
     assert route is not None
-    static.serve(conn, ex, route)
+    conn.served(ex, static.serve(conn, ex, route))
     run_log(conn, ex)
 
 
@@ -169,9 +168,10 @@ async def _main(conn: HttpProtocol, ex: Exchange) -> None:
     if inner is CONTENT:
         await _run(conn, ex, phase.CONTENT, (route.handler, route.is_async))
     elif inner is RETURN:
-        answers.fill_return(conn, ex, route)
+        if not answers.fill_return(ex, route):
+            conn.drop()  # 444
     elif inner is STATUS:
-        body, ctype = status_page.render(conn.site, ex)
+        body, ctype = conn.site.render_status(ex)
         answers.fill(ex, 200, body, ctype)
     elif inner is STATIC and not sub:
         ex.extra().files = True  # served by _files once the phases up to here are done

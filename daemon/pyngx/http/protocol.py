@@ -1,10 +1,15 @@
 """One HTTP/1.1 connection: httptools callbacks → `Exchange` → response bytes.
 
 Owns keep-alive, pipelining (answers in request order), request limits and
-their 4xx answers, timeouts (checked by the server's sweep), flow control,
+their 4xx answers, timeouts (deadlines in the site's wheel), flow control,
 and running the location's route: ``set``s, ``return``, the status page or
 the content handler. A plain handler runs right in the parser callback, with
 no task and no coroutine; an ``async`` one gets its own task.
+
+Only this module sends an answer's end, closes or aborts the connection: the
+answer builders (`pyngx.http.answers`, `pyngx.http.static`) fill the exchange
+and say what comes next. The connection reads its server through one `Site`.
+The parse state changes only in `_move`, along the moves of ``MOVES``.
 """
 from __future__ import annotations
 
@@ -24,15 +29,39 @@ from pyngx.runtime import phase
 from pyngx.runtime.phase import Exit
 
 if TYPE_CHECKING:
-    from pyngx.http.server import HttpServer
+    from pyngx.conf.model import HttpConf
+    from pyngx.http.site import Site
 
 # Limits of the request head (nginx: large_client_header_buffers 4 8k).
 TARGETS_CACHED = 1024  # request targets remembered per server with their location
 TARGET_CACHED_LEN = 256  # longer ones are not: 1024 targets of 8k would hold 8 MB per worker
 MAX_QUEUED = 64  # pipelined requests waiting behind an async one before reading pauses
 
-# Parse states of a connection, for the timeout sweep (a running handler is ``busy``).
+# Parse states of a connection, for its timeouts (a running handler is ``busy``).
 IDLE, HEAD, BODY, LINGER = range(4)
+NAMES = ("IDLE", "HEAD", "BODY", "LINGER")
+# The allowed moves. IDLE → BODY: a pipelined request's head parsed in the read that ended the
+# one before (no read began it). LINGER is the end: what comes then is read and dropped.
+MOVES: dict[int, frozenset[int]] = {
+    IDLE: frozenset((HEAD, BODY, LINGER)),
+    HEAD: frozenset((IDLE, BODY, LINGER)),
+    BODY: frozenset((IDLE, LINGER)),
+    LINGER: frozenset(),
+}
+LINGER_TIME = 2.0
+
+
+class Refused:
+    """A refused request waiting in the queue behind answers still due: its 4xx comes in order."""
+
+    __slots__ = ("status",)
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+
+class BadMove(RuntimeError):
+    """A parse state change outside ``MOVES``: a bug of this module."""
 
 _phase_set = phase.set
 _current_set = CURRENT.set
@@ -43,36 +72,39 @@ OK_LINE = replies.status_line(200)
 class HttpProtocol(asyncio.Protocol):
     """The per-connection state machine."""
 
+    # What an idle keep-alive connection holds is kept small: the queue, the flush waiters and
+    # the addresses are made when first needed; an empty request's fields are shared constants.
     __slots__ = (
         # Per-connection state
-        "site", "vhosts", "server", "loop", "transport", "parser", "peer", "sockname", "number", "requests",
-        "state", "since", "since_write", "version", "host_ok", "closed", "eof", "paused", "waiters", "queue", "busy", "reading_paused",
-        "line_open", "escaped",
+        "site", "vhosts", "server", "loop", "transport", "parser", "_peer", "_sockname", "number", "requests",
+        "state", "since", "since_write", "due", "version", "host_ok", "closed", "eof", "paused", "waiters", "queue",
+        "busy", "reading_paused", "line_open", "escaped",
         # Per-request state (while the head and body arrive)
         "url", "headers", "hsize", "ex", "body", "body_size",
     )
 
-    def __init__(self, site: HttpServer, vhosts: Vhosts) -> None:
+    def __init__(self, site: Site, vhosts: Vhosts) -> None:
         self.site = site
         self.vhosts = vhosts
         self.server: Server | None = vhosts.only
         self.loop = site.loop
         self.transport: Any = None
         self.parser = httptools.HttpRequestParser(self)
-        self.peer: Any = None
-        self.sockname: Any = None
+        self._peer: Any = None
+        self._sockname: Any = None
         self.number = 0
         self.requests = 0
         self.state = IDLE
         self.since = 0.0
         self.since_write = 0.0
+        self.due = 0.0  # when the site's wheel looks at this connection next (0: not filed)
         self.version: str | None = None
         self.host_ok = b""
         self.closed = False
         self.eof = False
         self.paused = False
-        self.waiters: list[asyncio.Future[None]] = []
-        self.queue: deque[Exchange | int] = deque()
+        self.waiters: list[asyncio.Future[None]] | None = None
+        self.queue: deque[Exchange | Refused] | None = None
         self.busy = False
         self.reading_paused = False
         self.line_open = self.escaped = False  # request line not ended; its bytes >= 0x80 escaped
@@ -83,35 +115,98 @@ class HttpProtocol(asyncio.Protocol):
         self.body: list[bytes] | None = None
         self.body_size = 0
 
+    @property
+    def peer(self) -> Any:
+        """The client's address (from the transport, once)."""
+        peer = self._peer
+        if peer is None and self.transport is not None:
+            peer = self._peer = self.transport.get_extra_info("peername")
+        return peer
+
+    @property
+    def sockname(self) -> Any:
+        """The address the client connected to (from the transport, once)."""
+        name = self._sockname
+        if name is None and self.transport is not None:
+            name = self._sockname = self.transport.get_extra_info("sockname")
+        return name
+
+    # -- the parse state and its deadline --
+    def _move(self, to: int) -> None:
+        """Change the parse state along ``MOVES`` (the caller starts its timeout: `_wait_from`)."""
+        if to not in MOVES[self.state]:
+            raise BadMove(f"connection state {NAMES[self.state]} cannot move to {NAMES[to]}")
+        self.state = to
+
+    def _wait_from(self, since: float) -> None:
+        """The current state's timeout runs from SINCE: file the connection earlier if it is due sooner."""
+        self.since = since
+        conf = self.site.conf
+        state = self.state
+        if state == HEAD:
+            when = since + conf.client_header_timeout
+        elif state == BODY:
+            when = since + conf.client_body_timeout
+        elif state == LINGER:
+            when = since + LINGER_TIME
+        else:
+            when = since + (conf.keepalive_timeout if self.requests else conf.client_header_timeout)
+        if when < self.due or not self.due:
+            self.site.arm(self, when)
+
+    def deadline(self, conf: HttpConf, grace_end: float | None) -> float | None:
+        """When the timeout of the current state passes (the site's wheel then calls ``expire``);
+        None while no timeout applies (a handler runs, an answer drains). GRACE_END: while
+        draining, when idle keep-alive connections go."""
+        if self.paused:
+            # the client does not read what we send: only send_timeout applies
+            return self.since_write + conf.send_timeout
+        if self.transport.get_write_buffer_size():
+            return None  # an answer is still going out (below the pause mark)
+        state = self.state
+        if state == IDLE:
+            if self.busy or self.queue:
+                return None  # a handler is running: user code has no timeout here
+            when = self.since + (conf.keepalive_timeout if self.requests else conf.client_header_timeout)
+            return grace_end if grace_end is not None and grace_end < when else when
+        if state == HEAD:
+            return self.since + conf.client_header_timeout
+        if state == BODY:
+            return self.since + conf.client_body_timeout
+        return self.since + LINGER_TIME  # LINGER
+
     # -- asyncio callbacks --
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
-        self.peer = transport.get_extra_info("peername")
-        self.sockname = transport.get_extra_info("sockname")
-        self.since = self.loop.time()
-        self.number = self.site.accepted()
-        self.site.conns.add(self)
+        self.number = self.site.opened(self)
+        self._wait_from(self.loop.time())
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.state = LINGER
-        for waiter in self.waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self.waiters.clear()
-        self.queue.clear()
+        self.state = LINGER  # (a closed connection is past every move)
+        self._wake()
+        self.queue = None
         self.site.lost(self)
 
     def pause_writing(self) -> None:
         self.paused = True
-        self.since_write = self.loop.time()
+        self.since_write = now = self.loop.time()
+        when = now + self.site.conf.send_timeout
+        if when < self.due or not self.due:
+            self.site.arm(self, when)
 
     def resume_writing(self) -> None:
         self.paused = False
-        for waiter in self.waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self.waiters.clear()
+        self._wake()
+
+    def _wake(self) -> None:
+        """Wake what waits for the socket to drain (ngx.flush(true) and friends)."""
+        waiters = self.waiters
+        if waiters:
+            self.waiters = None
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     def eof_received(self) -> bool | None:
         if self.state == LINGER or self.idle():
@@ -127,11 +222,11 @@ class HttpProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         state = self.state
         if state == IDLE:
-            self.state = HEAD
-            self.since = self.site.clock
+            self._move(HEAD)
+            self._wait_from(self.site.clock)
             self.line_open = True
         elif state == BODY:
-            self.since = self.site.clock
+            self.since = self.site.clock  # (the deadline moves later: the wheel finds it out)
         elif state == LINGER:
             return  # lingering close: read and drop what the client still sends
         if self.line_open:
@@ -234,8 +329,8 @@ class HttpProtocol(asyncio.Protocol):
         if length is not None and length.isdigit() and int(length) > limit:
             raise RequestError(413)
         self.body = []
-        self.state = BODY
-        self.since = self.loop.time()
+        self._move(BODY)
+        self._wait_from(self.loop.time())
         expect = ex.header(b"expect")
         if expect is not None and expect.lower() == b"100-continue" and ex.version == "1.1":
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -257,8 +352,9 @@ class HttpProtocol(asyncio.Protocol):
         self.url = b""
         self.headers = []
         self.hsize = 0
-        if self.state != LINGER:
-            self.state = IDLE
+        state = self.state
+        if state == HEAD or state == BODY:
+            self._move(IDLE)  # its timeout starts once the request is answered (finish)
         if ex is None or self.closed:
             return
         self.ex = None
@@ -268,8 +364,8 @@ class HttpProtocol(asyncio.Protocol):
             ex.body = b"".join(self.body)
             self.body = None
         if self.busy or self.queue:
-            self.queue.append(ex)
-            if len(self.queue) > MAX_QUEUED and not self.reading_paused:
+            self._queue(ex)
+            if len(self.queue) > MAX_QUEUED and not self.reading_paused:  # type: ignore[arg-type]
                 self.reading_paused = True
                 self.transport.pause_reading()
             return
@@ -281,16 +377,17 @@ class HttpProtocol(asyncio.Protocol):
         self.requests += 1
         route = ex.route
         if route is None:
-            return answers.answer(self, ex, 404)
+            answers.fill(ex, 404)
+            return self.finish(ex)
         if route.sets:
             for name, template in route.sets:
                 assign(ex, name, template.render(ex))
         kind = route.kind
-        if kind is STATIC:
-            return static.serve(self, ex, route)
         if kind is CONTENT:
-            if route.files is not None and route.files.tries and not static.try_files(self, ex, route):
-                return None
+            if route.files is not None and route.files.tries:
+                verdict = static.try_files(self, ex, route)
+                if verdict is not static.FOUND:
+                    return self.served(ex, verdict)
             if route.is_async:
                 self.busy = True
                 self.loop.create_task(self.run_async(ex, route))
@@ -306,13 +403,34 @@ class HttpProtocol(asyncio.Protocol):
             except BaseException as exc:  # noqa: BLE001 - the user's code: 500, never a dead worker
                 answers.crash(self, ex, exc)
             return self.finish(ex)
+        if kind is STATIC:
+            return self.served(ex, static.serve(self, ex, route))
         if kind is PHASED:
             return phases.start(self, ex)
         if kind is RETURN:
-            return answers.answer_return(self, ex, route)
+            if not answers.fill_return(ex, route):
+                return self.drop()
+            return self.finish(ex)
         if kind is STATUS:
-            return self.site.answer_status(ex)
-        return answers.answer(self, ex, 404)
+            body, ctype = self.site.render_status(ex)
+            answers.fill(ex, 200, body, ctype)
+            return self.finish(ex)
+        answers.fill(ex, 404)
+        return self.finish(ex)
+
+    def served(self, ex: Exchange, verdict: str) -> None:
+        """Go on after the files handler (`pyngx.http.static`) left VERDICT for EX."""
+        if verdict is static.FILLED:
+            self.finish(ex)
+        elif verdict is static.RERUN:
+            self.requests -= 1  # run() counts the request again
+            self.run(ex)
+        # static.SENDING: the file's writer ends EX
+
+    def drop(self) -> None:
+        """``return 444``: close without an answer; the request is not counted on the connection."""
+        self.requests -= 1
+        self.abort()
 
     async def run_async(self, ex: Exchange, route: Route) -> None:
         # A task runs in its own copy of the context: no reset needed.
@@ -379,7 +497,7 @@ class HttpProtocol(asyncio.Protocol):
         if self.eof:
             return self.linger()
         if self.state == IDLE:
-            self.since = site.clock
+            self._wait_from(site.clock)
 
     def chunk(self, ex: Exchange) -> bytes:
         """The buffered output of EX framed for the wire (and the buffer emptied)."""
@@ -414,30 +532,40 @@ class HttpProtocol(asyncio.Protocol):
                 self.transport.write(data)
         if self.paused:
             waiter = self.loop.create_future()
+            if self.waiters is None:
+                self.waiters = []
             self.waiters.append(waiter)
             return waiter
         return None
+
+    def _queue(self, item: Exchange | Refused) -> None:
+        """Keep ITEM until the answers before it are out."""
+        queue = self.queue
+        if queue is None:
+            queue = self.queue = deque()
+        queue.append(item)
 
     def next(self) -> None:
         """Run queued pipelined requests until one goes async."""
         while self.queue and not self.busy and not self.closed:
             item = self.queue.popleft()
-            if isinstance(item, int):
-                self.refuse(item)
+            if type(item) is Refused:
+                self.refuse(item.status)
                 return
-            self.run(item)
-        if self.reading_paused and len(self.queue) <= MAX_QUEUED // 2 and not self.closed:
+            self.run(item)  # type: ignore[arg-type]
+        if self.reading_paused and len(self.queue or ()) <= MAX_QUEUED // 2 and not self.closed:
             self.reading_paused = False
             self.transport.resume_reading()
         if not self.queue and not self.busy and self.state == IDLE:
-            self.since = self.site.clock
+            self.queue = None
+            self._wait_from(self.site.clock)
 
     def refuse(self, status: int) -> None:
         """Answer a bad request with STATUS and close (after the answers queued before it)."""
         if self.closed or self.state == LINGER:
             return
         if self.busy or self.queue:
-            self.queue.append(status)
+            self._queue(Refused(status))
             self.transport.pause_reading()
             return
         self.site.refused(status)
@@ -452,9 +580,10 @@ class HttpProtocol(asyncio.Protocol):
         (nginx lingering_close)."""
         if self.closed:
             return
-        self.state = LINGER
-        self.since = self.loop.time()
-        self.queue.clear()
+        if self.state != LINGER:
+            self._move(LINGER)
+        self._wait_from(self.loop.time())
+        self.queue = None
         try:
             if self.transport.can_write_eof():
                 self.transport.write_eof()
@@ -477,30 +606,6 @@ class HttpProtocol(asyncio.Protocol):
         """No request in progress (keep-alive wait)."""
         return self.state == IDLE and not self.busy and not self.queue
 
-    def expired(self, now: float, conf: Any, grace: float | None) -> bool:
-        """Whether a timeout of the current state has passed (the sweep then calls ``expire``).
-
-        GRACE: while draining, what is left of the idle grace (<= 0: over).
-        """
-        if self.paused:
-            # the client does not read what we send: only send_timeout applies
-            return now - self.since_write > conf.send_timeout
-        if self.transport.get_write_buffer_size():
-            return False  # an answer is still going out (below the pause mark)
-        state = self.state
-        if state == IDLE:
-            if self.busy or self.queue:
-                return False  # a handler is running: user code has no timeout here
-            if grace is not None and grace <= 0:
-                return True  # graceful exit: idle keep-alive connections go after the grace
-            limit = conf.keepalive_timeout if self.requests else conf.client_header_timeout
-            return now - self.since > limit
-        if state == HEAD:
-            return now - self.since > conf.client_header_timeout
-        if state == BODY:
-            return now - self.since > conf.client_body_timeout
-        return now - self.since > LINGER_TIME  # LINGER
-
     def expire(self) -> None:
         """Close after a timeout: idle and lingering connections with a FIN (what the kernel still
         holds of the last answer is delivered), the others at once (RST)."""
@@ -508,9 +613,6 @@ class HttpProtocol(asyncio.Protocol):
             self.close()
         else:
             self.abort()
-
-
-LINGER_TIME = 2.0
 
 
 def _resolve(server: Server, url: bytes) -> tuple[str, str, Route | None, Any]:

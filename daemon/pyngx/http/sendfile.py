@@ -59,12 +59,17 @@ def _parse_date(value: bytes) -> int | None:
         return None
 
 
-def answer(conn: HttpProtocol, ex: Exchange, status: int) -> None:
-    """Answer STATUS with nginx's page (as `pyngx.http.answers.answer`, which this room cannot import)."""
+def fill(ex: Exchange, status: int) -> None:
+    """Make EX's answer STATUS with nginx's page (as `pyngx.http.answers.fill`, which this room cannot import)."""
     ex.status = status
     body = replies.page(status)
     ex.out_headers = {"content-type": ("Content-Type", "text/html")} if body or status >= 300 else None
     ex.out = [body] if body else []
+
+
+def answer(conn: HttpProtocol, ex: Exchange, status: int) -> None:
+    """Answer STATUS with nginx's page: the file's writer ends the exchange itself."""
+    fill(ex, status)
     conn.finish(ex)
 
 

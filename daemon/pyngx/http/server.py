@@ -1,8 +1,8 @@
 """The HTTP server of one worker (or single process) on inherited listeners.
 
-Owns accepting on the sockets the master bound, the set of live connections,
-the once-per-tick work (the ``Date`` header, timeouts), counters, the access
-log, and graceful exit: stop accepting, finish in-flight requests, answer the
+Owns accepting on the sockets the master bound, the `Site` its connections
+read (live connections, counters, the access log, the deadlines' wheel), the
+once-per-tick work (the ``Date`` header, the due deadlines), and graceful exit: stop accepting, finish in-flight requests, answer the
 next request of each keep-alive connection with ``Connection: close``, close
 connections idle past a short grace. Knows nothing of processes: it registers
 lifecycle hooks and the caller decides when the process ends.
@@ -10,7 +10,6 @@ lifecycle hooks and the caller decides when the process ends.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import os
 import random
 import signal
@@ -22,20 +21,21 @@ from typing import TYPE_CHECKING, Any
 
 from pyngx import log
 from pyngx.conf.model import HttpConf
-from pyngx.http import answers, exchange
+from pyngx.http import exchange
 from pyngx.http import status as status_page
 from pyngx.http.accept import Acceptor
 from pyngx.http.accesslog import AccessLog
 from pyngx.http.protocol import HttpProtocol
 from pyngx.http.replies import SERVER
 from pyngx.http.route import Vhosts, build
-from pyngx.runtime import lifecycle, phase, state, tree
+from pyngx.http.site import Site
+from pyngx.runtime import lifecycle, state, tree
 from pyngx.runtime.state import STATE
 
 if TYPE_CHECKING:
     from pyngx.http.exchange import Exchange
 
-TICK = 0.5  # seconds between sweeps (Date header, timeouts)
+TICK = 0.5  # seconds between ticks (Date header, due deadlines)
 DRAIN_GRACE = 1.0  # an idle keep-alive connection is closed this long after graceful exit begins
 
 _live: list[HttpServer] = []
@@ -49,25 +49,29 @@ class HttpServer:
         self.loop = loop
         self.vhosts: dict[tuple[str, int], Vhosts] = build(http, STATE.globals)
         self.listeners: list[Acceptor] = []
-        self.conns: set[HttpProtocol] = set()
-        self.draining = False
-        self.drain_since = 0.0
-        self.all_gone: asyncio.Future[None] | None = None
         self.access = AccessLog(http.access_log.path, loop) if http.access_log.path else None
-        self.date_server = b""
-        self.clock = loop.time()  # loop time at the last tick: timeouts need no more precision
+        self.site = Site(http, loop, self.access, self._render_status)
         self.tick_handle: asyncio.TimerHandle | None = None
-        # counters
-        self.n_accepted = 0
-        self.n_requests = 0
-        self.n_refused = 0
-        self.by_class = [0, 0, 0, 0, 0, 0]  # index = status // 100
         self.started = time.time()
         self.max_requests = _max_requests()
-        # the context plain content handlers run in (pyngx.http.protocol.run)
-        self.content_ctx = contextvars.copy_context()
-        self.content_ctx.run(phase.set, phase.CONTENT)
         self._tick()
+
+    # What the connections share lives in the site; these read it.
+    @property
+    def conns(self) -> set[HttpProtocol]:
+        return self.site.conns
+
+    @property
+    def draining(self) -> bool:
+        return self.site.draining
+
+    @property
+    def n_accepted(self) -> int:
+        return self.site.n_accepted
+
+    @property
+    def n_requests(self) -> int:
+        return self.site.n_requests
 
     # -- lifecycle --
     def listen(self, sockets: Mapping[tuple[str, int], socket.socket]) -> None:
@@ -78,24 +82,23 @@ class HttpServer:
             vhosts = self.vhosts.get(key)
             if vhosts is None or self.draining:
                 continue
-            self.listeners.append(Acceptor(self.loop, sock, lambda v=vhosts: HttpProtocol(self, v),
-                                           self.conns.__len__, limit))
+            self.listeners.append(Acceptor(self.loop, sock, lambda v=vhosts: HttpProtocol(self.site, v),
+                                           self.site.conns.__len__, limit))
 
     def stop_accepting(self) -> None:
         """Graceful exit begins: no new connections; keep-alive ones end after their next answer."""
-        self.draining = True
-        self.drain_since = self.loop.time()
         for acceptor in self.listeners:
             acceptor.close()
         self.listeners.clear()
-        self._sweep()
+        self.site.drain(DRAIN_GRACE)
+        self.site.expire_due(self.loop.time())
 
     async def drain(self) -> None:
         """Wait until every connection is closed."""
-        if not self.conns:
+        if not self.site.conns:
             return
-        self.all_gone = self.loop.create_future()
-        await self.all_gone
+        self.site.all_gone = gone = self.loop.create_future()
+        await gone
 
     def final(self, graceful: bool) -> None:
         """The process ends: drop what is left and flush the access log."""
@@ -113,40 +116,18 @@ class HttpServer:
         if self in _live:
             _live.remove(self)
 
-    # -- connections --
-    def accepted(self) -> int:
-        self.n_accepted += 1
-        return self.n_accepted
-
-    def lost(self, conn: HttpProtocol) -> None:
-        self.conns.discard(conn)
-        if not self.conns and self.all_gone is not None and not self.all_gone.done():
-            self.all_gone.set_result(None)
-
-    def refused(self, status: int) -> None:
-        self.n_refused += 1
-        self.by_class[status // 100] += 1
-
-    def log_request(self, ex: Exchange) -> None:
-        """Count a non-200 answer and write the access log line (n_requests is counted by the caller)."""
-        status = ex.status
-        if status != 200:  # 2xx is counted as what is left
-            self.by_class[status // 100 if 100 <= status < 600 else 0] += 1
-        if self.access is not None:
-            self.access.write(ex)
-
-    def answer_status(self, ex: Exchange) -> None:
-        body, ctype = status_page.render(self, ex)
-        answers.answer(ex.conn, ex, 200, body, ctype)
+    def _render_status(self, ex: Exchange) -> tuple[bytes, str]:
+        """The status page's body and content type for EX (`Site.render_status`)."""
+        return status_page.render(self, ex)
 
     # -- once per tick --
     def _tick(self) -> None:
-        now = time.time()
-        self.clock = self.loop.time()
-        self.date_server = f"Server: {SERVER}\r\nDate: {formatdate(now, usegmt=True)}\r\n".encode("latin-1")
-        self._sweep()
+        site = self.site
+        site.clock = clock = self.loop.time()
+        site.date_server = f"Server: {SERVER}\r\nDate: {formatdate(time.time(), usegmt=True)}\r\n".encode("latin-1")
+        site.expire_due(clock)
         self.publish()
-        if self.max_requests and self.n_requests >= self.max_requests and not self.draining:
+        if self.max_requests and site.n_requests >= self.max_requests and not site.draining:
             self.max_requests = 0  # once
             log.notice(f"worker process reached worker_max_requests ({self.n_requests} requests), "
                        "exiting gracefully")
@@ -160,33 +141,24 @@ class HttpServer:
 
     def counter_row(self) -> list[int]:
         """The counters in ``tree.HTTP_FIELDS`` order."""
+        site = self.site
         classes = self._classes()
-        return [self.n_accepted, self.n_requests, self.n_refused, *(classes[f"{i}xx"] for i in range(1, 6)),
-                len(self.conns)]
-
-    def _sweep(self) -> None:
-        if not self.conns:
-            return
-        now = self.loop.time()
-        conf = self.conf
-        grace = None
-        if self.draining:
-            grace = DRAIN_GRACE - max(0.0, now - self.drain_since)
-        for conn in list(self.conns):
-            if conn.expired(now, conf, grace):
-                conn.expire()
+        return [site.n_accepted, site.n_requests, site.n_refused, *(classes[f"{i}xx"] for i in range(1, 6)),
+                len(site.conns)]
 
     def _classes(self) -> dict[str, int]:
-        counts = {f"{i}xx": self.by_class[i] for i in range(1, 6)}
-        counts["2xx"] += self.n_requests + self.n_refused - sum(self.by_class)
+        site = self.site
+        counts = {f"{i}xx": site.by_class[i] for i in range(1, 6)}
+        counts["2xx"] += site.n_requests + site.n_refused - sum(site.by_class)
         return counts
 
     def statistics(self) -> dict[str, Any]:
-        idle = sum(1 for c in self.conns if c.idle())
+        site = self.site
+        idle = sum(1 for c in site.conns if c.idle())
         return {
-            "connections": {"accepted": self.n_accepted, "active": len(self.conns), "idle": idle},
-            "requests": {"total": self.n_requests, "refused": self.n_refused, **self._classes()},
-            "draining": self.draining,
+            "connections": {"accepted": site.n_accepted, "active": len(site.conns), "idle": idle},
+            "requests": {"total": site.n_requests, "refused": site.n_refused, **self._classes()},
+            "draining": site.draining,
         }
 
 

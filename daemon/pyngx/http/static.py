@@ -20,7 +20,6 @@ from urllib.parse import quote_from_bytes
 from pyngx import log
 from pyngx.conf.model import StaticConf
 from pyngx.http import replies, sendfile
-from pyngx.http.sendfile import answer
 from pyngx.http.variables import Template, _host, assign
 from pyngx.runtime.state import STATE
 
@@ -137,21 +136,33 @@ def _exists(files: Files, path: bytes, want_dir: bool) -> bool:
 
 
 # -- the handlers --
+# What a handler leaves to the connection (`pyngx.http.protocol.HttpProtocol.served`):
+FILLED = "filled"  # EX holds its answer: the connection sends it and ends the exchange
+SENDING = "sending"  # the file's writer (`pyngx.http.sendfile`) sends it and ends the exchange
+RERUN = "rerun"  # EX has a new location that is not files: the connection runs it
+FOUND = "found"  # (try_files) a file was found: on to the location's content
 
-def serve(conn: HttpProtocol, ex: Exchange, route: Route, depth: int = 0) -> None:
-    """The content of a location that serves files: try_files first, then the file or the index."""
+
+def serve(conn: HttpProtocol, ex: Exchange, route: Route, depth: int = 0) -> str:
+    """The content of a location that serves files: try_files first, then the file or the index.
+
+    Returns what the connection does next: FILLED (send EX's answer), SENDING (the file's
+    writer has it and ends it) or RERUN (EX has a new location that is not files: run it).
+    """
     files = route.files
     assert files is not None
-    if files.tries and not try_files(conn, ex, route, depth):
-        return None
+    if files.tries:
+        verdict = try_files(conn, ex, route, depth)
+        if verdict is not FOUND:
+            return verdict
     if ex.method not in _METHODS:
-        return answer(conn, ex, 405)
+        return _fill(ex, 405)
     if ex.uri.endswith("/"):
         return _index(conn, ex, files, depth)
     return _file(conn, ex, files)
 
 
-def _file(conn: HttpProtocol, ex: Exchange, files: Files) -> None:
+def _file(conn: HttpProtocol, ex: Exchange, files: Files) -> str:
     path = files.path(ex, ex.uri)
     if path is None:
         return _outside(conn, ex)
@@ -170,14 +181,15 @@ def _file(conn: HttpProtocol, ex: Exchange, files: Files) -> None:
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
         _log(ex, log.ERR, f'"{_shown(path)}" is not a regular file')
-        return answer(conn, ex, 404)
+        return _fill(ex, 404)
     if ex.method == b"POST":
         os.close(fd)
-        return answer(conn, ex, 405)
+        return _fill(ex, 405)
     sendfile.respond(conn, ex, files, fd, st)
+    return SENDING
 
 
-def _index(conn: HttpProtocol, ex: Exchange, files: Files, depth: int) -> None:
+def _index(conn: HttpProtocol, ex: Exchange, files: Files, depth: int) -> str:
     """ngx_http_index_module: redirect to the first index that exists; none → 403 (404 without the directory)."""
     uri = ex.uri
     base = files.path(ex, uri)
@@ -204,76 +216,71 @@ def _index(conn: HttpProtocol, ex: Exchange, files: Files, depth: int) -> None:
         if err in _NOT_FOUND:
             if files.conf.log_not_found:
                 _log(ex, log.ERR, f'"{_shown(base)}{files.conf.index[0]}" is not found ({err}: {os.strerror(err)})')
-            return answer(conn, ex, 404)
+            return _fill(ex, 404)
         return _refuse(conn, ex, files, base, err, _opener(files))
     _log(ex, log.ERR, f'directory index of "{_shown(base)}" is forbidden')
-    return answer(conn, ex, 403)
+    return _fill(ex, 403)
 
 
-def try_files(conn: HttpProtocol, ex: Exchange, route: Route, depth: int = 0) -> bool:
-    """nginx's try-files phase: True when a file was found (``$uri`` is now its URI: go on to the
-    content), False when the request was answered or redirected."""
+def try_files(conn: HttpProtocol, ex: Exchange, route: Route, depth: int = 0) -> str:
+    """nginx's try-files phase: FOUND when a file was found (``$uri`` is now its URI: go on to the
+    content), else what `serve` returns for the answer or the redirect."""
     files = route.files
     if files is None or not files.tries:
-        return True
+        return FOUND
     for tpl in files.tries:
         name = tpl.render(ex)
         want_dir = name.endswith("/") and len(name) > 1
         path = files.path(ex, name)
         if path is not None and _exists(files, (path.rstrip(b"/") or b"/") if want_dir else path, want_dir):
             ex.uri = name
-            return True
+            return FOUND
     last = files.last
     if last.startswith("="):
-        code = int(last[1:])
-        answer(conn, ex, code)
-        return False
+        return _fill(ex, int(last[1:]))
     if last.startswith("@"):
-        redirect(conn, ex, last, None, depth)
-        return False
+        return redirect(conn, ex, last, None, depth)
     target = files.last_tpl.render(ex)
     uri, sep, args = target.partition("?")
-    redirect(conn, ex, uri, args if sep else None, depth)
-    return False
+    return redirect(conn, ex, uri, args if sep else None, depth)
 
 
-def redirect(conn: HttpProtocol, ex: Exchange, uri: str, args: str | None, depth: int) -> None:
-    """An internal redirect: find the location of URI (or the named ``@location``) and run it."""
+def redirect(conn: HttpProtocol, ex: Exchange, uri: str, args: str | None, depth: int) -> str:
+    """An internal redirect: find the location of URI (or the named ``@location``); `serve`'s verdict."""
     if depth >= MAX_REDIRECTS:
         _log(ex, log.ERR, f'rewrite or internal redirection cycle while internally redirecting to "{uri}"')
-        return answer(conn, ex, 500)
+        return _fill(ex, 500)
     server = conn.server
     assert server is not None
     if uri.startswith("@"):
         route = server.named.get(uri)
         if route is None:
             _log(ex, log.CRIT, f'could not find named location "{uri}"')
-            return answer(conn, ex, 500)
+            return _fill(ex, 500)
         ex.route, ex.match = route, None
     else:
         ex.uri = uri
         if args is not None:
             ex.args = args
         ex.route, ex.match = server.find(uri)
-    dispatch(conn, ex, depth + 1)
+    return dispatch(conn, ex, depth + 1)
 
 
-def dispatch(conn: HttpProtocol, ex: Exchange, depth: int) -> None:
-    """Run EX's (new) location: files here, anything else through the connection."""
+def dispatch(conn: HttpProtocol, ex: Exchange, depth: int) -> str:
+    """Serve EX's (new) location: files here; anything else is RERUN by the connection."""
     route = ex.route
     if route is None:
-        return answer(conn, ex, 404)
+        return _fill(ex, 404)
     if route.kind == "static":
         for name, template in route.sets:
             assign(ex, name, template.render(ex))
         return serve(conn, ex, route, depth)
-    conn.requests -= 1  # run() counts the request again
-    return conn.run(ex)
+    return RERUN
 
 
 # -- answers --
 
-def _to_directory(conn: HttpProtocol, ex: Exchange) -> None:
+def _to_directory(conn: HttpProtocol, ex: Exchange) -> str:
     """A directory asked without its slash: 301 to the URI with ``/`` (and the args), absolute as nginx."""
     host = _host(ex)
     if not host and conn.sockname is not None:
@@ -286,31 +293,36 @@ def _to_directory(conn: HttpProtocol, ex: Exchange) -> None:
     ex.status = 301
     ex.out = [replies.page(301)]
     ex.out_headers = {"content-type": ("Content-Type", "text/html"), "location": ("Location", location)}
-    conn.finish(ex)
+    return FILLED
 
 
 def _opener(files: Files) -> str:
     return "openat()" if files.conf.disable_symlinks else "open()"
 
 
-def _outside(conn: HttpProtocol, ex: Exchange) -> None:
+def _outside(conn: HttpProtocol, ex: Exchange) -> str:
     """The path would leave the root or alias (a ``..`` brought back by an alias or a variable): 404."""
     _log(ex, log.ERR, f'the path of "{ex.uri}" leaves the root or alias, refused')
-    return answer(conn, ex, 404)
+    return _fill(ex, 404)
 
 
-def _refuse(conn: HttpProtocol, ex: Exchange, files: Files, path: bytes, err: int, call: str = "open()") -> None:
+def _refuse(conn: HttpProtocol, ex: Exchange, files: Files, path: bytes, err: int, call: str = "open()") -> str:
     """nginx's answer to a failed open: 404 (logged when log_not_found), 403, else 500 (crit)."""
     if err in _NOT_FOUND:
         if files.conf.log_not_found:
             _log(ex, log.ERR, f'{call} "{_shown(path)}" failed ({err}: {os.strerror(err)})')
-        return answer(conn, ex, 404)
+        return _fill(ex, 404)
     shown = _shown(path)
     if err in _FORBIDDEN:
         _log(ex, log.ERR, f'{call} "{shown}" failed ({err}: {os.strerror(err)})')
-        return answer(conn, ex, 403)
+        return _fill(ex, 403)
     _log(ex, log.CRIT, f'{call} "{shown}" failed ({err}: {os.strerror(err)})')
-    return answer(conn, ex, 500)
+    return _fill(ex, 500)
+
+
+def _fill(ex: Exchange, status: int) -> str:
+    sendfile.fill(ex, status)
+    return FILLED
 
 
 def _shown(path: bytes) -> str:

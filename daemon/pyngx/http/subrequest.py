@@ -59,6 +59,9 @@ class SubConn:
     def abort(self) -> None:
         self.closed = True
 
+    def drop(self) -> None:
+        self.closed = True
+
     def next(self) -> None:
         return None
 

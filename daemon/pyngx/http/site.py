@@ -1,0 +1,150 @@
+"""What a connection reads of its server: one small object, and the connections' deadlines.
+
+Owns the ``Date``/``Server`` line and the coarse clock (both renewed once per
+tick by the server), the counters, whether the server drains, the timeouts of
+the ``http`` block, the access log, the context plain handlers run in, and the
+timer wheel of connection deadlines. `pyngx.http.protocol` reads only this;
+`pyngx.http.server` owns it and the listeners.
+
+Deadlines are lazy: a connection is filed in the wheel under the first slot
+after the moment it may time out, and checked only when that slot comes.
+Activity on the connection moves its ``since`` and nothing else; when the slot
+comes, the connection computes its real deadline and is closed, or filed again
+further on. So a timeout costs nothing for a connection that is not due, and
+the tick's work is the slots that are due, not every connection.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from pyngx.conf.model import HttpConf
+from pyngx.runtime import phase
+
+if TYPE_CHECKING:
+    from pyngx.http.accesslog import AccessLog
+    from pyngx.http.exchange import Exchange
+    from pyngx.http.protocol import HttpProtocol
+
+SLOTS = 8  # wheel slots per second (a power of two: slot times are exact floats)
+RECHECK = 0.5  # seconds until a connection without a deadline now (a handler runs, an answer drains) is looked at again
+
+
+class Site:
+    """The narrow state a connection shares with its server."""
+
+    __slots__ = ("loop", "conf", "keepalive", "date_server", "clock", "draining", "grace_end", "conns", "access",
+                 "content_ctx", "render_status", "n_accepted", "n_requests", "n_refused", "by_class", "all_gone",
+                 "wheel", "next_slot")
+
+    def __init__(self, http: HttpConf, loop: asyncio.AbstractEventLoop, access: AccessLog | None,
+                 render_status: Callable[[Exchange], tuple[bytes, str]]) -> None:
+        self.loop = loop
+        self.conf = http  # the timeouts: keepalive, client_header, client_body, send
+        self.keepalive = http.keepalive_timeout
+        self.date_server = b""  # "Server: ...\r\nDate: ...\r\n", renewed each tick
+        self.clock = loop.time()  # loop time at the last tick: timeouts need no more precision
+        self.draining = False
+        self.grace_end: float | None = None  # while draining: when idle keep-alive connections go
+        self.conns: set[HttpProtocol] = set()
+        self.access = access
+        # the context plain content handlers run in (pyngx.http.protocol.run), its phase set once
+        self.content_ctx = contextvars.copy_context()
+        self.content_ctx.run(phase.set, phase.CONTENT)
+        self.render_status = render_status  # the status page's body and type for a request
+        self.n_accepted = 0
+        self.n_requests = 0
+        self.n_refused = 0
+        self.by_class = [0, 0, 0, 0, 0, 0]  # index = status // 100
+        self.all_gone: asyncio.Future[None] | None = None
+        self.wheel: dict[int, set[HttpProtocol]] = {}
+        self.next_slot = int(loop.time() * SLOTS)  # the first slot not checked yet
+
+    # -- connections --
+    def opened(self, conn: HttpProtocol) -> int:
+        """Count and keep CONN; its number on this server."""
+        self.n_accepted += 1
+        self.conns.add(conn)
+        return self.n_accepted
+
+    def lost(self, conn: HttpProtocol) -> None:
+        self.conns.discard(conn)
+        self.unfile(conn)
+        if not self.conns and self.all_gone is not None and not self.all_gone.done():
+            self.all_gone.set_result(None)
+
+    def refused(self, status: int) -> None:
+        self.n_refused += 1
+        self.by_class[status // 100] += 1
+
+    def log_request(self, ex: Exchange) -> None:
+        """Count a non-200 answer and write the access log line (n_requests is counted by the caller)."""
+        status = ex.status
+        if status != 200:  # 2xx is counted as what is left
+            self.by_class[status // 100 if 100 <= status < 600 else 0] += 1
+        if self.access is not None:
+            self.access.write(ex)
+
+    # -- deadlines --
+    def arm(self, conn: HttpProtocol, when: float) -> None:
+        """Look at CONN no later than the first slot after WHEN (an earlier filing stays)."""
+        slot = int(when * SLOTS) + 1
+        if slot < self.next_slot:
+            slot = self.next_slot
+        old = int(conn.due * SLOTS)
+        if old and old <= slot:
+            return
+        if old:
+            bucket = self.wheel.get(old)
+            if bucket is not None:
+                bucket.discard(conn)
+        bucket = self.wheel.get(slot)
+        if bucket is None:
+            bucket = self.wheel[slot] = set()
+        bucket.add(conn)
+        conn.due = slot / SLOTS
+
+    def unfile(self, conn: HttpProtocol) -> None:
+        old = int(conn.due * SLOTS)
+        if old:
+            bucket = self.wheel.get(old)
+            if bucket is not None:
+                bucket.discard(conn)
+            conn.due = 0.0
+
+    def expire_due(self, now: float) -> None:
+        """Close the connections whose timeout has passed; file the others of the due slots again."""
+        first, last = self.next_slot, int(now * SLOTS)
+        self.next_slot = last + 1  # what is filed again goes after the slots looked at now
+        wheel = self.wheel
+        conf = self.conf
+        grace_end = self.grace_end
+        for slot in range(first, last + 1):
+            bucket = wheel.pop(slot, None)
+            if not bucket:
+                continue
+            for conn in bucket:
+                conn.due = 0.0
+                if conn.closed:
+                    continue
+                when = conn.deadline(conf, grace_end)
+                if when is None:
+                    self.arm(conn, now + RECHECK)
+                elif now > when:
+                    conn.expire()
+                else:
+                    self.arm(conn, when)
+
+    def drain(self, grace: float) -> None:
+        """Graceful exit begins: idle keep-alive connections go after GRACE seconds."""
+        self.draining = True
+        self.grace_end = end = self.loop.time() + grace
+        for conn in self.conns:
+            self.arm(conn, end)
+
+    def filed(self) -> int:
+        """How many connections wait in the wheel (tests, statistics)."""
+        return sum(len(b) for b in self.wheel.values())
+
