@@ -24,6 +24,7 @@ from pyngx.http import answers, bodystream, phases, replies, static, uri
 from pyngx.http.exchange import CURRENT, Exchange, Redirect
 from pyngx.http.limits import MAX_URI, RequestError, check_head, check_host
 from pyngx.http.route import CONTENT, PHASED, RETURN, STATIC, STATUS, Route, Server, Vhosts
+from pyngx.http.site import UNFILED
 from pyngx.http.variables import assign
 from pyngx.runtime import phase
 from pyngx.runtime.phase import Exit
@@ -97,7 +98,7 @@ class HttpProtocol(asyncio.Protocol):
         self.state = IDLE
         self.since = 0.0
         self.since_write = 0.0
-        self.due = 0.0  # when the site's wheel looks at this connection next (0: not filed)
+        self.due = UNFILED  # from when the site's wheel covers this connection's deadline
         self.version: str | None = None
         self.host_ok = b""
         self.closed = False
@@ -151,7 +152,7 @@ class HttpProtocol(asyncio.Protocol):
             when = since + LINGER_TIME
         else:
             when = since + (conf.keepalive_timeout if self.requests else conf.client_header_timeout)
-        if when < self.due or not self.due:
+        if when < self.due:
             self.site.arm(self, when)
 
     def deadline(self, conf: HttpConf, grace_end: float | None) -> float | None:
@@ -192,7 +193,7 @@ class HttpProtocol(asyncio.Protocol):
         self.paused = True
         self.since_write = now = self.loop.time()
         when = now + self.site.conf.send_timeout
-        if when < self.due or not self.due:
+        if when < self.due:
             self.site.arm(self, when)
 
     def resume_writing(self) -> None:
@@ -223,19 +224,21 @@ class HttpProtocol(asyncio.Protocol):
         state = self.state
         if state == IDLE:
             self._move(HEAD)
-            self._wait_from(self.site.clock)
-            self.line_open = True
-        elif state == BODY:
-            self.since = self.site.clock  # (the deadline moves later: the wheel finds it out)
+            site = self.site
+            self.since = since = site.clock
+            when = since + site.conf.client_header_timeout
+            if when < self.due:
+                site.arm(self, when)
+            if not data.isascii() or b"\n" not in data:  # (else the request line is whole and plain)
+                self.line_open = True
+                data = self._line(data)
         elif state == LINGER:
             return  # lingering close: read and drop what the client still sends
-        if self.line_open:
-            if not data.isascii():
-                escaped = uri.escape_line(data)
-                if escaped is not None:
-                    data, self.escaped = escaped, True
-            if self.headers or b"\n" in data:
-                self.line_open = False
+        else:
+            if state == BODY:
+                self.since = self.site.clock  # (the deadline moves later: the wheel finds it out)
+            if self.line_open:
+                data = self._line(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as err:
@@ -261,6 +264,16 @@ class HttpProtocol(asyncio.Protocol):
                 check_head(self.url, self.hsize)
             except RequestError as err:
                 self.refuse(err.status)
+
+    def _line(self, data: bytes) -> bytes:
+        """DATA with the request line's bytes >= 0x80 escaped (httptools refuses them raw)."""
+        if not data.isascii():
+            escaped = uri.escape_line(data)
+            if escaped is not None:
+                data, self.escaped = escaped, True
+        if self.headers or b"\n" in data:
+            self.line_open = False
+        return data
 
     # -- httptools callbacks --
     def on_url(self, url: bytes) -> None:
@@ -496,8 +509,11 @@ class HttpProtocol(asyncio.Protocol):
             return self.next()
         if self.eof:
             return self.linger()
-        if self.state == IDLE:
-            self._wait_from(site.clock)
+        if self.state == IDLE:  # keep-alive: its timeout starts now (the request was counted: requests > 0)
+            self.since = since = site.clock
+            when = since + site.keepalive
+            if when < self.due:
+                site.arm(self, when)
 
     def chunk(self, ex: Exchange) -> bytes:
         """The buffered output of EX framed for the wire (and the buffer emptied)."""

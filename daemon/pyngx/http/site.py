@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from pyngx.http.protocol import HttpProtocol
 
 SLOTS = 8  # wheel slots per second (a power of two: slot times are exact floats)
+UNFILED = math.inf  # the ``due`` of a connection not in the wheel
 RECHECK = 0.5  # seconds until a connection without a deadline now (a handler runs, an answer drains) is looked at again
 
 
@@ -89,14 +91,19 @@ class Site:
 
     # -- deadlines --
     def arm(self, conn: HttpProtocol, when: float) -> None:
-        """Look at CONN no later than the first slot after WHEN (an earlier filing stays)."""
+        """Look at CONN no later than the first slot after WHEN (an earlier filing stays).
+
+        A connection in slot S has ``due`` = (S - 1) / SLOTS: every moment from ``due`` on is
+        covered by that filing, so the connection's check before calling here is ``when < due``.
+        """
         slot = int(when * SLOTS) + 1
         if slot < self.next_slot:
             slot = self.next_slot
-        old = int(conn.due * SLOTS)
-        if old and old <= slot:
-            return
-        if old:
+        due = conn.due
+        if due != UNFILED:
+            old = int(due * SLOTS) + 1
+            if old <= slot:
+                return
             bucket = self.wheel.get(old)
             if bucket is not None:
                 bucket.discard(conn)
@@ -104,15 +111,15 @@ class Site:
         if bucket is None:
             bucket = self.wheel[slot] = set()
         bucket.add(conn)
-        conn.due = slot / SLOTS
+        conn.due = (slot - 1) / SLOTS
 
     def unfile(self, conn: HttpProtocol) -> None:
-        old = int(conn.due * SLOTS)
-        if old:
-            bucket = self.wheel.get(old)
+        due = conn.due
+        if due != UNFILED:
+            bucket = self.wheel.get(int(due * SLOTS) + 1)
             if bucket is not None:
                 bucket.discard(conn)
-            conn.due = 0.0
+            conn.due = UNFILED
 
     def expire_due(self, now: float) -> None:
         """Close the connections whose timeout has passed; file the others of the due slots again."""
@@ -126,7 +133,7 @@ class Site:
             if not bucket:
                 continue
             for conn in bucket:
-                conn.due = 0.0
+                conn.due = UNFILED
                 if conn.closed:
                     continue
                 when = conn.deadline(conf, grace_end)
