@@ -9,28 +9,27 @@ no task and no coroutine; an ``async`` one gets its own task.
 Only this module sends an answer's end, closes or aborts the connection: the
 answer builders (`pyngx.http.answers`, `pyngx.http.static`) fill the exchange
 and say what comes next. The connection reads its server through one `Site`.
-The parse state changes only in `_move`, along the moves of ``MOVES``.
+The parse state changes only in `_move`, along the moves of ``MOVES``
+(`pyngx.http.connection`, the part of a connection that is not HTTP parsing).
 """
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import httptools
 
 from pyngx import log
 from pyngx.http import answers, bodystream, phases, replies, static, uri
+from pyngx.http.connection import BODY, HEAD, IDLE, LINGER, Connection, Refused
 from pyngx.http.exchange import CURRENT, Exchange, Redirect
 from pyngx.http.limits import MAX_URI, RequestError, check_head, check_host
 from pyngx.http.route import CONTENT, PHASED, RETURN, STATIC, STATUS, Route, Server, Vhosts
-from pyngx.http.site import UNFILED
 from pyngx.http.variables import assign
 from pyngx.runtime import phase
 from pyngx.runtime.phase import Exit
 
 if TYPE_CHECKING:
-    from pyngx.conf.model import HttpConf
     from pyngx.http.site import Site
 
 # Limits of the request head (nginx: large_client_header_buffers 4 8k).
@@ -38,76 +37,23 @@ TARGETS_CACHED = 1024  # request targets remembered per server with their locati
 TARGET_CACHED_LEN = 256  # longer ones are not: 1024 targets of 8k would hold 8 MB per worker
 MAX_QUEUED = 64  # pipelined requests waiting behind an async one before reading pauses
 
-# Parse states of a connection, for its timeouts (a running handler is ``busy``).
-IDLE, HEAD, BODY, LINGER = range(4)
-NAMES = ("IDLE", "HEAD", "BODY", "LINGER")
-# The allowed moves. IDLE → BODY: a pipelined request's head parsed in the read that ended the
-# one before (no read began it). LINGER is the end: what comes then is read and dropped.
-MOVES: dict[int, frozenset[int]] = {
-    IDLE: frozenset((HEAD, BODY, LINGER)),
-    HEAD: frozenset((IDLE, BODY, LINGER)),
-    BODY: frozenset((IDLE, LINGER)),
-    LINGER: frozenset(),
-}
-LINGER_TIME = 2.0
-
-
-class Refused:
-    """A refused request waiting in the queue behind answers still due: its 4xx comes in order."""
-
-    __slots__ = ("status",)
-
-    def __init__(self, status: int) -> None:
-        self.status = status
-
-
-class BadMove(RuntimeError):
-    """A parse state change outside ``MOVES``: a bug of this module."""
-
 _phase_set = phase.set
 _current_set = CURRENT.set
 _CONTENT_PHASE = phase.CONTENT
 OK_LINE = replies.status_line(200)
 
 
-class HttpProtocol(asyncio.Protocol):
+class HttpProtocol(Connection, asyncio.Protocol):
     """The per-connection state machine."""
 
-    # What an idle keep-alive connection holds is kept small: the queue, the flush waiters and
-    # the addresses are made when first needed; an empty request's fields are shared constants.
-    __slots__ = (
-        # Per-connection state
-        "site", "vhosts", "server", "loop", "transport", "parser", "_peer", "_sockname", "number", "requests",
-        "state", "since", "since_write", "due", "version", "host_ok", "closed", "eof", "paused", "waiters", "queue",
-        "busy", "reading_paused", "line_open", "escaped",
-        # Per-request state (while the head and body arrive)
-        "url", "headers", "hsize", "ex", "body", "body_size",
-    )
+    __slots__ = ("vhosts", "server", "line_open", "escaped",
+                 # Per-request state (while the head and body arrive)
+                 "url", "headers", "hsize", "ex", "body", "body_size")
 
     def __init__(self, site: Site, vhosts: Vhosts) -> None:
-        self.site = site
+        Connection.__init__(self, site)
         self.vhosts = vhosts
         self.server: Server | None = vhosts.only
-        self.loop = site.loop
-        self.transport: Any = None
-        self.parser = httptools.HttpRequestParser(self)
-        self._peer: Any = None
-        self._sockname: Any = None
-        self.number = 0
-        self.requests = 0
-        self.state = IDLE
-        self.since = 0.0
-        self.since_write = 0.0
-        self.due = UNFILED  # from when the site's wheel covers this connection's deadline
-        self.version: str | None = None
-        self.host_ok = b""
-        self.closed = False
-        self.eof = False
-        self.paused = False
-        self.waiters: list[asyncio.Future[None]] | None = None
-        self.queue: deque[Exchange | Refused] | None = None
-        self.busy = False
-        self.reading_paused = False
         self.line_open = self.escaped = False  # request line not ended; its bytes >= 0x80 escaped
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
@@ -115,66 +61,6 @@ class HttpProtocol(asyncio.Protocol):
         self.ex: Exchange | None = None
         self.body: list[bytes] | None = None
         self.body_size = 0
-
-    @property
-    def peer(self) -> Any:
-        """The client's address (from the transport, once)."""
-        peer = self._peer
-        if peer is None and self.transport is not None:
-            peer = self._peer = self.transport.get_extra_info("peername")
-        return peer
-
-    @property
-    def sockname(self) -> Any:
-        """The address the client connected to (from the transport, once)."""
-        name = self._sockname
-        if name is None and self.transport is not None:
-            name = self._sockname = self.transport.get_extra_info("sockname")
-        return name
-
-    # -- the parse state and its deadline --
-    def _move(self, to: int) -> None:
-        """Change the parse state along ``MOVES`` (the caller starts its timeout: `_wait_from`)."""
-        if to not in MOVES[self.state]:
-            raise BadMove(f"connection state {NAMES[self.state]} cannot move to {NAMES[to]}")
-        self.state = to
-
-    def _wait_from(self, since: float) -> None:
-        """The current state's timeout runs from SINCE: file the connection earlier if it is due sooner."""
-        self.since = since
-        conf = self.site.conf
-        state = self.state
-        if state == HEAD:
-            when = since + conf.client_header_timeout
-        elif state == BODY:
-            when = since + conf.client_body_timeout
-        elif state == LINGER:
-            when = since + LINGER_TIME
-        else:
-            when = since + (conf.keepalive_timeout if self.requests else conf.client_header_timeout)
-        if when < self.due:
-            self.site.arm(self, when)
-
-    def deadline(self, conf: HttpConf, grace_end: float | None) -> float | None:
-        """When the timeout of the current state passes (the site's wheel then calls ``expire``);
-        None while no timeout applies (a handler runs, an answer drains). GRACE_END: while
-        draining, when idle keep-alive connections go."""
-        if self.paused:
-            # the client does not read what we send: only send_timeout applies
-            return self.since_write + conf.send_timeout
-        if self.transport.get_write_buffer_size():
-            return None  # an answer is still going out (below the pause mark)
-        state = self.state
-        if state == IDLE:
-            if self.busy or self.queue:
-                return None  # a handler is running: user code has no timeout here
-            when = self.since + (conf.keepalive_timeout if self.requests else conf.client_header_timeout)
-            return grace_end if grace_end is not None and grace_end < when else when
-        if state == HEAD:
-            return self.since + conf.client_header_timeout
-        if state == BODY:
-            return self.since + conf.client_body_timeout
-        return self.since + LINGER_TIME  # LINGER
 
     # -- asyncio callbacks --
     def connection_made(self, transport: Any) -> None:
@@ -188,26 +74,6 @@ class HttpProtocol(asyncio.Protocol):
         self._wake()
         self.queue = None
         self.site.lost(self)
-
-    def pause_writing(self) -> None:
-        self.paused = True
-        self.since_write = now = self.loop.time()
-        when = now + self.site.conf.send_timeout
-        if when < self.due:
-            self.site.arm(self, when)
-
-    def resume_writing(self) -> None:
-        self.paused = False
-        self._wake()
-
-    def _wake(self) -> None:
-        """Wake what waits for the socket to drain (ngx.flush(true) and friends)."""
-        waiters = self.waiters
-        if waiters:
-            self.waiters = None
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
 
     def eof_received(self) -> bool | None:
         if self.state == LINGER or self.idle():
@@ -239,8 +105,11 @@ class HttpProtocol(asyncio.Protocol):
                 self.since = self.site.clock  # (the deadline moves later: the wheel finds it out)
             if self.line_open:
                 data = self._line(data)
+        parser = self.parser
+        if parser is None:
+            parser = self.parser = self.site.parser_for(self)
         try:
-            self.parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserCallbackError as err:
             cause = err.__context__
             if isinstance(cause, RequestError):
@@ -258,7 +127,16 @@ class HttpProtocol(asyncio.Protocol):
         except httptools.HttpParserError:
             self.refuse(400)
             return
-        if self.state == HEAD and self.hsize > MAX_URI:
+        state = self.state
+        if state == IDLE:
+            # a read that ends with a line feed ends between requests, or inside a request line
+            # (then self.url is not empty); otherwise the parser may hold a next request's start
+            self.tail = tail = data[-1:] != b"\n"
+            if self.requests == 1 and not tail:
+                # The first request of a connection is answered: many clients (and idle pools) send
+                # no other for a while, so its parser goes back to the site until the next read.
+                self.shrink()
+        elif state == HEAD and self.hsize > MAX_URI:
             # Checked per read, not per header: a head grows by at most one read past the limit.
             try:
                 check_head(self.url, self.hsize)
@@ -319,7 +197,7 @@ class HttpProtocol(asyncio.Protocol):
         hit = server.targets.get(url)
         if hit is None:
             hit = _resolve(server, url)
-        parser = self.parser
+        parser: Any = self.parser
         version = self.version
         if version is None:
             # httptools formats this string on every call: once per connection is enough
@@ -514,6 +392,9 @@ class HttpProtocol(asyncio.Protocol):
             when = since + site.keepalive
             if when < self.due:
                 site.arm(self, when)
+            if not self.listed:
+                self.listed = True
+                site.fresh.append(self)
 
     def chunk(self, ex: Exchange) -> bytes:
         """The buffered output of EX framed for the wire (and the buffer emptied)."""
@@ -554,13 +435,6 @@ class HttpProtocol(asyncio.Protocol):
             return waiter
         return None
 
-    def _queue(self, item: Exchange | Refused) -> None:
-        """Keep ITEM until the answers before it are out."""
-        queue = self.queue
-        if queue is None:
-            queue = self.queue = deque()
-        queue.append(item)
-
     def next(self) -> None:
         """Run queued pipelined requests until one goes async."""
         while self.queue and not self.busy and not self.closed:
@@ -575,61 +449,6 @@ class HttpProtocol(asyncio.Protocol):
         if not self.queue and not self.busy and self.state == IDLE:
             self.queue = None
             self._wait_from(self.site.clock)
-
-    def refuse(self, status: int) -> None:
-        """Answer a bad request with STATUS and close (after the answers queued before it)."""
-        if self.closed or self.state == LINGER:
-            return
-        if self.busy or self.queue:
-            self._queue(Refused(status))
-            self.transport.pause_reading()
-            return
-        self.site.refused(status)
-        page = replies.page(status)
-        head = b"".join((replies.status_line(status), self.site.date_server,
-                         b"Content-Type: text/html\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(page)))
-        self.transport.write(head + page)
-        self.linger()
-
-    def linger(self) -> None:
-        """Half-close and drop input for a moment, so the client reads our answer before a reset
-        (nginx lingering_close)."""
-        if self.closed:
-            return
-        if self.state != LINGER:
-            self._move(LINGER)
-        self._wait_from(self.loop.time())
-        self.queue = None
-        try:
-            if self.transport.can_write_eof():
-                self.transport.write_eof()
-            else:
-                self.transport.close()
-        except (OSError, RuntimeError):
-            self.transport.close()
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.transport.close()
-
-    def abort(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.transport.abort()
-
-    def idle(self) -> bool:
-        """No request in progress (keep-alive wait)."""
-        return self.state == IDLE and not self.busy and not self.queue
-
-    def expire(self) -> None:
-        """Close after a timeout: idle and lingering connections with a FIN (what the kernel still
-        holds of the last answer is delivered), the others at once (RST)."""
-        if self.state in (IDLE, LINGER) and not self.busy and not self.paused:
-            self.close()
-        else:
-            self.abort()
-
 
 def _resolve(server: Server, url: bytes) -> tuple[str, str, Route | None, Any]:
     """(uri, args, route, match) for a request target, remembered per server (hot URLs repeat)."""

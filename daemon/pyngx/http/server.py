@@ -25,6 +25,7 @@ from pyngx.http import exchange
 from pyngx.http import status as status_page
 from pyngx.http.accept import Acceptor
 from pyngx.http.accesslog import AccessLog
+from pyngx.http.connection import Connection
 from pyngx.http.protocol import HttpProtocol
 from pyngx.http.replies import SERVER
 from pyngx.http.route import Vhosts, build
@@ -58,7 +59,7 @@ class HttpServer:
 
     # What the connections share lives in the site; these read it.
     @property
-    def conns(self) -> set[HttpProtocol]:
+    def conns(self) -> set[Connection]:
         return self.site.conns
 
     @property
@@ -126,6 +127,7 @@ class HttpServer:
         site.clock = clock = self.loop.time()
         site.date_server = f"Server: {SERVER}\r\nDate: {formatdate(time.time(), usegmt=True)}\r\n".encode("latin-1")
         site.expire_due(clock)
+        site.shrink_idle(clock)
         self.publish()
         if self.max_requests and site.n_requests >= self.max_requests and not site.draining:
             self.max_requests = 0  # once

@@ -21,16 +21,21 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import httptools
+
 from pyngx.conf.model import HttpConf
 from pyngx.runtime import phase
 
 if TYPE_CHECKING:
     from pyngx.http.accesslog import AccessLog
     from pyngx.http.exchange import Exchange
+    from pyngx.http.connection import Connection
     from pyngx.http.protocol import HttpProtocol
 
 SLOTS = 8  # wheel slots per second (a power of two: slot times are exact floats)
 UNFILED = math.inf  # the ``due`` of a connection not in the wheel
+SHRINK_AFTER = 1.0  # seconds of keep-alive after which a connection lets go of its parser
+POOLED = 256  # parsers kept for the next connections that read (the rest are freed)
 RECHECK = 0.5  # seconds until a connection without a deadline now (a handler runs, an answer drains) is looked at again
 
 
@@ -39,7 +44,7 @@ class Site:
 
     __slots__ = ("loop", "conf", "keepalive", "date_server", "clock", "draining", "grace_end", "conns", "access",
                  "content_ctx", "render_status", "n_accepted", "n_requests", "n_refused", "by_class", "all_gone",
-                 "wheel", "next_slot")
+                 "wheel", "next_slot", "fresh", "parsers")
 
     def __init__(self, http: HttpConf, loop: asyncio.AbstractEventLoop, access: AccessLog | None,
                  render_status: Callable[[Exchange], tuple[bytes, str]]) -> None:
@@ -50,7 +55,7 @@ class Site:
         self.clock = loop.time()  # loop time at the last tick: timeouts need no more precision
         self.draining = False
         self.grace_end: float | None = None  # while draining: when idle keep-alive connections go
-        self.conns: set[HttpProtocol] = set()
+        self.conns: set[Connection] = set()
         self.access = access
         # the context plain content handlers run in (pyngx.http.protocol.run), its phase set once
         self.content_ctx = contextvars.copy_context()
@@ -61,8 +66,10 @@ class Site:
         self.n_refused = 0
         self.by_class = [0, 0, 0, 0, 0, 0]  # index = status // 100
         self.all_gone: asyncio.Future[None] | None = None
-        self.wheel: dict[int, set[HttpProtocol]] = {}
+        self.wheel: dict[int, set[Connection]] = {}
         self.next_slot = int(loop.time() * SLOTS)  # the first slot not checked yet
+        self.fresh: list[Connection] = []  # connections answered lately (each once): `shrink_idle`
+        self.parsers: list[httptools.HttpRequestParser] = []  # let go by idle connections, for the next ones
 
     # -- connections --
     def opened(self, conn: HttpProtocol) -> int:
@@ -71,7 +78,7 @@ class Site:
         self.conns.add(conn)
         return self.n_accepted
 
-    def lost(self, conn: HttpProtocol) -> None:
+    def lost(self, conn: Connection) -> None:
         self.conns.discard(conn)
         self.unfile(conn)
         if not self.conns and self.all_gone is not None and not self.all_gone.done():
@@ -90,7 +97,7 @@ class Site:
             self.access.write(ex)
 
     # -- deadlines --
-    def arm(self, conn: HttpProtocol, when: float) -> None:
+    def arm(self, conn: Connection, when: float) -> None:
         """Look at CONN no later than the first slot after WHEN (an earlier filing stays).
 
         A connection in slot S has ``due`` = (S - 1) / SLOTS: every moment from ``due`` on is
@@ -113,7 +120,7 @@ class Site:
         bucket.add(conn)
         conn.due = (slot - 1) / SLOTS
 
-    def unfile(self, conn: HttpProtocol) -> None:
+    def unfile(self, conn: Connection) -> None:
         due = conn.due
         if due != UNFILED:
             bucket = self.wheel.get(int(due * SLOTS) + 1)
@@ -144,6 +151,36 @@ class Site:
                 else:
                     self.arm(conn, when)
 
+    # -- parsers: one per connection that reads, not per connection that waits --
+    def parser_for(self, conn: HttpProtocol) -> httptools.HttpRequestParser:
+        """A parser calling CONN back: one let go by an idle connection, else a new one."""
+        pool = self.parsers
+        if pool:
+            parser = pool.pop()
+            parser.__init__(conn)  # type: ignore[misc]  # (httptools: re-binds, allocates nothing)
+            return parser
+        return httptools.HttpRequestParser(conn)
+
+    def release(self, parser: httptools.HttpRequestParser) -> None:
+        """Keep PARSER (between requests) for another connection; it no longer calls its old one."""
+        if len(self.parsers) < POOLED:
+            parser.__init__(_NOBODY)  # type: ignore[misc]
+            self.parsers.append(parser)
+
+    def shrink_idle(self, now: float) -> None:
+        """Connections answered lately and idle since SHRINK_AFTER let go of their parser; the
+        others stay listed. Costs the connections active lately, not every connection."""
+        listed, self.fresh = self.fresh, []
+        keep = self.fresh
+        for conn in listed:
+            if conn.closed:
+                conn.listed = False
+            elif now - conn.since < SHRINK_AFTER:
+                keep.append(conn)
+            else:
+                conn.listed = False
+                conn.shrink()
+
     def drain(self, grace: float) -> None:
         """Graceful exit begins: idle keep-alive connections go after GRACE seconds."""
         self.draining = True
@@ -155,3 +192,12 @@ class Site:
         """How many connections wait in the wheel (tests, statistics)."""
         return sum(len(b) for b in self.wheel.values())
 
+
+
+class _Nobody:
+    """What a pooled parser is bound to: no callbacks, so it keeps no connection alive."""
+
+    __slots__ = ()
+
+
+_NOBODY = _Nobody()
