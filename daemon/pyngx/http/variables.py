@@ -214,12 +214,28 @@ class Template:
 
 def uri_args(query: str) -> dict[str, Any]:
     """ngx.req.get_uri_args: a repeated key gives a list, a bare key True."""
+    out: dict[str, Any] = {}
     if not query:
-        return {}
-    pairs = (pair.partition("=") for pair in query.split("&") if pair)
-    # bytes that are not UTF-8 (%ff) stay themselves as surrogates, and encode back to them
-    return grouped((unquote_plus(key, errors="surrogateescape"),
-                    unquote_plus(value, errors="surrogateescape") if sep else True) for key, sep, value in pairs)
+        return out
+    plain = "%" not in query and "+" not in query  # nothing to decode (most queries)
+    for pair in query.split("&"):
+        if not pair:
+            continue
+        key, sep, value = pair.partition("=")
+        if not plain:
+            # bytes that are not UTF-8 (%ff) stay themselves as surrogates, and encode back to them
+            key = unquote_plus(key, errors="surrogateescape")
+            if sep:
+                value = unquote_plus(value, errors="surrogateescape")
+        item: Any = value if sep else True
+        old = out.get(key)
+        if old is None:
+            out[key] = item
+        elif type(old) is list:
+            old.append(item)
+        else:
+            out[key] = [old, item]
+    return out
 
 
 def grouped(pairs: Iterable[tuple[str, Any]]) -> dict[str, Any]:
