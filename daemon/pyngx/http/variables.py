@@ -9,7 +9,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
@@ -235,18 +235,4 @@ def uri_args(query: str) -> dict[str, Any]:
             old.append(item)
         else:
             out[key] = [old, item]
-    return out
-
-
-def grouped(pairs: Iterable[tuple[str, Any]]) -> dict[str, Any]:
-    """A dict of PAIRS where a repeated name gives a list of its values, in order."""
-    out: dict[str, Any] = {}
-    for name, item in pairs:
-        old = out.get(name)
-        if old is None:
-            out[name] = item
-        elif isinstance(old, list):
-            old.append(item)
-        else:
-            out[name] = [old, item]
     return out
