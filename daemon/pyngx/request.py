@@ -271,7 +271,10 @@ class _Var:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
-        return variables.get(_exchange("ngx.var", READ), name)
+        ex = _current()
+        if ex is None or _phase() not in READ or ex.done:  # (`_exchange`'s check, inline: a hot read)
+            ex = _exchange("ngx.var", READ)
+        return variables.get(ex, name)
 
     def __setattr__(self, name: str, value: Any) -> None:
         variables.assign(_exchange("ngx.var", READ), name, value)
