@@ -16,7 +16,7 @@ from urllib.parse import quote
 from pyngx.errors import Error, WrongContextError
 from pyngx.http import bodystream, variables
 from pyngx.http.exchange import Exchange, Redirect
-from pyngx.request import _DONE, OUTPUT, READ
+from pyngx.request import _DONE, OUTPUT, READ, _current, _phase
 from pyngx.request import _exchange as exchange
 from pyngx.runtime import phase
 
@@ -119,7 +119,10 @@ class _Req:
     @staticmethod
     def get_uri_args(max_args: int = 100) -> dict[str, Any]:
         """The query string's arguments: a repeated key gives a list, a bare key True (at most MAX_ARGS; 0: all)."""
-        args = variables.uri_args(exchange("ngx.req.get_uri_args", READ).args)
+        ex = _current()
+        if ex is None or _phase() not in READ or ex.done:  # (the check of `exchange`, inline: a hot call)
+            ex = exchange("ngx.req.get_uri_args", READ)
+        args = variables.uri_args(ex.args)
         if max_args and len(args) > max_args:
             args = dict(list(args.items())[:max_args])
         return args
@@ -134,7 +137,9 @@ class _Req:
     @staticmethod
     def get_headers(max_headers: int = 100, raw: bool = False) -> dict[str, Any]:
         """Request headers with lower-case names (a repeated one gives a list); RAW keeps names as sent, first value only."""
-        ex = exchange("ngx.req.get_headers", READ)
+        ex = _current()
+        if ex is None or _phase() not in READ or ex.done:
+            ex = exchange("ngx.req.get_headers", READ)
         if raw:
             out: dict[str, Any] = {}
             for key, value in ex.headers[: max_headers or None]:

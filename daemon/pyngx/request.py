@@ -21,7 +21,7 @@ from typing import Any
 from pyngx import log as _log
 from pyngx.errors import WrongContextError
 from pyngx.http import phases, replies, variables
-from pyngx.http.exchange import CURRENT, Exchange, clean_name, clean_value
+from pyngx.http.exchange import _NAMES, CURRENT, Exchange, clean_value, header_name
 from pyngx.http.route import PHASED
 from pyngx.runtime import phase
 from pyngx.runtime.phase import Exit
@@ -37,6 +37,7 @@ _CONTENT = phase.CONTENT
 _EXIT_ELSEWHERE = (phase.TIMER, phase.EXEC)  # where ngx.exit also ends the running code
 _LOG = phase.LOG
 _AFTER_HEAD = frozenset((phase.BODY_FILTER, phase.LOG))  # the head is out (in nginx) by then
+_SETTABLE = phase.REQUEST - _AFTER_HEAD  # where ngx.header may be set (until the head is out)
 # Where each group of the API works (lua-nginx-module's README, each API's "context:" line).
 OUTPUT = phase.YIELDING  # say, print, flush, redirect, exec, capture, read_body, set_*
 EXIT = phase.YIELDING | {phase.HEADER_FILTER}
@@ -205,16 +206,19 @@ def get_ctx() -> dict[str, Any]:
 
 
 def _set_header(ex: Exchange, name: str, value: Any) -> None:
-    name = clean_name(name)
-    key = name.lower()
-    if ex.out_headers is None:
-        ex.out_headers = {}
-    if value is None or (isinstance(value, (list, tuple)) and not value):
-        ex.out_headers.pop(key, None)
+    hit = _NAMES.get(name)
+    name, key = hit if hit is not None else header_name(name)
+    hdrs = ex.out_headers
+    if hdrs is None:
+        hdrs = ex.out_headers = {}
+    if type(value) is str:
+        hdrs[key] = (name, value if "\r" not in value and "\n" not in value else clean_value(value))
+    elif value is None or (isinstance(value, (list, tuple)) and not value):
+        hdrs.pop(key, None)
     elif isinstance(value, (list, tuple)):
-        ex.out_headers[key] = (name, [clean_value(v) for v in value])
+        hdrs[key] = (name, [clean_value(v) for v in value])
     else:
-        ex.out_headers[key] = (name, clean_value(value))
+        hdrs[key] = (name, clean_value(value))
 
 
 class _Header:
@@ -225,10 +229,13 @@ class _Header:
     def __getitem__(self, name: str) -> Any:
         """The response header NAME as set so far (case-insensitive; ``_`` reads as ``-``), else None."""
         ex = _exchange("ngx.header", READ)
-        item = (ex.out_headers or {}).get(clean_name(name).lower())
+        item = (ex.out_headers or {}).get(header_name(name)[1])
         return None if item is None else item[1]
 
     def __setitem__(self, name: str, value: Any) -> None:
+        ex = _current()
+        if ex is not None and _phase() in _SETTABLE and not ex.sent and not ex.done:
+            return _set_header(ex, name, value)  # the common case, with the checks below in one line
         ex = _exchange("ngx.header", READ)
         if ex.sent or ex.done or _phase() in _AFTER_HEAD:
             _log.error(f"attempt to set ngx.header.{name} after sending out response headers")
@@ -244,6 +251,9 @@ class _Header:
         return self[name]
 
     def __setattr__(self, name: str, value: Any) -> None:
+        ex = _current()
+        if ex is not None and _phase() in _SETTABLE and not ex.sent and not ex.done:
+            return _set_header(ex, name, value)
         self[name] = value
 
     def __delattr__(self, name: str) -> None:
@@ -261,7 +271,10 @@ class _Var:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
-        return variables.get(_exchange("ngx.var", READ), name)
+        ex = _current()
+        if ex is None or _phase() not in READ or ex.done:  # (`_exchange`'s check, inline: a hot read)
+            ex = _exchange("ngx.var", READ)
+        return variables.get(ex, name)
 
     def __setattr__(self, name: str, value: Any) -> None:
         variables.assign(_exchange("ngx.var", READ), name, value)

@@ -13,7 +13,6 @@ import contextvars
 from typing import TYPE_CHECKING, Any
 
 from pyngx.http.replies import status_line
-from pyngx.http.variables import grouped
 
 if TYPE_CHECKING:
     from pyngx.http.protocol import HttpProtocol
@@ -81,11 +80,23 @@ class Exchange:
         return None
 
     def request_headers(self) -> dict[str, Any]:
-        """Lower-case names; a repeated header gives a list (ngx.req.get_headers)."""
-        if self._headers_cache is None:
-            self._headers_cache = grouped((key.decode("latin-1").lower(), value.decode("utf-8", "surrogateescape"))
-                                          for key, value in self.headers)
-        return self._headers_cache
+        """Lower-case names; a repeated header gives a list (ngx.req.get_headers). Built once a request."""
+        cache = self._headers_cache
+        if cache is None:
+            cache = self._headers_cache = {}
+            for key, value in self.headers:
+                name = _LOWER.get(key)
+                if name is None:
+                    name = _lower_name(key)
+                text = value.decode("utf-8", "surrogateescape")
+                old = cache.get(name)
+                if old is None:
+                    cache[name] = text
+                elif type(old) is list:
+                    old.append(text)
+                else:
+                    cache[name] = [old, text]
+        return cache
 
     def request_line(self) -> str:
         return f"{self.method.decode('latin-1')} {self.url.decode('latin-1')} HTTP/{self.version}"
@@ -115,7 +126,7 @@ class Exchange:
             if route is not None:
                 parts.append(route.ctype)
         if hdrs:
-            parts.extend(_render_headers(hdrs))
+            parts.append(_render_headers(hdrs))
         if length is not None:
             parts.append(b"Content-Length: %d\r\n" % length)
         elif self.chunked:
@@ -166,15 +177,46 @@ class Redirect(BaseException):
         self.keep_ctx = keep_ctx
 
 
-def _render_headers(hdrs: dict[str, tuple[str, Any]]) -> list[bytes]:
-    out = []
+def _render_headers(hdrs: dict[str, tuple[str, Any]]) -> bytes:
+    parts: list[str] = []
+    add = parts.extend
     for key, (name, value) in hdrs.items():
         if key in MANAGED:
             continue
-        values = value if isinstance(value, (list, tuple)) else (value,)
-        for item in values:
-            out.append(f"{name}: {item}\r\n".encode("utf-8", "surrogateescape"))
-    return out
+        if type(value) is str:
+            add((name, ": ", value, "\r\n"))
+        else:
+            for item in value if isinstance(value, (list, tuple)) else (value,):
+                add((name, ": ", str(item), "\r\n"))
+    return "".join(parts).encode("utf-8", "surrogateescape")
+
+
+# Names repeat from one request to the next (nginx hashes its known headers for the same reason):
+# each is cleaned or decoded once, in tables emptied when they grow past NAMES_CACHED.
+NAMES_CACHED = 1024
+_LOWER: dict[bytes, str] = {}  # a request header's name as received → its lower-case text
+_NAMES: dict[str, tuple[str, str]] = {}  # a response header's name as user code writes it → (name, key)
+
+
+def _lower_name(key: bytes) -> str:
+    name = key.decode("latin-1").lower()
+    if len(_LOWER) >= NAMES_CACHED:
+        _LOWER.clear()
+    _LOWER[key] = name
+    return name
+
+
+def header_name(name: str) -> tuple[str, str]:
+    """(the name as sent, its lower-case key) for a response header name as user code writes it."""
+    hit = _NAMES.get(name)
+    if hit is None:
+        clean = clean_name(name)
+        hit = (clean, clean.lower())
+        if type(name) is str:  # (a str subclass could hash as it likes)
+            if len(_NAMES) >= NAMES_CACHED:
+                _NAMES.clear()
+            _NAMES[name] = hit
+    return hit
 
 
 def clean_value(value: Any) -> str:
@@ -188,6 +230,6 @@ def clean_value(value: Any) -> str:
 def clean_name(name: str) -> str:
     """``content_type`` → ``content-type`` as OpenResty's ngx.header; CR/LF/colon escaped."""
     name = name.replace("_", "-")
-    if any(c in name for c in "\r\n: "):
+    if "\r" in name or "\n" in name or ":" in name or " " in name:
         name = name.replace("\r", "%0D").replace("\n", "%0A").replace(":", "%3A").replace(" ", "%20")
     return name

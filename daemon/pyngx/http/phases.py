@@ -10,7 +10,8 @@ and the log phase after it. ``ngx.exec`` and ``ngx.req.set_uri(jump=True)``
 (`Redirect`) serve the request again at another location, from any route.
 
 The whole run is one task when a phase awaits, else it runs right in the
-parser callback, as a plain content handler does. The connection stays
+parser callback, as a plain content handler does, through plain calls (the
+``*_plain`` twins of the coroutines, which cost several times less). The connection stays
 ``busy`` until the log phase is over, so a pipelined request waits for it.
 
 Semantics follow lua-nginx-module (``t/023-rewrite``, ``t/024-access``,
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from pyngx import log
 from pyngx.http import answers, static
 from pyngx.http.exchange import CURRENT, Exchange, Redirect
-from pyngx.http.route import CONTENT, PHASED, RETURN, STATIC, STATUS
+from pyngx.http.route import CONTENT, PHASED, RETURN, STATIC, STATUS, Route
 from pyngx.http.static import MAX_REDIRECTS  # nginx's NGX_HTTP_MAX_URI_CHANGES, for ngx.exec too
 from pyngx.http.variables import assign
 from pyngx.runtime import phase
@@ -53,7 +54,7 @@ def start(conn: HttpProtocol, ex: Exchange) -> None:
     if route is not None and route.yields:
         conn.loop.create_task(_whole(conn, ex, True))
     else:
-        contextvars.copy_context().run(_drive, _whole(conn, ex, False))
+        contextvars.copy_context().run(_whole_plain, conn, ex, False)
 
 
 def redirected(conn: HttpProtocol, ex: Exchange, jump: Redirect) -> None:
@@ -62,17 +63,7 @@ def redirected(conn: HttpProtocol, ex: Exchange, jump: Redirect) -> None:
         start(conn, ex)
     else:
         conn.busy = True
-        contextvars.copy_context().run(_drive, _whole(conn, ex, False, skip=True))
-
-
-def _drive(coro: Any) -> None:
-    """Run a coroutine that never suspends (no phase of the route awaits) to its end."""
-    try:
-        coro.send(None)
-    except StopIteration:
-        return
-    coro.close()
-    raise RuntimeError("a plain request phase awaited")
+        contextvars.copy_context().run(_whole_plain, conn, ex, True)
 
 
 async def _whole(conn: HttpProtocol, ex: Exchange, in_task: bool, *, skip: bool = False) -> None:
@@ -81,20 +72,50 @@ async def _whole(conn: HttpProtocol, ex: Exchange, in_task: bool, *, skip: bool 
     try:
         if not skip and not await _serve(conn, ex, in_task):
             return  # handed over to a task (a redirect to a location that awaits)
-        more = ex.more
-        if more is not None and more.files:
-            return _files(conn, ex)
-        output(conn, ex, True)
+        if not _answer(conn, ex):
+            return
     except asyncio.CancelledError:
-        ex.done = True
-        conn.busy = False
-        conn.abort()
-        run_log(conn, ex)
+        _cancelled(conn, ex)
         raise
+    _after(conn, ex)
+
+
+def _whole_plain(conn: HttpProtocol, ex: Exchange, skip: bool) -> None:
+    """`_whole` for a route none of whose phases awaits, in plain calls."""
+    _set_current(ex)
+    try:
+        if not skip and not _serve_plain(conn, ex):
+            return
+        if not _answer(conn, ex):
+            return
+    except asyncio.CancelledError:
+        _cancelled(conn, ex)
+        raise
+    _after(conn, ex)
+
+
+def _answer(conn: HttpProtocol, ex: Exchange) -> bool:
+    """Send the answer EX holds (filters first); False when the location's files took it over."""
+    more = ex.more
+    if more is not None and more.files:
+        _files(conn, ex)
+        return False
+    output(conn, ex, True)
+    return True
+
+
+def _after(conn: HttpProtocol, ex: Exchange) -> None:
     run_log(conn, ex)
     conn.busy = False
     if not conn.closed and conn.queue:
         conn.next()
+
+
+def _cancelled(conn: HttpProtocol, ex: Exchange) -> None:
+    ex.done = True
+    conn.busy = False
+    conn.abort()
+    run_log(conn, ex)
 
 
 def _files(conn: HttpProtocol, ex: Exchange) -> None:
@@ -130,6 +151,21 @@ async def _serve(conn: HttpProtocol, ex: Exchange, in_task: bool) -> bool:
                 return False
 
 
+def _serve_plain(conn: HttpProtocol, ex: Exchange) -> bool:
+    """`_serve` for a route none of whose phases awaits. False: a task took over."""
+    while True:
+        try:
+            _main_plain(conn, ex)
+            return True
+        except Redirect as jump:
+            if not _apply(conn, ex, jump):
+                return True
+            route = ex.route
+            if route is not None and route.yields:
+                conn.loop.create_task(_whole(conn, ex, True))
+                return False
+
+
 def _apply(conn: HttpProtocol, ex: Exchange, jump: Redirect) -> bool:
     """Point EX at JUMP's URI and its location; False (and a 500 filled) after too many redirects."""
     more = ex.extra()
@@ -152,22 +188,52 @@ def _apply(conn: HttpProtocol, ex: Exchange, jump: Redirect) -> bool:
 
 
 async def _main(conn: HttpProtocol, ex: Exchange) -> None:
-    route = ex.route
+    route = _route(ex)
     if route is None:
-        answers.fill(ex, 404)
         return
-    if route.sets:
-        for name, template in route.sets:
-            assign(ex, name, template.render(ex))
     sub = ex.more is not None and ex.more.parent is not None
     if route.rewrite is not None and await _run(conn, ex, phase.REWRITE, route.rewrite):
         return
     if route.access is not None and not sub and await _run(conn, ex, phase.ACCESS, route.access):
         return
-    inner = route.inner
-    if inner is CONTENT:
+    if route.inner is CONTENT:
         await _run(conn, ex, phase.CONTENT, (route.handler, route.is_async))
-    elif inner is RETURN:
+    else:
+        _inner(conn, ex, route, sub)
+
+
+def _main_plain(conn: HttpProtocol, ex: Exchange) -> None:
+    """`_main` for a route none of whose phases awaits."""
+    route = _route(ex)
+    if route is None:
+        return
+    sub = ex.more is not None and ex.more.parent is not None
+    if route.rewrite is not None and _run_plain(conn, ex, phase.REWRITE, route.rewrite[0]):
+        return
+    if route.access is not None and not sub and _run_plain(conn, ex, phase.ACCESS, route.access[0]):
+        return
+    if route.inner is CONTENT:
+        _run_plain(conn, ex, phase.CONTENT, route.handler)
+    else:
+        _inner(conn, ex, route, sub)
+
+
+def _route(ex: Exchange) -> Route | None:
+    """EX's route with its ``set``s done; None (and a 404 filled) when no location matched."""
+    route = ex.route
+    if route is None:
+        answers.fill(ex, 404)
+        return None
+    if route.sets:
+        for name, template in route.sets:
+            assign(ex, name, template.render(ex))
+    return route
+
+
+def _inner(conn: HttpProtocol, ex: Exchange, route: Route, sub: bool) -> None:
+    """What a location does besides a content handler."""
+    inner = route.inner
+    if inner is RETURN:
         if not answers.fill_return(ex, route):
             conn.drop()  # 444
     elif inner is STATUS:
@@ -188,17 +254,37 @@ async def _run(conn: HttpProtocol, ex: Exchange, name: str, step: Step) -> bool:
         if is_async:
             await result
     except Exit as stop:
-        if name is not phase.CONTENT and stop.args and stop.args[0] == 0:
-            return bool(ex.out) or ex.sent  # ngx.exit(ngx.OK): on to the next phase
-        if stop.args and stop.args[0] < 0 and not ex.sent:
-            answers.fill(ex, 500)  # ngx.exit(ngx.ERROR)
-        return True
+        return _exited(ex, name, stop)
     except (Redirect, asyncio.CancelledError):
         raise
     except BaseException as exc:  # noqa: BLE001 - the user's code: 500, never a dead worker
         answers.crash(conn, ex, exc, name)
         return True
     return name is phase.CONTENT or bool(ex.out) or ex.sent
+
+
+def _run_plain(conn: HttpProtocol, ex: Exchange, name: str, fn: Any) -> bool:
+    """`_run` for a handler that does not await."""
+    _set_phase(name)
+    try:
+        fn()
+    except Exit as stop:
+        return _exited(ex, name, stop)
+    except (Redirect, asyncio.CancelledError):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - the user's code: 500, never a dead worker
+        answers.crash(conn, ex, exc, name)
+        return True
+    return name is phase.CONTENT or bool(ex.out) or ex.sent
+
+
+def _exited(ex: Exchange, name: str, stop: Exit) -> bool:
+    """A phase's handler called ngx.exit: True when the request ends with it."""
+    if name is not phase.CONTENT and stop.args and stop.args[0] == 0:
+        return bool(ex.out) or ex.sent  # ngx.exit(ngx.OK): on to the next phase
+    if stop.args and stop.args[0] < 0 and not ex.sent:
+        answers.fill(ex, 500)  # ngx.exit(ngx.ERROR)
+    return True
 
 
 # -- output: the filters, then the connection sends --

@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 TARGETS_CACHED = 1024  # request targets remembered per server with their location
 TARGET_CACHED_LEN = 256  # longer ones are not: 1024 targets of 8k would hold 8 MB per worker
 MAX_QUEUED = 64  # pipelined requests waiting behind an async one before reading pauses
+# A body this big goes to the transport as it is, in a write of its own: joined to its head it
+# would be copied once more (asyncio's transport still buffers what the socket does not take).
+LARGE = 64 * 1024
 
 _phase_set = phase.set
 _current_set = CURRENT.set
@@ -361,7 +364,7 @@ class HttpProtocol(Connection, asyncio.Protocol):
             ex.body_bytes = len(body)
             status = ex.status
             if (status == 200 and ex.out_headers is None and ex.keep_alive and ex.version == "1.1"
-                    and not ex.head_only and ex.route is not None):
+                    and not ex.head_only and ex.route is not None and len(body) < LARGE):
                 # the common answer, in one piece
                 self.transport.write(b"%b%b%bContent-Length: %d\r\n\r\n%b"
                                      % (OK_LINE, site.date_server, ex.route.ctype, len(body), body))
@@ -371,13 +374,15 @@ class HttpProtocol(Connection, asyncio.Protocol):
                 self.transport.write(ex.head(None))
             else:
                 head = ex.head(len(body))
-                self.transport.write(head if ex.head_only else head + body)
+                if ex.head_only:
+                    self.transport.write(head)
+                elif len(body) < LARGE:
+                    self.transport.write(head + body)
+                else:
+                    self.transport.write(head)
+                    self.transport.write(body)
         else:
-            tail = self.chunk(ex)
-            if ex.chunked and not ex.head_only:
-                tail += b"0\r\n\r\n"
-            if tail:
-                self.transport.write(tail)
+            self.chunk(ex, tail=b"0\r\n\r\n" if ex.chunked and not ex.head_only else b"")
         site.n_requests += 1
         if ex.status != 200 or site.access is not None:
             site.log_request(ex)
@@ -396,19 +401,27 @@ class HttpProtocol(Connection, asyncio.Protocol):
                 self.listed = True
                 site.fresh.append(self)
 
-    def chunk(self, ex: Exchange) -> bytes:
-        """The buffered output of EX framed for the wire (and the buffer emptied)."""
+    def chunk(self, ex: Exchange, head: bytes = b"", tail: bytes = b"") -> None:
+        """Write HEAD, the buffered output of EX framed for the wire (the buffer emptied), and TAIL;
+        a large output goes out as it is, not copied."""
         out = ex.out
-        if not out:
-            return b""
-        data = out[0] if len(out) == 1 else b"".join(out)
-        ex.out = []
-        if ex.head_only or not data:
-            return b""
-        ex.body_bytes += len(data)
-        if ex.chunked:
-            return b"%x\r\n%b\r\n" % (len(data), data)
-        return data
+        data = b""
+        if out:
+            data = out[0] if len(out) == 1 else b"".join(out)
+            ex.out = []
+            if ex.head_only:
+                data = b""
+            elif data:
+                ex.body_bytes += len(data)
+                if ex.chunked:
+                    head += b"%x\r\n" % len(data)
+                    tail = b"\r\n" + tail
+        if len(data) >= LARGE:
+            for piece in (head, data, tail):
+                if piece:
+                    self.transport.write(piece)
+        elif head or data or tail:
+            self.transport.write(head + data + tail)
 
     def flush(self, ex: Exchange) -> asyncio.Future[None] | None:
         """ngx.flush: send the head (chunked) and what is buffered; a future while the socket is full."""
@@ -422,11 +435,9 @@ class HttpProtocol(Connection, asyncio.Protocol):
                 ex.chunked = True
             else:
                 ex.keep_alive = False  # HTTP/1.0: the body ends when the connection does
-            self.transport.write(ex.head(None) + self.chunk(ex))
+            self.chunk(ex, ex.head(None))
         else:
-            data = self.chunk(ex)
-            if data:
-                self.transport.write(data)
+            self.chunk(ex)
         if self.paused:
             waiter = self.loop.create_future()
             if self.waiters is None:

@@ -9,7 +9,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
@@ -214,23 +214,25 @@ class Template:
 
 def uri_args(query: str) -> dict[str, Any]:
     """ngx.req.get_uri_args: a repeated key gives a list, a bare key True."""
-    if not query:
-        return {}
-    pairs = (pair.partition("=") for pair in query.split("&") if pair)
-    # bytes that are not UTF-8 (%ff) stay themselves as surrogates, and encode back to them
-    return grouped((unquote_plus(key, errors="surrogateescape"),
-                    unquote_plus(value, errors="surrogateescape") if sep else True) for key, sep, value in pairs)
-
-
-def grouped(pairs: Iterable[tuple[str, Any]]) -> dict[str, Any]:
-    """A dict of PAIRS where a repeated name gives a list of its values, in order."""
     out: dict[str, Any] = {}
-    for name, item in pairs:
-        old = out.get(name)
+    if not query:
+        return out
+    plain = "%" not in query and "+" not in query  # nothing to decode (most queries)
+    for pair in query.split("&"):
+        if not pair:
+            continue
+        key, sep, value = pair.partition("=")
+        if not plain:
+            # bytes that are not UTF-8 (%ff) stay themselves as surrogates, and encode back to them
+            key = unquote_plus(key, errors="surrogateescape")
+            if sep:
+                value = unquote_plus(value, errors="surrogateescape")
+        item: Any = value if sep else True
+        old = out.get(key)
         if old is None:
-            out[name] = item
-        elif isinstance(old, list):
+            out[key] = item
+        elif type(old) is list:
             old.append(item)
         else:
-            out[name] = [old, item]
+            out[key] = [old, item]
     return out
