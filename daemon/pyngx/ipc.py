@@ -17,6 +17,7 @@ from typing import Any
 
 from pyngx.errors import WrongContextError
 from pyngx.runtime import channel, ipcrequest, phase
+from pyngx.runtime import core as _core
 
 __all__ = ["send", "broadcast", "request", "receive", "reply", "sender", "get_other_worker_pids"]  # noqa: F822 - sender: module __getattr__
 
@@ -66,7 +67,9 @@ def send(pid: int, name: str, data: str | bytes) -> None:
     Raises IPCError("no such process") for any other pid, IPCError("queue full")
     or IPCError("timeout") when PID does not read what was sent to it.
     """
-    chan = channel.current() or _channel("ipc.send")
+    chan = _core.RT.channel
+    if chan is None or chan.closed:
+        chan = _channel("ipc.send")
     if type(pid) is not int:
         raise TypeError(f"ipc.send: pid must be int, not {type(pid).__name__}")
     if type(data) is not bytes and type(data) is not str:

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import os
 
-from pyngx.runtime.state import STATE
+from pyngx.runtime import core
+
 
 __all__ = ["pid", "id", "count", "exiting", "pids", "config"]
 
@@ -25,17 +26,17 @@ def pids() -> list[int]:
 
 def id() -> int | None:  # noqa: A001 - OpenResty's name
     """0..N-1 in a worker (0 in single mode), None in the master and the agent."""
-    return STATE.worker_id
+    return core.RT.worker_id
 
 
 def count() -> int:
     """How many workers the configuration runs (worker_processes; 1 in single mode)."""
-    return STATE.worker_count
+    return core.RT.worker_count
 
 
 def exiting() -> bool:
     """True from the start of this process's graceful exit (premature timers included)."""
-    return STATE.exiting
+    return core.RT.exiting
 
 
 class _Config:
@@ -48,7 +49,7 @@ class _Config:
     @staticmethod
     def prefix() -> str:
         """The prefix (-p), with a trailing slash as nginx gives it."""
-        return STATE.prefix.rstrip("/") + "/"
+        return core.RT.prefix.rstrip("/") + "/"
 
 
 config = _Config()

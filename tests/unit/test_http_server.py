@@ -19,8 +19,7 @@ from pyngx import log
 from pyngx.conf.model import AccessLog, HttpConf, Listen, LocationConf, Return, ServerConf, SetVar
 from pyngx.conf.pycode import compile_chunk
 from pyngx.http import server as http_server
-from pyngx.runtime import lifecycle, usercode
-from pyngx.runtime.state import STATE
+from pyngx.runtime import core, state, usercode
 from support import wait_until
 
 
@@ -42,8 +41,9 @@ class Served:
         self.port = self.sock.getsockname()[1]
         conf = HttpConf(servers=(ServerConf(listens=(Listen("127.0.0.1", self.port),), locations=locations),),
                         **http_kw)
-        STATE.globals = usercode.new_globals()
         self.loop = uvloop.new_event_loop() if loop_kind == "uvloop" else asyncio.new_event_loop()
+        self.previous = core.install(core.Runtime(None, state.WORKER, self.loop))  # its exit hooks are ours
+        core.RT.globals = usercode.new_globals()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.server = self.call(self._start, conf)
@@ -66,7 +66,7 @@ class Served:
         self.thread.join(5)
         self.loop.close()
         self.sock.close()
-        lifecycle.reset()
+        core.install(self.previous)
 
     def connect(self) -> socket.socket:
         return socket.create_connection(("127.0.0.1", self.port), timeout=5)

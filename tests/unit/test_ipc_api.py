@@ -10,39 +10,38 @@ from typing import Any
 
 import pytest
 
+import support
 from pyngx import ipc
 from pyngx.errors import IPCError, WrongContextError
-from pyngx.runtime import channel, lifecycle, phase, state, tree
+from pyngx.runtime import channel, phase, state, tree
 from pyngx.runtime import loop as loops
 
 
 @pytest.fixture
 def single() -> Iterator[asyncio.AbstractEventLoop]:
     """This test process as a single process with its own channel."""
-    saved_tree, saved_master = tree.TREE, state.STATE.master_pid
+    saved_tree = tree.TREE
     table = tree.Tree()
     tree.TREE = table
     table.set_generation(1, os.getpid())
     table.add(os.getpid(), state.SINGLE, 0, 1)
     table.mark_ready(os.getpid())
-    state.STATE.master_pid = os.getpid()
-    lifecycle.reset()
     loop = loops.new_loop()
-    loop.run_until_complete(_setup())
-    try:
-        yield loop
-    finally:
-        lifecycle.final(False)
-        lifecycle.reset()
-        loop.close()
-        asyncio.set_event_loop(None)
-        channel._user.clear()
-        tree.TREE, state.STATE.master_pid = saved_tree, saved_master
+    with support.as_runtime(loop, state.SINGLE, master_pid=os.getpid()) as rt:
+        loop.run_until_complete(_setup(rt))
+        try:
+            yield loop
+        finally:
+            rt.exits.final(False)
+            loop.close()
+            asyncio.set_event_loop(None)
+            channel._user.clear()
+            tree.TREE = saved_tree
 
 
-async def _setup() -> None:
-    channel.setup()
-    assert channel.setup() is channel.current()  # idempotent
+async def _setup(rt: Any) -> None:
+    rt.channel = channel.start(rt)
+    assert channel.current() is rt.channel
 
 
 def test_send_to_itself_and_reply(single: asyncio.AbstractEventLoop) -> None:

@@ -13,8 +13,7 @@ import uvloop
 
 import pyngx as ngx
 from pyngx import conf
-from pyngx.runtime import phase, threads
-from pyngx.runtime.state import STATE
+from pyngx.runtime import core, phase, threads
 
 
 @pytest.fixture(params=["uvloop", "asyncio"])
@@ -30,11 +29,11 @@ def pools(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
     monkeypatch.setattr(threads, "POOLS", threads.Pools())
 
     def use(text: str, tmp: Path | None = None) -> None:
-        monkeypatch.setattr(STATE, "config", None)
+        monkeypatch.setattr(core.RT, "config", None)
         if text:
             assert tmp is not None
             (tmp / "c.conf").write_text(text)
-            monkeypatch.setattr(STATE, "config", conf.load("c.conf", str(tmp)))
+            monkeypatch.setattr(core.RT, "config", conf.load("c.conf", str(tmp)))
     return use
 
 

@@ -29,8 +29,7 @@ from pyngx.http.accesslog import AccessLog
 from pyngx.http.protocol import HttpProtocol
 from pyngx.http.replies import SERVER
 from pyngx.http.route import Vhosts, build
-from pyngx.runtime import lifecycle, phase, state, tree
-from pyngx.runtime.state import STATE
+from pyngx.runtime import core, lifecycle, phase, state, tree
 
 if TYPE_CHECKING:
     from pyngx.http.exchange import Exchange
@@ -47,7 +46,7 @@ class HttpServer:
     def __init__(self, http: HttpConf, loop: asyncio.AbstractEventLoop) -> None:
         self.conf = http
         self.loop = loop
-        self.vhosts: dict[tuple[str, int], Vhosts] = build(http, STATE.globals)
+        self.vhosts: dict[tuple[str, int], Vhosts] = build(http, core.RT.globals)
         self.listeners: list[Acceptor] = []
         self.conns: set[HttpProtocol] = set()
         self.draining = False
@@ -72,7 +71,7 @@ class HttpServer:
     # -- lifecycle --
     def listen(self, sockets: Mapping[tuple[str, int], socket.socket]) -> None:
         """Accept on every socket whose address a server listens on."""
-        config = STATE.config
+        config = core.RT.config
         limit = config.worker_connections if config is not None else 1024
         for key, sock in sockets.items():
             vhosts = self.vhosts.get(key)
@@ -196,8 +195,8 @@ def _max_requests() -> int:
     Checked once per tick, so a worker may answer half a second's requests more. Only workers:
     a single process has no master to replace it.
     """
-    config = STATE.config
-    if config is None or STATE.type != state.WORKER or not config.worker_max_requests[0]:
+    config = core.RT.config
+    if config is None or core.RT.kind != state.WORKER or not config.worker_max_requests[0]:
         return 0
     n, jitter = config.worker_max_requests
     return n + random.randint(0, jitter)

@@ -1,10 +1,12 @@
-"""The main of a worker, the privileged agent, or a single process.
+"""The one process main: a worker, the privileged agent, the single process, ``pyngx -e``.
 
-In order (docs/architecture.md "Process main"): title, ``lifecycle.reset()``,
-``STATE``; the loop (created here, after the fork); timers and the IPC
-socket; ``init_worker_by_python``; ``tree.mark_ready``; HTTP for workers and
-single; then run until QUIT (graceful), TERM/INT (fast) or the master's death
-(graceful). Knows nothing of the master's bookkeeping: it reports readiness
+In order (docs/architecture.md "Process main"): title; the loop (created
+here, after the fork) and the process's `core.Runtime`, installed as
+``core.RT``; its timers and IPC socket (``Runtime.start``);
+``init_worker_by_python``; ``tree.mark_ready``; HTTP for workers and single;
+then run until QUIT (graceful), TERM/INT (fast) or the master's death
+(graceful). ``-e`` runs its code instead of serving, then waits for its
+timers. Knows nothing of the master's bookkeeping: it reports readiness
 with one write on the status pipe.
 """
 from __future__ import annotations
@@ -19,9 +21,8 @@ from typing import Any
 from pyngx import log
 from pyngx.proc import service
 from pyngx.proc.cycle import Cycle
-from pyngx.runtime import channel, lifecycle, phase, state, timers, tree, usercode, watchdog
+from pyngx.runtime import core, lifecycle, phase, state, tree, usercode, watchdog
 from pyngx.runtime import loop as loops
-from pyngx.runtime.state import STATE
 
 TITLES = {
     state.WORKER: "pyngx: worker process",
@@ -32,6 +33,7 @@ READY = struct.Struct("=ci")  # b"R", pid: one atomic pipe write (< PIPE_BUF)
 # b"E", pid, length, then that many bytes of text: init_worker_by_python raised (before b"R")
 INIT_ERROR = struct.Struct("=ciH")
 MAX_INIT_ERROR = 1024  # the record stays one atomic pipe write
+EXEC_SHUTDOWN_TIMEOUT = 30.0  # ``-e``: how long its last timers get at exit
 MASTER_CHECK = 1.0  # seconds between getppid() checks (PR_SET_PDEATHSIG is the fast path)
 
 
@@ -63,32 +65,28 @@ def set_title(title: str) -> None:
     setproctitle.setproctitle(title)
 
 
-def setup_state(cycle: Cycle, kind: str, worker_id: int | None, master_pid: int) -> None:
-    """Who this process is (read by the public API)."""
-    config = cycle.config
-    STATE.type = kind
-    STATE.worker_id = worker_id
-    STATE.worker_count = config.worker_processes if kind != state.SINGLE else 1
-    STATE.master_pid = master_pid
-    STATE.prefix = config.prefix
-    STATE.config = config
-    STATE.generation = cycle.generation
-    STATE.exiting = False
-    STATE.shdicts = cycle.zones
-    STATE.globals = cycle.globals
+def run(cycle: Cycle | None, kind: str, worker_id: int | None, *, master_pid: int, status_fd: int,
+        code: Any = None) -> int:
+    """Run a child, the single process or ``pyngx -e`` CODE to its end; returns the exit code.
 
-
-def run(cycle: Cycle, kind: str, worker_id: int | None, *, master_pid: int, status_fd: int) -> int:
-    """Run a child (or the single process) to its end; returns the exit code."""
-    set_title(TITLES[kind])
-    cycle = keep_sockets(cycle, worker_id if kind != state.AGENT else None)
-    usercode.pin_sources(cycle.sources)
-    lifecycle.reset()
-    setup_state(cycle, kind, worker_id, master_pid)
+    CYCLE is None only for ``-e`` (no config: `pyngx.proc.single.run_code`
+    made the process record, whose prefix, zones and namespace it keeps).
+    """
+    if cycle is not None:
+        set_title(TITLES[kind])
+        cycle = keep_sockets(cycle, worker_id if kind != state.AGENT else None)
+        usercode.pin_sources(cycle.sources)
     loop = loops.new_loop()
-    proc = Child(cycle, kind, loop, status_fd)
+    booted = core.RT
+    rt = core.Runtime(cycle, kind, loop, worker_id=worker_id, master_pid=master_pid,
+                      worker_count=cycle.config.worker_processes if cycle and kind != state.SINGLE else 1,
+                      prefix=None if cycle is not None else booted.prefix, exec_mode=cycle is None)
+    if cycle is None:
+        rt.generation, rt.shdicts, rt.globals = 1, booted.shdicts, booted.globals
+    core.install(rt)
+    proc = Child(rt, status_fd)
     try:
-        return loop.run_until_complete(proc.main())
+        return loop.run_until_complete(proc.main() if code is None else proc.exec(code))
     finally:
         _close_loop(loop)
 
@@ -117,18 +115,22 @@ def keep_sockets(cycle: Cycle, worker_id: int | None) -> Cycle:
 
 
 class Child:
-    """One running child: its stop request and the steps of its life."""
+    """One serving process's main: its stop request and the steps of its life."""
 
-    __slots__ = ("cycle", "kind", "loop", "status_fd", "stop", "http")
+    __slots__ = ("rt", "cycle", "kind", "loop", "status_fd", "stop", "http")
 
-    def __init__(self, cycle: Cycle, kind: str, loop: asyncio.AbstractEventLoop, status_fd: int) -> None:
-        self.cycle, self.kind, self.loop, self.status_fd = cycle, kind, loop, status_fd
-        self.stop: asyncio.Future[str] = loop.create_future()
+    def __init__(self, rt: core.Runtime, status_fd: int) -> None:
+        self.rt, self.cycle, self.kind, self.loop, self.status_fd = rt, rt.cycle, rt.kind, rt.loop, status_fd
+        self.stop: asyncio.Future[str] = self.loop.create_future()
         self.http: Any = None
 
     async def main(self) -> int:
         self._wire_signals()
-        setup_runtime(self.cycle)
+        http = self.cycle.config.http
+        if http is None:
+            self.rt.start(1024, 256)
+        else:
+            self.rt.start(http.max_pending_timers, http.max_running_timers)
         start_watchdog(self.cycle, self.kind, self.loop)
         error = await run_init_worker(self.cycle)
         if error:
@@ -143,19 +145,46 @@ class Child:
         how = await self.stop
         if how == "graceful":
             set_title(TITLES[self.kind] + " is shutting down")
-            await lifecycle.graceful(self.cycle.config.worker_shutdown_timeout)
+            await self.rt.exits.graceful(self.cycle.config.worker_shutdown_timeout)
         else:
-            lifecycle.final(False)
+            self.rt.exits.final(False)
         return 0
+
+    async def exec(self, chunk: Any) -> int:
+        """``pyngx -e``: run CHUNK, then every timer it started; 0, 1 when it raised, 130 on INT."""
+        task = asyncio.current_task()
+        assert task is not None
+        self.loop.add_signal_handler(signal.SIGINT, task.cancel)
+        self.rt.start(1024, 256)
+        engine = self.rt.timers
+        assert engine is not None
+        status = 0
+        try:
+            try:
+                await usercode.run_module_async(chunk, self.rt.globals, phase.EXEC)
+            except phase.Exit:  # ngx.exit(): the code ends there; its timers still run
+                pass
+            await engine.wait_idle()
+        except asyncio.CancelledError:
+            self.rt.exits.final(False)
+            return 130
+        except SystemExit as exc:
+            status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except BaseException as exc:  # noqa: BLE001 - the user's code: report it, exit 1
+            log.stderr(usercode.format_exception(exc).rstrip())
+            status = 1
+            await engine.wait_idle()
+        await self.rt.exits.graceful(EXEC_SHUTDOWN_TIMEOUT)
+        return status
 
     def request_stop(self, how: str) -> None:
         if not self.stop.done():
-            if self.kind != state.SINGLE and os.getppid() != STATE.master_pid:
-                log.warn(f"master process {STATE.master_pid} is gone, exiting")  # PR_SET_PDEATHSIG
+            if self.kind != state.SINGLE and os.getppid() != self.rt.master_pid:
+                log.warn(f"master process {self.rt.master_pid} is gone, exiting")  # PR_SET_PDEATHSIG
             self.stop.set_result(how)
         elif how == "fast" and self.stop.result() == "graceful":
             # a second, fast request while shutting down gracefully: give up waiting
-            lifecycle.final(False)
+            self.rt.exits.final(False)
             os._exit(0)
 
     def _on_stop_signal(self, signo: signal.Signals, how: str) -> None:
@@ -191,7 +220,7 @@ class Child:
 
     def _watch_master(self) -> None:
         """Exit gracefully when the master disappears (a killed master leaves no orphans)."""
-        master = STATE.master_pid
+        master = self.rt.master_pid
 
         def check() -> None:
             if os.getppid() != master:
@@ -202,21 +231,6 @@ class Child:
         self.loop.call_later(MASTER_CHECK, check)
 
 
-def setup_runtime(cycle: Cycle) -> None:
-    """Timers and the IPC socket of a child, with the config's timer limits."""
-    http = cycle.config.http
-    if http is None:
-        setup_runtime_limits(1024, 256)
-    else:
-        setup_runtime_limits(http.max_pending_timers, http.max_running_timers)
-
-
-def setup_runtime_limits(max_pending: int, max_running: int) -> None:
-    """``timers.setup`` and ``channel.setup``."""
-    timers.setup(max_pending, max_running)
-    channel.setup()
-
-
 def start_watchdog(cycle: Cycle, kind: str, loop: asyncio.AbstractEventLoop) -> None:
     """The event loop watchdog (worker_stall_warn, worker_stall_timeout), unless both are off."""
     config = cycle.config
@@ -225,7 +239,7 @@ def start_watchdog(cycle: Cycle, kind: str, loop: asyncio.AbstractEventLoop) -> 
         return
     dog = watchdog.Watchdog(loop, config.worker_stall_warn, timeout, watchdog.blocks_of(config), kind)
     dog.start()
-    lifecycle.on_final(dog.stop)
+    core.RT.exits.on_final(dog.stop)
 
 
 def start_cluster(cycle: Cycle, kind: str) -> None:
@@ -235,7 +249,7 @@ def start_cluster(cycle: Cycle, kind: str) -> None:
         return  # nothing of the cluster is imported
     from pyngx.runtime import cluster
 
-    reader = kind == state.AGENT or (STATE.worker_id == 0 and not cycle.want_agent)
+    reader = kind == state.AGENT or (core.RT.worker_id == 0 and not cycle.want_agent)
     try:
         cluster.start(http.cluster, reader)
     except Exception as exc:  # noqa: BLE001 - the node serves on without the cluster
@@ -251,7 +265,7 @@ async def run_init_worker(cycle: Cycle) -> bytes:
     http = cycle.config.http
     if http is not None and http.exit_worker is not None:
         chunk = http.exit_worker
-        lifecycle.on_begin(lambda: run_exit_worker(chunk, cycle.globals), order=lifecycle.EXIT_WORKER)
+        core.RT.exits.on_begin(lambda: run_exit_worker(chunk, cycle.globals), order=lifecycle.EXIT_WORKER)
     if http is None or http.init_worker is None:
         return b""
     try:

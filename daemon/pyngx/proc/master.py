@@ -22,8 +22,7 @@ from pyngx.proc import boot, pidfile, service, single, spawn, stalls
 from pyngx.proc import cycle as cycles
 from pyngx.proc.child import parse_status
 from pyngx.proc.cycle import Cycle, CycleError
-from pyngx.runtime import state, tree
-from pyngx.runtime.state import STATE
+from pyngx.runtime import core, state, tree
 
 # What each signal asks of the master; the loop acts in ORDER, whatever the arrival order.
 SIGNALS = {
@@ -350,7 +349,9 @@ class Master:
 
     @staticmethod
     def restore_globals(cyc: Cycle) -> None:
-        STATE.config, STATE.generation, STATE.shdicts, STATE.globals = cyc.config, cyc.generation, cyc.zones, cyc.globals
+        core.install(core.Process(state.MASTER, worker_count=cyc.config.worker_processes, master_pid=os.getpid(),
+                                  prefix=cyc.config.prefix, config=cyc.config, generation=cyc.generation,
+                                  shdicts=cyc.zones, globals=cyc.globals))
 
     def retire_old(self) -> None:
         """QUIT the old generation's children; kill them if they outlive their bound."""
@@ -447,7 +448,7 @@ class Master:
 
         The one reference is swapped; what lives outside this process follows it: the
         error log the master writes to, the pid file, the owner of the log files, the
-        tree's current generation and the master's STATE.
+        tree's current generation and the master's record (`core.RT`).
         """
         self.cycle = new
         if new.config.error_log != old.config.error_log:

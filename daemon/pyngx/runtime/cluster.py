@@ -28,7 +28,7 @@ import msgpack
 
 from pyngx import log
 from pyngx.errors import Error
-from pyngx.runtime import lifecycle, state
+from pyngx.runtime import core, lifecycle
 
 if TYPE_CHECKING:
     from pyngx.conf.model import ClusterConf
@@ -249,11 +249,11 @@ def current(conf: ClusterConf | None = None, reader_candidate: bool = False) -> 
     if _member is not None and not _member.closed:  # made in this process: the master never makes one
         return _member
     if conf is None:
-        config = state.STATE.config
+        config = core.RT.config
         conf = config.http.cluster if config is not None and config.http is not None else None
     if conf is None:
         raise Error("cluster not configured (python_cluster)")
-    _member = Member(conf, state.STATE.prefix, reader_candidate)
+    _member = Member(conf, core.RT.prefix, reader_candidate)
     return _member
 
 

@@ -22,8 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyngx import log
 from pyngx.errors import IPCError
-from pyngx.runtime import phase, tree
-from pyngx.runtime.state import STATE
+from pyngx.runtime import core, phase, tree
 
 if TYPE_CHECKING:
     from pyngx.runtime.channel import Channel
@@ -303,7 +302,7 @@ def known(pid: int) -> bool:
 def live_current(pid: int) -> bool:
     """PID is listed, of the current generation, and this process is not exiting."""
     table = tree.TREE
-    if STATE.exiting or table is None:
+    if core.RT.exiting or table is None:
         return False
     return any(peer.pid == pid for peer in table.peers(current=True))
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from pyngx import log
 from pyngx.errors import Error
-from pyngx.runtime import lifecycle, state
+from pyngx.runtime import core, lifecycle
 
 _Item = tuple["asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
@@ -164,7 +164,7 @@ class Pools:
     def _setup(self) -> None:
         self.pid = os.getpid()
         self.pools = {}
-        config = state.STATE.config
+        config = core.RT.config
         specs = config.thread_pools if config is not None else ()
         self.specs = {s.name: (s.threads, s.max_queue) for s in specs}
         self.specs.setdefault("default", (32, 65536))

@@ -485,34 +485,17 @@ class Engine:
         }
 
 
-ENGINE: Engine | None = None
-
-
-def setup(max_pending: int, max_running: int, loop: asyncio.AbstractEventLoop | None = None) -> Engine:
-    """Start this process's timers on LOOP (default: the current loop) and hook the exit."""
-    global ENGINE
-    if ENGINE is not None:
-        ENGINE.final(False)
-    engine = Engine(loop or asyncio.get_event_loop(), max_pending, max_running)
-    ENGINE = engine
-    lifecycle.on_begin(engine.fire_premature, order=lifecycle.TIMERS)
-    lifecycle.on_wait(engine.wait_running)
-    lifecycle.on_final(engine.final)
+def start(rt: Any, max_pending: int, max_running: int) -> Engine:
+    """The timers of runtime RT (a `core.Runtime`), on its loop, stopped by its exit hooks."""
+    engine = Engine(rt.loop, max_pending, max_running)
+    rt.exits.on_begin(engine.fire_premature, order=lifecycle.TIMERS)
+    rt.exits.on_wait(engine.wait_running)
+    rt.exits.on_final(engine.final)
     return engine
 
 
-def engine() -> Engine | None:
-    return ENGINE
-
-
-async def wait_idle() -> None:
-    """Return when no timer is pending or running (``pyngx -e`` exits then)."""
-    if ENGINE is not None:
-        await ENGINE.wait_idle()
-
-
-def statistics() -> dict[str, Any]:
+def statistics(engine: Engine | None) -> dict[str, Any]:
     """Counters for the status endpoint."""
-    if ENGINE is None:
+    if engine is None:
         return {"pending": 0, "running": 0}
-    return ENGINE.statistics()
+    return engine.statistics()
