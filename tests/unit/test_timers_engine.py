@@ -69,6 +69,15 @@ def statistics() -> dict[str, Any]:
     return timers.statistics(core.RT.timers)
 
 
+async def until(pred: Callable[[], Any], timeout: float = 5.0) -> None:
+    """Let the loop run until PRED() holds: a deadline, not a margin that a loaded machine can miss."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not pred():
+        assert loop.time() < end, "the condition did not hold in time"
+        await asyncio.sleep(0.001)
+
+
 def test_at_zero_runs_next_turn_with_args_and_timer_phase(run: Callable[..., Any]) -> None:
     seen: list[Any] = []
 
@@ -119,16 +128,20 @@ def test_async_callback_counts_as_running_while_it_awaits(run: Callable[..., Any
 
     async def job(premature: bool) -> None:
         seen.append(("in", ngx.timer.running_count(), phase.current()))
-        await ngx.sleep(0.02)
+        await release
         seen.append("out")
 
     async def main() -> None:
+        nonlocal release
+        release = asyncio.get_running_loop().create_future()
         ngx.timer.at(0, job)
-        await asyncio.sleep(0.01)
+        await until(lambda: seen)
         assert ngx.timer.running_count() == 1 and ngx.timer.pending_count() == 0
+        release.set_result(None)
         await wait_idle()
         assert ngx.timer.running_count() == 0
 
+    release: asyncio.Future[None]
     run(main)
     assert seen == [("in", 1, phase.TIMER), "out"]
 
@@ -216,7 +229,7 @@ def test_every_keeps_a_fixed_grid(run: Callable[..., Any]) -> None:
 
     def job(premature: bool) -> None:
         stamps.append(asyncio.get_running_loop().time() - start[0])
-        dues.append(holder[0]._due)  # the next due time, already planned
+        dues.append(holder[0].due)  # the next due time, already planned
         time.sleep(0.008)  # a run that takes time must not push the grid
 
     start = [0.0]
@@ -224,7 +237,7 @@ def test_every_keeps_a_fixed_grid(run: Callable[..., Any]) -> None:
     async def main() -> None:
         start[0] = asyncio.get_running_loop().time()
         holder.append(ngx.timer.every(0.02, job))
-        await asyncio.sleep(0.15)
+        await until(lambda: len(stamps) >= 4)
         assert holder[0].cancel() is True
         assert ngx.timer.pending_count() == 0
 
@@ -250,14 +263,13 @@ def test_every_never_overlaps_itself(run: Callable[..., Any]) -> None:
 
     async def main() -> dict[str, Any]:
         t = ngx.timer.every(0.02, slow)
-        await asyncio.sleep(0.2)
+        await until(lambda: runs[0] >= 3)
         t.cancel()
         await wait_idle()
         return statistics()
 
     stats = run(main)
-    assert not overlap[0]
-    assert 2 <= runs[0] <= 5
+    assert not overlap[0] and runs[0] == 3
     assert stats["skipped_overlap"] >= 2
 
 
@@ -433,7 +445,7 @@ def test_graceful_exit_waits_for_running_and_runs_a_running_every_once_more(run:
 
     async def main() -> None:
         ngx.timer.every(0.01, job)
-        await asyncio.sleep(0.015)  # the first run is going
+        await until(lambda: seen)  # the first run is going
         await lifecycle.graceful(5)
 
     run(main)
@@ -451,7 +463,7 @@ def test_shutdown_timeout_cancels_a_stuck_callback(run: Callable[..., Any], errl
 
     async def main() -> dict[str, Any]:
         ngx.timer.at(0, stuck)
-        await asyncio.sleep(0.01)
+        await until(lambda: ngx.timer.running_count() == 1)
         t0 = time.monotonic()
         await lifecycle.graceful(0.1)
         assert time.monotonic() - t0 < 2
@@ -489,7 +501,8 @@ def test_waiting_timers_run_at_exit_without_waiting_for_a_slot(run: Callable[...
         for i in range(4):
             ngx.timer.at(0, job, i)
         ngx.timer.at(50, job, 9)
-        await asyncio.sleep(0.005)  # 0 and 1 run, 2 and 3 wait for a slot
+        await until(lambda: statistics()["waiting_for_slot"] == 2)  # 0 and 1 run, 2 and 3 wait for a slot
+        assert ngx.timer.running_count() == 2
         await lifecycle.graceful(5)
 
     run(main, max_running=2)
@@ -558,10 +571,10 @@ def test_unique_in_one_process_runs_one_of_two_timers(run: Callable[..., Any]) -
     async def main() -> None:
         a = ngx.timer.every(0.01, lambda p: runs.append("a"), unique="same")
         ngx.timer.every(0.01, lambda p: runs.append("b"), unique="same")
-        await asyncio.sleep(0.05)
+        await until(lambda: len(runs) >= 3)
         assert set(runs) == {"a"}
         a.cancel()  # the holder goes: the other takes over
-        await asyncio.sleep(0.05)
+        await until(lambda: runs[-1] == "b")
 
     run(main)
     assert runs[-1] == "b"
