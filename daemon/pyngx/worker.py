@@ -16,11 +16,10 @@ def pid() -> int:
 
 def pids() -> list[int]:
     """The pids of this generation's workers, in worker id order (this process alone in single mode)."""
-    from pyngx.runtime import tree
-
-    if tree.TREE is None:
+    table = core.RT.tree
+    if table is None:
         return [os.getpid()]
-    peers = [p for p in tree.TREE.peers() if p.kind in ("worker", "single")]
+    peers = [p for p in table.peers() if p.kind in ("worker", "single")]
     return [p.pid for p in sorted(peers, key=lambda p: (p.worker_id is None, p.worker_id or 0, p.pid))]
 
 

@@ -13,21 +13,19 @@ import pytest
 import support
 from pyngx import ipc
 from pyngx.errors import IPCError, WrongContextError
-from pyngx.runtime import channel, phase, state, tree
+from pyngx.runtime import channel, core, phase, state, tree
 from pyngx.runtime import loop as loops
 
 
 @pytest.fixture
 def single() -> Iterator[asyncio.AbstractEventLoop]:
     """This test process as a single process with its own channel."""
-    saved_tree = tree.TREE
     table = tree.Tree()
-    tree.TREE = table
     table.set_generation(1, os.getpid())
     table.add(os.getpid(), state.SINGLE, 0, 1)
     table.mark_ready(os.getpid())
     loop = loops.new_loop()
-    with support.as_runtime(loop, state.SINGLE, master_pid=os.getpid()) as rt:
+    with support.as_runtime(loop, state.SINGLE, master_pid=os.getpid(), tree=table) as rt:
         loop.run_until_complete(_setup(rt))
         try:
             yield loop
@@ -36,7 +34,6 @@ def single() -> Iterator[asyncio.AbstractEventLoop]:
             loop.close()
             asyncio.set_event_loop(None)
             channel._user.clear()
-            tree.TREE = saved_tree
 
 
 async def _setup(rt: Any) -> None:
@@ -190,7 +187,7 @@ def test_a_process_that_is_not_listening_yet_gets_its_alerts(single: asyncio.Abs
             os._exit(code)
     os.close(w)
     try:
-        tree.TREE.add(pid, state.WORKER, 1, 1)  # type: ignore[union-attr]
+        core.RT.tree.add(pid, state.WORKER, 1, 1)  # type: ignore[union-attr]
 
         async def main() -> None:
             ipc.send(pid, "late", b"first")  # queued: nobody listens there yet

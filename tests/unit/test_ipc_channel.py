@@ -32,9 +32,7 @@ Init = Callable[[int], None]
 def run_tree(n: int, body: Body, init: Init | None = None, *, timeout: float = 30.0,
              extra_pids: tuple[int, ...] = ()) -> list[Any]:
     """Fork N processes with a channel each; returns what BODY(i, pids) returned in each."""
-    saved = tree.TREE
     table = tree.Tree()
-    tree.TREE = table
     table.set_generation(1, os.getpid())
     for pid in extra_pids:
         table.add(pid, state.WORKER, 99, 1)
@@ -56,7 +54,6 @@ def run_tree(n: int, body: Body, init: Init | None = None, *, timeout: float = 3
         for r in reads:
             os.close(r)
         _reap(pids)
-        tree.TREE = saved
     results = []
     for kind, value in outs:
         assert kind == "ok", value
@@ -99,7 +96,7 @@ def _child(i: int, n: int, table: tree.Tree, body: Body, init: Init | None, w: i
            timeout: float) -> None:  # pragma: no cover - runs in the child
     try:
         loop = loops.new_loop()
-        rt = core.Runtime(None, state.WORKER, loop, master_pid=os.getppid())
+        rt = core.Runtime(None, state.WORKER, loop, master_pid=os.getppid(), table=table)
         core.install(rt)
 
         async def main() -> Any:
@@ -368,16 +365,11 @@ def test_internal_alerts_never_reach_user_handlers() -> None:
 
 
 def test_a_drop_is_a_warning_only_for_a_live_peer_of_the_current_generation() -> None:
-    saved_tree = tree.TREE
     table = tree.Tree()
-    tree.TREE = table
-    try:
-        with support.as_runtime() as rt:
-            table.set_generation(2, os.getpid())
-            table.add(1001, state.WORKER, 0, 1)  # an old worker, leaving after a reload
-            table.add(1002, state.WORKER, 0, 2)
-            assert [ipcconn.live_current(pid) for pid in (1001, 1002, 1003)] == [False, True, False]
-            rt.exiting = True  # this process is leaving too: every drop is expected
-            assert not ipcconn.live_current(1002)
-    finally:
-        tree.TREE = saved_tree
+    with support.as_runtime(tree=table) as rt:
+        table.set_generation(2, os.getpid())
+        table.add(1001, state.WORKER, 0, 1)  # an old worker, leaving after a reload
+        table.add(1002, state.WORKER, 0, 2)
+        assert [ipcconn.live_current(pid) for pid in (1001, 1002, 1003)] == [False, True, False]
+        rt.exiting = True  # this process is leaving too: every drop is expected
+        assert not ipcconn.live_current(1002)

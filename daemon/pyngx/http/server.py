@@ -29,7 +29,7 @@ from pyngx.http.accesslog import AccessLog
 from pyngx.http.protocol import HttpProtocol
 from pyngx.http.replies import SERVER
 from pyngx.http.route import Vhosts, build
-from pyngx.runtime import core, lifecycle, phase, state, tree
+from pyngx.runtime import core, lifecycle, phase, state
 
 if TYPE_CHECKING:
     from pyngx.http.exchange import Exchange
@@ -154,8 +154,9 @@ class HttpServer:
 
     def publish(self) -> None:
         """Copy the counters into this process's row of the process table (status totals)."""
-        if tree.TREE is not None:
-            tree.TREE.publish_http(self.counter_row())
+        table = core.RT.tree
+        if table is not None:
+            table.publish_http(self.counter_row())
 
     def counter_row(self) -> list[int]:
         """The counters in ``tree.HTTP_FIELDS`` order."""

@@ -42,8 +42,8 @@ def collect(server: HttpServer) -> dict[str, Any]:
         "master_rss": rss(core.RT.master_pid) if core.RT.master_pid else None,
         "http": server.statistics(),
     }
-    if tree.TREE is not None:
-        out["http_all"] = tree.TREE.http_totals(own=server.counter_row())
+    if core.RT.tree is not None:
+        out["http_all"] = core.RT.tree.http_totals(own=server.counter_row())
     out["timers"] = _plain(timers.statistics(core.RT.timers))
     for name, module in _PARTS:
         stats = _module_stats(module)
@@ -57,7 +57,7 @@ def collect(server: HttpServer) -> dict[str, Any]:
 
 def _processes() -> list[dict[str, Any]]:
     """Every listed process; a worker's entry has its HTTP counters as last published."""
-    table = tree.TREE
+    table = core.RT.tree
     if table is None:
         return []
     rows = table.http_rows()

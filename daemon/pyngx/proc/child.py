@@ -66,10 +66,10 @@ def set_title(title: str) -> None:
 
 
 def run(cycle: Cycle | None, kind: str, worker_id: int | None, *, master_pid: int, status_fd: int,
-        code: Any = None) -> int:
+        table: tree.Tree, code: Any = None) -> int:
     """Run a child, the single process or ``pyngx -e`` CODE to its end; returns the exit code.
 
-    CYCLE is None only for ``-e`` (no config: `pyngx.proc.single.run_code`
+    TABLE is the process table. CYCLE is None only for ``-e`` (no config: `pyngx.proc.single.run_code`
     made the process record, whose prefix, zones and namespace it keeps).
     """
     if cycle is not None:
@@ -80,7 +80,8 @@ def run(cycle: Cycle | None, kind: str, worker_id: int | None, *, master_pid: in
     booted = core.RT
     rt = core.Runtime(cycle, kind, loop, worker_id=worker_id, master_pid=master_pid,
                       worker_count=cycle.config.worker_processes if cycle and kind != state.SINGLE else 1,
-                      prefix=None if cycle is not None else booted.prefix, exec_mode=cycle is None)
+                      prefix=None if cycle is not None else booted.prefix, exec_mode=cycle is None,
+                      table=table)
     if cycle is None:
         rt.generation, rt.shdicts, rt.globals = 1, booted.shdicts, booted.globals
     core.install(rt)
@@ -136,7 +137,9 @@ class Child:
         if error:
             self._report(INIT_ERROR.pack(b"E", os.getpid(), len(error)) + error)
         start_cluster(self.cycle, self.kind)
-        tree.current().mark_ready(os.getpid())
+        table = self.rt.tree
+        assert table is not None
+        table.mark_ready(os.getpid())
         if self.kind in (state.WORKER, state.SINGLE) and not self.stop.done():
             self.http = await start_http(self.cycle)
         self._report_ready()

@@ -189,7 +189,7 @@ class Master:
         mine = {id(s) for s in cycle.all_sockets()}
         stale = [s.fileno() for old in self.old_cycles for s in old.all_sockets() if id(s) not in mine]
         try:
-            pid = spawn.fork(cycle, kind, worker_id, master_pid=self.pid, status_fd=self.status_w,
+            pid = spawn.fork(cycle, kind, worker_id, master_pid=self.pid, status_fd=self.status_w, table=self.tree,
                              close_fds=[self.wake_r, self.wake_w, self.status_r, *stale], creds=self.creds)
         except OSError as exc:
             log.alert(f'fork() failed while spawning "{kind} process" ({exc.errno}: {exc.strerror})')
@@ -270,7 +270,7 @@ class Master:
         if self.pending is not None and now >= self.pending.deadline:
             self.generation_settled(False, f"new worker processes not ready after {READY_TIMEOUT:g}s")
         if now >= self.stall_check_at:
-            stalls.replace(self.children, self.stalled, self.cycle.config.worker_stall_timeout)
+            stalls.replace(self.tree, self.children, self.stalled, self.cycle.config.worker_stall_timeout)
             self.stall_check_at = now + stalls.interval(self.cycle.config.worker_stall_timeout)
         if self.kill_at is not None and now >= self.kill_at:
             self.kill_at = None

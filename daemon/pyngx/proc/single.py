@@ -30,11 +30,11 @@ def serve(config: Config, argv: list[str], conf_path: str, prefix: str, extra: l
     if started is None:
         return 1
     cycle, _, pid = started
-    tree.single_process()
+    table = tree.single_process()
     log.notice(f"pyngx single process {pid} started")
     boot.announce(config, pid)
     try:
-        code = child.run(cycle, state.SINGLE, 0, master_pid=pid, status_fd=-1)
+        code = child.run(cycle, state.SINGLE, 0, master_pid=pid, status_fd=-1, table=table)
     finally:
         cycles.save_persisted(cycle)
         cycle.close_sockets()
@@ -62,8 +62,8 @@ def run_code(code: str, shdicts: list[tuple[str, int]], prefix: str) -> int:
         log.stderr(f"pyngx: [emerg] {err}")
         return 1
     core.install(record)
-    tree.single_process()
-    return child.run(None, state.SINGLE, 0, master_pid=record.master_pid or 0, status_fd=-1, code=chunk)
+    return child.run(None, state.SINGLE, 0, master_pid=record.master_pid or 0, status_fd=-1,
+                     table=tree.single_process(), code=chunk)
 
 
 def _exec_zones(shdicts: list[tuple[str, int]]) -> dict[str, Zone]:

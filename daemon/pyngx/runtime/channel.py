@@ -83,8 +83,9 @@ _on_lost: list[Callable[[int], None]] = []  # called with a pid when its last co
 class Channel:
     """This process's socket, its connections and its counters."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, master_pid: int) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, master_pid: int, table: tree.Tree | None) -> None:
         self.loop, self.master, self.pid = loop, master_pid, os.getpid()
+        self.table = table  # the process table: whom a broadcast reaches
         self.conns: dict[int, Conn] = {}  # the connection used to send to a pid
         self.every: set[Conn] = set()
         self.parked: set[socket.socket] = set()
@@ -162,7 +163,7 @@ class Channel:
 
     def targets(self, current: bool) -> list[int]:
         """Pids a broadcast goes to: ready peers and this process."""
-        table = tree.TREE
+        table = self.table
         if table is None:
             return [self.pid]
         version = table.version()
@@ -369,7 +370,7 @@ class Channel:
 
 def start(rt: Any) -> Channel:
     """Bind the socket of runtime RT (a `core.Runtime`); its exit hooks close it."""
-    chan = Channel(rt.loop, rt.master_pid or os.getpid())
+    chan = Channel(rt.loop, rt.master_pid or os.getpid(), rt.tree)
     rt.exits.on_wait(chan.wait_idle)
     rt.exits.on_final(chan.close)
     return chan

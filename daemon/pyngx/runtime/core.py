@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from pyngx.runtime.channel import Channel
     from pyngx.runtime.eventbus import Bus
     from pyngx.runtime.timers import Engine
+    from pyngx.runtime.tree import Tree
 
 
 class Process:
@@ -47,6 +48,7 @@ class Process:
     timers: Engine | None = None
     channel: Channel | None = None
     bus: Bus | None = None
+    tree: Tree | None = None
 
     __slots__ = ("kind", "worker_id", "worker_count", "master_pid", "prefix", "config", "generation",
                  "shdicts", "globals", "want_agent", "exiting", "exec_mode", "exits")
@@ -77,7 +79,7 @@ class Process:
 class Runtime(Process):
     """A serving process (worker, agent, single, ``-e``): a `Process` and the parts it owns."""
 
-    __slots__ = ("cycle", "loop", "timers", "channel", "bus")
+    __slots__ = ("cycle", "loop", "tree", "timers", "channel", "bus")
 
     # (name, what it starts): the order `start` follows; the exit hooks' orders
     # (`lifecycle`) stop them the other way round
@@ -85,7 +87,7 @@ class Runtime(Process):
 
     def __init__(self, cycle: Any, kind: str, loop: asyncio.AbstractEventLoop, *, worker_id: int | None = None,
                  worker_count: int = 1, master_pid: int | None = None, prefix: str | None = None,
-                 exec_mode: bool = False) -> None:
+                 exec_mode: bool = False, table: Tree | None = None) -> None:
         config = cycle.config if cycle is not None else None
         super().__init__(kind, worker_id=worker_id, worker_count=worker_count, master_pid=master_pid,
                          prefix=prefix if prefix is not None else (config.prefix if config is not None else None),
@@ -94,6 +96,7 @@ class Runtime(Process):
                          globals=cycle.globals if cycle is not None else None, exec_mode=exec_mode)
         self.cycle = cycle  # the generation (`pyngx.proc.cycle.Cycle`), None for ``-e``
         self.loop: asyncio.AbstractEventLoop = loop
+        self.tree = table  # the process table the master (or the single process) made
         self.timers: Engine | None = None
         self.channel: Channel | None = None
         self.bus: Bus | None = None

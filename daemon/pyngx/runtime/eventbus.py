@@ -15,7 +15,7 @@ from typing import Any
 
 from pyngx import log
 from pyngx.errors import Error
-from pyngx.runtime import channel, core, lifecycle, tree
+from pyngx.runtime import channel, core, lifecycle
 from pyngx.runtime.eventlog import SOURCE, WAKE, Bus, Settings
 
 __all__ = ["SOURCE", "Bus", "Settings", "Registry", "registry", "current", "configure", "statistics"]
@@ -147,9 +147,10 @@ def statistics() -> dict[str, Any]:
 
 def _tree_peers() -> list[int]:
     """Every live worker and agent, old generations included (they still read)."""
-    if tree.TREE is None:
+    table = core.RT.tree
+    if table is None:
         return [os.getpid()]
-    return [peer.pid for peer in tree.TREE.peers(current=False)]
+    return [peer.pid for peer in table.peers(current=False)]
 
 
 def _waker() -> Callable[[], None]:
