@@ -42,15 +42,16 @@ class Served:
         conf = HttpConf(servers=(ServerConf(listens=(Listen("127.0.0.1", self.port),), locations=locations),),
                         **http_kw)
         self.loop = uvloop.new_event_loop() if loop_kind == "uvloop" else asyncio.new_event_loop()
-        self.previous = core.install(core.Runtime(None, state.WORKER, self.loop))  # its exit hooks are ours
-        core.RT.globals = usercode.new_globals()
+        self.rt = core.Runtime(None, state.WORKER, self.loop)  # its exit hooks are ours
+        self.rt.globals = usercode.new_globals()
+        self.previous = core.install(self.rt)
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.server = self.call(self._start, conf)
         wait_until(lambda: self.server.listeners, 5, what="listening")
 
     async def _start(self, conf: HttpConf) -> http_server.HttpServer:
-        return http_server.start(conf, {("127.0.0.1", self.port): self.sock})
+        return http_server.start(self.rt, conf, {("127.0.0.1", self.port): self.sock})
 
     def call(self, fn: Any, *args: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(fn(*args), self.loop).result(10)

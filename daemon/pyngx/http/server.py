@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 TICK = 0.5  # seconds between sweeps (Date header, timeouts)
 DRAIN_GRACE = 1.0  # an idle keep-alive connection is closed this long after graceful exit begins
 
-_live: list[HttpServer] = []
 
 
 class HttpServer:
@@ -109,8 +108,9 @@ class HttpServer:
         self.publish()
         if self.access is not None:
             self.access.close()
-        if self in _live:
-            _live.remove(self)
+        servers = core.RT.servers
+        if self in servers:
+            servers.remove(self)
 
     # -- connections --
     def accepted(self) -> int:
@@ -203,26 +203,26 @@ def _max_requests() -> int:
     return n + random.randint(0, jitter)
 
 
-def start(http: HttpConf, sockets: Mapping[tuple[str, int], socket.socket]) -> HttpServer:
-    """Serve HTTP on SOCKETS (bound and listening, keyed by ``Listen.key``) in the running loop.
+def start(rt: core.Runtime, http: HttpConf, sockets: Mapping[tuple[str, int], socket.socket]) -> HttpServer:
+    """Serve HTTP on SOCKETS (bound and listening, keyed by ``Listen.key``) on runtime RT's loop.
 
-    Every location's handler is made here, once. Registers the graceful-exit hooks.
+    Every location's handler is made here, once. The server joins ``rt.servers``
+    and RT's exit hooks stop it.
     """
-    loop = asyncio.get_running_loop()
-    server = HttpServer(http, loop)
+    server = HttpServer(http, rt.loop)
     server.listen(sockets)
-    lifecycle.on_begin(server.stop_accepting, order=lifecycle.STOP_ACCEPTING)
-    lifecycle.on_wait(server.drain)
-    lifecycle.on_final(server.final)
+    rt.exits.on_begin(server.stop_accepting, order=lifecycle.STOP_ACCEPTING)
+    rt.exits.on_wait(server.drain)
+    rt.exits.on_final(server.final)
     log.on_reopen(reopen_logs)
     log.error_log.context = exchange.log_context  # ", client: ..., request: ..." in a request
-    _live.append(server)
+    rt.servers.append(server)
     return server
 
 
 def reopen_logs() -> None:
     """USR1: reopen the access log of every server in this process."""
-    for server in _live:
+    for server in core.RT.servers:
         if server.access is not None:
             server.access.reopen()
 
@@ -230,7 +230,7 @@ def reopen_logs() -> None:
 def statistics() -> dict[str, Any]:
     """Counters of the servers in this process (the status page reads them)."""
     out: dict[str, Any] = {}
-    for server in _live:
+    for server in core.RT.servers:
         for key, value in server.statistics().items():
             out[key] = value
     return out

@@ -12,13 +12,13 @@ with one write on the status pipe.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import os
 import signal
 import struct
 from typing import Any
 
 from pyngx import log
+from pyngx.http import server
 from pyngx.proc import service
 from pyngx.proc.cycle import Cycle
 from pyngx.runtime import core, lifecycle, phase, state, tree, usercode, watchdog
@@ -141,7 +141,7 @@ class Child:
         assert table is not None
         table.mark_ready(os.getpid())
         if self.kind in (state.WORKER, state.SINGLE) and not self.stop.done():
-            self.http = await start_http(self.cycle)
+            self.http = start_http(self.rt)
         self._report_ready()
         if self.kind != state.SINGLE:
             self._watch_master()
@@ -287,18 +287,9 @@ def run_exit_worker(chunk: Any, namespace: dict[str, Any]) -> None:
         log.exception("exit_worker_by_python error", exc)
 
 
-async def start_http(cycle: Cycle) -> Any:
-    """pyngx.http.server.start(http_conf, sockets) once that module is there."""
-    http = cycle.config.http
+def start_http(rt: core.Runtime) -> Any:
+    """The HTTP server of runtime RT on its generation's sockets (None without an http block)."""
+    http = rt.cycle.config.http
     if http is None:
         return None
-    try:
-        from pyngx.http import server
-        start = server.start
-    except (ImportError, AttributeError):
-        log.debug("no HTTP server yet; serving nothing")
-        return None
-    result = start(http, cycle.sockets)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
+    return server.start(rt, http, rt.cycle.sockets)

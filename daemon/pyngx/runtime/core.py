@@ -49,6 +49,7 @@ class Process:
     channel: Channel | None = None
     bus: Bus | None = None
     tree: Tree | None = None
+    servers: tuple[Any, ...] | list[Any] = ()  # `pyngx.http.server.HttpServer`s
 
     __slots__ = ("kind", "worker_id", "worker_count", "master_pid", "prefix", "config", "generation",
                  "shdicts", "globals", "want_agent", "exiting", "exec_mode", "exits")
@@ -79,7 +80,7 @@ class Process:
 class Runtime(Process):
     """A serving process (worker, agent, single, ``-e``): a `Process` and the parts it owns."""
 
-    __slots__ = ("cycle", "loop", "tree", "timers", "channel", "bus")
+    __slots__ = ("cycle", "loop", "tree", "timers", "channel", "bus", "servers")
 
     # (name, what it starts): the order `start` follows; the exit hooks' orders
     # (`lifecycle`) stop them the other way round
@@ -100,6 +101,7 @@ class Runtime(Process):
         self.timers: Engine | None = None
         self.channel: Channel | None = None
         self.bus: Bus | None = None
+        self.servers: list[Any] = []  # the HTTP servers `pyngx.http.server.start` made here
 
     def start(self, max_pending: int, max_running: int) -> None:
         """Make the parts every serving process has, in the order of ``STEPS``."""
