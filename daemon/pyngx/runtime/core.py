@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from pyngx.conf.model import Config
     from pyngx.runtime.channel import Channel
     from pyngx.runtime.eventbus import Bus
+    from pyngx.runtime.threads import Pools
     from pyngx.runtime.timers import Engine
     from pyngx.runtime.tree import Tree
 
@@ -50,6 +51,7 @@ class Process:
     bus: Bus | None = None
     tree: Tree | None = None
     servers: tuple[Any, ...] | list[Any] = ()  # `pyngx.http.server.HttpServer`s
+    pools: Pools | None = None
 
     __slots__ = ("kind", "worker_id", "worker_count", "master_pid", "prefix", "config", "generation",
                  "shdicts", "globals", "want_agent", "exiting", "exec_mode", "exits")
@@ -80,7 +82,7 @@ class Process:
 class Runtime(Process):
     """A serving process (worker, agent, single, ``-e``): a `Process` and the parts it owns."""
 
-    __slots__ = ("cycle", "loop", "tree", "timers", "channel", "bus", "servers")
+    __slots__ = ("cycle", "loop", "tree", "timers", "channel", "bus", "servers", "pools")
 
     # (name, what it starts): the order `start` follows; the exit hooks' orders
     # (`lifecycle`) stop them the other way round
@@ -102,6 +104,7 @@ class Runtime(Process):
         self.channel: Channel | None = None
         self.bus: Bus | None = None
         self.servers: list[Any] = []  # the HTTP servers `pyngx.http.server.start` made here
+        self.pools: Pools | None = None  # thread pools, made at the first ngx.run_worker_thread
 
     def start(self, max_pending: int, max_running: int) -> None:
         """Make the parts every serving process has, in the order of ``STEPS``."""
