@@ -75,7 +75,6 @@ ADOPT_WAIT = 2.0  # how long a fresh child may be missing from the table
 Handler = Callable[[Any], Any]
 InternalHandler = Callable[[int, Any], Any]
 
-_user: dict[bytes, Handler] = {}
 _internal: dict[bytes, InternalHandler] = {}
 _on_lost: list[Callable[[int], None]] = []  # called with a pid when its last connection closes
 
@@ -98,6 +97,9 @@ class Channel:
         self.cache: dict[bool, tuple[int, list[int]]] = {}
         self.sent = self.received = self.dropped = self.refused = 0
         self.closed = False
+        self.handlers: dict[bytes, Handler] = {}  # the user's, by alert name (``ipc.receive``)
+        # `ipcrequest`'s requests waiting for their reply: id -> (pid asked, its future)
+        self.asking: dict[int, tuple[int, asyncio.Future[Any]]] = {}
         self.bytes_in = self.bytes_out = 0
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
         try:
@@ -270,7 +272,7 @@ class Channel:
 
     def run_handler(self, name: bytes, data: str | bytes) -> bool:
         """Run the user's handler of NAME (in the caller's context); False when there is none."""
-        fn = _user.get(name)
+        fn = self.handlers.get(name)
         if fn is None:
             return False
         try:
@@ -397,11 +399,11 @@ def sender() -> int | None:
     return ipcconn.SENDER.get()
 
 
-def set_handler(name: bytes, fn: Handler | None) -> None:
+def set_handler(chan: Channel, name: bytes, fn: Handler | None) -> None:
     if fn is None:
-        _user.pop(name, None)
+        chan.handlers.pop(name, None)
     else:
-        _user[name] = fn
+        chan.handlers[name] = fn
 
 
 def send_internal(pid: int, name: str, data: str | bytes) -> None:
