@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,16 +19,14 @@ except ImportError:  # pragma: no cover
     _shdict = None  # type: ignore[assignment]
 
 
-_generations = itertools.count(1000)
-
 
 @pytest.fixture(autouse=True)
 def fresh_registry() -> Iterator[None]:
     record = core.RT
-    saved = record.generation
-    record.generation = next(_generations)  # a fresh handler registry
+    saved = record.events
+    record.events = None  # a fresh handler registry
     yield
-    record.generation = saved
+    record.events = saved
 
 
 @pytest.fixture
@@ -37,7 +34,7 @@ def zones() -> Iterator[dict[str, Any]]:
     if _shdict is None or not hasattr(_shdict, "create"):
         pytest.skip("shared dict zones are not there yet")
     zone = _shdict.create("ev", 1 << 20)
-    with support.as_runtime(shdicts={"ev": zone}, generation=core.RT.generation) as rt:
+    with support.as_runtime(shdicts={"ev": zone}) as rt:
         yield rt.shdicts
         bus = eventbus.current()
         if bus is not None:

@@ -58,6 +58,7 @@ class Cycle:
     per_worker: dict[tuple[str, int], list[socket.socket]] = field(default_factory=dict)
     zones: dict[str, Zone] = field(default_factory=dict)
     globals: dict[str, Any] = field(default_factory=dict)
+    events: Any = None  # the event handlers init_by_python registered (`eventbus.Registry`)
     want_agent: bool = False
     creds: Credentials | None = None  # whom its workers run as (``user``, when the master is root)
     # the config files and the modules init_by_python imported, as this generation read them
@@ -126,7 +127,7 @@ def build(config: Config, old: Cycle | None = None, *, generation: int = 1, bind
     zones: dict[str, Zone] = {}
     try:
         zones = make_zones(config, old)
-        namespace, want_agent = _run_init(config, generation, zones, purge=old is not None)
+        record = _run_init(config, generation, zones, purge=old is not None)
         sources = _sources(config)
         # the last step: open_sockets closes what it bound itself when it fails
         sockets, per_worker = open_sockets(config, old, inherited or {}) if bind else ({}, {})
@@ -135,7 +136,8 @@ def build(config: Config, old: Cycle | None = None, *, generation: int = 1, bind
         core.install(saved)
         _restore_modules(modules)
         raise
-    return Cycle(config, generation, sockets, per_worker, zones, namespace, want_agent, creds, sources)
+    return Cycle(config, generation, sockets, per_worker, zones, record.globals, record.events, record.want_agent,
+                 creds, sources)
 
 
 def check(config: Config) -> None:
@@ -216,9 +218,9 @@ def save_persisted(cycle: Cycle) -> None:
 
 # -- init_by_python --
 
-def _run_init(config: Config, generation: int, zones: dict[str, Zone], *, purge: bool
-              ) -> tuple[dict[str, Any], bool]:
-    """Run init_by_python in a fresh namespace; returns (the namespace, whether it wants the agent)."""
+def _run_init(config: Config, generation: int, zones: dict[str, Zone], *, purge: bool) -> core.Process:
+    """Run init_by_python in a fresh namespace; returns the record it ran with (its namespace,
+    its event handlers, whether it asked for the agent)."""
     http = config.http
     python_path = http.python_path if http is not None else ()
     usercode.install_path(python_path)
@@ -235,7 +237,7 @@ def _run_init(config: Config, generation: int, zones: dict[str, Zone], *, purge:
                           globals=namespace, exec_mode=live.exec_mode)
     core.install(record)
     if http is None or http.init is None:
-        return namespace, False
+        return record
     chunk = http.init
     try:
         usercode.run_module(chunk, namespace, phase.INIT)
@@ -243,7 +245,7 @@ def _run_init(config: Config, generation: int, zones: dict[str, Zone], *, purge:
         file, line = _user_location(exc, chunk.file, chunk.line)
         detail = usercode.format_exception(exc)
         raise CycleError(f"init_by_python error: {type(exc).__name__}: {exc}", file, line, detail) from None
-    return namespace, record.want_agent
+    return record
 
 
 def _sources(config: Config) -> dict[str, list[str]]:

@@ -352,6 +352,7 @@ class Master:
         core.install(core.Process(state.MASTER, worker_count=cyc.config.worker_processes, master_pid=os.getpid(),
                                   prefix=cyc.config.prefix, config=cyc.config, generation=cyc.generation,
                                   shdicts=cyc.zones, globals=cyc.globals))
+        core.RT.events = cyc.events
 
     def retire_old(self) -> None:
         """QUIT the old generation's children; kill them if they outlive their bound."""

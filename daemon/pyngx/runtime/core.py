@@ -54,7 +54,7 @@ class Process:
     pools: Pools | None = None
 
     __slots__ = ("kind", "worker_id", "worker_count", "master_pid", "prefix", "config", "generation",
-                 "shdicts", "globals", "want_agent", "exiting", "exec_mode", "exits")
+                 "shdicts", "globals", "events", "want_agent", "exiting", "exec_mode", "exits")
 
     def __init__(self, kind: str = state.SIGNALLER, *, worker_id: int | None = None, worker_count: int = 1,
                  master_pid: int | None = None, prefix: str | None = None, config: Config | None = None,
@@ -69,6 +69,8 @@ class Process:
         self.generation = generation
         self.shdicts: dict[str, Any] = shdicts if shdicts is not None else {}
         self.globals: dict[str, Any] = globals if globals is not None else {}
+        # the generation's event handlers (`eventbus.Registry`), made by the first events.register
+        self.events: Any = None
         self.want_agent = False  # set by process.enable_privileged_agent() during init_by_python
         self.exiting = False
         # ``pyngx -e``: ngx.say/print/flush outside a request go to stdout (as ``resty -e``)
@@ -98,6 +100,7 @@ class Runtime(Process):
                          shdicts=cycle.zones if cycle is not None else None,
                          globals=cycle.globals if cycle is not None else None, exec_mode=exec_mode)
         self.cycle = cycle  # the generation (`pyngx.proc.cycle.Cycle`), None for ``-e``
+        self.events = cycle.events if cycle is not None else None  # what init_by_python registered
         self.loop: asyncio.AbstractEventLoop = loop
         self.tree = table  # the process table the master (or the single process) made
         self.timers: Engine | None = None

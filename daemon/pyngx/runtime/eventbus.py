@@ -88,17 +88,13 @@ def _resolve(entry: Any) -> Callable[..., Any] | None:
 
 # -- this process --
 
-_registries: dict[int, Registry] = {}  # by generation: a reload's init_by_python starts afresh
-
-
 def registry() -> Registry:
-    """This generation's handlers."""
-    generation = core.RT.generation
-    found = _registries.get(generation)
+    """This generation's handlers: the current record's (init_by_python's pass on to the
+    workers through the generation, `pyngx.proc.cycle.Cycle.events`)."""
+    record = core.RT
+    found: Registry | None = record.events
     if found is None:
-        while len(_registries) >= 4:  # a refused reload may go back to the previous one
-            del _registries[min(_registries)]
-        found = _registries[generation] = Registry()
+        found = record.events = Registry()
     return found
 
 
