@@ -19,7 +19,6 @@ except ImportError:  # pragma: no cover
     _shdict = None  # type: ignore[assignment]
 
 
-
 @pytest.fixture(autouse=True)
 def fresh_registry() -> Iterator[None]:
     record = core.RT
