@@ -52,6 +52,7 @@ class Process:
     tree: Tree | None = None
     servers: tuple[Any, ...] | list[Any] = ()  # `pyngx.http.server.HttpServer`s
     pools: Pools | None = None
+    cluster: Any = None  # `pyngx.runtime.cluster.Member` (python_cluster)
 
     __slots__ = ("kind", "worker_id", "worker_count", "master_pid", "prefix", "config", "generation",
                  "shdicts", "globals", "events", "want_agent", "exiting", "exec_mode", "exits")
@@ -84,7 +85,7 @@ class Process:
 class Runtime(Process):
     """A serving process (worker, agent, single, ``-e``): a `Process` and the parts it owns."""
 
-    __slots__ = ("cycle", "loop", "tree", "timers", "channel", "bus", "servers", "pools")
+    __slots__ = ("cycle", "loop", "tree", "timers", "channel", "bus", "servers", "pools", "cluster")
 
     # (name, what it starts): the order `start` follows; the exit hooks' orders
     # (`lifecycle`) stop them the other way round
@@ -108,6 +109,7 @@ class Runtime(Process):
         self.bus: Bus | None = None
         self.servers: list[Any] = []  # the HTTP servers `pyngx.http.server.start` made here
         self.pools: Pools | None = None  # thread pools, made at the first ngx.run_worker_thread
+        self.cluster: Any = None  # its cluster member (python_cluster), made by cluster.current()
 
     def start(self, max_pending: int, max_running: int) -> None:
         """Make the parts every serving process has, in the order of ``STEPS``."""
