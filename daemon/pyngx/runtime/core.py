@@ -11,11 +11,13 @@ Every process has exactly one current record, ``RT``:
   for the generation it adopts (`pyngx.proc.master.Master.adopt`).
 - `Runtime(cycle, kind, loop)`: a `Process` that serves (a worker, the
   privileged agent, the single process, ``pyngx -e``). It also owns the
-  parts of the process: its exit hooks (`lifecycle.Exits`), its timers
-  engine and its IPC channel, made by `Runtime.start` in the order of
-  ``STEPS``; the events bus (``bus``) joins later, when ``events.configure``
-  runs. They stop in the reverse order through the exit hooks' orders
-  (`pyngx.runtime.lifecycle`).
+  parts of the process: the process table (``tree``), its timers engine and
+  its IPC channel, made by `Runtime.start` in the order of ``STEPS``; its
+  HTTP servers (``servers``, `pyngx.http.server.start`), its cluster member
+  (``cluster``); the events bus (``bus``) when ``events.configure`` runs,
+  the thread pools (``pools``) at the first ``ngx.run_worker_thread``. They
+  stop through the exit hooks every record owns (``exits``,
+  `lifecycle.Exits`), in the orders `pyngx.runtime.lifecycle` declares.
 
 The public modules read ``core.RT`` (one module attribute, then one slot)
 and nothing else of the process; the process main (`pyngx.proc.child`)
@@ -87,9 +89,10 @@ class Runtime(Process):
 
     __slots__ = ("cycle", "loop", "tree", "timers", "channel", "bus", "servers", "pools", "cluster")
 
-    # (name, what it starts): the order `start` follows; the exit hooks' orders
-    # (`lifecycle`) stop them the other way round
-    STEPS = ("exits", "timers", "channel")
+    # The parts `start` makes, in this order (the exit hooks, ``exits``, exist from the
+    # start); the exit hooks' orders (`lifecycle`) stop them. What starts later is in
+    # docs/architecture.md ("Who a process is").
+    STEPS = ("timers", "channel")
 
     def __init__(self, cycle: Any, kind: str, loop: asyncio.AbstractEventLoop, *, worker_id: int | None = None,
                  worker_count: int = 1, master_pid: int | None = None, prefix: str | None = None,
@@ -115,8 +118,10 @@ class Runtime(Process):
         """Make the parts every serving process has, in the order of ``STEPS``."""
         from pyngx.runtime import channel, timers
 
-        self.timers = timers.start(self, max_pending, max_running)
-        self.channel = channel.start(self)
+        makers = {"timers": lambda: timers.start(self, max_pending, max_running),
+                  "channel": lambda: channel.start(self)}
+        for name in self.STEPS:
+            setattr(self, name, makers[name]())
 
 
 RT: Process = Process()
