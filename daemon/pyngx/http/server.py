@@ -108,9 +108,9 @@ class HttpServer:
         self.publish()
         if self.access is not None:
             self.access.close()
-        servers = core.RT.servers
-        if self in servers:
-            servers.remove(self)
+        rt = core.RT
+        if isinstance(rt, core.Runtime) and self in rt.servers:
+            rt.servers.remove(self)
 
     # -- connections --
     def accepted(self) -> int:
