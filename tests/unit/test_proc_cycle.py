@@ -59,9 +59,11 @@ def test_init_error_points_at_the_config_line(tmp_path: Path) -> None:
 def test_failed_build_changes_nothing(tmp_path: Path) -> None:
     port = free_port()
     good = cycles.build(make_config(tmp_path, "v = 1", (port,)))
+    live = core.RT
     try:
         with pytest.raises(cycles.CycleError):
             cycles.build(make_config(tmp_path, "v = 2\n1/0", (port,)), good, generation=2)
+        assert core.RT is live  # the one record put back, not fields restored one by one
         assert core.RT.globals is good.globals and core.RT.generation == 1
         assert good.sockets[("127.0.0.1", port)].fileno() >= 0
     finally:
