@@ -2,9 +2,9 @@
 
 In order (docs/architecture.md "Process main"): title; the loop (created
 here, after the fork) and the process's `core.Runtime`, installed as
-``core.RT``; its timers and IPC socket (``Runtime.start``);
-``init_worker_by_python``; ``tree.mark_ready``; HTTP for workers and single;
-then run until QUIT (graceful), TERM/INT (fast) or the master's death
+``core.RT``; then the steps of ``START``: its timers and IPC socket
+(``Runtime.start``), the watchdog, ``init_worker_by_python``, the cluster,
+ready in the process table, HTTP for workers and single; then run until QUIT (graceful), TERM/INT (fast) or the master's death
 (graceful). ``-e`` runs its code instead of serving, then waits for its
 timers. Knows nothing of the master's bookkeeping: it reports readiness
 with one write on the status pipe.
@@ -15,6 +15,7 @@ import asyncio
 import os
 import signal
 import struct
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pyngx import log
@@ -127,21 +128,8 @@ class Child:
 
     async def main(self) -> int:
         self._wire_signals()
-        http = self.cycle.config.http
-        if http is None:
-            self.rt.start(1024, 256)
-        else:
-            self.rt.start(http.max_pending_timers, http.max_running_timers)
-        start_watchdog(self.cycle, self.kind, self.loop)
-        error = await run_init_worker(self.cycle)
-        if error:
-            self._report(INIT_ERROR.pack(b"E", os.getpid(), len(error)) + error)
-        start_cluster(self.cycle, self.kind)
-        table = self.rt.tree
-        assert table is not None
-        table.mark_ready(os.getpid())
-        if self.kind in (state.WORKER, state.SINGLE) and not self.stop.done():
-            self.http = start_http(self.rt)
+        for step in START:
+            await step(self)
         self._report_ready()
         if self.kind != state.SINGLE:
             self._watch_master()
@@ -234,6 +222,45 @@ class Child:
         self.loop.call_later(MASTER_CHECK, check)
 
 
+# -- the start of a serving process, step by step (in the order of START, below) --
+
+async def _parts(proc: Child) -> None:
+    """The Runtime's own parts (timers, IPC socket: ``Runtime.STEPS``), with the config's timer limits."""
+    http = proc.cycle.config.http
+    if http is None:
+        proc.rt.start(1024, 256)
+    else:
+        proc.rt.start(http.max_pending_timers, http.max_running_timers)
+
+
+async def _watchdog(proc: Child) -> None:
+    start_watchdog(proc.cycle, proc.kind, proc.loop)
+
+
+async def _init_worker(proc: Child) -> None:
+    """init_worker_by_python; what it raised goes to the master before the ready record."""
+    error = await run_init_worker(proc.cycle)
+    if error:
+        proc._report(INIT_ERROR.pack(b"E", os.getpid(), len(error)) + error)
+
+
+async def _cluster(proc: Child) -> None:
+    start_cluster(proc.cycle, proc.kind)
+
+
+async def _listed_ready(proc: Child) -> None:
+    """Ready in the process table: IPC broadcasts reach this process from now on."""
+    table = proc.rt.tree
+    assert table is not None
+    table.mark_ready(os.getpid())
+
+
+async def _http(proc: Child) -> None:
+    """Workers and single serve HTTP (unless a stop came meanwhile)."""
+    if proc.kind in (state.WORKER, state.SINGLE) and not proc.stop.done():
+        proc.http = start_http(proc.rt)
+
+
 def start_watchdog(cycle: Cycle, kind: str, loop: asyncio.AbstractEventLoop) -> None:
     """The event loop watchdog (worker_stall_warn, worker_stall_timeout), unless both are off."""
     config = cycle.config
@@ -293,3 +320,11 @@ def start_http(rt: core.Runtime) -> Any:
     if http is None:
         return None
     return server.start(rt, http, rt.cycle.sockets)
+
+
+# The start of a worker, the agent and the single process, in this one order (then the ready
+# record to the master). What each step starts stops through ``rt.exits`` in the orders
+# `pyngx.runtime.lifecycle` declares: HTTP stops accepting, exit_worker_by_python runs, timers
+# fire premature, events post ``stopping``; then the waits; then the finals.
+START: tuple[Callable[[Child], Awaitable[None]], ...] = (
+    _parts, _watchdog, _init_worker, _cluster, _listed_ready, _http)
