@@ -1,6 +1,8 @@
 """Test helpers shared by the unit and end-to-end tests (no mocks of pyngx)."""
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import http.client
 import os
 import signal
@@ -8,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -239,3 +241,24 @@ class Daemon:
     def assert_clean_log(self) -> None:
         bad = [ln for ln in self.error_log().splitlines() if any(level in ln for level in BAD_LEVELS)]
         assert not bad, "unexpected error lines:\n" + "\n".join(bad)
+
+
+@contextlib.contextmanager
+def as_runtime(loop: asyncio.AbstractEventLoop | None = None, kind: str = "worker",
+               **fields: Any) -> Iterator[Any]:
+    """This test process as a serving process: a fresh `core.Runtime` (FIELDS set on it) is
+    the current record, and the previous one comes back afterwards (its parts are not started; without LOOP
+    it gets a loop of its own, closed afterwards)."""
+    from pyngx.runtime import core
+
+    own = loop is None
+    rt = core.Runtime(None, kind, loop or asyncio.new_event_loop())
+    for name, value in fields.items():
+        setattr(rt, name, value)
+    previous = core.install(rt)
+    try:
+        yield rt
+    finally:
+        core.install(previous)
+        if own:
+            rt.loop.close()

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 from pyngx import log as _log
-from pyngx.runtime import clock, phase, threads
+from pyngx.errors import WrongContextError
+from pyngx.runtime import clock, core, phase, threads
 
 __all__ = ["log", "now", "time", "update_time", "sleep", "run_worker_thread"]
 
@@ -42,4 +43,7 @@ async def run_worker_thread(pool: str, fn: Callable[..., Any], /, *args: Any, **
     if inspect.iscoroutinefunction(fn):
         raise TypeError("bad argument #2 to 'run_worker_thread' (a plain function is expected: an async "
                         "function would only make a coroutine in the thread; await it directly instead)")
-    return await threads.run(pool, fn, args, kwargs)
+    rt = core.RT
+    if not isinstance(rt, core.Runtime):  # the master, the signaller, a plain program: no pools here
+        raise WrongContextError("ngx.run_worker_thread: API disabled in the context of this process")
+    return await threads.run(rt, pool, fn, args, kwargs)

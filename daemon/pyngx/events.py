@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pyngx.errors import Error
-from pyngx.runtime import eventbus, phase
+from pyngx.errors import Error, WrongContextError
+from pyngx.runtime import core, eventbus, phase
 
 __all__ = ["SOURCE", "configure", "configured", "post", "post_local", "poll", "register", "register_weak",
            "unregister", "event_list", "EventList", "statistics"]
@@ -41,7 +41,10 @@ def configure(shm: str | None, timeout: float = 2, interval: float = 1, wait_int
         _not_negative(name, value)
     settings = eventbus.Settings(float(timeout), float(interval), float(wait_interval), float(wait_max),
                                  int(shm_retries))
-    eventbus.configure(shm, settings)
+    rt = core.RT
+    if not isinstance(rt, core.Runtime):  # the master, the signaller or a plain program: no loop to run on
+        raise WrongContextError(f"events.configure: API disabled in the context of {phase.current() or 'this process'}")
+    eventbus.configure(rt, shm, settings)
 
 
 def configured() -> bool:

@@ -17,6 +17,7 @@ from typing import Any
 
 from pyngx.errors import WrongContextError
 from pyngx.runtime import channel, ipcrequest, phase
+from pyngx.runtime import core as _core
 
 __all__ = ["send", "broadcast", "request", "receive", "reply", "sender", "get_other_worker_pids"]  # noqa: F822 - sender: module __getattr__
 
@@ -66,7 +67,9 @@ def send(pid: int, name: str, data: str | bytes) -> None:
     Raises IPCError("no such process") for any other pid, IPCError("queue full")
     or IPCError("timeout") when PID does not read what was sent to it.
     """
-    chan = channel.current() or _channel("ipc.send")
+    chan = _core.RT.channel
+    if chan is None or chan.closed:
+        chan = _channel("ipc.send")
     if type(pid) is not int:
         raise TypeError(f"ipc.send: pid must be int, not {type(pid).__name__}")
     if type(data) is not bytes and type(data) is not str:
@@ -90,12 +93,12 @@ async def request(pid: int, name: str, data: str | bytes, *, timeout: float | No
     exited") when PID exits before replying, pyngx ``TimeoutError("timeout")``
     after TIMEOUT seconds (None: no limit).
     """
-    _channel("ipc.request")
+    chan = _channel("ipc.request")
     if type(pid) is not int:
         raise TypeError(f"ipc.request: pid must be int, not {type(pid).__name__}")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
         raise ValueError(f"ipc.request: timeout must be a number > 0 or None, not {timeout!r}")
-    return await ipcrequest.request(pid, _name(name, "ipc.request"), _data(data, "ipc.request"), timeout)
+    return await ipcrequest.request(chan, pid, _name(name, "ipc.request"), _data(data, "ipc.request"), timeout)
 
 
 def receive(name: str | Mapping[str, Callable[[Any], Any] | None], handler: Callable[[Any], Any] | None = _MISSING) -> None:
@@ -103,7 +106,7 @@ def receive(name: str | Mapping[str, Callable[[Any], Any] | None], handler: Call
 
     ``receive({name: handler, ...})`` sets several at once.
     """
-    phase.forbid(phase.INIT, api="ipc.receive")
+    chan = _channel("ipc.receive")  # not in init_by_python: handlers live in a process's channel
     if isinstance(name, Mapping):
         if handler is not _MISSING:
             raise TypeError("ipc.receive: give a table of handlers or a name and a handler, not both")
@@ -113,7 +116,7 @@ def receive(name: str | Mapping[str, Callable[[Any], Any] | None], handler: Call
             raise TypeError("ipc.receive: missing the handler (None removes one)")
         table = [(_name(name, "ipc.receive"), _handler(handler))]
     for key, fn in table:  # all checked first: a bad entry changes nothing
-        channel.set_handler(key, fn)
+        channel.set_handler(chan, key, fn)
 
 
 def _handler(fn: object) -> Callable[[Any], Any] | None:

@@ -7,26 +7,25 @@ from __future__ import annotations
 import os
 import signal
 
-from pyngx.runtime import phase
-from pyngx.runtime.state import STATE
+from pyngx.runtime import core, phase
 
 __all__ = ["type", "enable_privileged_agent", "get_master_pid", "signal_graceful_exit"]
 
 
 def type() -> str:  # noqa: A001 - OpenResty's name
     """"master", "worker", "privileged agent", "single" or "signaller"."""
-    return STATE.type
+    return core.RT.kind
 
 
 def enable_privileged_agent() -> None:
     """Ask the master to start the privileged agent; only in init_by_python."""
     phase.require(phase.INIT, api="process.enable_privileged_agent")
-    STATE.want_agent = True
+    core.RT.want_agent = True
 
 
 def get_master_pid() -> int | None:
     """The master's pid (this process's own in single mode); None where there is none."""
-    return STATE.master_pid
+    return core.RT.master_pid
 
 
 def signal_graceful_exit() -> None:

@@ -23,9 +23,8 @@ from pyngx.errors import WrongContextError
 from pyngx.http import phases, replies, variables
 from pyngx.http.exchange import _NAMES, CURRENT, Exchange, clean_value, header_name
 from pyngx.http.route import PHASED
-from pyngx.runtime import phase
+from pyngx.runtime import core, phase
 from pyngx.runtime.phase import Exit
-from pyngx.runtime.state import STATE
 
 __all__ = ["say", "print", "flush", "exit", "redirect", "header", "var", "get_status", "set_status",
            "get_ctx"]
@@ -90,7 +89,7 @@ def say(*args: Any) -> None:
     """Buffer ARGS (concatenated, str() for non-bytes) and a newline for the response body."""
     ex = _current()
     if ex is None or ex.done or _phase() != _CONTENT:
-        if STATE.exec_mode:
+        if core.RT.exec_mode:
             return _stdout(_encode(args) + b"\n")
         _exchange("ngx.say")
     if len(args) == 1 and type(args[0]) is str:
@@ -103,7 +102,7 @@ def print(*args: Any) -> None:  # noqa: A001 - OpenResty's name
     """Buffer ARGS (concatenated) for the response body."""
     ex = _current()
     if ex is None or ex.done or _phase() != _CONTENT:
-        if STATE.exec_mode:
+        if core.RT.exec_mode:
             return _stdout(_encode(args))
         _exchange("ngx.print")
     ex.out.append(_encode(args))  # type: ignore[union-attr]
@@ -138,7 +137,7 @@ def flush() -> _Done | _Wait:
     until the socket takes more."""
     ex = _current()
     if ex is None or ex.done or _phase() != _CONTENT:
-        if STATE.exec_mode:
+        if core.RT.exec_mode:
             sys.stdout.flush()
             return _DONE
         _exchange("ngx.flush")

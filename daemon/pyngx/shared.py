@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from pyngx.errors import Error
-from pyngx.runtime.state import STATE
+from pyngx.runtime import core
 from pyngx.shm.shdict import HOT as _HOT  # the methods the engine runs without a Python frame
 
 __all__ = ["shared", "Shared", "SharedDict"]
@@ -158,7 +158,7 @@ class Shared:
         self._cache: dict[str, tuple[Any, SharedDict]] = {}
 
     def _lookup(self, name: str) -> SharedDict | None:
-        zone = STATE.shdicts.get(name)
+        zone = core.RT.shdicts.get(name)
         if zone is None:
             return None
         hit = self._cache.get(name)
@@ -182,16 +182,16 @@ class Shared:
         return sd
 
     def __contains__(self, name: object) -> bool:
-        return name in STATE.shdicts
+        return name in core.RT.shdicts
 
     def __iter__(self) -> Iterator[str]:
-        return iter(list(STATE.shdicts))
+        return iter(list(core.RT.shdicts))
 
     def __len__(self) -> int:
-        return len(STATE.shdicts)
+        return len(core.RT.shdicts)
 
     def __repr__(self) -> str:
-        return f"<pyngx.shared {sorted(STATE.shdicts)}>"
+        return f"<pyngx.shared {sorted(core.RT.shdicts)}>"
 
 
 shared = Shared()

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from pyngx.errors import WrongContextError
+from pyngx.runtime import core as _core
 from pyngx.runtime import phase
 from pyngx.runtime import timers as _timers
 from pyngx.runtime.timerhandle import Timer as Timer
@@ -18,7 +19,7 @@ Timer.__module__ = "pyngx.timer"
 
 def _engine(api: str) -> _timers.Engine:
     """This process's timer engine. Raises WrongContextError where timers cannot run."""
-    engine = _timers.ENGINE
+    engine = _core.RT.timers
     if engine is None:
         # no event loop here: the master (init_by_python; OpenResty disables
         # ngx.timer.* in init_by_lua too) or a plain Python program
@@ -31,7 +32,7 @@ def at(delay: float, callback: Callable[..., Any], *args: Any) -> Timer:
 
     Raises ValueError (delay < 0), TypeError, TooManyTimersError, ProcessExitingError.
     """
-    engine = _timers.ENGINE
+    engine = _core.RT.timers
     if engine is None or not delay >= 0 or not callable(callback):  # one test on the hot path
         _refuse_at(engine, delay, callback)
     return engine.at(delay, callback, args)
@@ -89,13 +90,13 @@ def fencing_token(unique: str) -> int | None:
 
 def running_count() -> int:
     """Callbacks started and not finished (those awaiting included)."""
-    engine = _timers.ENGINE
+    engine = _core.RT.timers
     return 0 if engine is None else engine.running
 
 
 def pending_count() -> int:
     """Timers waiting to run (an ``every`` timer counts until it is cancelled)."""
-    engine = _timers.ENGINE
+    engine = _core.RT.timers
     return 0 if engine is None else engine.pending
 
 

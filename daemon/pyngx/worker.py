@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import os
 
-from pyngx.runtime.state import STATE
+from pyngx.runtime import core
+
 
 __all__ = ["pid", "id", "count", "exiting", "pids", "config"]
 
@@ -15,27 +16,26 @@ def pid() -> int:
 
 def pids() -> list[int]:
     """The pids of this generation's workers, in worker id order (this process alone in single mode)."""
-    from pyngx.runtime import tree
-
-    if tree.TREE is None:
+    table = core.RT.tree
+    if table is None:
         return [os.getpid()]
-    peers = [p for p in tree.TREE.peers() if p.kind in ("worker", "single")]
+    peers = [p for p in table.peers() if p.kind in ("worker", "single")]
     return [p.pid for p in sorted(peers, key=lambda p: (p.worker_id is None, p.worker_id or 0, p.pid))]
 
 
 def id() -> int | None:  # noqa: A001 - OpenResty's name
     """0..N-1 in a worker (0 in single mode), None in the master and the agent."""
-    return STATE.worker_id
+    return core.RT.worker_id
 
 
 def count() -> int:
     """How many workers the configuration runs (worker_processes; 1 in single mode)."""
-    return STATE.worker_count
+    return core.RT.worker_count
 
 
 def exiting() -> bool:
     """True from the start of this process's graceful exit (premature timers included)."""
-    return STATE.exiting
+    return core.RT.exiting
 
 
 class _Config:
@@ -48,7 +48,7 @@ class _Config:
     @staticmethod
     def prefix() -> str:
         """The prefix (-p), with a trailing slash as nginx gives it."""
-        return STATE.prefix.rstrip("/") + "/"
+        return core.RT.prefix.rstrip("/") + "/"
 
 
 config = _Config()

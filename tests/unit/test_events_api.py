@@ -3,15 +3,15 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import itertools
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+import support
 from pyngx import events
 from pyngx.errors import Error, WrongContextError
-from pyngx.runtime import eventbus, lifecycle, phase, state
+from pyngx.runtime import core, eventbus, lifecycle, phase
 
 try:
     from pyngx.shm import shdict as _shdict
@@ -19,33 +19,25 @@ except ImportError:  # pragma: no cover
     _shdict = None  # type: ignore[assignment]
 
 
-_generations = itertools.count(1000)
-
-
 @pytest.fixture(autouse=True)
 def fresh_registry() -> Iterator[None]:
-    saved = state.STATE.generation
-    state.STATE.generation = next(_generations)  # a fresh handler registry
+    record = core.RT
+    saved = record.events
+    record.events = None  # a fresh handler registry
     yield
-    state.STATE.generation = saved
+    record.events = saved
 
 
 @pytest.fixture
 def zones() -> Iterator[dict[str, Any]]:
     if _shdict is None or not hasattr(_shdict, "create"):
         pytest.skip("shared dict zones are not there yet")
-    saved = state.STATE.shdicts
     zone = _shdict.create("ev", 1 << 20)
-    state.STATE.shdicts = {"ev": zone}
-    lifecycle.reset()
-    yield state.STATE.shdicts
-    bus = eventbus.current()
-    if bus is not None:
-        bus.leave()
-    eventbus._bus = None
-    lifecycle.reset()
-    state.STATE.shdicts = saved
-    state.STATE.exiting = False
+    with support.as_runtime(shdicts={"ev": zone}) as rt:
+        yield rt.shdicts
+        bus = eventbus.current()
+        if bus is not None:
+            bus.leave()
     getattr(zone, "close", lambda: None)()
 
 

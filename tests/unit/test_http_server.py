@@ -19,8 +19,7 @@ from pyngx import log
 from pyngx.conf.model import AccessLog, HttpConf, Listen, LocationConf, Return, ServerConf, SetVar
 from pyngx.conf.pycode import compile_chunk
 from pyngx.http import server as http_server
-from pyngx.runtime import lifecycle, usercode
-from pyngx.runtime.state import STATE
+from pyngx.runtime import core, state, usercode
 from support import wait_until
 
 
@@ -42,15 +41,17 @@ class Served:
         self.port = self.sock.getsockname()[1]
         conf = HttpConf(servers=(ServerConf(listens=(Listen("127.0.0.1", self.port),), locations=locations),),
                         **http_kw)
-        STATE.globals = usercode.new_globals()
         self.loop = uvloop.new_event_loop() if loop_kind == "uvloop" else asyncio.new_event_loop()
+        self.rt = core.Runtime(None, state.WORKER, self.loop)  # its exit hooks are ours
+        self.rt.globals = usercode.new_globals()
+        self.previous = core.install(self.rt)
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.server = self.call(self._start, conf)
         wait_until(lambda: self.server.listeners, 5, what="listening")
 
     async def _start(self, conf: HttpConf) -> http_server.HttpServer:
-        return http_server.start(conf, {("127.0.0.1", self.port): self.sock})
+        return http_server.start(self.rt, conf, {("127.0.0.1", self.port): self.sock})
 
     def call(self, fn: Any, *args: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(fn(*args), self.loop).result(10)
@@ -66,7 +67,7 @@ class Served:
         self.thread.join(5)
         self.loop.close()
         self.sock.close()
-        lifecycle.reset()
+        core.install(self.previous)
 
     def connect(self) -> socket.socket:
         return socket.create_connection(("127.0.0.1", self.port), timeout=5)

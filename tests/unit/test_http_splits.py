@@ -12,8 +12,7 @@ from pyngx.conf.model import HttpConf, Listen, LocationConf, ServerConf
 from pyngx.conf.pycode import compile_chunk
 from pyngx.http.protocol import HttpProtocol
 from pyngx.http.server import HttpServer
-from pyngx.runtime import usercode
-from pyngx.runtime.state import STATE
+from pyngx.runtime import core, usercode
 
 
 class Transport:
@@ -73,7 +72,7 @@ REQUESTS = (
 def feed(splits: list[int]) -> bytes:
     loop = asyncio.new_event_loop()
     try:
-        STATE.globals = usercode.new_globals()
+        core.RT.globals = usercode.new_globals()
         conf = HttpConf(servers=(ServerConf(listens=(Listen("127.0.0.1", 1),), locations=LOCATIONS),))
         server = HttpServer(conf, loop)
         conn = HttpProtocol(server.site, server.vhosts[("127.0.0.1", 1)])

@@ -10,39 +10,34 @@ from typing import Any
 
 import pytest
 
+import support
 from pyngx import ipc
 from pyngx.errors import IPCError, WrongContextError
-from pyngx.runtime import channel, lifecycle, phase, state, tree
+from pyngx.runtime import channel, core, phase, state, tree
 from pyngx.runtime import loop as loops
 
 
 @pytest.fixture
 def single() -> Iterator[asyncio.AbstractEventLoop]:
     """This test process as a single process with its own channel."""
-    saved_tree, saved_master = tree.TREE, state.STATE.master_pid
     table = tree.Tree()
-    tree.TREE = table
     table.set_generation(1, os.getpid())
     table.add(os.getpid(), state.SINGLE, 0, 1)
     table.mark_ready(os.getpid())
-    state.STATE.master_pid = os.getpid()
-    lifecycle.reset()
     loop = loops.new_loop()
-    loop.run_until_complete(_setup())
-    try:
-        yield loop
-    finally:
-        lifecycle.final(False)
-        lifecycle.reset()
-        loop.close()
-        asyncio.set_event_loop(None)
-        channel._user.clear()
-        tree.TREE, state.STATE.master_pid = saved_tree, saved_master
+    with support.as_runtime(loop, state.SINGLE, master_pid=os.getpid(), tree=table) as rt:
+        loop.run_until_complete(_setup(rt))
+        try:
+            yield loop
+        finally:
+            rt.exits.final(False)
+            loop.close()
+            asyncio.set_event_loop(None)
 
 
-async def _setup() -> None:
-    channel.setup()
-    assert channel.setup() is channel.current()  # idempotent
+async def _setup(rt: Any) -> None:
+    rt.channel = channel.start(rt)
+    assert channel.current() is rt.channel
 
 
 def test_send_to_itself_and_reply(single: asyncio.AbstractEventLoop) -> None:
@@ -126,7 +121,7 @@ def test_argument_checks(single: asyncio.AbstractEventLoop) -> None:
         ipc.send("1", "n", b"")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="handler must be callable"):
         ipc.receive({"a": print, "b": 3})  # type: ignore[dict-item]
-    assert b"a" not in channel._user  # a bad table changes nothing
+    assert b"a" not in core.RT.channel.handlers  # type: ignore[union-attr] # a bad table changes nothing
     with pytest.raises(TypeError, match="missing the handler"):
         ipc.receive("a")  # type: ignore[call-arg]
     with pytest.raises(IPCError, match="^no such process$"):
@@ -191,7 +186,7 @@ def test_a_process_that_is_not_listening_yet_gets_its_alerts(single: asyncio.Abs
             os._exit(code)
     os.close(w)
     try:
-        tree.TREE.add(pid, state.WORKER, 1, 1)  # type: ignore[union-attr]
+        core.RT.tree.add(pid, state.WORKER, 1, 1)  # type: ignore[union-attr]
 
         async def main() -> None:
             ipc.send(pid, "late", b"first")  # queued: nobody listens there yet

@@ -19,9 +19,10 @@ from typing import Any
 
 import pytest
 
+import support
 from pyngx import ipc
 from pyngx.errors import IPCError
-from pyngx.runtime import channel, ipcconn, lifecycle, state, tree
+from pyngx.runtime import channel, core, ipcconn, state, tree
 from pyngx.runtime import loop as loops
 
 Body = Callable[[int, list[int]], Awaitable[Any]]
@@ -31,9 +32,7 @@ Init = Callable[[int], None]
 def run_tree(n: int, body: Body, init: Init | None = None, *, timeout: float = 30.0,
              extra_pids: tuple[int, ...] = ()) -> list[Any]:
     """Fork N processes with a channel each; returns what BODY(i, pids) returned in each."""
-    saved = tree.TREE
     table = tree.Tree()
-    tree.TREE = table
     table.set_generation(1, os.getpid())
     for pid in extra_pids:
         table.add(pid, state.WORKER, 99, 1)
@@ -55,7 +54,6 @@ def run_tree(n: int, body: Body, init: Init | None = None, *, timeout: float = 3
         for r in reads:
             os.close(r)
         _reap(pids)
-        tree.TREE = saved
     results = []
     for kind, value in outs:
         assert kind == "ok", value
@@ -97,13 +95,12 @@ def _reap(pids: list[int]) -> None:
 def _child(i: int, n: int, table: tree.Tree, body: Body, init: Init | None, w: int,
            timeout: float) -> None:  # pragma: no cover - runs in the child
     try:
-        state.STATE.type = state.WORKER
-        state.STATE.master_pid = os.getppid()
-        lifecycle.reset()
         loop = loops.new_loop()
+        rt = core.Runtime(None, state.WORKER, loop, master_pid=os.getppid(), table=table)
+        core.install(rt)
 
         async def main() -> Any:
-            channel.setup()
+            rt.channel = channel.start(rt)
             if init is not None:
                 init(i)
             while not table.has(os.getpid()):  # the parent adds us right after fork()
@@ -115,7 +112,7 @@ def _child(i: int, n: int, table: tree.Tree, body: Body, init: Init | None, w: i
             return await body(i, pids)
 
         result = loop.run_until_complete(asyncio.wait_for(main(), timeout))
-        loop.run_until_complete(lifecycle.graceful(2.0))
+        loop.run_until_complete(rt.exits.graceful(2.0))
         out: tuple[str, Any] = ("ok", result)
     except BaseException:  # noqa: BLE001 - report anything to the test
         out = ("err", traceback.format_exc())
@@ -291,7 +288,7 @@ def test_stranger_is_refused() -> None:
             code = 1
             try:
                 with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                    s.connect(channel.address(state.STATE.master_pid or 0, pids[0]))
+                    s.connect(channel.address(core.RT.master_pid or 0, pids[0]))
                     s.settimeout(3)
                     try:
                         s.sendall(channel.encode(b"x", b"hi", 0))
@@ -368,16 +365,11 @@ def test_internal_alerts_never_reach_user_handlers() -> None:
 
 
 def test_a_drop_is_a_warning_only_for_a_live_peer_of_the_current_generation() -> None:
-    saved_tree, saved_exiting = tree.TREE, state.STATE.exiting
     table = tree.Tree()
-    tree.TREE = table
-    try:
+    with support.as_runtime(tree=table) as rt:
         table.set_generation(2, os.getpid())
         table.add(1001, state.WORKER, 0, 1)  # an old worker, leaving after a reload
         table.add(1002, state.WORKER, 0, 2)
-        state.STATE.exiting = False
         assert [ipcconn.live_current(pid) for pid in (1001, 1002, 1003)] == [False, True, False]
-        state.STATE.exiting = True  # this process is leaving too: every drop is expected
+        rt.exiting = True  # this process is leaving too: every drop is expected
         assert not ipcconn.live_current(1002)
-    finally:
-        tree.TREE, state.STATE.exiting = saved_tree, saved_exiting

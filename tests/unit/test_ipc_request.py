@@ -10,7 +10,7 @@ import pytest
 import pyngx
 from pyngx import ipc
 from pyngx.errors import IPCError
-from pyngx.runtime import ipcrequest
+from pyngx.runtime import core
 
 from test_ipc_api import single  # noqa: F401 - the fixture: this process as a single process
 
@@ -39,7 +39,7 @@ def test_the_handler_s_reply_resolves_the_request(single: asyncio.AbstractEventL
 
     assert run(single, main()) == ["abab", b"\x00\xff\x00\xff", b"slow x", "\udc80\udc80"]
     assert sorted(map(repr, got)) == sorted(map(repr, ["ab", b"\x00\xff", "\udc80"]))
-    assert not ipcrequest._waiting
+    assert not core.RT.channel.asking  # type: ignore[union-attr]
 
 
 def test_requests_run_concurrently_and_match_their_replies(single: asyncio.AbstractEventLoop) -> None:  # noqa: F811
@@ -69,7 +69,7 @@ def test_no_handler_no_reply_and_no_process(single: asyncio.AbstractEventLoop) -
 
     assert run(single, main()) == ["IPCError: no handler", "TimeoutError: timeout", "IPCError: no such process"]
     assert issubclass(pyngx.TimeoutError, TimeoutError)
-    assert not ipcrequest._waiting
+    assert not core.RT.channel.asking  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("args, kwargs, error", [

@@ -10,20 +10,18 @@ import pytest
 import pyngx as ngx
 from pyngx import log, process
 from pyngx.errors import WrongContextError
-from pyngx.runtime import phase
-from pyngx.runtime.state import STATE
+from pyngx.runtime import core, phase
 
 
 @pytest.fixture(autouse=True)
-def saved_state() -> Iterator[None]:
-    saved = (STATE.type, STATE.worker_id, STATE.worker_count, STATE.master_pid, STATE.prefix, STATE.want_agent,
-             STATE.exiting)
-    yield
-    (STATE.type, STATE.worker_id, STATE.worker_count, STATE.master_pid, STATE.prefix, STATE.want_agent,
-     STATE.exiting) = saved
+def record() -> Iterator[core.Process]:
+    """A record of its own for each test; the previous one comes back afterwards."""
+    previous = core.install(core.Process(core.state.MASTER))
+    yield core.RT
+    core.install(previous)
 
 
-def test_enable_privileged_agent_only_in_init_by_python() -> None:
+def test_enable_privileged_agent_only_in_init_by_python(record: core.Process) -> None:
     with pytest.raises(WrongContextError, match=r"process.enable_privileged_agent: API disabled in the context of"):
         process.enable_privileged_agent()
     token = phase.set(phase.INIT_WORKER)
@@ -32,22 +30,22 @@ def test_enable_privileged_agent_only_in_init_by_python() -> None:
             process.enable_privileged_agent()
     finally:
         phase.reset(token)
-    STATE.want_agent = False
+    assert not record.want_agent
     token = phase.set(phase.INIT)
     try:
         process.enable_privileged_agent()
     finally:
         phase.reset(token)
-    assert STATE.want_agent
+    assert record.want_agent
 
 
 def test_who_am_i() -> None:
-    STATE.type, STATE.worker_id, STATE.worker_count, STATE.master_pid = "worker", 1, 4, 1234
-    STATE.prefix = "/srv/app"
+    core.install(core.Process("worker", worker_id=1, worker_count=4, master_pid=1234, prefix="/srv/app"))
     assert process.type() == "worker" and process.get_master_pid() == 1234
     assert (ngx.worker.id(), ngx.worker.count(), ngx.worker.pid()) == (1, 4, os.getpid())
     assert ngx.config.prefix() == "/srv/app/"
-    STATE.exiting = True
+    assert not ngx.worker.exiting()
+    core.RT.exiting = True
     assert ngx.worker.exiting()
 
 

@@ -11,7 +11,7 @@ import pytest
 from pyngx.conf.model import Config, HttpConf, Listen, ServerConf
 from pyngx.conf.pycode import compile_chunk
 from pyngx.proc import cycle as cycles
-from pyngx.runtime.state import STATE
+from pyngx.runtime import core
 from support import free_port
 
 
@@ -25,10 +25,10 @@ def make_config(prefix: Path, init: str | None = None, ports: tuple[int, ...] = 
 
 @pytest.fixture(autouse=True)
 def clean_state() -> Iterator[None]:
-    saved = (STATE.config, STATE.generation, STATE.shdicts, STATE.globals, STATE.want_agent, STATE.type)
+    saved = core.RT
     path = list(sys.path)
     yield
-    STATE.config, STATE.generation, STATE.shdicts, STATE.globals, STATE.want_agent, STATE.type = saved
+    core.install(saved)
     sys.path[:] = path
     for name in [n for n in sys.modules if n.startswith("pyngx_cycle_mod")]:
         del sys.modules[name]
@@ -37,7 +37,7 @@ def clean_state() -> Iterator[None]:
 def test_init_runs_in_a_fresh_namespace_and_sees_ngx(tmp_path: Path) -> None:
     cyc = cycles.build(make_config(tmp_path, "x = 41 + 1\nkind = ngx.process.type()"), bind=False)
     assert cyc.globals["x"] == 42
-    assert STATE.globals is cyc.globals
+    assert core.RT.globals is cyc.globals and core.RT.config is cyc.config
     again = cycles.build(make_config(tmp_path, "y = 1"), cyc, generation=2, bind=False)
     assert "x" not in again.globals and again.generation == 2
 
@@ -59,10 +59,12 @@ def test_init_error_points_at_the_config_line(tmp_path: Path) -> None:
 def test_failed_build_changes_nothing(tmp_path: Path) -> None:
     port = free_port()
     good = cycles.build(make_config(tmp_path, "v = 1", (port,)))
+    live = core.RT
     try:
         with pytest.raises(cycles.CycleError):
             cycles.build(make_config(tmp_path, "v = 2\n1/0", (port,)), good, generation=2)
-        assert STATE.globals is good.globals and STATE.generation == 1
+        assert core.RT is live  # the one record put back, not fields restored one by one
+        assert core.RT.globals is good.globals and core.RT.generation == 1
         assert good.sockets[("127.0.0.1", port)].fileno() >= 0
     finally:
         good.close_sockets()

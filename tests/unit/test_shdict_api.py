@@ -12,7 +12,7 @@ import pytest
 
 import pyngx
 from pyngx import errors
-from pyngx.runtime.state import STATE
+from pyngx.runtime import core
 from pyngx.shared import SharedDict
 from pyngx.shm import shdict
 
@@ -309,7 +309,7 @@ def test_python_niceties(d: SharedDict) -> None:
 def test_ngx_shared_mapping(monkeypatch: pytest.MonkeyPatch) -> None:
     zone = shdict.create("cats", 16384)
     try:
-        monkeypatch.setattr(STATE, "shdicts", {"cats": zone})
+        monkeypatch.setattr(core.RT, "shdicts", {"cats": zone})
         cats = pyngx.shared.cats
         assert cats is pyngx.shared["cats"]
         cats.set("n", 1)

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import uvloop
 
+import support
 import pyngx as ngx
 from pyngx import conf
-from pyngx.runtime import phase, threads
-from pyngx.runtime.state import STATE
+from pyngx.runtime import core, phase, threads
 
 
 @pytest.fixture(params=["uvloop", "asyncio"])
@@ -25,17 +25,17 @@ def run(request: pytest.FixtureRequest) -> Iterator[Callable[[Callable[[], Await
 
 
 @pytest.fixture
-def pools(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
-    """Use the thread pools of a config text for the test (a fresh registry)."""
-    monkeypatch.setattr(threads, "POOLS", threads.Pools())
-
-    def use(text: str, tmp: Path | None = None) -> None:
-        monkeypatch.setattr(STATE, "config", None)
-        if text:
-            assert tmp is not None
-            (tmp / "c.conf").write_text(text)
-            monkeypatch.setattr(STATE, "config", conf.load("c.conf", str(tmp)))
-    return use
+def pools() -> Iterator[Callable[[str], None]]:
+    """Use the thread pools of a config text for the test (a runtime of its own)."""
+    with support.as_runtime() as rt:
+        def use(text: str, tmp: Path | None = None) -> None:
+            rt.config = None
+            if text:
+                assert tmp is not None
+                (tmp / "c.conf").write_text(text)
+                rt.config = conf.load("c.conf", str(tmp))
+        yield use
+        rt.exits.final(False)  # the pools' idle threads end
 
 
 def test_thread_pool_directive(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import pytest
 import pyngx as ngx
 from pyngx import log
 from pyngx.errors import ProcessExitingError, TooManyTimersError, WrongContextError
-from pyngx.runtime import lifecycle, phase, state, timers, treelock
+from pyngx.runtime import core, lifecycle, phase, state, timers, treelock
 from pyngx.runtime import loop as loops
 
 
@@ -35,30 +35,47 @@ def run() -> Iterator[Callable[..., Any]]:
     loops_made: list[asyncio.AbstractEventLoop] = []
 
     def go(fn: Callable[[], Awaitable[Any]], max_pending: int = 1024, max_running: int = 256) -> Any:
-        lifecycle.reset()
-        state.STATE.exiting = False
         loop = loops.new_loop()
         loops_made.append(loop)
+        rt = core.Runtime(None, state.WORKER, loop)
+        previous = core.install(rt)
 
         async def main() -> Any:
-            timers.setup(max_pending, max_running)
+            rt.timers = timers.start(rt, max_pending, max_running)
             return await asyncio.wait_for(fn(), 20)
 
         try:
             return loop.run_until_complete(main())
         finally:
-            engine = timers.ENGINE
-            if engine is not None:
-                engine.final(False)
-            timers.ENGINE = None
+            if rt.timers is not None:
+                rt.timers.final(False)
             loop.run_until_complete(asyncio.sleep(0.01))  # let cancelled callbacks finish
+            core.install(previous)
 
     yield go
     for loop in loops_made:
         loop.close()
     asyncio.set_event_loop(None)
-    state.STATE.exiting = False
-    lifecycle.reset()
+
+
+async def wait_idle() -> None:
+    """Until no timer of the current runtime is pending or running."""
+    engine = core.RT.timers
+    if engine is not None:
+        await engine.wait_idle()
+
+
+def statistics() -> dict[str, Any]:
+    return timers.statistics(core.RT.timers)
+
+
+async def until(pred: Callable[[], Any], timeout: float = 5.0) -> None:
+    """Let the loop run until PRED() holds: a deadline, not a margin that a loaded machine can miss."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not pred():
+        assert loop.time() < end, "the condition did not hold in time"
+        await asyncio.sleep(0.001)
 
 
 def test_at_zero_runs_next_turn_with_args_and_timer_phase(run: Callable[..., Any]) -> None:
@@ -68,7 +85,7 @@ def test_at_zero_runs_next_turn_with_args_and_timer_phase(run: Callable[..., Any
         ngx.timer.at(0, lambda premature, a, b: seen.append((premature, a, b, phase.current())), 1, "x")
         assert seen == []  # not before the next loop turn
         assert ngx.timer.pending_count() == 1
-        await timers.wait_idle()
+        await wait_idle()
 
     run(main)
     assert seen == [(False, 1, "x", phase.TIMER)]
@@ -82,7 +99,7 @@ def test_order_and_delays(run: Callable[..., Any]) -> None:
         ngx.timer.at(0.05, lambda p: seen.append("late"))
         ngx.timer.at(0.01, lambda p: seen.append("soon"))
         ngx.timer.at(0, lambda p: seen.append("now"))
-        await timers.wait_idle()
+        await wait_idle()
         assert time.monotonic() - t0 >= 0.045
 
     run(main)
@@ -99,7 +116,7 @@ def test_cancel(run: Callable[..., Any]) -> None:
         assert a.cancel() is True and a.cancel() is False
         assert b.cancel() is True
         assert ngx.timer.pending_count() == 1
-        await timers.wait_idle()
+        await wait_idle()
         assert c.cancel() is False  # already ran
 
     run(main)
@@ -111,16 +128,20 @@ def test_async_callback_counts_as_running_while_it_awaits(run: Callable[..., Any
 
     async def job(premature: bool) -> None:
         seen.append(("in", ngx.timer.running_count(), phase.current()))
-        await ngx.sleep(0.02)
+        await release
         seen.append("out")
 
     async def main() -> None:
+        nonlocal release
+        release = asyncio.get_running_loop().create_future()
         ngx.timer.at(0, job)
-        await asyncio.sleep(0.01)
+        await until(lambda: seen)
         assert ngx.timer.running_count() == 1 and ngx.timer.pending_count() == 0
-        await timers.wait_idle()
+        release.set_result(None)
+        await wait_idle()
         assert ngx.timer.running_count() == 0
 
+    release: asyncio.Future[None]
     run(main)
     assert seen == [("in", 1, phase.TIMER), "out"]
 
@@ -143,7 +164,7 @@ def test_bad_arguments(run: Callable[..., Any]) -> None:
 
 
 def test_no_engine_and_init_phase_are_wrong_context() -> None:
-    assert timers.ENGINE is None
+    assert core.RT.timers is None
     with pytest.raises(WrongContextError, match="ngx.timer.at"):
         ngx.timer.at(0, print)
     assert ngx.timer.pending_count() == 0 and ngx.timer.running_count() == 0
@@ -175,8 +196,8 @@ def test_over_the_running_limit_timers_wait_and_all_run(run: Callable[..., Any],
     async def main() -> dict[str, Any]:
         for i in range(300):
             ngx.timer.at(0, job, i)
-        await timers.wait_idle()
-        return timers.statistics()
+        await wait_idle()
+        return statistics()
 
     stats = run(main, max_running=256)
     assert sorted(done) == list(range(300))  # OpenResty drops 44 of them
@@ -195,7 +216,7 @@ def test_one_warning_per_burst(run: Callable[..., Any], errlog: Path) -> None:
         for _burst in range(2):
             for _ in range(5):
                 ngx.timer.at(0, job)
-            await timers.wait_idle()
+            await wait_idle()
 
     run(main, max_running=2)
     assert errlog.read_text().count("are not enough") == 2
@@ -208,7 +229,7 @@ def test_every_keeps_a_fixed_grid(run: Callable[..., Any]) -> None:
 
     def job(premature: bool) -> None:
         stamps.append(asyncio.get_running_loop().time() - start[0])
-        dues.append(holder[0]._due)  # the next due time, already planned
+        dues.append(holder[0].due)  # the next due time, already planned
         time.sleep(0.008)  # a run that takes time must not push the grid
 
     start = [0.0]
@@ -216,7 +237,7 @@ def test_every_keeps_a_fixed_grid(run: Callable[..., Any]) -> None:
     async def main() -> None:
         start[0] = asyncio.get_running_loop().time()
         holder.append(ngx.timer.every(0.02, job))
-        await asyncio.sleep(0.15)
+        await until(lambda: len(stamps) >= 4)
         assert holder[0].cancel() is True
         assert ngx.timer.pending_count() == 0
 
@@ -242,14 +263,13 @@ def test_every_never_overlaps_itself(run: Callable[..., Any]) -> None:
 
     async def main() -> dict[str, Any]:
         t = ngx.timer.every(0.02, slow)
-        await asyncio.sleep(0.2)
+        await until(lambda: runs[0] >= 3)
         t.cancel()
-        await timers.wait_idle()
-        return timers.statistics()
+        await wait_idle()
+        return statistics()
 
     stats = run(main)
-    assert not overlap[0]
-    assert 2 <= runs[0] <= 5
+    assert not overlap[0] and runs[0] == 3
     assert stats["skipped_overlap"] >= 2
 
 
@@ -265,7 +285,7 @@ def test_every_cancelled_from_its_own_callback(run: Callable[..., Any]) -> None:
 
     async def main() -> None:
         holder.append(ngx.timer.every(0.005, job))
-        await timers.wait_idle()
+        await wait_idle()
 
     run(main)
     assert len(runs) == 3
@@ -285,8 +305,8 @@ def test_exception_is_logged_with_traceback_and_the_loop_carries_on(run: Callabl
         ngx.timer.at(0, namespace["broken"])
         ngx.timer.at(0, abroken)
         ngx.timer.at(0.01, lambda p: seen.append("after"))
-        await timers.wait_idle()
-        return timers.statistics()
+        await wait_idle()
+        return statistics()
 
     stats = run(main)
     assert seen == ["after"] and stats["failed"] == 2
@@ -324,8 +344,8 @@ def test_ngx_exit_ends_a_callback_quietly(run: Callable[..., Any], errlog: Path)
         ngx.timer.at(0.001, plain)  # a timer on the loop's clock
         ngx.timer.at(0, awaiting)
         handle = ngx.timer.every(0.001, every)
-        await timers.wait_idle()
-        return timers.statistics()
+        await wait_idle()
+        return statistics()
 
     handle: Any = None
     stats = run(main)
@@ -353,8 +373,8 @@ def test_a_callback_raising_a_base_exception_is_logged_and_the_rest_run(run: Cal
             ngx.timer.at(0.001, fn)  # a timer on the loop's clock
         ngx.timer.at(0, lambda p: seen.append("next"))
         ngx.timer.at(0.002, lambda p: seen.append("later"))
-        await timers.wait_idle()
-        return timers.statistics()
+        await wait_idle()
+        return statistics()
 
     stats = run(main)
     assert seen == ["next", "later"]
@@ -373,7 +393,7 @@ def test_callbacks_do_not_see_the_creators_context(run: Callable[..., Any]) -> N
         token = phase.set(phase.CONTENT)
         ngx.timer.at(0, lambda p: seen.append(var.get() + "/" + str(phase.current())))
         phase.reset(token)
-        await timers.wait_idle()
+        await wait_idle()
 
     run(main)
     assert seen == ["none/timer"]
@@ -388,7 +408,7 @@ def test_plain_callback_returning_a_coroutine_is_awaited(run: Callable[..., Any]
 
     async def main() -> None:
         ngx.timer.at(0, lambda p: inner())
-        await timers.wait_idle()
+        await wait_idle()
 
     run(main)
     assert seen == ["awaited"]
@@ -425,7 +445,7 @@ def test_graceful_exit_waits_for_running_and_runs_a_running_every_once_more(run:
 
     async def main() -> None:
         ngx.timer.every(0.01, job)
-        await asyncio.sleep(0.015)  # the first run is going
+        await until(lambda: seen)  # the first run is going
         await lifecycle.graceful(5)
 
     run(main)
@@ -443,11 +463,11 @@ def test_shutdown_timeout_cancels_a_stuck_callback(run: Callable[..., Any], errl
 
     async def main() -> dict[str, Any]:
         ngx.timer.at(0, stuck)
-        await asyncio.sleep(0.01)
+        await until(lambda: ngx.timer.running_count() == 1)
         t0 = time.monotonic()
         await lifecycle.graceful(0.1)
         assert time.monotonic() - t0 < 2
-        return timers.statistics()
+        return statistics()
 
     stats = run(main)
     assert seen == ["cleaned up"] and stats["cancelled_at_exit"] == 1
@@ -481,7 +501,8 @@ def test_waiting_timers_run_at_exit_without_waiting_for_a_slot(run: Callable[...
         for i in range(4):
             ngx.timer.at(0, job, i)
         ngx.timer.at(50, job, 9)
-        await asyncio.sleep(0.005)  # 0 and 1 run, 2 and 3 wait for a slot
+        await until(lambda: statistics()["waiting_for_slot"] == 2)  # 0 and 1 run, 2 and 3 wait for a slot
+        assert ngx.timer.running_count() == 2
         await lifecycle.graceful(5)
 
     run(main, max_running=2)
@@ -527,7 +548,7 @@ def test_unique_runs_only_in_the_holder_and_fails_over(run: Callable[..., Any], 
             # taken over at the next due time: within one interval (0.02), plus what a
             # loaded machine adds to a loop turn
             assert runs and runs[0] - gone <= 0.1
-            return timers.statistics()
+            return statistics()
 
         stats = run(main)
     finally:
@@ -550,10 +571,10 @@ def test_unique_in_one_process_runs_one_of_two_timers(run: Callable[..., Any]) -
     async def main() -> None:
         a = ngx.timer.every(0.01, lambda p: runs.append("a"), unique="same")
         ngx.timer.every(0.01, lambda p: runs.append("b"), unique="same")
-        await asyncio.sleep(0.05)
+        await until(lambda: len(runs) >= 3)
         assert set(runs) == {"a"}
         a.cancel()  # the holder goes: the other takes over
-        await asyncio.sleep(0.05)
+        await until(lambda: runs[-1] == "b")
 
     run(main)
     assert runs[-1] == "b"
@@ -575,8 +596,8 @@ def test_unique_non_holder_does_not_run_at_exit(run: Callable[..., Any]) -> None
 
 
 def test_wait_idle_and_statistics_without_setup() -> None:
-    assert timers.statistics() == {"pending": 0, "running": 0}
-    asyncio.run(timers.wait_idle())
+    assert statistics() == {"pending": 0, "running": 0}
+    asyncio.run(wait_idle())
     asyncio.set_event_loop(None)
 
 
@@ -590,7 +611,7 @@ def test_a_callback_with_the_wrong_arguments_is_one_log_line(run: Callable[..., 
 
     async def main() -> None:
         ngx.timer.at(0, no_args)
-        await timers.wait_idle()
+        await wait_idle()
 
     run(main)
     text = errlog.read_text()

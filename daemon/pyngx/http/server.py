@@ -30,8 +30,7 @@ from pyngx.http.protocol import HttpProtocol
 from pyngx.http.replies import SERVER
 from pyngx.http.route import Vhosts, build
 from pyngx.http.site import Site
-from pyngx.runtime import lifecycle, state, tree
-from pyngx.runtime.state import STATE
+from pyngx.runtime import core, lifecycle, state
 
 if TYPE_CHECKING:
     from pyngx.http.exchange import Exchange
@@ -39,7 +38,6 @@ if TYPE_CHECKING:
 TICK = 0.5  # seconds between ticks (Date header, due deadlines)
 DRAIN_GRACE = 1.0  # an idle keep-alive connection is closed this long after graceful exit begins
 
-_live: list[HttpServer] = []
 
 
 class HttpServer:
@@ -48,7 +46,7 @@ class HttpServer:
     def __init__(self, http: HttpConf, loop: asyncio.AbstractEventLoop) -> None:
         self.conf = http
         self.loop = loop
-        self.vhosts: dict[tuple[str, int], Vhosts] = build(http, STATE.globals)
+        self.vhosts: dict[tuple[str, int], Vhosts] = build(http, core.RT.globals)
         self.listeners: list[Acceptor] = []
         self.access = AccessLog(http.access_log.path, loop) if http.access_log.path else None
         self.site = Site(http, loop, self.access, self._render_status)
@@ -77,7 +75,7 @@ class HttpServer:
     # -- lifecycle --
     def listen(self, sockets: Mapping[tuple[str, int], socket.socket]) -> None:
         """Accept on every socket whose address a server listens on."""
-        config = STATE.config
+        config = core.RT.config
         limit = config.worker_connections if config is not None else 1024
         for key, sock in sockets.items():
             vhosts = self.vhosts.get(key)
@@ -114,8 +112,9 @@ class HttpServer:
         self.publish()
         if self.access is not None:
             self.access.close()
-        if self in _live:
-            _live.remove(self)
+        rt = core.RT
+        if isinstance(rt, core.Runtime) and self in rt.servers:
+            rt.servers.remove(self)
 
     def _render_status(self, ex: Exchange) -> tuple[bytes, str]:
         """The status page's body and content type for EX (`Site.render_status`)."""
@@ -138,8 +137,9 @@ class HttpServer:
 
     def publish(self) -> None:
         """Copy the counters into this process's row of the process table (status totals)."""
-        if tree.TREE is not None:
-            tree.TREE.publish_http(self.counter_row())
+        table = core.RT.tree
+        if table is not None:
+            table.publish_http(self.counter_row())
 
     def counter_row(self) -> list[int]:
         """The counters in ``tree.HTTP_FIELDS`` order."""
@@ -170,33 +170,33 @@ def _max_requests() -> int:
     Checked once per tick, so a worker may answer half a second's requests more. Only workers:
     a single process has no master to replace it.
     """
-    config = STATE.config
-    if config is None or STATE.type != state.WORKER or not config.worker_max_requests[0]:
+    config = core.RT.config
+    if config is None or core.RT.kind != state.WORKER or not config.worker_max_requests[0]:
         return 0
     n, jitter = config.worker_max_requests
     return n + random.randint(0, jitter)
 
 
-def start(http: HttpConf, sockets: Mapping[tuple[str, int], socket.socket]) -> HttpServer:
-    """Serve HTTP on SOCKETS (bound and listening, keyed by ``Listen.key``) in the running loop.
+def start(rt: core.Runtime, http: HttpConf, sockets: Mapping[tuple[str, int], socket.socket]) -> HttpServer:
+    """Serve HTTP on SOCKETS (bound and listening, keyed by ``Listen.key``) on runtime RT's loop.
 
-    Every location's handler is made here, once. Registers the graceful-exit hooks.
+    Every location's handler is made here, once. The server joins ``rt.servers``
+    and RT's exit hooks stop it.
     """
-    loop = asyncio.get_running_loop()
-    server = HttpServer(http, loop)
+    server = HttpServer(http, rt.loop)
     server.listen(sockets)
-    lifecycle.on_begin(server.stop_accepting, order=lifecycle.STOP_ACCEPTING)
-    lifecycle.on_wait(server.drain)
-    lifecycle.on_final(server.final)
+    rt.exits.on_begin(server.stop_accepting, order=lifecycle.STOP_ACCEPTING)
+    rt.exits.on_wait(server.drain)
+    rt.exits.on_final(server.final)
     log.on_reopen(reopen_logs)
     log.error_log.context = exchange.log_context  # ", client: ..., request: ..." in a request
-    _live.append(server)
+    rt.servers.append(server)
     return server
 
 
 def reopen_logs() -> None:
     """USR1: reopen the access log of every server in this process."""
-    for server in _live:
+    for server in core.RT.servers:
         if server.access is not None:
             server.access.reopen()
 
@@ -204,7 +204,7 @@ def reopen_logs() -> None:
 def statistics() -> dict[str, Any]:
     """Counters of the servers in this process (the status page reads them)."""
     out: dict[str, Any] = {}
-    for server in _live:
+    for server in core.RT.servers:
         for key, value in server.statistics().items():
             out[key] = value
     return out

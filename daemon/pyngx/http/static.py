@@ -21,7 +21,7 @@ from pyngx import log
 from pyngx.conf.model import StaticConf
 from pyngx.http import replies, sendfile
 from pyngx.http.variables import Template, _host, assign
-from pyngx.runtime.state import STATE
+from pyngx.runtime import core
 
 if TYPE_CHECKING:
     from pyngx.http.exchange import Exchange
@@ -64,7 +64,7 @@ class Files:
         if self.root_tpl is not None:
             root = self.root_tpl.render(ex).encode("utf-8", "surrogateescape")
             if not root.startswith(b"/"):
-                root = os.path.join(STATE.prefix.encode(), root)
+                root = os.path.join(core.RT.prefix.encode(), root)
             if not self.conf.alias:
                 root = root.rstrip(b"/")
         return root

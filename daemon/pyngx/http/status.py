@@ -17,14 +17,13 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from pyngx.http import metrics
-from pyngx.runtime import state, tree
-from pyngx.runtime.state import STATE
+from pyngx.runtime import core, state, timers, tree
 
 if TYPE_CHECKING:
     from pyngx.http.exchange import Exchange
     from pyngx.http.server import HttpServer
 
-_PARTS = (("timers", "pyngx.runtime.timers"), ("ipc", "pyngx.runtime.channel"), ("events", "pyngx.runtime.eventbus"),
+_PARTS = (("ipc", "pyngx.runtime.channel"), ("events", "pyngx.runtime.eventbus"),
           ("thread_pools", "pyngx.runtime.threads"))
 
 
@@ -32,32 +31,33 @@ def collect(server: HttpServer) -> dict[str, Any]:
     """Everything the status page shows, as plain data."""
     out: dict[str, Any] = {
         "pid": os.getpid(),
-        "type": STATE.type,
-        "worker_id": STATE.worker_id,
-        "worker_count": STATE.worker_count,
-        "generation": STATE.generation,
-        "master_pid": STATE.master_pid,
+        "type": core.RT.kind,
+        "worker_id": core.RT.worker_id,
+        "worker_count": core.RT.worker_count,
+        "generation": core.RT.generation,
+        "master_pid": core.RT.master_pid,
         "uptime": round(time.time() - server.started, 3),
         "processes": _processes(),
         "rss": rss(os.getpid()),  # bytes; each child's is in its "processes" entry
-        "master_rss": rss(STATE.master_pid) if STATE.master_pid else None,
+        "master_rss": rss(core.RT.master_pid) if core.RT.master_pid else None,
         "http": server.statistics(),
     }
-    if tree.TREE is not None:
-        out["http_all"] = tree.TREE.http_totals(own=server.counter_row())
+    if core.RT.tree is not None:
+        out["http_all"] = core.RT.tree.http_totals(own=server.counter_row())
+    out["timers"] = _plain(timers.statistics(core.RT.timers))
     for name, module in _PARTS:
         stats = _module_stats(module)
         if stats is not None:
             out[name] = stats
     out["shared_dicts"] = _shdicts()
-    if STATE.config is not None and STATE.config.http is not None and STATE.config.http.cluster is not None:
+    if core.RT.config is not None and core.RT.config.http is not None and core.RT.config.http.cluster is not None:
         out["cluster"] = _module_stats("pyngx.runtime.cluster")  # python_cluster: the link and the nodes
     return out
 
 
 def _processes() -> list[dict[str, Any]]:
     """Every listed process; a worker's entry has its HTTP counters as last published."""
-    table = tree.TREE
+    table = core.RT.tree
     if table is None:
         return []
     rows = table.http_rows()
@@ -109,7 +109,7 @@ def _module_stats(name: str) -> Any:
 
 def _shdicts() -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for name, zone in STATE.shdicts.items():
+    for name, zone in core.RT.shdicts.items():
         stats = getattr(zone, "statistics", None)
         try:
             if stats is not None:

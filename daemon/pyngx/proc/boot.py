@@ -14,7 +14,7 @@ from pyngx.conf.model import Config
 from pyngx.proc import cycle as cycles
 from pyngx.proc import pidfile, service, spawn
 from pyngx.proc.cycle import Cycle, CycleError
-from pyngx.runtime.state import STATE
+from pyngx.runtime import core
 
 # Loaded in the master before the first fork, so every child shares their pages.
 PRELOAD = ("uvloop", "httptools", "msgpack", "pyngx.http.server", "pyngx.runtime.timers",
@@ -25,13 +25,11 @@ Booted = tuple[spawn.Credentials | None, dict[tuple[str, int], socket.socket]]
 
 
 def boot_process(config: Config, kind: str) -> Booted | None:
-    """What every serving mode does first: bytecode off, error log, STATE, user, LISTEN_FDS."""
+    """What every serving mode does first: bytecode off, error log, the process record, user, LISTEN_FDS."""
     # A module edited within the same second as its .pyc would be hidden by it after a reload.
     sys.dont_write_bytecode = True
-    STATE.type = kind
-    STATE.master_pid = os.getpid()
-    STATE.prefix = config.prefix
-    STATE.worker_count = config.worker_processes
+    core.install(core.Process(kind, master_pid=os.getpid(), prefix=config.prefix,
+                              worker_count=config.worker_processes))
     try:
         log.error_log.open(config.error_log.path, config.error_log.level)
     except OSError as exc:
@@ -62,7 +60,7 @@ def start(config: Config, kind: str) -> tuple[Cycle, spawn.Credentials | None, i
         return None
     detach(config)
     pid = os.getpid()
-    STATE.master_pid = pid
+    core.RT.master_pid = pid  # daemon on: the pid changed
     if not write_pid(config, pid):
         return None
     return cycle, creds, pid

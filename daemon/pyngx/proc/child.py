@@ -1,27 +1,29 @@
-"""The main of a worker, the privileged agent, or a single process.
+"""The one process main: a worker, the privileged agent, the single process, ``pyngx -e``.
 
-In order (docs/architecture.md "Process main"): title, ``lifecycle.reset()``,
-``STATE``; the loop (created here, after the fork); timers and the IPC
-socket; ``init_worker_by_python``; ``tree.mark_ready``; HTTP for workers and
-single; then run until QUIT (graceful), TERM/INT (fast) or the master's death
-(graceful). Knows nothing of the master's bookkeeping: it reports readiness
+In order (docs/architecture.md "Process main"): title; the loop (created
+here, after the fork) and the process's `core.Runtime`, installed as
+``core.RT``; then the steps of ``START``: its timers and IPC socket
+(``Runtime.start``), the watchdog, ``init_worker_by_python``, the cluster,
+ready in the process table, HTTP for workers and single; then run until QUIT (graceful), TERM/INT (fast) or the master's death
+(graceful). ``-e`` runs its code instead of serving, then waits for its
+timers. Knows nothing of the master's bookkeeping: it reports readiness
 with one write on the status pipe.
 """
 from __future__ import annotations
 
 import asyncio
-import inspect
 import os
 import signal
 import struct
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pyngx import log
+from pyngx.http import server
 from pyngx.proc import service
 from pyngx.proc.cycle import Cycle
-from pyngx.runtime import channel, lifecycle, phase, state, timers, tree, usercode, watchdog
+from pyngx.runtime import core, lifecycle, phase, state, tree, usercode, watchdog
 from pyngx.runtime import loop as loops
-from pyngx.runtime.state import STATE
 
 TITLES = {
     state.WORKER: "pyngx: worker process",
@@ -32,6 +34,7 @@ READY = struct.Struct("=ci")  # b"R", pid: one atomic pipe write (< PIPE_BUF)
 # b"E", pid, length, then that many bytes of text: init_worker_by_python raised (before b"R")
 INIT_ERROR = struct.Struct("=ciH")
 MAX_INIT_ERROR = 1024  # the record stays one atomic pipe write
+EXEC_SHUTDOWN_TIMEOUT = 30.0  # ``-e``: how long its last timers get at exit
 MASTER_CHECK = 1.0  # seconds between getppid() checks (PR_SET_PDEATHSIG is the fast path)
 
 
@@ -63,32 +66,29 @@ def set_title(title: str) -> None:
     setproctitle.setproctitle(title)
 
 
-def setup_state(cycle: Cycle, kind: str, worker_id: int | None, master_pid: int) -> None:
-    """Who this process is (read by the public API)."""
-    config = cycle.config
-    STATE.type = kind
-    STATE.worker_id = worker_id
-    STATE.worker_count = config.worker_processes if kind != state.SINGLE else 1
-    STATE.master_pid = master_pid
-    STATE.prefix = config.prefix
-    STATE.config = config
-    STATE.generation = cycle.generation
-    STATE.exiting = False
-    STATE.shdicts = cycle.zones
-    STATE.globals = cycle.globals
+def run(cycle: Cycle | None, kind: str, worker_id: int | None, *, master_pid: int, status_fd: int,
+        table: tree.Tree, code: Any = None) -> int:
+    """Run a child, the single process or ``pyngx -e`` CODE to its end; returns the exit code.
 
-
-def run(cycle: Cycle, kind: str, worker_id: int | None, *, master_pid: int, status_fd: int) -> int:
-    """Run a child (or the single process) to its end; returns the exit code."""
-    set_title(TITLES[kind])
-    cycle = keep_sockets(cycle, worker_id if kind != state.AGENT else None)
-    usercode.pin_sources(cycle.sources)
-    lifecycle.reset()
-    setup_state(cycle, kind, worker_id, master_pid)
+    TABLE is the process table. CYCLE is None only for ``-e`` (no config: `pyngx.proc.single.run_code`
+    made the process record, whose prefix, zones and namespace it keeps).
+    """
+    if cycle is not None:
+        set_title(TITLES[kind])
+        cycle = keep_sockets(cycle, worker_id if kind != state.AGENT else None)
+        usercode.pin_sources(cycle.sources)
     loop = loops.new_loop()
-    proc = Child(cycle, kind, loop, status_fd)
+    booted = core.RT
+    rt = core.Runtime(cycle, kind, loop, worker_id=worker_id, master_pid=master_pid,
+                      worker_count=cycle.config.worker_processes if cycle and kind != state.SINGLE else 1,
+                      prefix=None if cycle is not None else booted.prefix, exec_mode=cycle is None,
+                      table=table)
+    if cycle is None:
+        rt.generation, rt.shdicts, rt.globals = 1, booted.shdicts, booted.globals
+    core.install(rt)
+    proc = Child(rt, status_fd)
     try:
-        return loop.run_until_complete(proc.main())
+        return loop.run_until_complete(proc.main() if code is None else proc.exec(code))
     finally:
         _close_loop(loop)
 
@@ -117,45 +117,65 @@ def keep_sockets(cycle: Cycle, worker_id: int | None) -> Cycle:
 
 
 class Child:
-    """One running child: its stop request and the steps of its life."""
+    """One serving process's main: its stop request and the steps of its life."""
 
-    __slots__ = ("cycle", "kind", "loop", "status_fd", "stop", "http")
+    __slots__ = ("rt", "cycle", "kind", "loop", "status_fd", "stop", "http")
 
-    def __init__(self, cycle: Cycle, kind: str, loop: asyncio.AbstractEventLoop, status_fd: int) -> None:
-        self.cycle, self.kind, self.loop, self.status_fd = cycle, kind, loop, status_fd
-        self.stop: asyncio.Future[str] = loop.create_future()
+    def __init__(self, rt: core.Runtime, status_fd: int) -> None:
+        self.rt, self.cycle, self.kind, self.loop, self.status_fd = rt, rt.cycle, rt.kind, rt.loop, status_fd
+        self.stop: asyncio.Future[str] = self.loop.create_future()
         self.http: Any = None
 
     async def main(self) -> int:
         self._wire_signals()
-        setup_runtime(self.cycle)
-        start_watchdog(self.cycle, self.kind, self.loop)
-        error = await run_init_worker(self.cycle)
-        if error:
-            self._report(INIT_ERROR.pack(b"E", os.getpid(), len(error)) + error)
-        start_cluster(self.cycle, self.kind)
-        tree.current().mark_ready(os.getpid())
-        if self.kind in (state.WORKER, state.SINGLE) and not self.stop.done():
-            self.http = await start_http(self.cycle)
+        for step in START:
+            await step(self)
         self._report_ready()
         if self.kind != state.SINGLE:
             self._watch_master()
         how = await self.stop
         if how == "graceful":
             set_title(TITLES[self.kind] + " is shutting down")
-            await lifecycle.graceful(self.cycle.config.worker_shutdown_timeout)
+            await self.rt.exits.graceful(self.cycle.config.worker_shutdown_timeout)
         else:
-            lifecycle.final(False)
+            self.rt.exits.final(False)
         return 0
+
+    async def exec(self, chunk: Any) -> int:
+        """``pyngx -e``: run CHUNK, then every timer it started; 0, 1 when it raised, 130 on INT."""
+        task = asyncio.current_task()
+        assert task is not None
+        self.loop.add_signal_handler(signal.SIGINT, task.cancel)
+        self.rt.start(1024, 256)
+        engine = self.rt.timers
+        assert engine is not None
+        status = 0
+        try:
+            try:
+                await usercode.run_module_async(chunk, self.rt.globals, phase.EXEC)
+            except phase.Exit:  # ngx.exit(): the code ends there; its timers still run
+                pass
+            await engine.wait_idle()
+        except asyncio.CancelledError:
+            self.rt.exits.final(False)
+            return 130
+        except SystemExit as exc:
+            status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except BaseException as exc:  # noqa: BLE001 - the user's code: report it, exit 1
+            log.stderr(usercode.format_exception(exc).rstrip())
+            status = 1
+            await engine.wait_idle()
+        await self.rt.exits.graceful(EXEC_SHUTDOWN_TIMEOUT)
+        return status
 
     def request_stop(self, how: str) -> None:
         if not self.stop.done():
-            if self.kind != state.SINGLE and os.getppid() != STATE.master_pid:
-                log.warn(f"master process {STATE.master_pid} is gone, exiting")  # PR_SET_PDEATHSIG
+            if self.kind != state.SINGLE and os.getppid() != self.rt.master_pid:
+                log.warn(f"master process {self.rt.master_pid} is gone, exiting")  # PR_SET_PDEATHSIG
             self.stop.set_result(how)
         elif how == "fast" and self.stop.result() == "graceful":
             # a second, fast request while shutting down gracefully: give up waiting
-            lifecycle.final(False)
+            self.rt.exits.final(False)
             os._exit(0)
 
     def _on_stop_signal(self, signo: signal.Signals, how: str) -> None:
@@ -191,7 +211,7 @@ class Child:
 
     def _watch_master(self) -> None:
         """Exit gracefully when the master disappears (a killed master leaves no orphans)."""
-        master = STATE.master_pid
+        master = self.rt.master_pid
 
         def check() -> None:
             if os.getppid() != master:
@@ -202,19 +222,43 @@ class Child:
         self.loop.call_later(MASTER_CHECK, check)
 
 
-def setup_runtime(cycle: Cycle) -> None:
-    """Timers and the IPC socket of a child, with the config's timer limits."""
-    http = cycle.config.http
+# -- the start of a serving process, step by step (in the order of START, below) --
+
+async def _parts(proc: Child) -> None:
+    """The Runtime's own parts (timers, IPC socket: ``Runtime.STEPS``), with the config's timer limits."""
+    http = proc.cycle.config.http
     if http is None:
-        setup_runtime_limits(1024, 256)
+        proc.rt.start(1024, 256)
     else:
-        setup_runtime_limits(http.max_pending_timers, http.max_running_timers)
+        proc.rt.start(http.max_pending_timers, http.max_running_timers)
 
 
-def setup_runtime_limits(max_pending: int, max_running: int) -> None:
-    """``timers.setup`` and ``channel.setup``."""
-    timers.setup(max_pending, max_running)
-    channel.setup()
+async def _watchdog(proc: Child) -> None:
+    start_watchdog(proc.cycle, proc.kind, proc.loop)
+
+
+async def _init_worker(proc: Child) -> None:
+    """init_worker_by_python; what it raised goes to the master before the ready record."""
+    error = await run_init_worker(proc.cycle)
+    if error:
+        proc._report(INIT_ERROR.pack(b"E", os.getpid(), len(error)) + error)
+
+
+async def _cluster(proc: Child) -> None:
+    start_cluster(proc.cycle, proc.kind)
+
+
+async def _listed_ready(proc: Child) -> None:
+    """Ready in the process table: IPC broadcasts reach this process from now on."""
+    table = proc.rt.tree
+    assert table is not None
+    table.mark_ready(os.getpid())
+
+
+async def _http(proc: Child) -> None:
+    """Workers and single serve HTTP (unless a stop came meanwhile)."""
+    if proc.kind in (state.WORKER, state.SINGLE) and not proc.stop.done():
+        proc.http = start_http(proc.rt)
 
 
 def start_watchdog(cycle: Cycle, kind: str, loop: asyncio.AbstractEventLoop) -> None:
@@ -225,7 +269,7 @@ def start_watchdog(cycle: Cycle, kind: str, loop: asyncio.AbstractEventLoop) -> 
         return
     dog = watchdog.Watchdog(loop, config.worker_stall_warn, timeout, watchdog.blocks_of(config), kind)
     dog.start()
-    lifecycle.on_final(dog.stop)
+    core.RT.exits.on_final(dog.stop)
 
 
 def start_cluster(cycle: Cycle, kind: str) -> None:
@@ -235,7 +279,7 @@ def start_cluster(cycle: Cycle, kind: str) -> None:
         return  # nothing of the cluster is imported
     from pyngx.runtime import cluster
 
-    reader = kind == state.AGENT or (STATE.worker_id == 0 and not cycle.want_agent)
+    reader = kind == state.AGENT or (core.RT.worker_id == 0 and not cycle.want_agent)
     try:
         cluster.start(http.cluster, reader)
     except Exception as exc:  # noqa: BLE001 - the node serves on without the cluster
@@ -251,7 +295,7 @@ async def run_init_worker(cycle: Cycle) -> bytes:
     http = cycle.config.http
     if http is not None and http.exit_worker is not None:
         chunk = http.exit_worker
-        lifecycle.on_begin(lambda: run_exit_worker(chunk, cycle.globals), order=lifecycle.EXIT_WORKER)
+        core.RT.exits.on_begin(lambda: run_exit_worker(chunk, cycle.globals), order=lifecycle.EXIT_WORKER)
     if http is None or http.init_worker is None:
         return b""
     try:
@@ -270,18 +314,17 @@ def run_exit_worker(chunk: Any, namespace: dict[str, Any]) -> None:
         log.exception("exit_worker_by_python error", exc)
 
 
-async def start_http(cycle: Cycle) -> Any:
-    """pyngx.http.server.start(http_conf, sockets) once that module is there."""
-    http = cycle.config.http
+def start_http(rt: core.Runtime) -> Any:
+    """The HTTP server of runtime RT on its generation's sockets (None without an http block)."""
+    http = rt.cycle.config.http
     if http is None:
         return None
-    try:
-        from pyngx.http import server
-        start = server.start
-    except (ImportError, AttributeError):
-        log.debug("no HTTP server yet; serving nothing")
-        return None
-    result = start(http, cycle.sockets)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
+    return server.start(rt, http, rt.cycle.sockets)
+
+
+# The start of a worker, the agent and the single process, in this one order (then the ready
+# record to the master). What each step starts stops through ``rt.exits`` in the orders
+# `pyngx.runtime.lifecycle` declares: HTTP stops accepting, exit_worker_by_python runs, timers
+# fire premature, events post ``stopping``; then the waits; then the finals.
+START: tuple[Callable[[Child], Awaitable[None]], ...] = (
+    _parts, _watchdog, _init_worker, _cluster, _listed_ready, _http)

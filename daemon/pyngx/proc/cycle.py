@@ -15,7 +15,7 @@ reusing the old generation's socket for an unchanged address and its zone
 for an unchanged name and size. A ``reuseport`` listen gets one socket per
 worker (SO_REUSEPORT on the same address; worker N keeps only socket N, see
 `Cycle.for_worker`), reused by index across a reload. A failed build changes nothing: what it
-created is closed, the old generation and ``STATE`` are as they were.
+created is closed, the old generation and the process record (`core.RT`) are as they were.
 
 Knows nothing of fork or signals; `pyngx.proc.master` forks from a Cycle.
 """
@@ -31,8 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyngx import log
 from pyngx.conf.model import Config, Listen, ShdictSpec
-from pyngx.runtime import phase, state, usercode
-from pyngx.runtime.state import STATE
+from pyngx.runtime import core, phase, state, usercode
 from pyngx.shm import shdict
 from pyngx.shm.shdict import Zone
 
@@ -59,6 +58,7 @@ class Cycle:
     per_worker: dict[tuple[str, int], list[socket.socket]] = field(default_factory=dict)
     zones: dict[str, Zone] = field(default_factory=dict)
     globals: dict[str, Any] = field(default_factory=dict)
+    events: Any = None  # the event handlers init_by_python registered (`eventbus.Registry`)
     want_agent: bool = False
     creds: Credentials | None = None  # whom its workers run as (``user``, when the master is root)
     # the config files and the modules init_by_python imported, as this generation read them
@@ -122,21 +122,22 @@ def build(config: Config, old: Cycle | None = None, *, generation: int = 1, bind
     # A module edited within the same second as its .pyc (same size too) would be
     # hidden by that .pyc after a reload; the daemon never writes bytecode.
     sys.dont_write_bytecode = True
-    saved = _save_state()
+    saved = core.RT
     modules = dict(sys.modules)
     zones: dict[str, Zone] = {}
     try:
         zones = make_zones(config, old)
-        namespace, want_agent = _run_init(config, generation, zones, purge=old is not None)
+        record = _run_init(config, generation, zones, purge=old is not None)
         sources = _sources(config)
         # the last step: open_sockets closes what it bound itself when it fails
         sockets, per_worker = open_sockets(config, old, inherited or {}) if bind else ({}, {})
     except BaseException:
         Cycle(config, generation, zones=zones).release_zones(old)
-        _restore_state(saved)
+        core.install(saved)
         _restore_modules(modules)
         raise
-    return Cycle(config, generation, sockets, per_worker, zones, namespace, want_agent, creds, sources)
+    return Cycle(config, generation, sockets, per_worker, zones, record.globals, record.events, record.want_agent,
+                 creds, sources)
 
 
 def check(config: Config) -> None:
@@ -144,9 +145,8 @@ def check(config: Config) -> None:
 
     Raises CycleError (printable as ``pyngx: [emerg] MSG``).
     """
-    STATE.type = state.MASTER
-    STATE.master_pid = os.getpid()
-    STATE.prefix = config.prefix
+    core.install(core.Process(state.MASTER, master_pid=os.getpid(), prefix=config.prefix,
+                              worker_count=config.worker_processes))
     cycle = build(config, None, bind=False)
     cycle.release_zones()
 
@@ -218,9 +218,9 @@ def save_persisted(cycle: Cycle) -> None:
 
 # -- init_by_python --
 
-def _run_init(config: Config, generation: int, zones: dict[str, Zone], *, purge: bool
-              ) -> tuple[dict[str, Any], bool]:
-    """Run init_by_python in a fresh namespace; returns (the namespace, whether it wants the agent)."""
+def _run_init(config: Config, generation: int, zones: dict[str, Zone], *, purge: bool) -> core.Process:
+    """Run init_by_python in a fresh namespace; returns the record it ran with (its namespace,
+    its event handlers, whether it asked for the agent)."""
     http = config.http
     python_path = http.python_path if http is not None else ()
     usercode.install_path(python_path)
@@ -229,13 +229,15 @@ def _run_init(config: Config, generation: int, zones: dict[str, Zone], *, purge:
         if gone:
             log.info(f"reload: dropped user modules {', '.join(sorted(gone))}")
     namespace = usercode.new_globals()
-    STATE.config = config
-    STATE.generation = generation
-    STATE.shdicts = zones
-    STATE.globals = namespace
-    STATE.want_agent = False
+    # init_by_python sees the new generation (ngx.config, ngx.shared, process.type())
+    # through a record of its own; a failed build puts the previous one back
+    live = core.RT
+    record = core.Process(live.kind, worker_count=config.worker_processes, master_pid=live.master_pid,
+                          prefix=live.prefix, config=config, generation=generation, shdicts=zones,
+                          globals=namespace, exec_mode=live.exec_mode)
+    core.install(record)
     if http is None or http.init is None:
-        return namespace, False
+        return record
     chunk = http.init
     try:
         usercode.run_module(chunk, namespace, phase.INIT)
@@ -243,7 +245,7 @@ def _run_init(config: Config, generation: int, zones: dict[str, Zone], *, purge:
         file, line = _user_location(exc, chunk.file, chunk.line)
         detail = usercode.format_exception(exc)
         raise CycleError(f"init_by_python error: {type(exc).__name__}: {exc}", file, line, detail) from None
-    return namespace, STATE.want_agent
+    return record
 
 
 def _sources(config: Config) -> dict[str, list[str]]:
@@ -260,14 +262,6 @@ def _user_location(exc: BaseException, file: str, line: int) -> tuple[str, int]:
         if frame.f_code.co_filename == file:
             found = (file, lineno)
     return found
-
-
-def _save_state() -> tuple[Any, ...]:
-    return (STATE.config, STATE.generation, STATE.shdicts, STATE.globals, STATE.want_agent)
-
-
-def _restore_state(saved: tuple[Any, ...]) -> None:
-    STATE.config, STATE.generation, STATE.shdicts, STATE.globals, STATE.want_agent = saved
 
 
 def _restore_modules(before: dict[str, Any]) -> None:

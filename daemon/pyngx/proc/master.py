@@ -22,8 +22,7 @@ from pyngx.proc import boot, pidfile, service, single, spawn, stalls
 from pyngx.proc import cycle as cycles
 from pyngx.proc.child import parse_status
 from pyngx.proc.cycle import Cycle, CycleError
-from pyngx.runtime import state, tree
-from pyngx.runtime.state import STATE
+from pyngx.runtime import core, state, tree
 
 # What each signal asks of the master; the loop acts in ORDER, whatever the arrival order.
 SIGNALS = {
@@ -190,7 +189,7 @@ class Master:
         mine = {id(s) for s in cycle.all_sockets()}
         stale = [s.fileno() for old in self.old_cycles for s in old.all_sockets() if id(s) not in mine]
         try:
-            pid = spawn.fork(cycle, kind, worker_id, master_pid=self.pid, status_fd=self.status_w,
+            pid = spawn.fork(cycle, kind, worker_id, master_pid=self.pid, status_fd=self.status_w, table=self.tree,
                              close_fds=[self.wake_r, self.wake_w, self.status_r, *stale], creds=self.creds)
         except OSError as exc:
             log.alert(f'fork() failed while spawning "{kind} process" ({exc.errno}: {exc.strerror})')
@@ -271,7 +270,7 @@ class Master:
         if self.pending is not None and now >= self.pending.deadline:
             self.generation_settled(False, f"new worker processes not ready after {READY_TIMEOUT:g}s")
         if now >= self.stall_check_at:
-            stalls.replace(self.children, self.stalled, self.cycle.config.worker_stall_timeout)
+            stalls.replace(self.tree, self.children, self.stalled, self.cycle.config.worker_stall_timeout)
             self.stall_check_at = now + stalls.interval(self.cycle.config.worker_stall_timeout)
         if self.kill_at is not None and now >= self.kill_at:
             self.kill_at = None
@@ -350,7 +349,10 @@ class Master:
 
     @staticmethod
     def restore_globals(cyc: Cycle) -> None:
-        STATE.config, STATE.generation, STATE.shdicts, STATE.globals = cyc.config, cyc.generation, cyc.zones, cyc.globals
+        core.install(core.Process(state.MASTER, worker_count=cyc.config.worker_processes, master_pid=os.getpid(),
+                                  prefix=cyc.config.prefix, config=cyc.config, generation=cyc.generation,
+                                  shdicts=cyc.zones, globals=cyc.globals))
+        core.RT.events = cyc.events
 
     def retire_old(self) -> None:
         """QUIT the old generation's children; kill them if they outlive their bound."""
@@ -447,7 +449,7 @@ class Master:
 
         The one reference is swapped; what lives outside this process follows it: the
         error log the master writes to, the pid file, the owner of the log files, the
-        tree's current generation and the master's STATE.
+        tree's current generation and the master's record (`core.RT`).
         """
         self.cycle = new
         if new.config.error_log != old.config.error_log:

@@ -15,8 +15,6 @@ import time
 from pyngx import log
 from pyngx.conf.model import Config
 from pyngx.proc import pidfile
-from pyngx.runtime import state
-from pyngx.runtime.state import STATE
 
 SIGNALS = {
     "stop": signal.SIGTERM,
@@ -30,7 +28,6 @@ INIT_WORKER_FAILED = 3  # the exit code of -s reload when the new generation ser
 
 def send(config: Config, signame: str) -> int:
     """Send SIGNAME to the master; returns the exit code (errors go to stderr)."""
-    STATE.type = state.SIGNALLER
     signo = SIGNALS.get(signame)
     if signo is None:
         return _fail(f'invalid option: "-s {signame}"')

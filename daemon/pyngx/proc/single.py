@@ -7,18 +7,14 @@ the code and every timer it started are done, like OpenResty's ``resty -e``.
 """
 from __future__ import annotations
 
-import asyncio
 import os
-import signal
 
 from pyngx import log
 from pyngx.conf.model import Config
 from pyngx.proc import boot, child, pidfile, service
 from pyngx.proc import cycle as cycles
 from pyngx.proc.cycle import CycleError
-from pyngx.runtime import lifecycle, phase, state, timers, tree, usercode
-from pyngx.runtime import loop as loops
-from pyngx.runtime.state import STATE
+from pyngx.runtime import core, state, tree, usercode
 from pyngx.shm import shdict
 from pyngx.shm.shdict import Zone
 
@@ -34,11 +30,11 @@ def serve(config: Config, argv: list[str], conf_path: str, prefix: str, extra: l
     if started is None:
         return 1
     cycle, _, pid = started
-    tree.single_process()
+    table = tree.single_process()
     log.notice(f"pyngx single process {pid} started")
     boot.announce(config, pid)
     try:
-        code = child.run(cycle, state.SINGLE, 0, master_pid=pid, status_fd=-1)
+        code = child.run(cycle, state.SINGLE, 0, master_pid=pid, status_fd=-1, table=table)
     finally:
         cycles.save_persisted(cycle)
         cycle.close_sockets()
@@ -56,33 +52,18 @@ def run_code(code: str, shdicts: list[tuple[str, int]], prefix: str) -> int:
     except SyntaxError as exc:
         log.stderr(f"pyngx: [emerg] {exc.msg} in {EXEC_FILENAME}:{exc.lineno}")
         return 1
-    _setup_exec_state(prefix)
+    record = core.Process(state.SINGLE, worker_id=0, master_pid=os.getpid(), prefix=os.path.abspath(prefix),
+                          generation=1, globals=usercode.new_globals(), exec_mode=True)
+    if log.error_log.fd == 2:
+        log.error_log.level = log.WARN  # resty's default --errlog-level
     try:
-        STATE.shdicts = _exec_zones(shdicts)
+        record.shdicts = _exec_zones(shdicts)
     except CycleError as err:
         log.stderr(f"pyngx: [emerg] {err}")
         return 1
-    tree.single_process()
-    lifecycle.reset()
-    loop = loops.new_loop()
-    try:
-        return loop.run_until_complete(_exec(chunk, loop))
-    finally:
-        child._close_loop(loop)
-
-
-def _setup_exec_state(prefix: str) -> None:
-    STATE.type = state.SINGLE
-    STATE.worker_id = 0
-    STATE.worker_count = 1
-    STATE.master_pid = os.getpid()
-    STATE.prefix = os.path.abspath(prefix)
-    STATE.generation = 1
-    STATE.exiting = False
-    STATE.exec_mode = True
-    STATE.globals = usercode.new_globals()
-    if log.error_log.fd == 2:
-        log.error_log.level = log.WARN  # resty's default --errlog-level
+    core.install(record)
+    return child.run(None, state.SINGLE, 0, master_pid=record.master_pid or 0, status_fd=-1,
+                     table=tree.single_process(), code=chunk)
 
 
 def _exec_zones(shdicts: list[tuple[str, int]]) -> dict[str, Zone]:
@@ -93,32 +74,3 @@ def _exec_zones(shdicts: list[tuple[str, int]]) -> dict[str, Zone]:
         except Exception as exc:  # noqa: BLE001 - a bad --shdict is the user's mistake
             raise CycleError(f'cannot create shared dict "{name}": {exc}') from None
     return zones
-
-
-async def _exec(chunk: object, loop: asyncio.AbstractEventLoop) -> int:
-    task = asyncio.current_task()
-    assert task is not None
-    loop.add_signal_handler(signal.SIGINT, task.cancel)
-    child.setup_runtime_limits(1024, 256)
-    status = 0
-    try:
-        try:
-            await usercode.run_module_async(chunk, STATE.globals, phase.EXEC)  # type: ignore[arg-type]
-        except phase.Exit:  # ngx.exit(): the code ends there; its timers still run
-            pass
-        await _wait_idle()
-    except asyncio.CancelledError:
-        lifecycle.final(False)
-        return 130
-    except SystemExit as exc:
-        status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except BaseException as exc:  # noqa: BLE001 - the user's code: report it, exit 1
-        log.stderr(usercode.format_exception(exc).rstrip())
-        status = 1
-        await _wait_idle()
-    await lifecycle.graceful(30.0)
-    return status
-
-
-async def _wait_idle() -> None:
-    await timers.wait_idle()

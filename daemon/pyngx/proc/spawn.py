@@ -18,6 +18,7 @@ from pyngx.proc import child, service
 from pyngx.conf.model import Config
 from pyngx.proc.cycle import Cycle
 from pyngx.runtime import state
+from pyngx.runtime.tree import Tree
 
 # Exit codes a child may leave with: FATAL means "do not respawn" (nginx:
 # "exited with fatal code 2 and cannot be respawned").
@@ -48,7 +49,7 @@ def credentials(config: Config) -> Credentials | None:
 
 
 def fork(cycle: Cycle, kind: str, worker_id: int | None, *, master_pid: int, status_fd: int,
-         close_fds: Iterable[int], creds: Credentials | None) -> int:
+         close_fds: Iterable[int], creds: Credentials | None, table: Tree) -> int:
     """Fork a KIND child of CYCLE; returns its pid in the master, never returns in the child.
 
     Raises OSError when fork() fails.
@@ -78,7 +79,7 @@ def fork(cycle: Cycle, kind: str, worker_id: int | None, *, master_pid: int, sta
         service.set_parent_death_signal(signal.SIGQUIT)
         if os.getppid() != master_pid:  # the master died before prctl armed the signal
             os._exit(OK)
-        code = child.run(cycle, kind, worker_id, master_pid=master_pid, status_fd=status_fd)
+        code = child.run(cycle, kind, worker_id, master_pid=master_pid, status_fd=status_fd, table=table)
     except BaseException as exc:  # noqa: BLE001 - nothing may escape into the master's code
         try:
             if code == FATAL and isinstance(exc, OSError):

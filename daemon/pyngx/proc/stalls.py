@@ -37,11 +37,11 @@ def interval(timeout: float | None) -> float:
     return 1.0 if timeout is None else max(0.05, min(1.0, timeout / 4))
 
 
-def overdue(pids: Iterable[int], timeout: float | None) -> list[Stuck]:
+def overdue(table: tree.Tree, pids: Iterable[int], timeout: float | None) -> list[Stuck]:
     """The children among PIDS whose loop has not run for TIMEOUT (once they reported, or GRACE more)."""
     if timeout is None:
         return []
-    rows = tree.current().health_rows()
+    rows = table.health_rows()
     now = time.monotonic_ns()
     out = []
     for pid in pids:
@@ -55,7 +55,7 @@ def overdue(pids: Iterable[int], timeout: float | None) -> list[Stuck]:
     return out
 
 
-def replace(children: Mapping[int, Any], stalled: dict[int, str], timeout: float | None) -> None:
+def replace(table: tree.Tree, children: Mapping[int, Any], stalled: dict[int, str], timeout: float | None) -> None:
     """Kill (SIGKILL) the CHILDREN (pid -> info with ``kind``) that are overdue.
 
     STALLED (pid -> "dumped" or "killed") remembers what was done already. A child that
@@ -63,7 +63,7 @@ def replace(children: Mapping[int, Any], stalled: dict[int, str], timeout: float
     stack to the error log from C (`pyngx.runtime.watchdog`), and is killed on the next look.
     The master reaps a killed child as any dead one and starts a fresh one with the same id.
     """
-    for stuck in overdue([pid for pid in children if stalled.get(pid) != "killed"], timeout):
+    for stuck in overdue(table, [pid for pid in children if stalled.get(pid) != "killed"], timeout):
         name = f"{children[stuck.pid].kind} process {stuck.pid}"
         what = f"has not run its event loop for {stuck.idle:.1f}s (worker_stall_timeout {timeout:g}s"
         if not stuck.reported and stuck.pid not in stalled:

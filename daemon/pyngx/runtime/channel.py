@@ -27,8 +27,9 @@ while data waited is given up: its queue is dropped and ``send`` raises IPCError
 
 Internal API (for other parts of pyngx, e.g. the events engine's wake-ups):
 
-- ``setup()``: bind this process's socket; idempotent; closes itself through
-  ``lifecycle.on_final``. Called by the process main before init_worker.
+- ``start(rt)``: bind the socket of a `core.Runtime` (``Runtime.start``
+  does, before init_worker); it closes through the runtime's exit hooks.
+  ``current()`` is the current runtime's channel while it is open.
 - ``send_internal(pid, name, data)``, ``broadcast_internal(name, data, *,
   current=False)`` (every live worker and agent, old generations included
   unless ``current``; this process included): ``data`` is str or bytes.
@@ -53,7 +54,7 @@ from typing import Any
 
 from pyngx import log
 from pyngx.errors import IPCError
-from pyngx.runtime import ipcconn, lifecycle, phase, repeats, state, tree
+from pyngx.runtime import core, ipcconn, phase, repeats, tree
 from pyngx.runtime.ipcconn import CONT as CONT
 from pyngx.runtime.ipcconn import HEAD as HEAD
 from pyngx.runtime.ipcconn import INTERNAL as INTERNAL
@@ -74,17 +75,16 @@ ADOPT_WAIT = 2.0  # how long a fresh child may be missing from the table
 Handler = Callable[[Any], Any]
 InternalHandler = Callable[[int, Any], Any]
 
-_user: dict[bytes, Handler] = {}
 _internal: dict[bytes, InternalHandler] = {}
 _on_lost: list[Callable[[int], None]] = []  # called with a pid when its last connection closes
-_chan: Channel | None = None
 
 
 class Channel:
     """This process's socket, its connections and its counters."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, master_pid: int) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, master_pid: int, table: tree.Tree | None) -> None:
         self.loop, self.master, self.pid = loop, master_pid, os.getpid()
+        self.table = table  # the process table: whom a broadcast reaches
         self.conns: dict[int, Conn] = {}  # the connection used to send to a pid
         self.every: set[Conn] = set()
         self.parked: set[socket.socket] = set()
@@ -96,6 +96,10 @@ class Channel:
         self.rview = memoryview(self.rbuf)
         self.cache: dict[bool, tuple[int, list[int]]] = {}
         self.sent = self.received = self.dropped = self.refused = 0
+        self.closed = False
+        self.handlers: dict[bytes, Handler] = {}  # the user's, by alert name (``ipc.receive``)
+        # `ipcrequest`'s requests waiting for their reply: id -> (pid asked, its future)
+        self.asking: dict[int, tuple[int, asyncio.Future[Any]]] = {}
         self.bytes_in = self.bytes_out = 0
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
         try:
@@ -161,7 +165,7 @@ class Channel:
 
     def targets(self, current: bool) -> list[int]:
         """Pids a broadcast goes to: ready peers and this process."""
-        table = tree.TREE
+        table = self.table
         if table is None:
             return [self.pid]
         version = table.version()
@@ -268,7 +272,7 @@ class Channel:
 
     def run_handler(self, name: bytes, data: str | bytes) -> bool:
         """Run the user's handler of NAME (in the caller's context); False when there is none."""
-        fn = _user.get(name)
+        fn = self.handlers.get(name)
         if fn is None:
             return False
         try:
@@ -339,7 +343,7 @@ class Channel:
                 self.waiter = None
 
     def close(self, graceful: bool) -> None:
-        global _chan
+        self.closed = True
         if graceful:
             for conn in list(self.every):
                 if conn.queued() and not conn.closed and conn.sock is not None:
@@ -356,8 +360,6 @@ class Channel:
         except Exception:  # noqa: BLE001 - the loop may be closing already
             pass
         self.listener.close()
-        if _chan is self:
-            _chan = None
 
     def statistics(self) -> dict[str, int]:
         return {"sent": self.sent, "received": self.received, "dropped": self.dropped,
@@ -368,28 +370,25 @@ class Channel:
 
 # -- the module API --
 
-def setup() -> Channel:
-    """Bind this process's socket (once per process); it closes at the process's end."""
-    global _chan
-    if _chan is not None:
-        return _chan
-    loop = asyncio.get_event_loop()
-    master = state.STATE.master_pid or os.getpid()
-    _chan = Channel(loop, master)
-    lifecycle.on_wait(_chan.wait_idle)
-    lifecycle.on_final(_chan.close)
-    return _chan
+def start(rt: Any) -> Channel:
+    """Bind the socket of runtime RT (a `core.Runtime`); its exit hooks close it."""
+    chan = Channel(rt.loop, rt.master_pid or os.getpid(), rt.tree)
+    rt.exits.on_wait(chan.wait_idle)
+    rt.exits.on_final(chan.close)
+    return chan
 
 
 def current() -> Channel | None:
-    """This process's channel, or None where there is none (the master, a script)."""
-    return _chan
+    """This process's open channel, or None where there is none (the master, a script)."""
+    chan = core.RT.channel
+    return chan if chan is not None and not chan.closed else None
 
 
 def _forget_after_fork() -> None:
-    # a child never uses its parent's channel (its sockets belong to the parent)
-    global _chan
-    _chan = None
+    # a process forked from a serving one never uses its parent's channel (its sockets are the parent's)
+    rt = core.RT
+    if isinstance(rt, core.Runtime):
+        rt.channel = None
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)
@@ -400,11 +399,11 @@ def sender() -> int | None:
     return ipcconn.SENDER.get()
 
 
-def set_handler(name: bytes, fn: Handler | None) -> None:
+def set_handler(chan: Channel, name: bytes, fn: Handler | None) -> None:
     if fn is None:
-        _user.pop(name, None)
+        chan.handlers.pop(name, None)
     else:
-        _user[name] = fn
+        chan.handlers[name] = fn
 
 
 def send_internal(pid: int, name: str, data: str | bytes) -> None:
@@ -412,8 +411,8 @@ def send_internal(pid: int, name: str, data: str | bytes) -> None:
 
     Does nothing where there is no channel (the master, a script).
     """
-    chan = _chan
-    if chan is not None:
+    chan = core.RT.channel
+    if chan is not None and not chan.closed:
         chan.send(pid, name.encode(), data, INTERNAL)
 
 
@@ -422,8 +421,8 @@ def broadcast_internal(name: str, data: str | bytes, *, current: bool = False) -
 
     Does nothing where there is no channel (the master, a script).
     """
-    chan = _chan
-    if chan is not None:
+    chan = core.RT.channel
+    if chan is not None and not chan.closed:
         chan.broadcast(name.encode(), data, INTERNAL, current=current)
 
 

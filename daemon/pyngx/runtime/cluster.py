@@ -28,7 +28,7 @@ import msgpack
 
 from pyngx import log
 from pyngx.errors import Error
-from pyngx.runtime import lifecycle, state
+from pyngx.runtime import core, lifecycle
 
 if TYPE_CHECKING:
     from pyngx.conf.model import ClusterConf
@@ -229,10 +229,7 @@ def _unique_timeout() -> float:
     return bus.settings.timeout if bus is not None else 2.0
 
 
-# -- this process --
-
-_member: Member | None = None
-
+# -- this process (its member is the Runtime's ``cluster``) --
 
 def start(conf: ClusterConf, reader_candidate: bool) -> Member:
     """Join the cluster in this process (the process main, after init_worker_by_python)."""
@@ -244,28 +241,35 @@ def start(conf: ClusterConf, reader_candidate: bool) -> Member:
 
 
 def current(conf: ClusterConf | None = None, reader_candidate: bool = False) -> Member:
-    """This process's member, made on first use. Raises Error without python_cluster."""
-    global _member
-    if _member is not None and not _member.closed:  # made in this process: the master never makes one
-        return _member
+    """This process's member, made on first use (a serving process's only: never the master's).
+
+    Raises Error without python_cluster.
+    """
+    rt = core.RT
+    found: Member | None = rt.cluster
+    if found is not None and not found.closed:
+        return found
     if conf is None:
-        config = state.STATE.config
+        config = rt.config
         conf = config.http.cluster if config is not None and config.http is not None else None
     if conf is None:
         raise Error("cluster not configured (python_cluster)")
-    _member = Member(conf, state.STATE.prefix, reader_candidate)
-    return _member
+    if not isinstance(rt, core.Runtime):
+        raise Error("cluster: not in this process (only workers, the agent and a single process join)")
+    found = rt.cluster = Member(conf, rt.prefix, reader_candidate)
+    return found
 
 
 def member() -> Member | None:
-    return _member
+    found: Member | None = core.RT.cluster
+    return found
 
 
 def post(source: str, event: str, data: Any, unique: str | None) -> bool:
     """``events.post(..., cluster=True)``."""
-    member = _member if _member is not None and not _member.closed else current()
-    return member.post(source, event, data, unique)
+    return current().post(source, event, data, unique)
 
 
 def statistics() -> dict[str, Any] | None:
-    return _member.statistics() if _member is not None else None
+    found: Member | None = core.RT.cluster
+    return found.statistics() if found is not None else None

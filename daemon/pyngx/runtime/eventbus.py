@@ -15,7 +15,7 @@ from typing import Any
 
 from pyngx import log
 from pyngx.errors import Error
-from pyngx.runtime import channel, lifecycle, state, tree
+from pyngx.runtime import channel, core, lifecycle
 from pyngx.runtime.eventlog import SOURCE, WAKE, Bus, Settings
 
 __all__ = ["SOURCE", "Bus", "Settings", "Registry", "registry", "current", "configure", "statistics"]
@@ -88,35 +88,31 @@ def _resolve(entry: Any) -> Callable[..., Any] | None:
 
 # -- this process --
 
-_registries: dict[int, Registry] = {}  # by generation: a reload's init_by_python starts afresh
-_bus: Bus | None = None
-
-
 def registry() -> Registry:
-    """This generation's handlers."""
-    generation = state.STATE.generation
-    found = _registries.get(generation)
+    """This generation's handlers: the current record's (init_by_python's pass on to the
+    workers through the generation, `pyngx.proc.cycle.Cycle.events`)."""
+    record = core.RT
+    found: Registry | None = record.events
     if found is None:
-        while len(_registries) >= 4:  # a refused reload may go back to the previous one
-            del _registries[min(_registries)]
-        found = _registries[generation] = Registry()
+        found = record.events = Registry()
     return found
 
 
 def current() -> Bus | None:
     """The bus of this process, None before configure (or a parent's, after fork)."""
-    if _bus is not None and _bus.pid == os.getpid() and not _bus.closed:
-        return _bus
+    bus = core.RT.bus
+    if bus is not None and bus.pid == os.getpid() and not bus.closed:
+        return bus
     return None
 
 
-def configure(name: str, settings: Settings) -> None:
+def configure(rt: Any, name: str, settings: Settings) -> None:
     """Join the log in zone NAME, or change the settings of the running bus.
 
+    The bus belongs to runtime RT (a `core.Runtime`), stopped by its exit hooks.
     Raises ValueError for an unknown zone, Error when NAME differs from the
     zone in use, NoMemoryError when the zone cannot hold our position.
     """
-    global _bus
     bus = current()
     if bus is not None:
         if name != bus.name:
@@ -124,15 +120,15 @@ def configure(name: str, settings: Settings) -> None:
         bus.settings = settings
         bus.restart()
         return
-    zone = state.STATE.shdicts.get(name)
+    zone = rt.shdicts.get(name)
     if zone is None:
         raise ValueError(f'shm "{name}" not found')
     bus = Bus(zone, name, settings, registry(), peers=_tree_peers, wake_others=_waker())
     bus.join()
-    _bus = bus
-    lifecycle.on_begin(_stopping, order=lifecycle.EVENTS)
-    lifecycle.on_wait(_drain)
-    lifecycle.on_final(_leave)
+    rt.bus = bus
+    rt.exits.on_begin(_stopping, order=lifecycle.EVENTS)
+    rt.exits.on_wait(_drain)
+    rt.exits.on_final(_leave)
     bus.start()
     bus.post(SOURCE, "started", None, None)
 
@@ -147,9 +143,10 @@ def statistics() -> dict[str, Any]:
 
 def _tree_peers() -> list[int]:
     """Every live worker and agent, old generations included (they still read)."""
-    if tree.TREE is None:
+    table = core.RT.tree
+    if table is None:
         return [os.getpid()]
-    return [peer.pid for peer in tree.TREE.peers(current=False)]
+    return [peer.pid for peer in table.peers(current=False)]
 
 
 def _waker() -> Callable[[], None]:

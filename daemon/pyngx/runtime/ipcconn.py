@@ -22,8 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyngx import log
 from pyngx.errors import IPCError
-from pyngx.runtime import phase, tree
-from pyngx.runtime.state import STATE
+from pyngx.runtime import core, phase
 
 if TYPE_CHECKING:
     from pyngx.runtime.channel import Channel
@@ -296,14 +295,14 @@ def peer(sock: socket.socket) -> tuple[int, int, int]:
 def known(pid: int) -> bool:
     if pid == os.getpid():
         return True
-    table = tree.TREE
+    table = core.RT.tree
     return table is not None and pid > 0 and table.has(pid)
 
 
 def live_current(pid: int) -> bool:
     """PID is listed, of the current generation, and this process is not exiting."""
-    table = tree.TREE
-    if STATE.exiting or table is None:
+    table = core.RT.tree
+    if core.RT.exiting or table is None:
         return False
     return any(peer.pid == pid for peer in table.peers(current=True))
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import itertools
-import os
 import struct
 from dataclasses import dataclass
 
@@ -43,7 +42,6 @@ class Asked:
 
 ASKED: contextvars.ContextVar[Asked | None] = contextvars.ContextVar("pyngx_ipc_asked", default=None)
 _ids = itertools.count(1)
-_waiting: dict[int, tuple[int, asyncio.Future[str | bytes]]] = {}  # id -> (pid asked, its future)
 
 
 def _pack(head: struct.Struct, first: int, second: int, data: str | bytes, name: bytes = b"") -> bytes:
@@ -56,24 +54,26 @@ def _payload(raw: bytes, is_str: int) -> str | bytes:
     return raw.decode("utf-8", "surrogatepass") if is_str else raw
 
 
-async def request(pid: int, name: bytes, data: str | bytes, timeout: float | None) -> str | bytes:
-    """Send NAME with DATA to PID and wait for its handler's ``ipc.reply``.
+async def request(chan: channel.Channel, pid: int, name: bytes, data: str | bytes, timeout: float | None
+                  ) -> str | bytes:
+    """Send NAME with DATA to PID over CHAN and wait for its handler's ``ipc.reply``.
 
     Raises IPCError("no such process") at once for a pid outside the tree,
     IPCError("no handler") when PID has no handler of NAME, IPCError("process
     exited") when PID goes before answering (IPCError("connection closed") when the
     connection went while it lives), pyngx TimeoutError("timeout").
     """
+    waiting = chan.asking
     rid = next(_ids)
     future: asyncio.Future[str | bytes] = asyncio.get_running_loop().create_future()
-    _waiting[rid] = (pid, future)
+    waiting[rid] = (pid, future)
     try:
         channel.send_internal(pid, REQUEST, _pack(_REQ, rid, len(name), data, name))
         return await asyncio.wait_for(future, timeout)
     except TimeoutError:  # asyncio's, the builtin since 3.11
         raise errors.TimeoutError("timeout") from None
     finally:
-        _waiting.pop(rid, None)
+        waiting.pop(rid, None)
 
 
 def reply(data: str | bytes) -> bool:
@@ -107,7 +107,8 @@ def _on_reply(pid: int, raw: str | bytes) -> None:
     if type(raw) is not bytes or len(raw) < _REP.size:
         return
     rid, status, is_str = _REP.unpack_from(raw)
-    entry = _waiting.get(rid)
+    chan = channel.current()
+    entry = chan.asking.get(rid) if chan is not None else None
     if entry is None or entry[0] != pid or entry[1].done():
         return  # late (timed out) or not ours
     if status == OK:
@@ -121,21 +122,22 @@ SETTLE, SETTLE_TRIES = 0.02, 10  # a killed process is a zombie a moment after i
 
 def _on_lost(pid: int) -> None:
     """No connection with PID is left: its replies cannot come any more."""
-    if any(asked == pid and not future.done() for asked, future in _waiting.values()):
-        _fail(pid, 0)
+    chan = channel.current()
+    if chan is not None and any(asked == pid and not future.done() for asked, future in chan.asking.values()):
+        _fail(chan, pid, 0)
 
 
-def _fail(pid: int, tries: int) -> None:
+def _fail(chan: channel.Channel, pid: int, tries: int) -> None:
     """Fail the requests to PID, saying whether it exited (re-checked a few times, as the
     kernel closes a dying process's sockets just before it becomes a zombie)."""
     alive = _alive(pid)
     if alive and tries < SETTLE_TRIES:
         try:
-            asyncio.get_running_loop().call_later(SETTLE, _fail, pid, tries + 1)
+            asyncio.get_running_loop().call_later(SETTLE, _fail, chan, pid, tries + 1)
             return
         except RuntimeError:  # no loop any more (this process is closing): say it now
             pass
-    for asked, future in list(_waiting.values()):
+    for asked, future in list(chan.asking.values()):
         if asked == pid and not future.done():
             future.set_exception(errors.IPCError("connection closed" if alive else "process exited"))
 
@@ -149,11 +151,6 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _forget_after_fork() -> None:
-    _waiting.clear()  # a child never receives its parent's replies
-
-
 channel.receive_internal(REQUEST, _on_request)
 channel.receive_internal(REPLY, _on_reply)
 channel.on_lost(_on_lost)
-os.register_at_fork(after_in_child=_forget_after_fork)

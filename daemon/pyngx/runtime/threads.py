@@ -11,12 +11,11 @@ and wakes the loop with ``call_soon_threadsafe`` only when the deque was
 drained, so a burst of results costs one wake-up. The loop side alone counts
 calls in flight (submitted, outcome not yet delivered): that count bounds the
 queue (``max_queue`` waiting beyond the threads) and lets a graceful exit wait
-for running calls (``lifecycle.on_wait``).
+for running calls (the runtime's exit hooks).
 """
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -26,7 +25,7 @@ from typing import Any
 
 from pyngx import log
 from pyngx.errors import Error
-from pyngx.runtime import lifecycle, state
+from pyngx.runtime import core
 
 _Item = tuple["asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
@@ -137,18 +136,20 @@ class Pool:
 
 
 class Pools:
-    """Every pool of this process, made on first use from the config."""
+    """Every pool of one runtime (`core.Runtime.pools`), each made on first use from the config."""
 
-    __slots__ = ("pid", "specs", "pools")
+    __slots__ = ("specs", "pools")
 
-    def __init__(self) -> None:
-        self.pid = 0
-        self.specs: dict[str, tuple[int, int]] = {}
+    def __init__(self, rt: Any) -> None:
+        config = rt.config
+        specs = config.thread_pools if config is not None else ()
+        self.specs: dict[str, tuple[int, int]] = {s.name: (s.threads, s.max_queue) for s in specs}
+        self.specs.setdefault("default", (32, 65536))
         self.pools: dict[str, Pool] = {}
+        rt.exits.on_wait(self._wait_running)
+        rt.exits.on_final(self._final)
 
     def get(self, name: str) -> Pool:
-        if self.pid != os.getpid():  # first use in this process (never inherited across a fork)
-            self._setup()
         pool = self.pools.get(name)
         loop = asyncio.get_running_loop()
         if pool is not None and pool.loop is loop:
@@ -160,16 +161,6 @@ class Pools:
             raise Error(f'thread_pool "{name}" not found')
         pool = self.pools[name] = Pool(name, spec[0], spec[1], loop)
         return pool
-
-    def _setup(self) -> None:
-        self.pid = os.getpid()
-        self.pools = {}
-        config = state.STATE.config
-        specs = config.thread_pools if config is not None else ()
-        self.specs = {s.name: (s.threads, s.max_queue) for s in specs}
-        self.specs.setdefault("default", (32, 65536))
-        lifecycle.on_wait(self._wait_running)
-        lifecycle.on_final(self._final)
 
     async def _wait_running(self) -> None:
         pools = [p for p in self.pools.values() if p.in_flight]
@@ -183,16 +174,22 @@ class Pools:
             pool.stop()
 
 
-POOLS = Pools()
+def of(rt: Any) -> Pools:
+    """The pools of runtime RT (a `core.Runtime`), made at the first call."""
+    pools: Pools | None = rt.pools
+    if pools is None:
+        pools = rt.pools = Pools(rt)
+    return pools
 
 
-async def run(name: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """FN(*ARGS, **KWARGS) in a thread of pool NAME; its result, or its exception raised here."""
-    return await POOLS.get(name).submit(fn, args, kwargs)
+async def run(rt: Any, name: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """FN(*ARGS, **KWARGS) in a thread of RT's pool NAME; its result, or its exception raised here."""
+    return await of(rt).get(name).submit(fn, args, kwargs)
 
 
 def statistics() -> dict[str, PoolStats]:
     """The counters of the pools used so far in this process (for pyngx_status)."""
-    if POOLS.pid != os.getpid():
+    pools = core.RT.pools
+    if pools is None:
         return {}
-    return {name: pool.statistics() for name, pool in POOLS.pools.items()}
+    return {name: pool.statistics() for name, pool in pools.pools.items()}

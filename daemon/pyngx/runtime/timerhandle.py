@@ -1,10 +1,12 @@
 """The handles ``ngx.timer.at`` and ``ngx.timer.every`` return, and how log lines name a callback.
 
-Owns the per-timer state the engine reads and writes (alive, the loop's
-handle, an ``every`` timer's interval, unique name and run flags) and
-``cancel()``, which hands the timer back to its engine. The classes are
-slotted and layered so that an ``at(0)`` timer, the common case, carries four
-fields. Knows nothing of scheduling (`pyngx.runtime.timers` owns that).
+A handle is a record: its fields (the callback and its arguments, alive, the
+loop's handle, an ``every`` timer's interval, due time, unique name and run
+flags) are plain attributes that the engine (`pyngx.runtime.timers.Engine`)
+alone reads and writes, and ``cancel()`` asks the engine through its public
+``Engine.cancel``. The handle knows nothing of scheduling and the engine
+touches nothing private of the handle. The classes are slotted and layered so
+that an ``at(0)`` timer, the common case, carries four fields.
 """
 from __future__ import annotations
 
@@ -30,54 +32,54 @@ class Timer:
 
     # An `at(0)` timer sets only these four; the class attributes below are the
     # answers for it, and `LaterTimer` and `EveryTimer` make them per-instance slots.
-    __slots__ = ("_engine", "_fn", "_args", "_alive")
-    _handle: asyncio.TimerHandle | None = None  # on the loop's timer heap
-    _interval = 0.0
-    _unique: str | None = None
-    _lease: Any = None
-    _running = False  # an `every` run is in progress
-    _after = False  # run once more, premature, when the current run ends
+    __slots__ = ("engine", "fn", "args", "alive")
+    handle: asyncio.TimerHandle | None = None  # on the loop's timer heap
+    interval = 0.0
+    unique: str | None = None
+    lease: Any = None
+    running = False  # an `every` run is in progress
+    after = False  # run once more, premature, when the current run ends
 
     def __init__(self, engine: Engine, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        self._engine = engine
-        self._fn = fn
-        self._args = args
-        self._alive = True  # counted in pending_count()
+        self.engine = engine
+        self.fn = fn
+        self.args = args
+        self.alive = True  # counted in pending_count()
 
     def cancel(self) -> bool:
         """Stop the timer; False when it already ran, was cancelled, or the process is exiting."""
-        if not self._alive:
+        if not self.alive:
             return False
-        self._engine._cancel(self)
+        self.engine.cancel(self)
         return True
 
     def __repr__(self) -> str:
-        kind = f"every {self._interval:g}s" if self._interval else "at"
-        state = "pending" if self._alive else "done"
-        return f"<pyngx.Timer {kind} {where(self._fn)} {state}>"
+        kind = f"every {self.interval:g}s" if self.interval else "at"
+        state = "pending" if self.alive else "done"
+        return f"<pyngx.Timer {kind} {where(self.fn)} {state}>"
 
 
 class LaterTimer(Timer):
     """A timer on the loop's timer heap: ``at`` with a delay, and ``every``."""
 
-    __slots__ = ("_handle",)
+    __slots__ = ("handle",)
 
     def __init__(self, engine: Engine, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
         super().__init__(engine, fn, args)
-        self._handle = None
+        self.handle = None
 
 
 class EveryTimer(LaterTimer):
     """An ``every`` timer: the state an `at` timer does not need."""
 
-    __slots__ = ("_interval", "_unique", "_running", "_after", "_due", "_lease")
+    __slots__ = ("interval", "unique", "running", "after", "due", "lease")
 
     def __init__(self, engine: Engine, fn: Callable[..., Any], args: tuple[Any, ...], interval: float,
                  unique: str | None, lease: Any = None) -> None:
         super().__init__(engine, fn, args)
-        self._interval = interval
-        self._unique = unique
-        self._lease = lease  # a cluster job's `clusterlease.Lease`: runs only while it is valid
-        self._running = False
-        self._after = False
-        self._due = 0.0
+        self.interval = interval
+        self.unique = unique
+        self.lease = lease  # a cluster job's `clusterlease.Lease`: runs only while it is valid
+        self.running = False
+        self.after = False
+        self.due = 0.0

@@ -89,10 +89,10 @@ class Engine:
         if delay == 0:
             # Timer.__init__ spelled out: at(0) is the hot path, and a frame costs more
             t = _new(Timer)
-            t._engine = self
-            t._fn = fn
-            t._args = args
-            t._alive = True
+            t.engine = self
+            t.fn = fn
+            t.args = args
+            t.alive = True
             self.pending += 1
             self._ready.append(t)
             if self._drain_handle is None:
@@ -101,7 +101,7 @@ class Engine:
         later = LaterTimer(self, fn, args)
         self.pending += 1
         self._scheduled.add(later)
-        later._handle = self.loop.call_at(self.loop.time() + delay, self._expire, later)
+        later.handle = self.loop.call_at(self.loop.time() + delay, self._expire, later)
         return later
 
     def every(self, interval: float, fn: Callable[..., Any], args: tuple[Any, ...], unique: str | None,
@@ -116,20 +116,21 @@ class Engine:
         t = EveryTimer(self, fn, args, float(interval), unique, lease)
         self.pending += 1
         self._scheduled.add(t)
-        t._due = self.loop.time() + interval
-        t._handle = self.loop.call_at(t._due, self._on_due, t)
+        t.due = self.loop.time() + interval
+        t.handle = self.loop.call_at(t.due, self._on_due, t)
         if lease is not None:
             self._take(t)
         return t
 
-    def _cancel(self, t: Timer) -> None:
-        t._alive = False
+    def cancel(self, t: Timer) -> None:
+        """Cancel live timer T (`Timer.cancel` calls this)."""
+        t.alive = False
         self.pending -= 1
         self._scheduled.discard(t)
-        if t._handle is not None:
-            t._handle.cancel()
-            t._handle = None
-        if t._unique is not None and not t._running:
+        if t.handle is not None:
+            t.handle.cancel()
+            t.handle = None
+        if t.unique is not None and not t.running:
             self._release(t)
         self._check_idle()
 
@@ -153,17 +154,17 @@ class Engine:
             while ready and budget:
                 budget -= 1
                 t = popleft()
-                if not t._alive:
+                if not t.alive:
                     continue
                 if self.running > self.max_running:  # one of them is the slot above
                     self._wait_for_slot(t)
                     continue
-                t._alive = False
+                t.alive = False
                 self.pending -= 1
                 fired += 1
                 ctx = fresh()
                 try:
-                    result = ctx.run(t._fn, False, *t._args)
+                    result = ctx.run(t.fn, False, *t.args)
                 except Exception as exc:  # noqa: BLE001 - the user's callback: log it, carry on
                     self._report(t, exc, skip_frame=True)
                     continue
@@ -187,27 +188,27 @@ class Engine:
         self._check_idle()
 
     def _expire(self, t: Timer) -> None:
-        t._handle = None
+        t.handle = None
         self._scheduled.discard(t)
-        if t._alive:
+        if t.alive:
             self._start(t)
 
     def _on_due(self, t: Timer) -> None:
         """An `every` timer's due time: plan the next one on the grid, then run or skip."""
         assert isinstance(t, EveryTimer)
         now = self.loop.time()
-        interval = t._interval
-        nxt = t._due + interval
+        interval = t.interval
+        nxt = t.due + interval
         if nxt <= now:  # the loop was late: keep the grid, skip the missed times
             nxt += ((now - nxt) // interval + 1) * interval
-        t._due = nxt
-        t._handle = self.loop.call_at(nxt, self._on_due, t)
-        if t._running:  # running, or due and waiting for a slot
+        t.due = nxt
+        t.handle = self.loop.call_at(nxt, self._on_due, t)
+        if t.running:  # running, or due and waiting for a slot
             self.skipped += 1
             return
-        if t._unique is not None and not self._take(t):
+        if t.unique is not None and not self._take(t):
             return
-        t._running = True  # from now until the run ends, waiting for a slot included
+        t.running = True  # from now until the run ends, waiting for a slot included
         self._start(t)
 
     def _start(self, t: Timer) -> None:
@@ -229,9 +230,9 @@ class Engine:
         waitq = self._waitq
         while waitq and self.running < self.max_running:
             t = waitq.popleft()
-            if t._alive:
+            if t.alive:
                 self._run(t, False)
-            elif t._interval:  # an `every` cancelled while it waited
+            elif t.interval:  # an `every` cancelled while it waited
                 self._finish_every(t)
         if not waitq and self._burst:
             log.info(f"{self._burst} expired timers waited for a free running slot")
@@ -242,14 +243,14 @@ class Engine:
     def _run(self, t: Timer, premature: bool) -> None:
         self.running += 1
         self.fired += 1
-        if t._interval:
-            t._running = True
+        if t.interval:
+            t.running = True
         else:
-            t._alive = False
+            t.alive = False
             self.pending -= 1
         ctx = self._context.copy()
         try:
-            result = ctx.run(t._fn, premature, *t._args)
+            result = ctx.run(t.fn, premature, *t.args)
         except Exception as exc:  # noqa: BLE001 - the user's callback: log it, carry on
             self._report(t, exc, skip_frame=True)
             self._finish(t)
@@ -281,7 +282,7 @@ class Engine:
         t = self._tasks.pop(task)
         if task.cancelled():
             if not self.closing:
-                log.info(f"timer callback {where(t._fn)} was cancelled")
+                log.info(f"timer callback {where(t.fn)} was cancelled")
         else:
             exc = task.exception()
             if exc is not None and not isinstance(exc, phase.Exit):
@@ -295,50 +296,50 @@ class Engine:
             # start the traceback at the user's code; nothing when the call itself
             # failed (a callback that takes other arguments)
             exc = exc.with_traceback(tb.tb_next)
-        repeats.exception(f"timer callback {where(t._fn)} failed", exc)
+        repeats.exception(f"timer callback {where(t.fn)} failed", exc)
 
     def _finish(self, t: Timer) -> None:
         self.running -= 1
-        if t._interval:
+        if t.interval:
             self._finish_every(t)
         if self._waitq and self.running < self.max_running:
             self._next_waiting()
         self._check_idle()
 
     def _finish_every(self, t: Timer) -> None:
-        t._running = False
-        if t._after and not self._stopped:  # exit began while this run was going: one premature run now
-            t._after = False
+        t.running = False
+        if t.after and not self._stopped:  # exit began while this run was going: one premature run now
+            t.after = False
             self.premature += 1
             self._run(t, True)
-        elif not t._alive and t._unique is not None:
+        elif not t.alive and t.unique is not None:
             self._release(t)
 
     # -- unique= --
 
     def _take(self, t: Timer) -> bool:
         """True when this process holds (or just took) T's unique lock for T."""
-        name = t._unique
+        name = t.unique
         assert name is not None
         holder = self._held.get(name)
         if holder is not None:
-            return holder is t and (t._lease is None or t._lease.valid())
+            return holder is t and (t.lease is None or t.lease.valid())
         if not treelock.try_lock(name):
             return False  # another process of the tree holds it
         self._held[name] = t
-        if t._lease is not None:  # scope="cluster": this process competes for the node
-            t._lease.start()
-            return bool(t._lease.valid())
+        if t.lease is not None:  # scope="cluster": this process competes for the node
+            t.lease.start()
+            return bool(t.lease.valid())
         log.info(f'timer "{name}" runs in this process now')
         return True
 
     def _release(self, t: Timer) -> None:
-        name = t._unique
+        name = t.unique
         if name is None or self._held.get(name) is not t:
             return
         del self._held[name]
-        if t._lease is not None:
-            t._lease.stop()
+        if t.lease is not None:
+            t.lease.stop()
         try:
             treelock.unlock(name)
         except OSError as exc:  # pragma: no cover - unlocking a held lock does not fail
@@ -381,28 +382,28 @@ class Engine:
         due_every = set()
         batch: list[tuple[Timer, bool]] = []
         for t in self._waitq:  # fell due, waits for a slot: a normal run, now
-            if t._interval:
-                t._running = False  # it was only waiting
-                if t._alive:
+            if t.interval:
+                t.running = False  # it was only waiting
+                if t.alive:
                     due_every.add(t)  # runs from the loop over _scheduled below
                 else:
                     self._release(t)  # cancelled while it waited
-            elif t._alive:
+            elif t.alive:
                 batch.append((t, False))
         self._waitq.clear()
-        batch.extend((t, True) for t in self._ready if t._alive)
+        batch.extend((t, True) for t in self._ready if t.alive)
         self._ready.clear()
         for t in self._scheduled:
-            if t._handle is not None:
-                t._handle.cancel()
-                t._handle = None
-            if not t._alive:
+            if t.handle is not None:
+                t.handle.cancel()
+                t.handle = None
+            if not t.alive:
                 continue
-            if t._unique is not None and (self._held.get(t._unique) is not t
-                                          or (t._lease is not None and not t._lease.valid())):
+            if t.unique is not None and (self._held.get(t.unique) is not t
+                                          or (t.lease is not None and not t.lease.valid())):
                 self._drop(t)  # only the holder runs a unique job, its last run included
-            elif t._running:
-                t._after = True
+            elif t.running:
+                t.after = True
                 self._drop(t)
             else:
                 batch.append((t, t not in due_every))
@@ -414,7 +415,7 @@ class Engine:
 
     def _drop(self, t: Timer) -> None:
         """T runs no more (exit): it leaves the pending count."""
-        t._alive = False
+        t.alive = False
         self.pending -= 1
 
     def _run_batch(self) -> None:
@@ -422,8 +423,8 @@ class Engine:
             return  # final() drops them
         batch, self._batch = self._batch, []
         for t, premature in batch:
-            if t._alive:
-                if t._interval:
+            if t.alive:
+                if t.interval:
                     self._drop(t)
                 if premature:
                     self.premature += 1
@@ -437,7 +438,7 @@ class Engine:
             self._stopped = True  # what is cancelled now gets no premature run after it
             tasks = list(self._tasks)
             for task in tasks:
-                log.warn(f"timer callback {where(self._tasks[task]._fn)} still running at "
+                log.warn(f"timer callback {where(self._tasks[task].fn)} still running at "
                          "worker_shutdown_timeout, cancelled")
                 task.cancel()
             self.cancelled_at_exit += len(tasks)
@@ -454,10 +455,10 @@ class Engine:
             self._drain_handle.cancel()
             self._drain_handle = None
         for t in [*self._scheduled, *self._ready, *self._waitq, *(t for t, _ in self._batch)]:
-            if t._handle is not None:
-                t._handle.cancel()
-                t._handle = None
-            if t._alive:
+            if t.handle is not None:
+                t.handle.cancel()
+                t.handle = None
+            if t.alive:
                 self._drop(t)
         self._scheduled.clear()
         self._ready.clear()
@@ -472,7 +473,7 @@ class Engine:
         return {
             "pending": self.pending,
             "running": self.running,
-            "waiting_for_slot": sum(1 for t in self._waitq if t._alive),
+            "waiting_for_slot": sum(1 for t in self._waitq if t.alive),
             "fired": self.fired,
             "failed": self.failed,
             "waited_for_slot": self.waited,
@@ -485,34 +486,17 @@ class Engine:
         }
 
 
-ENGINE: Engine | None = None
-
-
-def setup(max_pending: int, max_running: int, loop: asyncio.AbstractEventLoop | None = None) -> Engine:
-    """Start this process's timers on LOOP (default: the current loop) and hook the exit."""
-    global ENGINE
-    if ENGINE is not None:
-        ENGINE.final(False)
-    engine = Engine(loop or asyncio.get_event_loop(), max_pending, max_running)
-    ENGINE = engine
-    lifecycle.on_begin(engine.fire_premature, order=lifecycle.TIMERS)
-    lifecycle.on_wait(engine.wait_running)
-    lifecycle.on_final(engine.final)
+def start(rt: Any, max_pending: int, max_running: int) -> Engine:
+    """The timers of runtime RT (a `core.Runtime`), on its loop, stopped by its exit hooks."""
+    engine = Engine(rt.loop, max_pending, max_running)
+    rt.exits.on_begin(engine.fire_premature, order=lifecycle.TIMERS)
+    rt.exits.on_wait(engine.wait_running)
+    rt.exits.on_final(engine.final)
     return engine
 
 
-def engine() -> Engine | None:
-    return ENGINE
-
-
-async def wait_idle() -> None:
-    """Return when no timer is pending or running (``pyngx -e`` exits then)."""
-    if ENGINE is not None:
-        await ENGINE.wait_idle()
-
-
-def statistics() -> dict[str, Any]:
+def statistics(engine: Engine | None) -> dict[str, Any]:
     """Counters for the status endpoint."""
-    if ENGINE is None:
+    if engine is None:
         return {"pending": 0, "running": 0}
-    return ENGINE.statistics()
+    return engine.statistics()

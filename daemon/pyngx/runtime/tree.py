@@ -200,21 +200,13 @@ def _slot(off: int) -> int:
     return (off - _HEAD.size) // _SLOT.size
 
 
-TREE: Tree | None = None
-
-
 def create() -> Tree:
-    """Create the table (the master before its first fork, or a single process)."""
-    global TREE
-    if TREE is None:
-        TREE = Tree()
-    return TREE
+    """Create the table (the master before its first fork, or a single process).
 
-
-def current() -> Tree:
-    """The table, once the master or the single process created it (before any child runs)."""
-    assert TREE is not None, "the process table is created before the first fork"
-    return TREE
+    The master keeps it (``Master.tree``) and hands it to each child it forks,
+    whose `core.Runtime` holds it (``core.RT.tree``).
+    """
+    return Tree()
 
 
 def single_process() -> Tree:

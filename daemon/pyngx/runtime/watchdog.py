@@ -33,7 +33,7 @@ from types import FrameType
 
 from pyngx import log
 from pyngx.conf.model import Chunk, Config
-from pyngx.runtime import tree
+from pyngx.runtime import core
 
 BEAT, STALLS, LONGEST_US, SINCE, REPORTED = range(5)  # tree.HEALTH_FIELDS
 
@@ -105,10 +105,11 @@ class Watchdog:
     def _beat(self) -> None:
         now = self.beat_ns = time.monotonic_ns()
         row = self.row
-        if row is None and tree.TREE is not None:
-            slot = tree.TREE.my_slot()  # -1 until the master has listed this process
+        table = core.RT.tree
+        if row is None and table is not None:
+            slot = table.my_slot()  # -1 until the master has listed this process
             if slot >= 0:
-                row = self.row = tree.TREE.health_row(slot)
+                row = self.row = table.health_row(slot)
         if row is not None:
             row[BEAT] = now
         if not self.stop_event.is_set():

@@ -23,7 +23,7 @@ Contract with the process engine (pyngx.proc):
 - ``zone.close()``, ``zone.check()`` (walks the structure, AssertionError on a
   broken invariant), ``zone.statistics() -> dict`` (capacity, free, items,
   evictions, ... for the status endpoint), ``zone.capacity()``.
-- The facade (pyngx.shared) finds zones in ``pyngx.runtime.state.STATE.shdicts``.
+- The facade (pyngx.shared) finds zones in ``pyngx.runtime.core.RT.shdicts``.
 """
 from __future__ import annotations
 
