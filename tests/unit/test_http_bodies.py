@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from test_http_server import Served, loc
 
-from pyngx.runtime.state import STATE
+from pyngx.runtime import core
 
 OUT = 10 << 20
 IN = 1 << 20
@@ -28,7 +28,7 @@ LOCATIONS = (
 @pytest.fixture(params=["uvloop", "asyncio"])
 def served(request: pytest.FixtureRequest) -> Iterator[Served]:
     s = Served(LOCATIONS, request.param)
-    STATE.globals.update(BIG=BIG, OUT=OUT)
+    core.RT.globals.update(BIG=BIG, OUT=OUT)
     try:
         yield s
     finally:

@@ -16,7 +16,7 @@ from pyngx.http.protocol import HttpProtocol
 from pyngx.http.server import DRAIN_GRACE, HttpServer
 from pyngx.http.site import SLOTS, UNFILED, Site
 from pyngx.runtime import usercode
-from pyngx.runtime.state import STATE
+from pyngx.runtime import core
 
 GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
 
@@ -57,7 +57,7 @@ class Transport:
 @pytest.fixture
 def server() -> Iterator[HttpServer]:
     loop = asyncio.new_event_loop()
-    STATE.globals = usercode.new_globals()
+    core.RT.globals = usercode.new_globals()
     hello = compile_chunk('ngx.say("hello")', "site.conf", 1, "handler")
     conf = HttpConf(servers=(ServerConf(listens=(Listen("127.0.0.1", 1),), locations=(
         LocationConf("", "/", None, content=hello),)),), keepalive_timeout=5.0, client_header_timeout=3.0)

@@ -60,6 +60,8 @@ MODULE_STATE = {
     ("ipc.py", "_NAMES"): "a cache of checked names",
     ("runtime/usercode.py", "_real"): "a cache of resolved paths",
     ("http/sendfile.py", "_dates"): "a cache of formatted dates",
+    ("http/exchange.py", "_LOWER"): "a bounded cache of lower-cased request header names",
+    ("http/exchange.py", "_NAMES"): "a bounded cache of cleaned response header names",
     ("conf/parse.py", "_parser"): "the parser's reusable state",
     ("http/phases.py", "ARG"): "a constant table",
 }
