@@ -259,9 +259,15 @@ static double expires_of(Engine *e, uint32_t idx) {
     return d;
 }
 
-static int is_expired(Engine *e, uint32_t idx, double now) {
+/* the clock is read once per step, and only when an expiry needs it (*NOW == 0: not yet) */
+static inline double clock_of(double *now) {
+    if (*now == 0.0) *now = now_s();
+    return *now;
+}
+
+static int is_expired(Engine *e, uint32_t idx, double *now) {
     double x = expires_of(e, idx);
-    return x != 0.0 && x <= now;
+    return x != 0.0 && x <= clock_of(now);
 }
 
 static uint16_t klen_of(Engine *e, uint32_t idx) {
@@ -333,7 +339,7 @@ static int remove_any(Engine *e, uint32_t idx) {
 
 /* lua-nginx-module's shdict_expire(ctx, 1): free up to two expired items at the LRU tail;
    committed on its own so that no later allocation in the step reuses their chunks */
-static int expire_tail(Engine *e, double now) {
+static int expire_tail(Engine *e, double *now) {
     int removed = 0;
     for (int n = 1; n < 3; n++) {
         uint32_t tail = W32(e, H_LRU_TAIL);
@@ -390,7 +396,7 @@ static int rewrite(Engine *e, uint32_t idx, uint32_t klen, int vt, const char *v
    in the same step. 0 stored, 1 no memory (nothing changed), -1 error. */
 static int put(Engine *e, const char *kb, uint32_t klen, uint32_t h, uint32_t old, int vt,
                const char *val, uint32_t vlen, double expires, uint32_t flags, int evict,
-               double now, int *forcible) {
+               double *now, int *forcible) {
     uint32_t need = chunks_for(klen + vlen), nfree = W32(e, H_NFREE);
     if (old && vlen <= REWRITE_MAX && chain_len(e, old) == need)
         return rewrite(e, old, klen, vt, val, vlen, expires, flags);
@@ -584,11 +590,11 @@ static PyObject *E_get(Engine *e, PyObject *key) {
     PyObject *big = NULL;
     char small[GET_STACK];
     int vt = 0, err = 0, found = 0;
-    double now = now_s();
+    double now = 0.0;
     if (lock_zone(e) < 0) { Py_XDECREF(k.own); return NULL; }
     uint32_t idx = find(e, k.p, (uint32_t)k.n, h, &prev);
     if (prev == UINT32_MAX) err = 1;
-    else if (!idx || is_expired(e, idx, now)) found = 0;
+    else if (!idx || is_expired(e, idx, &now)) found = 0;
     else if ((vt = *(uint8_t *)(e->b + AT(e, idx) + F_TYPE)) == T_LIST) err = 2;
     else if (touch(e, idx) < 0) err = 1;
     else {
@@ -647,19 +653,19 @@ static PyObject *store(Engine *e, int op, int safe, PyObject *const *args, Py_ss
         return NULL;
     }
     uint32_t h = (uint32_t)crc32(0, (const Bytef *)k.p, (uInt)k.n), prev;
-    double now = now_s();
+    double now = 0.0;
     if (lock_zone(e) < 0) { Py_XDECREF(k.own); Py_XDECREF(v.own); return NULL; }
-    if (expire_tail(e, now) < 0) rc = -1;
+    if (expire_tail(e, &now) < 0) rc = -1;
     uint32_t idx = rc ? 0 : find(e, k.p, (uint32_t)k.n, h, &prev);
     if (!rc && prev == UINT32_MAX) rc = -1;
     if (!rc) {
-        int live = idx && !is_expired(e, idx, now);
+        int live = idx && !is_expired(e, idx, &now);
         if (op == OP_ADD && live) rc = 2;
         else if (op == OP_REPLACE && !live) rc = 3;
         else if (!vt) rc = idx && remove_item(e, idx, prev) < 0 ? -1 : 0;
         else
-            rc = put(e, k.p, (uint32_t)k.n, h, idx, vt, v.p, (uint32_t)v.n, exptime ? now + exptime : 0.0,
-                     flags, !safe, now, &forcible);
+            rc = put(e, k.p, (uint32_t)k.n, h, idx, vt, v.p, (uint32_t)v.n, exptime ? clock_of(&now) + exptime : 0.0,
+                     flags, !safe, &now, &forcible);
     }
     if (rc) rollback(e); else commit(e);
     unlock_zone(e);
@@ -739,12 +745,12 @@ static PyObject *E_incr(Engine *e, PyObject *const *args, Py_ssize_t nargs, PyOb
     }
     uint32_t h = (uint32_t)crc32(0, (const Bytef *)k.p, (uInt)k.n), prev;
     int forcible = 0;
-    double now = now_s();
+    double now = 0.0;
     if (lock_zone(e) < 0) { Py_XDECREF(k.own); return NULL; }
-    if (expire_tail(e, now) < 0) rc = -1;
+    if (expire_tail(e, &now) < 0) rc = -1;
     uint32_t idx = rc ? 0 : find(e, k.p, (uint32_t)k.n, h, &prev);
     if (!rc && prev == UINT32_MAX) rc = -1;
-    if (!rc && idx && !is_expired(e, idx, now)) {
+    if (!rc && idx && !is_expired(e, idx, &now)) {
         uint8_t vt = *(uint8_t *)(e->b + AT(e, idx) + F_TYPE), nt;
         char raw[8];
         if (vt != T_INT && vt != T_FLOAT) rc = 4;
@@ -767,7 +773,7 @@ static PyObject *E_incr(Engine *e, PyObject *const *args, Py_ssize_t nargs, PyOb
         res = add_num(init, val);
         memcpy(raw, res.is_int ? (void *)&res.i : (void *)&res.d, 8);
         rc = put(e, k.p, (uint32_t)k.n, h, idx, res.is_int ? T_INT : T_FLOAT, raw, 8,
-                 ttl ? now + ttl : 0.0, 0, 1, now, &forcible);
+                 ttl ? clock_of(&now) + ttl : 0.0, 0, 1, &now, &forcible);
     }
     if (rc) rollback(e); else commit(e);
     unlock_zone(e);
@@ -805,12 +811,12 @@ static PyObject *push(Engine *e, PyObject *key, PyObject *value, int left) {
     if (get_value(e, value, &vt, &v, num) < 0) { Py_XDECREF(k.own); return NULL; }
     uint32_t h = (uint32_t)crc32(0, (const Bytef *)k.p, (uInt)k.n), n = (uint32_t)v.n;
     if (lock_zone(e) < 0) { Py_XDECREF(k.own); Py_XDECREF(v.own); return NULL; }
-    double now = now_s(), exp = 0.0;
+    double now = 0.0, exp = 0.0;
     uint32_t flags = 0;
-    if (expire_tail(e, now) < 0) rc = -1;
+    if (expire_tail(e, &now) < 0) rc = -1;
     uint32_t idx = rc ? 0 : find(e, k.p, (uint32_t)k.n, h, &prev);
     if (!rc && prev == UINT32_MAX) rc = -1;
-    if (!rc && idx && !is_expired(e, idx, now)) {
+    if (!rc && idx && !is_expired(e, idx, &now)) {
         if (*(uint8_t *)(e->b + AT(e, idx) + F_TYPE) != T_LIST) rc = 9;
         else if (!(old = read_value(e, idx, &oldlen))) rc = -1;
         else {
@@ -833,7 +839,7 @@ static PyObject *push(Engine *e, PyObject *key, PyObject *value, int left) {
             memcpy(el + 1, &n, 4);
             memcpy(el + 5, v.p, n);
             memcpy(el + 5 + n, &n, 4);
-            rc = put(e, k.p, (uint32_t)k.n, h, idx, T_LIST, blob, total, exp, flags, 1, now, &forcible);
+            rc = put(e, k.p, (uint32_t)k.n, h, idx, T_LIST, blob, total, exp, flags, 1, &now, &forcible);
         }
     }
     if (rc) rollback(e); else commit(e);
@@ -858,11 +864,11 @@ static PyObject *pop(Engine *e, PyObject *key, int left) {
     PyObject *res = NULL;
     if (closed(e) || get_key(e, key, &k) < 0) return NULL;
     uint32_t h = (uint32_t)crc32(0, (const Bytef *)k.p, (uInt)k.n);
-    double now = now_s();
+    double now = 0.0;
     if (lock_zone(e) < 0) { Py_XDECREF(k.own); return NULL; }
     uint32_t idx = find(e, k.p, (uint32_t)k.n, h, &prev);
     if (prev == UINT32_MAX) rc = -1;
-    else if (!idx || is_expired(e, idx, now)) res = Py_NewRef(Py_None);
+    else if (!idx || is_expired(e, idx, &now)) res = Py_NewRef(Py_None);
     else if (*(uint8_t *)(e->b + AT(e, idx) + F_TYPE) != T_LIST) rc = 9;
     else if (!(raw = read_value(e, idx, &vlen))) rc = -1;
     else {
@@ -891,7 +897,7 @@ static PyObject *pop(Engine *e, PyObject *key, int left) {
             memmove(raw + 4, body, bodylen);
             memcpy(raw, &c1, 4);
             rc = put(e, k.p, (uint32_t)k.n, h, idx, T_LIST, raw, 4 + bodylen, expires_of(e, idx),
-                     W32(e, AT(e, idx) + F_FLAGS), 0, now, &forcible);
+                     W32(e, AT(e, idx) + F_FLAGS), 0, &now, &forcible);
         } else if (remove_item(e, idx, prev) < 0) rc = -1;
     }
     if (rc) rollback(e); else commit(e);
@@ -927,12 +933,13 @@ static PyObject *E_llen(Engine *e, PyObject *key) {
     Buf k;
     int rc = 0;
     uint32_t prev, count = 0;
+    double now = 0.0;
     if (closed(e) || get_key(e, key, &k) < 0) return NULL;
     uint32_t h = (uint32_t)crc32(0, (const Bytef *)k.p, (uInt)k.n);
     if (lock_zone(e) < 0) { Py_XDECREF(k.own); return NULL; }
     uint32_t idx = find(e, k.p, (uint32_t)k.n, h, &prev);
     if (prev == UINT32_MAX) rc = -1;
-    else if (idx && !is_expired(e, idx, now_s())) {
+    else if (idx && !is_expired(e, idx, &now)) {
         if (*(uint8_t *)(e->b + AT(e, idx) + F_TYPE) != T_LIST) rc = 9;
         else data_io(e, idx, klen_of(e, idx), 4, (char *)&count, NULL, 0);
     }
