@@ -104,7 +104,7 @@ static inline int jw32(Engine *e, uint32_t off, uint32_t v) {
     return 0;
 }
 
-static int jwbytes(Engine *e, uint32_t off, const char *src, uint32_t len) {
+static inline int jwbytes(Engine *e, uint32_t off, const char *src, uint32_t len) {
     for (uint32_t i = 0; i < len; i += 8) {
         uint32_t w = len - i < 8 ? len - i : 8;
         if (journal(e, off + i, w) < 0) return -1;
@@ -311,8 +311,9 @@ static int lru_push_head(Engine *e, uint32_t idx, int fresh) {
     if (fresh) {
         W32(e, AT(e, idx) + F_PREV) = 0;
         W32(e, AT(e, idx) + F_LNEXT) = old;
-    } else if (jw32(e, AT(e, idx) + F_PREV, 0) < 0 || jw32(e, AT(e, idx) + F_LNEXT, old) < 0) {
-        return -1;
+    } else {
+        uint32_t links[2] = {0, old}; /* prev and lnext are adjacent: one journal entry */
+        if (jwbytes(e, AT(e, idx) + F_PREV, (const char *)links, 8) < 0) return -1;
     }
     if (jw32(e, old ? AT(e, old) + F_PREV : H_LRU_TAIL, idx) < 0) return -1;
     return jw32(e, H_LRU_HEAD, idx);
@@ -756,14 +757,18 @@ static PyObject *E_incr(Engine *e, PyObject *const *args, Py_ssize_t nargs, PyOb
         if (vt != T_INT && vt != T_FLOAT) rc = 4;
         else {
             Num cur;
-            data_io(e, idx, klen_of(e, idx), 8, raw, NULL, 0);
+            uint32_t klen = klen_of(e, idx), at = AT(e, idx) + HEAD_OFF + klen;
+            int head = klen + 8 <= HEAD_DATA; /* the number sits in the first chunk */
+            if (head) memcpy(raw, e->b + at, 8);
+            else data_io(e, idx, klen, 8, raw, NULL, 0);
             cur.is_int = vt == T_INT;
             memcpy(cur.is_int ? (void *)&cur.i : (void *)&cur.d, raw, 8);
             res = add_num(cur, val);
             nt = res.is_int ? T_INT : T_FLOAT;
             memcpy(raw, res.is_int ? (void *)&res.i : (void *)&res.d, 8);
             if ((nt != vt && jwbytes(e, AT(e, idx) + F_TYPE, (const char *)&nt, 1) < 0) ||
-                data_io(e, idx, klen_of(e, idx), 8, NULL, raw, 1) < 0 || touch(e, idx) < 0)
+                (head ? jwbytes(e, at, raw, 8) : data_io(e, idx, klen, 8, NULL, raw, 1)) < 0 ||
+                touch(e, idx) < 0)
                 rc = -1;
         }
     } else if (!rc && !has_init) {
