@@ -189,3 +189,40 @@ def test_next_locker_recovers_without_a_master(zone: shdict.Zone) -> None:
     assert zone.get("k5") == data["k5"]
     zone.check()
     assert zone.get("new") is None and len(zone.get_keys(0)) == len(data)
+
+
+def test_killed_in_place_rewrites_leave_whole_values(zone: shdict.Zone) -> None:
+    """A value rewritten in its own chunks (same size: no allocation) is journaled word by
+    word; a holder killed half-way must leave the old value, never a mix of old and new."""
+    keys = [f"k{i}" for i in range(8)]
+    for k in keys:
+        zone.set(k, "a" * 40, 0, 1)
+
+    def rewriter(seed: int) -> Callable[[], None]:
+        def body() -> None:
+            rnd = random.Random(seed)
+            while True:
+                c = rnd.choice("abcdef")
+                zone.set(rnd.choice(keys), c * 40, 0, ord(c))
+
+        return body
+
+    rnd = random.Random(7)
+    hammers: list[int] = []
+    try:
+        for round_ in range(60):
+            hammers = [fork(rewriter(2 * round_ + i)) for i in range(2)]
+            time.sleep(rnd.uniform(0.001, 0.01))  # a random moment to kill at, not a wait for a result
+            while hammers:  # both die, so what is read next is still
+                victim = hammers.pop()
+                os.kill(victim, signal.SIGKILL)
+                assert reap(victim) == -signal.SIGKILL
+                zone.force_unlock(victim)
+            for k in keys:
+                value, flags = zone.get(k), zone.get_flags(k)
+                assert value == value[0] * 40 and (flags == 1 or flags == ord(value[0])), (k, value, flags)
+    finally:
+        for pid in hammers:
+            os.kill(pid, signal.SIGKILL)
+            reap(pid)
+            zone.force_unlock(pid)

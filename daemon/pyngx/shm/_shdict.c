@@ -75,30 +75,36 @@ typedef struct {
 
 /* ---- journal ---- */
 
-static int journal(Engine *e, uint32_t off, uint32_t width) {
+static inline __attribute__((always_inline)) int journal(Engine *e, uint32_t off, uint32_t width) {
     uint32_t n = W32(e, H_JCOUNT);
-    if (n >= JOURNAL_CAP) {
+    if (__builtin_expect(n >= JOURNAL_CAP, 0)) {
         PyErr_SetString(PyExc_RuntimeError, "shared dict journal overflow");
         return -1;
     }
     char *ent = e->b + HEADER + 16u * n;
-    memcpy(ent, &off, 4);
-    memcpy(ent + 4, &width, 4);
-    memset(ent + 8, 0, 8);
-    memcpy(ent + 8, e->b + off, width);
+    uint64_t head = (uint64_t)off | (uint64_t)width << 32, old = 0;
+    if (width == 4) {
+        uint32_t w;
+        memcpy(&w, e->b + off, 4);
+        old = w;
+    } else {
+        memcpy(&old, e->b + off, width);
+    }
+    memcpy(ent, &head, 8);
+    memcpy(ent + 8, &old, 8);
     BARRIER(); /* the entry is complete before the count covers it */
     W32(e, H_JCOUNT) = n + 1;
     BARRIER();
     return 0;
 }
 
-static int jw32(Engine *e, uint32_t off, uint32_t v) {
+static inline int jw32(Engine *e, uint32_t off, uint32_t v) {
     if (journal(e, off, 4) < 0) return -1;
     W32(e, off) = v;
     return 0;
 }
 
-static int jwbytes(Engine *e, uint32_t off, const char *src, uint32_t len) {
+static inline int jwbytes(Engine *e, uint32_t off, const char *src, uint32_t len) {
     for (uint32_t i = 0; i < len; i += 8) {
         uint32_t w = len - i < 8 ? len - i : 8;
         if (journal(e, off + i, w) < 0) return -1;
@@ -130,28 +136,42 @@ static int try_take(Engine *e, uint32_t from) {
                                        __ATOMIC_ACQUIRE, __ATOMIC_RELAXED);
 }
 
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
 /* 0, or -1 with an exception when this very thread already holds the zone (a finalizer or
    signal handler re-entering a shared dict call would otherwise spin for ever) */
 static int lock_zone(Engine *e) {
     if (try_take(e, 0)) goto taken;
-    if (__atomic_load_n((uint32_t *)(e->b + H_OWNER), __ATOMIC_RELAXED) == my_pid &&
-        e->holder == PyThread_get_thread_ident()) {
+    uint32_t holder = __atomic_load_n((uint32_t *)(e->b + H_OWNER), __ATOMIC_RELAXED);
+    if (holder == my_pid && e->holder == PyThread_get_thread_ident()) {
         PyErr_SetString(PyExc_RuntimeError, "shared dict zone lock re-entered by its holder");
         return -1;
+    }
+    /* Another process holds the zone for a step of a few hundred nanoseconds: spin a while
+       keeping the GIL (as ngx_shmtx_lock does, pausing longer each round); giving the GIL
+       away and taking it back costs more than the wait. */
+    if (holder != my_pid) {
+        for (unsigned n = 1; n <= 256; n <<= 1) {
+            for (unsigned i = 0; i < n; i++) cpu_relax();
+            if (__atomic_load_n((uint32_t *)(e->b + H_OWNER), __ATOMIC_RELAXED) == 0 && try_take(e, 0))
+                goto taken;
+        }
     }
     /* Wait without the GIL: the holder may be another thread of this process running the
        Python engine's part of an operation, and must not have to fight us for the GIL. */
     Py_BEGIN_ALLOW_THREADS
     for (unsigned spins = 1;; spins++) {
-        uint32_t holder = __atomic_load_n((uint32_t *)(e->b + H_OWNER), __ATOMIC_RELAXED);
+        holder = __atomic_load_n((uint32_t *)(e->b + H_OWNER), __ATOMIC_RELAXED);
         if (holder == 0) {
             if (try_take(e, 0)) break;
             continue;
         }
         if (spins < 200) {
-#if defined(__x86_64__) || defined(__i386__)
-            __builtin_ia32_pause();
-#endif
+            for (unsigned i = 0; i < 16; i++) cpu_relax();
             continue;
         }
         /* A holder that no longer exists (reaped without force_unlock, e.g. no master):
@@ -239,9 +259,15 @@ static double expires_of(Engine *e, uint32_t idx) {
     return d;
 }
 
-static int is_expired(Engine *e, uint32_t idx, double now) {
+/* the clock is read once per step, and only when an expiry needs it (*NOW == 0: not yet) */
+static inline double clock_of(double *now) {
+    if (*now == 0.0) *now = now_s();
+    return *now;
+}
+
+static int is_expired(Engine *e, uint32_t idx, double *now) {
     double x = expires_of(e, idx);
-    return x != 0.0 && x <= now;
+    return x != 0.0 && x <= clock_of(now);
 }
 
 static uint16_t klen_of(Engine *e, uint32_t idx) {
@@ -285,8 +311,9 @@ static int lru_push_head(Engine *e, uint32_t idx, int fresh) {
     if (fresh) {
         W32(e, AT(e, idx) + F_PREV) = 0;
         W32(e, AT(e, idx) + F_LNEXT) = old;
-    } else if (jw32(e, AT(e, idx) + F_PREV, 0) < 0 || jw32(e, AT(e, idx) + F_LNEXT, old) < 0) {
-        return -1;
+    } else {
+        uint32_t links[2] = {0, old}; /* prev and lnext are adjacent: one journal entry */
+        if (jwbytes(e, AT(e, idx) + F_PREV, (const char *)links, 8) < 0) return -1;
     }
     if (jw32(e, old ? AT(e, old) + F_PREV : H_LRU_TAIL, idx) < 0) return -1;
     return jw32(e, H_LRU_HEAD, idx);
@@ -313,13 +340,15 @@ static int remove_any(Engine *e, uint32_t idx) {
 
 /* lua-nginx-module's shdict_expire(ctx, 1): free up to two expired items at the LRU tail;
    committed on its own so that no later allocation in the step reuses their chunks */
-static int expire_tail(Engine *e, double now) {
+static int expire_tail(Engine *e, double *now) {
+    int removed = 0;
     for (int n = 1; n < 3; n++) {
         uint32_t tail = W32(e, H_LRU_TAIL);
         if (!tail || !is_expired(e, tail, now)) break;
         if (remove_any(e, tail) < 0) return -1;
+        removed = 1;
     }
-    commit(e);
+    if (removed) commit(e);
     return 0;
 }
 
@@ -347,12 +376,31 @@ static int link_new(Engine *e, const char *kb, uint32_t klen, uint32_t h, int vt
     return jw32(e, H_ITEMS, W32(e, H_ITEMS) + 1);
 }
 
+/* a new value in the chunks of item IDX, which has as many as it needs (as lua-nginx-module
+   reuses a node whose value keeps its size): no allocation, only the changed words journaled.
+   Only for short values: every 8 bytes rewritten take a journal entry. */
+#define REWRITE_MAX 256u
+static int rewrite(Engine *e, uint32_t idx, uint32_t klen, int vt, const char *val, uint32_t vlen,
+                   double expires, uint32_t flags) {
+    uint32_t off = AT(e, idx);
+    uint8_t t8 = (uint8_t)vt;
+    if (expires_of(e, idx) != expires && jwbytes(e, off + F_EXP, (const char *)&expires, 8) < 0) return -1;
+    if (W32(e, off + F_VLEN) != vlen && jw32(e, off + F_VLEN, vlen) < 0) return -1;
+    if (W32(e, off + F_FLAGS) != flags && jw32(e, off + F_FLAGS, flags) < 0) return -1;
+    if (*(uint8_t *)(e->b + off + F_TYPE) != t8 && jwbytes(e, off + F_TYPE, (const char *)&t8, 1) < 0)
+        return -1;
+    if (data_io(e, idx, klen, vlen, NULL, val, 1) < 0) return -1;
+    return touch(e, idx);
+}
+
 /* items.py Items.put: store a new item replacing OLD (0 if none); never fills chunks freed
    in the same step. 0 stored, 1 no memory (nothing changed), -1 error. */
 static int put(Engine *e, const char *kb, uint32_t klen, uint32_t h, uint32_t old, int vt,
                const char *val, uint32_t vlen, double expires, uint32_t flags, int evict,
-               double now, int *forcible) {
+               double *now, int *forcible) {
     uint32_t need = chunks_for(klen + vlen), nfree = W32(e, H_NFREE);
+    if (old && vlen <= REWRITE_MAX && chain_len(e, old) == need)
+        return rewrite(e, old, klen, vt, val, vlen, expires, flags);
     if (nfree >= need) {
         if (link_new(e, kb, klen, h, vt, val, vlen, expires, flags, need) < 0) return -1;
         return old && remove_any(e, old) < 0 ? -1 : 0;
@@ -532,41 +580,54 @@ static PyObject *decode_raw(int vt, const char *raw, uint32_t n) {
     }
 }
 
+/* get: the value is copied out under the lock (onto the stack when small) and turned into
+   a Python object after unlocking, so the step holds the zone for a few memory reads only */
+#define GET_STACK 256u
 static PyObject *E_get(Engine *e, PyObject *key) {
     Buf k;
     if (closed(e)) return NULL;
     if (get_key(e, key, &k) < 0) return NULL;
-    uint32_t h = (uint32_t)crc32(0, (const Bytef *)k.p, (uInt)k.n), prev;
-    PyObject *res = NULL;
-    int vt = 0, err = 0;
+    uint32_t h = (uint32_t)crc32(0, (const Bytef *)k.p, (uInt)k.n), prev, vlen = 0;
+    PyObject *big = NULL;
+    char small[GET_STACK];
+    int vt = 0, err = 0, found = 0;
+    double now = 0.0;
     if (lock_zone(e) < 0) { Py_XDECREF(k.own); return NULL; }
-    double now = now_s();
     uint32_t idx = find(e, k.p, (uint32_t)k.n, h, &prev);
     if (prev == UINT32_MAX) err = 1;
-    else if (!idx || is_expired(e, idx, now)) res = Py_NewRef(Py_None);
+    else if (!idx || is_expired(e, idx, &now)) found = 0;
     else if ((vt = *(uint8_t *)(e->b + AT(e, idx) + F_TYPE)) == T_LIST) err = 2;
     else if (touch(e, idx) < 0) err = 1;
     else {
-        uint32_t vlen = W32(e, AT(e, idx) + F_VLEN), start = klen_of(e, idx);
+        uint32_t start = klen_of(e, idx);
+        vlen = W32(e, AT(e, idx) + F_VLEN);
+        found = 1;
         if (start + vlen <= HEAD_DATA) {
-            res = decode_raw(vt, e->b + AT(e, idx) + HEAD_OFF + start, vlen);
+            memcpy(small, e->b + AT(e, idx) + HEAD_OFF + start, vlen);
+        } else if (vlen <= GET_STACK) {
+            data_io(e, idx, start, vlen, small, NULL, 0);
+        } else if ((big = PyBytes_FromStringAndSize(NULL, vlen)) != NULL) {
+            data_io(e, idx, start, vlen, PyBytes_AS_STRING(big), NULL, 0);
         } else {
-            res = PyBytes_FromStringAndSize(NULL, vlen);
-            if (res) {
-                data_io(e, idx, start, vlen, PyBytes_AS_STRING(res), NULL, 0);
-                if (vt != T_BYTES && vt != T_PACK) {
-                    PyObject *raw = res;
-                    res = decode_raw(vt, PyBytes_AS_STRING(raw), vlen);
-                    Py_DECREF(raw);
-                }
-            }
+            err = 1;
         }
-        if (!res) err = 1;
     }
     if (err) rollback(e); else commit(e);
     unlock_zone(e);
     Py_XDECREF(k.own);
     if (err == 2) return raise_(e, 4);
+    if (err) return NULL;
+    if (!found) Py_RETURN_NONE;
+    PyObject *res;
+    if (big) {
+        if (vt == T_BYTES || vt == T_PACK) res = big;
+        else {
+            res = decode_raw(vt, PyBytes_AS_STRING(big), vlen);
+            Py_DECREF(big);
+        }
+    } else {
+        res = decode_raw(vt, small, vlen); /* T_PACK: its bytes, unpacked below */
+    }
     if (res && vt == T_PACK) { /* unpack outside the lock: it runs Python code */
         PyObject *raw = res;
         res = PyObject_CallOneArg(e->sup[6], raw);
@@ -593,19 +654,19 @@ static PyObject *store(Engine *e, int op, int safe, PyObject *const *args, Py_ss
         return NULL;
     }
     uint32_t h = (uint32_t)crc32(0, (const Bytef *)k.p, (uInt)k.n), prev;
+    double now = 0.0;
     if (lock_zone(e) < 0) { Py_XDECREF(k.own); Py_XDECREF(v.own); return NULL; }
-    double now = now_s();
-    if (expire_tail(e, now) < 0) rc = -1;
+    if (expire_tail(e, &now) < 0) rc = -1;
     uint32_t idx = rc ? 0 : find(e, k.p, (uint32_t)k.n, h, &prev);
     if (!rc && prev == UINT32_MAX) rc = -1;
     if (!rc) {
-        int live = idx && !is_expired(e, idx, now);
+        int live = idx && !is_expired(e, idx, &now);
         if (op == OP_ADD && live) rc = 2;
         else if (op == OP_REPLACE && !live) rc = 3;
         else if (!vt) rc = idx && remove_item(e, idx, prev) < 0 ? -1 : 0;
         else
-            rc = put(e, k.p, (uint32_t)k.n, h, idx, vt, v.p, (uint32_t)v.n, exptime ? now + exptime : 0.0,
-                     flags, !safe, now, &forcible);
+            rc = put(e, k.p, (uint32_t)k.n, h, idx, vt, v.p, (uint32_t)v.n, exptime ? clock_of(&now) + exptime : 0.0,
+                     flags, !safe, &now, &forcible);
     }
     if (rc) rollback(e); else commit(e);
     unlock_zone(e);
@@ -685,25 +746,29 @@ static PyObject *E_incr(Engine *e, PyObject *const *args, Py_ssize_t nargs, PyOb
     }
     uint32_t h = (uint32_t)crc32(0, (const Bytef *)k.p, (uInt)k.n), prev;
     int forcible = 0;
+    double now = 0.0;
     if (lock_zone(e) < 0) { Py_XDECREF(k.own); return NULL; }
-    double now = now_s();
-    if (expire_tail(e, now) < 0) rc = -1;
+    if (expire_tail(e, &now) < 0) rc = -1;
     uint32_t idx = rc ? 0 : find(e, k.p, (uint32_t)k.n, h, &prev);
     if (!rc && prev == UINT32_MAX) rc = -1;
-    if (!rc && idx && !is_expired(e, idx, now)) {
+    if (!rc && idx && !is_expired(e, idx, &now)) {
         uint8_t vt = *(uint8_t *)(e->b + AT(e, idx) + F_TYPE), nt;
         char raw[8];
         if (vt != T_INT && vt != T_FLOAT) rc = 4;
         else {
             Num cur;
-            data_io(e, idx, klen_of(e, idx), 8, raw, NULL, 0);
+            uint32_t klen = klen_of(e, idx), at = AT(e, idx) + HEAD_OFF + klen;
+            int head = klen + 8 <= HEAD_DATA; /* the number sits in the first chunk */
+            if (head) memcpy(raw, e->b + at, 8);
+            else data_io(e, idx, klen, 8, raw, NULL, 0);
             cur.is_int = vt == T_INT;
             memcpy(cur.is_int ? (void *)&cur.i : (void *)&cur.d, raw, 8);
             res = add_num(cur, val);
             nt = res.is_int ? T_INT : T_FLOAT;
             memcpy(raw, res.is_int ? (void *)&res.i : (void *)&res.d, 8);
             if ((nt != vt && jwbytes(e, AT(e, idx) + F_TYPE, (const char *)&nt, 1) < 0) ||
-                data_io(e, idx, klen_of(e, idx), 8, NULL, raw, 1) < 0 || touch(e, idx) < 0)
+                (head ? jwbytes(e, at, raw, 8) : data_io(e, idx, klen, 8, NULL, raw, 1)) < 0 ||
+                touch(e, idx) < 0)
                 rc = -1;
         }
     } else if (!rc && !has_init) {
@@ -713,7 +778,7 @@ static PyObject *E_incr(Engine *e, PyObject *const *args, Py_ssize_t nargs, PyOb
         res = add_num(init, val);
         memcpy(raw, res.is_int ? (void *)&res.i : (void *)&res.d, 8);
         rc = put(e, k.p, (uint32_t)k.n, h, idx, res.is_int ? T_INT : T_FLOAT, raw, 8,
-                 ttl ? now + ttl : 0.0, 0, 1, now, &forcible);
+                 ttl ? clock_of(&now) + ttl : 0.0, 0, 1, &now, &forcible);
     }
     if (rc) rollback(e); else commit(e);
     unlock_zone(e);
@@ -751,12 +816,12 @@ static PyObject *push(Engine *e, PyObject *key, PyObject *value, int left) {
     if (get_value(e, value, &vt, &v, num) < 0) { Py_XDECREF(k.own); return NULL; }
     uint32_t h = (uint32_t)crc32(0, (const Bytef *)k.p, (uInt)k.n), n = (uint32_t)v.n;
     if (lock_zone(e) < 0) { Py_XDECREF(k.own); Py_XDECREF(v.own); return NULL; }
-    double now = now_s(), exp = 0.0;
+    double now = 0.0, exp = 0.0;
     uint32_t flags = 0;
-    if (expire_tail(e, now) < 0) rc = -1;
+    if (expire_tail(e, &now) < 0) rc = -1;
     uint32_t idx = rc ? 0 : find(e, k.p, (uint32_t)k.n, h, &prev);
     if (!rc && prev == UINT32_MAX) rc = -1;
-    if (!rc && idx && !is_expired(e, idx, now)) {
+    if (!rc && idx && !is_expired(e, idx, &now)) {
         if (*(uint8_t *)(e->b + AT(e, idx) + F_TYPE) != T_LIST) rc = 9;
         else if (!(old = read_value(e, idx, &oldlen))) rc = -1;
         else {
@@ -779,7 +844,7 @@ static PyObject *push(Engine *e, PyObject *key, PyObject *value, int left) {
             memcpy(el + 1, &n, 4);
             memcpy(el + 5, v.p, n);
             memcpy(el + 5 + n, &n, 4);
-            rc = put(e, k.p, (uint32_t)k.n, h, idx, T_LIST, blob, total, exp, flags, 1, now, &forcible);
+            rc = put(e, k.p, (uint32_t)k.n, h, idx, T_LIST, blob, total, exp, flags, 1, &now, &forcible);
         }
     }
     if (rc) rollback(e); else commit(e);
@@ -804,11 +869,11 @@ static PyObject *pop(Engine *e, PyObject *key, int left) {
     PyObject *res = NULL;
     if (closed(e) || get_key(e, key, &k) < 0) return NULL;
     uint32_t h = (uint32_t)crc32(0, (const Bytef *)k.p, (uInt)k.n);
+    double now = 0.0;
     if (lock_zone(e) < 0) { Py_XDECREF(k.own); return NULL; }
-    double now = now_s();
     uint32_t idx = find(e, k.p, (uint32_t)k.n, h, &prev);
     if (prev == UINT32_MAX) rc = -1;
-    else if (!idx || is_expired(e, idx, now)) res = Py_NewRef(Py_None);
+    else if (!idx || is_expired(e, idx, &now)) res = Py_NewRef(Py_None);
     else if (*(uint8_t *)(e->b + AT(e, idx) + F_TYPE) != T_LIST) rc = 9;
     else if (!(raw = read_value(e, idx, &vlen))) rc = -1;
     else {
@@ -837,7 +902,7 @@ static PyObject *pop(Engine *e, PyObject *key, int left) {
             memmove(raw + 4, body, bodylen);
             memcpy(raw, &c1, 4);
             rc = put(e, k.p, (uint32_t)k.n, h, idx, T_LIST, raw, 4 + bodylen, expires_of(e, idx),
-                     W32(e, AT(e, idx) + F_FLAGS), 0, now, &forcible);
+                     W32(e, AT(e, idx) + F_FLAGS), 0, &now, &forcible);
         } else if (remove_item(e, idx, prev) < 0) rc = -1;
     }
     if (rc) rollback(e); else commit(e);
@@ -873,12 +938,13 @@ static PyObject *E_llen(Engine *e, PyObject *key) {
     Buf k;
     int rc = 0;
     uint32_t prev, count = 0;
+    double now = 0.0;
     if (closed(e) || get_key(e, key, &k) < 0) return NULL;
     uint32_t h = (uint32_t)crc32(0, (const Bytef *)k.p, (uInt)k.n);
     if (lock_zone(e) < 0) { Py_XDECREF(k.own); return NULL; }
     uint32_t idx = find(e, k.p, (uint32_t)k.n, h, &prev);
     if (prev == UINT32_MAX) rc = -1;
-    else if (idx && !is_expired(e, idx, now_s())) {
+    else if (idx && !is_expired(e, idx, &now)) {
         if (*(uint8_t *)(e->b + AT(e, idx) + F_TYPE) != T_LIST) rc = 9;
         else data_io(e, idx, klen_of(e, idx), 4, (char *)&count, NULL, 0);
     }
