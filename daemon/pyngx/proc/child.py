@@ -17,6 +17,7 @@ import struct
 from typing import Any
 
 from pyngx import log
+from pyngx.conf.directives import default
 from pyngx.proc import service
 from pyngx.proc.cycle import Cycle
 from pyngx.runtime import channel, lifecycle, phase, state, timers, tree, usercode, watchdog
@@ -206,7 +207,7 @@ def setup_runtime(cycle: Cycle) -> None:
     """Timers and the IPC socket of a child, with the config's timer limits."""
     http = cycle.config.http
     if http is None:
-        setup_runtime_limits(1024, 256)
+        setup_runtime_limits(default("python_max_pending_timers"), default("python_max_running_timers"))
     else:
         setup_runtime_limits(http.max_pending_timers, http.max_running_timers)
 

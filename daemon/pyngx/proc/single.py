@@ -12,6 +12,7 @@ import os
 import signal
 
 from pyngx import log
+from pyngx.conf.directives import default
 from pyngx.conf.model import Config
 from pyngx.proc import boot, child, pidfile, service
 from pyngx.proc import cycle as cycles
@@ -99,7 +100,7 @@ async def _exec(chunk: object, loop: asyncio.AbstractEventLoop) -> int:
     task = asyncio.current_task()
     assert task is not None
     loop.add_signal_handler(signal.SIGINT, task.cancel)
-    child.setup_runtime_limits(1024, 256)
+    child.setup_runtime_limits(default("python_max_pending_timers"), default("python_max_running_timers"))
     status = 0
     try:
         try:
@@ -116,7 +117,7 @@ async def _exec(chunk: object, loop: asyncio.AbstractEventLoop) -> int:
         log.stderr(usercode.format_exception(exc).rstrip())
         status = 1
         await _wait_idle()
-    await lifecycle.graceful(30.0)
+    await lifecycle.graceful(default("worker_shutdown_timeout"))
     return status
 
 
