@@ -131,6 +131,10 @@ DIRECTIVES: tuple[Directive, ...] = (
       shown="0", syntax="N [jitter=M]",
       doc="Replace a worker gracefully after N requests (plus a random 0..M, so workers do not all leave "
       "at once); for user code that leaks. 0: never."),
+    D("worker_rlimit_nofile", MAIN, TAKE1, values.positive, to="Config.worker_rlimit_nofile", syntax="N",
+      doc="The most open files (RLIMIT_NOFILE, soft and hard) of each worker, the privileged agent and a single "
+      "process; set while still root, so it may exceed the master's. Without it they keep the master's limit. "
+      "A failure is logged (`setrlimit(RLIMIT_NOFILE, N) failed`) and the process serves on."),
     D("events", MAIN, NOARGS, h.events, kind=BLOCK, syntax="{ ... }", doc="Connection processing settings."),
     D("worker_connections", EVENTS, TAKE1, values.positive, to="Config.worker_connections", default=1024,
       syntax="N", doc="The most connections one worker keeps open at once."),
