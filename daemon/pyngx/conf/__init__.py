@@ -145,12 +145,11 @@ def _server(ctx: Ctx) -> ServerConf:
 
 
 def _location(ctx: Ctx) -> LocationConf:
-    v = ctx.values
     st = ctx.stmt
     return LocationConf(
-        modifier=v["modifier"],
-        pattern=v["pattern"],
-        regex=v["regex"],
+        modifier=ctx.modifier,  # type: ignore[arg-type]  # one of the location handler's _MODIFIERS
+        pattern=ctx.pattern,
+        regex=ctx.regex,
         **directives.settings(LocationConf, ctx),
         static=_static(ctx),
         file=st.file if st else "",

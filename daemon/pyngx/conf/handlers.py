@@ -49,6 +49,11 @@ class Ctx:
     parent: Ctx | None = None
     values: dict[str, Any] = field(default_factory=dict)
     seen: dict[str, Stmt] = field(default_factory=dict)  # directive slot → where it was set
+    # a location: how it matches (set by the "location" handler); a server: the URIs its locations name
+    modifier: str = ""
+    pattern: str = ""
+    regex: re.Pattern[str] | None = None
+    location_keys: set[tuple[bool, str]] = field(default_factory=set)
     children: list[Ctx] = field(default_factory=list)
 
     def open(self, kind: int, st: Stmt) -> Ctx:
@@ -260,12 +265,12 @@ def location(ctx: Ctx, st: Stmt) -> Ctx:
             raise Invalid(f're.compile() failed: {exc} in "{pattern}"', whole=True) from None
     else:  # "=" and prefixes (plain or ^~) each may name a URI once per server
         key = (modifier == "=", pattern)
-        taken = ctx.values.setdefault("location_keys", set())
+        taken = ctx.location_keys
         if key in taken:
             raise Invalid(f'duplicate location "{pattern}"', whole=True)
         taken.add(key)
     inner = ctx.open(LOCATION, st)
-    inner.values.update(modifier=modifier, pattern=pattern, regex=regex)
+    inner.modifier, inner.pattern, inner.regex = modifier, pattern, regex
     return inner
 
 

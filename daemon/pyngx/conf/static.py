@@ -34,7 +34,7 @@ def root(ctx: Ctx, st: Stmt) -> str:
 def alias(ctx: Ctx, st: Stmt) -> str:
     if ctx.has("root"):
         raise Invalid('"alias" directive is duplicate, "root" directive was specified earlier', whole=True)
-    if ctx.values.get("pattern", "").startswith("@"):
+    if ctx.pattern.startswith("@"):
         raise Invalid('"alias" directive cannot be used inside the named location', whole=True)
     return _path(ctx, st.args[0])
 
@@ -99,7 +99,6 @@ def freeze(ctx: Ctx, settings: dict[str, Any]) -> StaticConf | None:
     SETTINGS: StaticConf's fields as the directive table fills them (inherited as their rows say);
     root, alias and disable_symlinks are turned into the model's fields here.
     """
-    here = ctx.values
     alias_path = settings["alias"] if ctx.kind == LOCATION else None
     root_path = alias_path if alias_path is not None else settings["root"]
     tries = settings["try_files"]  # not inherited, as nginx
@@ -110,8 +109,8 @@ def freeze(ctx: Ctx, settings: dict[str, Any]) -> StaticConf | None:
     elif alias_path is None:
         root_path = root_path.rstrip("/") or "/"
     prefix = ""
-    if alias_path is not None and here.get("regex") is None:
-        prefix = here.get("pattern", "")
+    if alias_path is not None and ctx.regex is None:
+        prefix = ctx.pattern
     nofollow, start = settings["disable_symlinks"]
     if start and not start.startswith("$"):
         start = _path(ctx, start)
