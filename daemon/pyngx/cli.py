@@ -18,7 +18,7 @@ from pyngx.conf.parse import display_path
 NAME = "pyngx"
 DEFAULT_CONF = "conf/pyngx.conf"
 SIGNALS = ("stop", "quit", "reopen", "reload")
-DEPENDENCIES = ("msgpack", "setproctitle", "httptools", "uvloop")
+DEPENDENCIES = ("lark", "msgpack", "setproctitle", "httptools", "uvloop")
 USAGE = """\
 Usage: pyngx [-?hvVtTq] [-s signal] [-p prefix] [-c filename] [-g directives]
              [--shdict 'NAME SIZE']... [-e code]

@@ -1,4 +1,4 @@
-"""pyngx.conf.parse: statements, strings, escapes, the end of a Python block, no third-party import."""
+"""pyngx.conf.parse: statements, strings, escapes, the end of a Python block, lark's table cache."""
 from __future__ import annotations
 
 import subprocess
@@ -105,12 +105,30 @@ def _run(code: str) -> str:
     return out.stdout.strip()
 
 
-def test_the_parser_needs_no_parser_generator(tmp_path: Path) -> None:
-    """Reading a config costs a start no parser generator's import or tables (lark's were a fifth of it)."""
-    (tmp_path / "c.conf").write_text("http { server { listen 8080; location / { return 200; } } }")
-    code = (f"import sys\nfrom pyngx import conf\nconf.load('c.conf', {str(tmp_path)!r})\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('lark', 'regex')))")
-    assert _run(code) == "[]"
+# A process in which building the grammar's tables from the grammar would fail: it can only
+# parse when lark loads them from the cache.
+NO_BUILD = ("import lark.lark\n"
+            "def refuse(*a, **k): raise AssertionError('tables rebuilt')\n"
+            "lark.lark.load_grammar = refuse\n"
+            "from pyngx.conf import parse\n")
+
+
+def test_a_start_loads_the_parser_tables_from_lark_s_cache() -> None:
+    parse.parser()  # this process has built (or loaded) them: the cache file exists
+    assert parse.CACHE.is_file()
+    assert _run(NO_BUILD + "print(parse.parse_text('a b;', 'f.conf')[0].args)") == "('b',)"
+
+
+def test_a_stale_or_broken_cache_is_rebuilt(tmp_path: Path) -> None:
+    cache = tmp_path / "grammar.lark.cache"
+    cache.write_bytes(b"not lark's\n\x80garbage")
+    code = ("import pathlib\nfrom pyngx.conf import parse\n"
+            f"parse.CACHE = pathlib.Path({str(cache)!r})\n"
+            "print(parse.parse_text('a b;', 'f.conf')[0].args)")
+    assert _run(code) == "('b',)"
+    assert cache.read_bytes().startswith(b"\x80") is False and cache.stat().st_size > 1000
+    assert _run(NO_BUILD + f"import pathlib\nparse.CACHE = pathlib.Path({str(cache)!r})\n"
+                "print(parse.parse_text('a b;', 'f.conf')[0].args)") == "('b',)"
 
 
 def test_names_and_arguments_are_plain_str() -> None:
