@@ -158,6 +158,8 @@ def _location(ctx: Ctx) -> LocationConf:
 
 
 def _static(ctx: Ctx) -> StaticConf | None:
+    if not static_conf.wanted(ctx):  # most locations: no files, and no need to read their settings
+        return None
     return static_conf.freeze(ctx, directives.settings(StaticConf, ctx))
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pyngx.conf import cluster as cl
@@ -71,10 +71,10 @@ class Directive:
     syntax: str = ""  # the arguments, as documented
     doc: str = ""
 
-    @property
-    def key(self) -> str:
-        """Where a block keeps the value (its first target's field)."""
-        return self.to[0].partition(".")[2]
+    key: str = field(init=False, default="")  # where a block keeps the value: its first target's field
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", self.to[0].partition(".")[2] if self.to else "")
 
     @property
     def documented_default(self) -> str:
@@ -287,7 +287,9 @@ def _targets(rows: tuple[Directive, ...]) -> dict[type, list[tuple[str, Directiv
             cls = getattr(model, cls_name, None)
             if not dataclasses.is_dataclass(cls) or name not in {f.name for f in dataclasses.fields(cls)}:
                 raise TypeError(f"directive {d.name}: no field {target!r} in pyngx.conf.model")
-            out.setdefault(cls, []).append((name, d))  # type: ignore[arg-type]
+            fields = out.setdefault(cls, [])  # type: ignore[arg-type]
+            if all(name != taken for taken, _ in fields):  # a block and a file for one slot: once
+                fields.append((name, d))
     return out
 
 

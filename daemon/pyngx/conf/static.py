@@ -93,6 +93,12 @@ def types(ctx: Ctx, st: Stmt) -> dict[str, str]:
     return table
 
 
+def wanted(ctx: Ctx) -> bool:
+    """Whether a root, alias or try_files is in effect in CTX: the cheap test before `freeze`."""
+    return ctx.has("try_files") or (ctx.kind == LOCATION and ctx.has("alias")) or \
+        ctx.inherited(ctx.keys["root"], None) is not None
+
+
 def freeze(ctx: Ctx, settings: dict[str, Any]) -> StaticConf | None:
     """The file serving in effect in a location or server CTX; None when no root, alias or try_files is.
 
