@@ -6,7 +6,6 @@ nginx's (``pyngx: [emerg] MSG in FILE:LINE``); a user mistake never shows a trac
 from __future__ import annotations
 
 import os
-import platform
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -124,6 +123,8 @@ def version_text(full: bool) -> str:
 
     lines = [f"{NAME} version: {NAME}/{__version__}"]
     if full:
+        import platform  # only here: its import compiles nine regexes, a start's worth avoiding
+
         lines.append(f"built with Python {platform.python_version()} ({platform.python_implementation()})")
         lines.append("dependencies: " + ", ".join(f"{dep} {_dist_version(dep)}" for dep in DEPENDENCIES))
         lines.append(f"shared dict engine: {_shdict_engine()}")

@@ -11,17 +11,15 @@ from collections.abc import Sequence
 
 from pyngx.conf import cluster, directives, parse
 from pyngx.conf import static as static_conf
-from pyngx.conf.handlers import EVENTS, HTTP, LOCATION, MAIN, SERVER, Ctx
-from pyngx.conf.model import (AccessLog, Chunk, ChunkKind, Config, ErrorLogConf, HttpConf, Listen, LocationConf,
-                              ServerConf, ThreadPoolSpec)
+from pyngx.conf.handlers import HTTP, LOCATION, MAIN, SERVER, Ctx
+from pyngx.conf.model import (Chunk, ChunkKind, ClusterConf, Config, HttpConf, Listen, LocationConf, ServerConf,
+                              StaticConf, ThreadPoolSpec)
 from pyngx.conf.parse import ConfError as ConfError
 from pyngx.conf.parse import Stmt
 from pyngx.conf.pycode import compile_chunk
 
 ConfError.__module__ = "pyngx.conf"
 COMMAND_LINE = "command line"
-_DEFAULT_LEVEL = 4  # error
-REQUEST_PHASES = ("rewrite", "access", "header_filter", "body_filter", "log")  # besides content
 
 
 class _Loader:
@@ -105,67 +103,40 @@ def _command_line(st: Stmt) -> Stmt:
     return Stmt(st.name, st.args, block, st.code, COMMAND_LINE, 0, "", st.code_line)
 
 
-# -- freezing the filled blocks into the model --
+# -- freezing the filled blocks into the model (fields, defaults and inheritance: the directive table's rows) --
 
 def _freeze(main: Ctx, main_path: str, prefix: str, files: list[str]) -> Config:
-    v = main.values
-    events = next((c for c in main.children if c.kind == EVENTS), None)
-    http = next((c for c in main.children if c.kind == HTTP), None)
-    return Config(
-        file=main_path,
-        prefix=prefix,
-        worker_processes=v.get("worker_processes", 1),
-        master_process=v.get("master_process", True),
-        daemon=v.get("daemon", True),
-        pid=v.get("pid", os.path.join(prefix, "logs", "pyngx.pid")),
-        error_log=v.get("error_log", ErrorLogConf(os.path.join(prefix, "logs", "error.log"), _DEFAULT_LEVEL)),
-        user=v.get("user"),
-        worker_shutdown_timeout=v.get("worker_shutdown_timeout", 30.0),
-        worker_connections=events.values.get("worker_connections", 1024) if events else 1024,
-        thread_pools=_thread_pools(v.get("thread_pools", {})),
-        worker_stall_warn=v.get("worker_stall_warn", 0.2),
-        worker_stall_timeout=v.get("worker_stall_timeout", 60.0),
-        worker_max_requests=v.get("worker_max_requests", (0, 0)),
-        http=_http(http) if http is not None else None,
-        files=tuple(dict.fromkeys(files)),
-    )
+    http = next((c for c in main.children if c.kind == HTTP), None)  # events shares main's values
+    fields = directives.settings(Config, main)
+    return Config(**{
+        **fields,
+        "file": main_path,
+        "prefix": prefix,
+        "thread_pools": _thread_pools(fields["thread_pools"]),
+        "http": _http(http) if http is not None else None,
+        "files": tuple(dict.fromkeys(files)),
+    })
 
 
-def _thread_pools(pools: dict[str, ThreadPoolSpec]) -> tuple[ThreadPoolSpec, ...]:
+def _thread_pools(pools: tuple[ThreadPoolSpec, ...]) -> tuple[ThreadPoolSpec, ...]:
     """The declared pools, with ``default`` added unless declared (nginx does the same)."""
-    return tuple(pools.values()) if "default" in pools else (ThreadPoolSpec("default"), *pools.values())
+    return pools if any(p.name == "default" for p in pools) else (ThreadPoolSpec("default"), *pools)
 
 
 def _http(ctx: Ctx) -> HttpConf:
-    v = ctx.values
-    return HttpConf(
-        python_path=tuple(v.get("python_path", ())),
-        shdicts=tuple(v.get("shdicts", {}).values()),
-        max_pending_timers=v.get("max_pending_timers", 1024),
-        max_running_timers=v.get("max_running_timers", 256),
-        init=v.get("init"),
-        init_worker=v.get("init_worker"),
-        exit_worker=v.get("exit_worker"),
-        access_log=v.get("access_log", AccessLog(None)),
-        default_type=v.get("default_type", "text/plain"),
-        keepalive_timeout=v.get("keepalive_timeout", 75.0),
-        client_header_timeout=v.get("client_header_timeout", 60.0),
-        client_body_timeout=v.get("client_body_timeout", 60.0),
-        send_timeout=v.get("send_timeout", 60.0),
-        client_max_body_size=v.get("client_max_body_size", 1024 * 1024),
-        servers=tuple(_server(c) for c in ctx.children if c.kind == SERVER),
-        cluster=cluster.freeze(v),
-    )
+    fields = directives.settings(HttpConf, ctx)
+    fields["cluster"] = cluster.freeze(fields["cluster"], directives.settings(ClusterConf, ctx))
+    return HttpConf(**fields, servers=tuple(_server(c) for c in ctx.children if c.kind == SERVER))
 
 
 def _server(ctx: Ctx) -> ServerConf:
-    v = ctx.values
+    fields = directives.settings(ServerConf, ctx)
     st = ctx.stmt
-    listens = v.get("listens") or [Listen("0.0.0.0", 80 if os.geteuid() == 0 else 8000,
-                                          file=st.file if st else "", line=st.line if st else 0)]
+    if not fields["listens"]:
+        fields["listens"] = (Listen("0.0.0.0", 80 if os.geteuid() == 0 else 8000,
+                                    file=st.file if st else "", line=st.line if st else 0),)
     return ServerConf(
-        listens=tuple(listens),
-        server_names=tuple(v.get("server_names", ())),
+        **fields,
         locations=tuple(_location(c) for c in ctx.children if c.kind == LOCATION),
         fallback=_fallback(ctx),
         file=st.file if st else "",
@@ -174,33 +145,32 @@ def _server(ctx: Ctx) -> ServerConf:
 
 
 def _location(ctx: Ctx) -> LocationConf:
-    v = ctx.values
     st = ctx.stmt
     return LocationConf(
-        modifier=v["modifier"],
-        pattern=v["pattern"],
-        regex=v["regex"],
-        sets=tuple(v.get("sets", ())),
-        ret=v.get("ret"),
-        content=v.get("content"),
-        status=v.get("status", False),
-        **{name: ctx.inherited(name, None) for name in REQUEST_PHASES},
-        default_type=ctx.inherited("default_type", "text/plain"),
-        client_max_body_size=ctx.inherited("client_max_body_size", 1024 * 1024),
-        static=static_conf.freeze(ctx),
+        modifier=ctx.modifier,  # type: ignore[arg-type]  # one of the location handler's _MODIFIERS
+        pattern=ctx.pattern,
+        regex=ctx.regex,
+        **directives.settings(LocationConf, ctx),
+        static=_static(ctx),
         file=st.file if st else "",
         line=st.line if st else 0,
     )
 
 
+def _static(ctx: Ctx) -> StaticConf | None:
+    if not static_conf.wanted(ctx):  # most locations: no files, and no need to read their settings
+        return None
+    return static_conf.freeze(ctx, directives.settings(StaticConf, ctx))
+
+
 def _fallback(ctx: Ctx) -> LocationConf | None:
     """What answers a URI no location of server CTX matches: files, when a root is in effect (nginx)."""
-    static = static_conf.freeze(ctx)
+    static = _static(ctx)
     if static is None:
         return None
+    fields = directives.settings(LocationConf, ctx)
     return LocationConf(modifier="", pattern="", regex=None, static=static,
-                        default_type=ctx.inherited("default_type", "text/plain"),
-                        client_max_body_size=ctx.inherited("client_max_body_size", 1024 * 1024))
+                        default_type=fields["default_type"], client_max_body_size=fields["client_max_body_size"])
 
 
 __all__ = ["ConfError", "load", "dump", "Config"]

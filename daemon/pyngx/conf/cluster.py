@@ -21,7 +21,7 @@ SCHEMES = ("redis", "rediss", "unix")
 _NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}", re.ASCII)
 
 
-def python_cluster(ctx: Ctx, st: Stmt) -> None:
+def python_cluster(ctx: Ctx, st: Stmt) -> tuple[str, dict[str, Any], str, int]:
     url = st.args[0]
     check_url(url)
     params: dict[str, Any] = {}
@@ -41,11 +41,7 @@ def python_cluster(ctx: Ctx, st: Stmt) -> None:
             params[key] = values.number(text, 1)
     if importlib.util.find_spec("redis") is None:
         raise Invalid("needs the redis package: pip install 'pyngx[cluster]'")
-    ctx.values["cluster"] = (url, params, st.file, st.line)
-
-
-def cluster_retention(ctx: Ctx, st: Stmt) -> None:
-    ctx.values["cluster_retention"] = values.number(st.args[0], 1)
+    return (url, params, st.file, st.line)
 
 
 def check_url(url: str) -> None:
@@ -69,10 +65,9 @@ def check_url(url: str) -> None:
     del port
 
 
-def freeze(v: dict[str, Any]) -> ClusterConf | None:
-    """The ClusterConf of an http block's values; None without python_cluster."""
-    found = v.get("cluster")
+def freeze(found: tuple[str, dict[str, Any], str, int] | None, settings: dict[str, Any]) -> ClusterConf | None:
+    """The ClusterConf of python_cluster's value FOUND (None: absent) and the http block's SETTINGS of it."""
     if found is None:
         return None
     url, params, file, line = found
-    return ClusterConf(url, retention=v.get("cluster_retention", 100000), file=file, line=line, **params)
+    return ClusterConf(url, file=file, line=line, **settings, **params)

@@ -1,8 +1,11 @@
 """What each directive stores: the handlers the table in directives.py points at.
 
 A handler gets the block being filled (`Ctx`) and its statement, whose context and
-argument count are already checked. It stores parsed values in ``ctx.values``, returns
-a new `Ctx` for a block directive, and raises `Invalid` for a bad value. No file I/O
+argument count are already checked. It returns the parsed value, which the framework
+stores where the directive's row says (a row's ``to``; a handler never names a key), or
+a new `Ctx` for a block directive, and raises `Invalid` for a bad value. A directive that
+may repeat reads what it gathered so far with ``ctx.current(st, EMPTY)``. Plain
+one-argument values use a parser instead (a row's ``parse``; see `values`). No file I/O
 here except reading ``*_by_python_file`` through the loader.
 """
 from __future__ import annotations
@@ -11,7 +14,7 @@ import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from pyngx import log
 from pyngx.conf import values
@@ -46,6 +49,11 @@ class Ctx:
     parent: Ctx | None = None
     values: dict[str, Any] = field(default_factory=dict)
     seen: dict[str, Stmt] = field(default_factory=dict)  # directive slot → where it was set
+    # a location: how it matches (set by the "location" handler); a server: the URIs its locations name
+    modifier: str = ""
+    pattern: str = ""
+    regex: re.Pattern[str] | None = None
+    location_keys: set[tuple[bool, str]] = field(default_factory=set)
     children: list[Ctx] = field(default_factory=list)
 
     def open(self, kind: int, st: Stmt) -> Ctx:
@@ -53,6 +61,17 @@ class Ctx:
         inner = Ctx(kind, st, self.loader, self)
         self.children.append(inner)
         return inner
+
+    # directive name -> the key its value is stored under (its row's target field), set by directives.py
+    keys: ClassVar[dict[str, str]] = {}
+
+    def current(self, st: Stmt, empty: Any) -> Any:
+        """The value ST's directive has gathered in this block so far (EMPTY: none yet)."""
+        return self.values.get(self.keys[st.name], empty)
+
+    def has(self, name: str) -> bool:
+        """Whether directive NAME was set in this block."""
+        return self.keys[name] in self.values
 
     def inherited(self, key: str, default: Any) -> Any:
         """The value of KEY here or in the nearest enclosing block."""
@@ -64,86 +83,69 @@ class Ctx:
         return default
 
 
-def _store(key: str, parse: Any) -> Any:
-    def handler(ctx: Ctx, st: Stmt) -> None:
-        ctx.values[key] = parse(st.args[0])
-    handler.__name__ = key
-    return handler
-
-
 # -- main --
 
-def worker_processes(ctx: Ctx, st: Stmt) -> None:
-    text = st.args[0]
-    ctx.values["worker_processes"] = (os.cpu_count() or 1) if text == "auto" else values.number(text, 1)
+def processes(text: str) -> int:
+    """``N`` or ``auto`` (one per CPU)."""
+    return (os.cpu_count() or 1) if text == "auto" else values.number(text, 1)
 
 
-master_process = _store("master_process", values.flag)
-daemon = _store("daemon", values.flag)
-worker_shutdown_timeout = _store("worker_shutdown_timeout", values.time)
-
-
-def worker_max_requests(ctx: Ctx, st: Stmt) -> None:
+def worker_max_requests(ctx: Ctx, st: Stmt) -> tuple[int, int]:
     jitter = 0
     if len(st.args) > 1:
         key, sep, value = st.args[1].partition("=")
         if key != "jitter" or not sep:
             raise Invalid(f'invalid parameter "{st.args[1]}"')
         jitter = values.number(value)
-    ctx.values["worker_max_requests"] = (values.number(st.args[0]), jitter)
+    return (values.number(st.args[0]), jitter)
 
 
-def pid(ctx: Ctx, st: Stmt) -> None:
-    ctx.values["pid"] = ctx.loader.path(st.args[0])
+def pid(ctx: Ctx, st: Stmt) -> str:
+    return ctx.loader.path(st.args[0])
 
 
-def error_log(ctx: Ctx, st: Stmt) -> None:
+def error_log(ctx: Ctx, st: Stmt) -> ErrorLogConf:
     target = st.args[0]
     level_name = st.args[1] if len(st.args) > 1 else "error"
     level = log.LEVELS.get(level_name, 0)
     if not level:  # 0 is "stderr", not a level a user may name
         raise Invalid(f'invalid log level "{level_name}"', whole=True)
-    ctx.values["error_log"] = ErrorLogConf(None if target == "stderr" else ctx.loader.path(target), level)
+    return ErrorLogConf(None if target == "stderr" else ctx.loader.path(target), level)
 
 
-def user(ctx: Ctx, st: Stmt) -> None:
-    ctx.values["user"] = UserConf(st.args[0], st.args[1] if len(st.args) > 1 else None)
+def user(ctx: Ctx, st: Stmt) -> UserConf:
+    return UserConf(st.args[0], st.args[1] if len(st.args) > 1 else None)
 
 
-def thread_pool(ctx: Ctx, st: Stmt) -> None:
+def thread_pool(ctx: Ctx, st: Stmt) -> tuple[ThreadPoolSpec, ...]:
     """``thread_pool NAME [threads=N] [max_queue=M];`` (nginx ``ngx_thread_pool``)."""
     name = st.args[0]
-    params = {"threads": 32, "max_queue": 65536}
+    spec = ThreadPoolSpec(name)  # the model's defaults: nginx's
+    params = {"threads": spec.threads, "max_queue": spec.max_queue}
     for arg in st.args[1:]:
         key, eq, text = arg.partition("=")
         if key not in params or not eq:
             raise Invalid(f'invalid parameter "{arg}"')
         params[key] = values.number(text, 1 if key == "threads" else 0)
-    pools = ctx.values.setdefault("thread_pools", {})
-    if name in pools:
-        first = pools[name]
+    pools: tuple[ThreadPoolSpec, ...] = ctx.current(st, ())
+    first = next((pool for pool in pools if pool.name == name), None)
+    if first is not None:
         raise Invalid(f'duplicate thread pool "{name}", first declared in {first.file}:{first.line}', whole=True)
-    pools[name] = ThreadPoolSpec(name, params["threads"], params["max_queue"], st.file, st.line)
+    return (*pools, ThreadPoolSpec(name, params["threads"], params["max_queue"], st.file, st.line))
 
 
-def stall_time(key: str) -> Any:
-    """A handler storing a time (seconds) or ``off`` (None) under KEY."""
-    def handler(ctx: Ctx, st: Stmt) -> None:
-        text = st.args[0]
-        seconds = None if text == "off" else values.time(text)
-        if seconds is not None and seconds <= 0:
-            raise Invalid(f'invalid value "{text}"')
-        ctx.values[key] = seconds
-    handler.__name__ = key
-    return handler
+def stall_time(text: str) -> float | None:
+    """A time (seconds) above 0, or ``off`` (None)."""
+    seconds = None if text == "off" else values.time(text)
+    if seconds is not None and seconds <= 0:
+        raise Invalid(f'invalid value "{text}"')
+    return seconds
 
 
 def events(ctx: Ctx, st: Stmt) -> Ctx:
-    return ctx.open(EVENTS, st)
-
-
-def worker_connections(ctx: Ctx, st: Stmt) -> None:
-    ctx.values["worker_connections"] = values.number(st.args[0], 1)
+    inner = ctx.open(EVENTS, st)
+    inner.values = ctx.values  # its settings are the main block's (Config's fields)
+    return inner
 
 
 def include(ctx: Ctx, st: Stmt) -> None:
@@ -156,11 +158,11 @@ def http(ctx: Ctx, st: Stmt) -> Ctx:
 
 # -- http --
 
-def python_path(ctx: Ctx, st: Stmt) -> None:
-    ctx.values.setdefault("python_path", []).extend(ctx.loader.path(p) for p in st.args)
+def python_path(ctx: Ctx, st: Stmt) -> tuple[str, ...]:
+    return (*ctx.current(st, ()), *(ctx.loader.path(p) for p in st.args))
 
 
-def python_shared_dict(ctx: Ctx, st: Stmt) -> None:
+def python_shared_dict(ctx: Ctx, st: Stmt) -> tuple[ShdictSpec, ...]:
     name = st.args[0]
     size = values.size(st.args[1])
     if not SHDICT_MIN <= size < SHDICT_MAX:  # lua-nginx-module's words and lower bound; the zone is 32-bit
@@ -171,51 +173,26 @@ def python_shared_dict(ctx: Ctx, st: Stmt) -> None:
         if key != "persist" or not eq or not path:
             raise Invalid(f'invalid parameter "{st.args[2]}"')
         persist = ctx.loader.path(path)
-    shdicts = ctx.values.setdefault("shdicts", {})
-    if name in shdicts:
-        first = shdicts[name]
+    shdicts: tuple[ShdictSpec, ...] = ctx.current(st, ())
+    first = next((spec for spec in shdicts if spec.name == name), None)
+    if first is not None:
         raise Invalid(f'duplicate shared dict "{name}", first declared in {first.file}:{first.line}', whole=True)
-    shdicts[name] = ShdictSpec(name, size, persist, st.file, st.line)
+    return (*shdicts, ShdictSpec(name, size, persist, st.file, st.line))
 
 
-max_pending_timers = _store("max_pending_timers", lambda t: values.number(t, 1))
-max_running_timers = _store("max_running_timers", lambda t: values.number(t, 1))
+def module_block(ctx: Ctx, st: Stmt) -> Chunk:
+    return ctx.loader.compile_block(st, "module")
 
 
-def init_block(ctx: Ctx, st: Stmt) -> None:
-    ctx.values["init"] = ctx.loader.compile_block(st, "module")
+def module_file(ctx: Ctx, st: Stmt) -> Chunk:
+    return ctx.loader.compile_file(st, "module")
 
 
-def init_file(ctx: Ctx, st: Stmt) -> None:
-    ctx.values["init"] = ctx.loader.compile_file(st, "module")
-
-
-def init_worker_block(ctx: Ctx, st: Stmt) -> None:
-    ctx.values["init_worker"] = ctx.loader.compile_block(st, "module")
-
-
-def init_worker_file(ctx: Ctx, st: Stmt) -> None:
-    ctx.values["init_worker"] = ctx.loader.compile_file(st, "module")
-
-
-def access_log(ctx: Ctx, st: Stmt) -> None:
+def access_log(ctx: Ctx, st: Stmt) -> AccessLog:
     target = st.args[0]
     if len(st.args) > 1 and st.args[1] != "combined":
         raise Invalid(f'unknown log format "{st.args[1]}"', whole=True)
-    ctx.values["access_log"] = AccessLog(None if target == "off" else ctx.loader.path(target))
-
-
-def default_type(ctx: Ctx, st: Stmt) -> None:
-    ctx.values["default_type"] = st.args[0]
-
-
-def client_max_body_size(ctx: Ctx, st: Stmt) -> None:
-    ctx.values["client_max_body_size"] = values.size(st.args[0])
-
-
-def timeout(key: str) -> Any:
-    """A handler storing a time (seconds) under KEY."""
-    return _store(key, values.time)
+    return AccessLog(None if target == "off" else ctx.loader.path(target))
 
 
 def server(ctx: Ctx, st: Stmt) -> Ctx:
@@ -247,7 +224,7 @@ def parse_address(text: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-def listen(ctx: Ctx, st: Stmt) -> None:
+def listen(ctx: Ctx, st: Stmt) -> tuple[Listen, ...]:
     addr, port = parse_address(st.args[0])
     reuseport = False
     for param in st.args[1:]:
@@ -255,15 +232,15 @@ def listen(ctx: Ctx, st: Stmt) -> None:
             reuseport = True
         elif param != "default_server":  # accepted for nginx configs; there is one server per port anyway
             raise Invalid(f'invalid parameter "{param}"')
-    listens = ctx.values.setdefault("listens", [])
+    listens: tuple[Listen, ...] = ctx.current(st, ())
     if any(ls.key == (addr, port) for ls in listens):
         shown = f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
         raise Invalid(f"a duplicate listen {shown}", whole=True)
-    listens.append(Listen(addr, port, reuseport, st.file, st.line))
+    return (*listens, Listen(addr, port, reuseport, st.file, st.line))
 
 
-def server_name(ctx: Ctx, st: Stmt) -> None:
-    ctx.values.setdefault("server_names", []).extend(st.args)
+def server_name(ctx: Ctx, st: Stmt) -> tuple[str, ...]:
+    return (*ctx.current(st, ()), *st.args)
 
 
 _MODIFIERS = ("=", "^~", "~*", "~")
@@ -288,50 +265,41 @@ def location(ctx: Ctx, st: Stmt) -> Ctx:
             raise Invalid(f're.compile() failed: {exc} in "{pattern}"', whole=True) from None
     else:  # "=" and prefixes (plain or ^~) each may name a URI once per server
         key = (modifier == "=", pattern)
-        taken = ctx.values.setdefault("location_keys", set())
+        taken = ctx.location_keys
         if key in taken:
             raise Invalid(f'duplicate location "{pattern}"', whole=True)
         taken.add(key)
     inner = ctx.open(LOCATION, st)
-    inner.values.update(modifier=modifier, pattern=pattern, regex=regex)
+    inner.modifier, inner.pattern, inner.regex = modifier, pattern, regex
     return inner
 
 
 # -- location --
 
-def set_var(ctx: Ctx, st: Stmt) -> None:
+def set_var(ctx: Ctx, st: Stmt) -> tuple[SetVar, ...]:
     name, value = st.args
     if len(name) < 2 or not name.startswith("$"):
         raise Invalid(f'invalid variable name "{name}"', whole=True)
-    ctx.values.setdefault("sets", []).append(SetVar(name[1:], value))
+    return (*ctx.current(st, ()), SetVar(name[1:], value))
 
 
 _REDIRECTS = (301, 302, 303, 307, 308)
 
 
-def return_(ctx: Ctx, st: Stmt) -> None:
+def return_(ctx: Ctx, st: Stmt) -> Return:
     first = st.args[0]
     if first.isdigit() and first.isascii():
         code = int(first)
         if code > 999:
             raise Invalid(f'invalid return code "{first}"', whole=True)
-        ctx.values["ret"] = Return(code, st.args[1] if len(st.args) > 1 else None)
+        return Return(code, st.args[1] if len(st.args) > 1 else None)
     elif len(st.args) == 1 and first.startswith(("http://", "https://", "$scheme")):
-        ctx.values["ret"] = Return(302, first)  # nginx: "return URL;" is a 302
-    else:
-        raise Invalid(f'invalid return code "{first}"', whole=True)
+        return Return(302, first)  # nginx: "return URL;" is a 302
+    raise Invalid(f'invalid return code "{first}"', whole=True)
 
 
-def content_block(ctx: Ctx, st: Stmt) -> None:
-    ctx.values["content"] = ctx.loader.compile_block(st, "handler")
-
-
-def content_file(ctx: Ctx, st: Stmt) -> None:
-    ctx.values["content"] = ctx.loader.compile_file(st, "handler")
-
-
-def status(ctx: Ctx, st: Stmt) -> None:
-    ctx.values["status"] = True
+def status(ctx: Ctx, st: Stmt) -> bool:
+    return True
 
 
 # -- the request phases (http, server, location; inherited inwards) and exit_worker --
@@ -342,11 +310,11 @@ NO_AWAIT = frozenset(("header_filter", "body_filter", "log", "exit_worker"))
 
 
 def phase_chunk(key: str, kind: ChunkKind, from_file: bool) -> Any:
-    """A handler compiling the block (or file) of phase KEY into ``ctx.values[KEY]``."""
-    def handler(ctx: Ctx, st: Stmt) -> None:
+    """A handler compiling the block (or file) of phase KEY (its row says where the Chunk goes)."""
+    def handler(ctx: Ctx, st: Stmt) -> Chunk:
         chunk = ctx.loader.compile_file(st, kind) if from_file else ctx.loader.compile_block(st, kind)
         if chunk.is_async and key in NO_AWAIT:
             raise Invalid(f'Python of "{st.name}" may not await (nothing may yield in {key}_by_python)', whole=True)
-        ctx.values[key] = chunk
+        return chunk
     handler.__name__ = f"{key}_{'file' if from_file else 'block'}"
     return handler

@@ -212,5 +212,6 @@ class Config:
     worker_stall_warn: float | None = 0.2  # seconds; None = off
     worker_stall_timeout: float | None = 60.0  # seconds; None = off
     worker_max_requests: tuple[int, int] = (0, 0)  # (N, jitter M): replace a worker after N + 0..M requests
+    worker_rlimit_nofile: int | None = None  # RLIMIT_NOFILE of workers, the agent, single; None: inherited
     http: HttpConf | None = None
     files: tuple[str, ...] = field(default=())  # every file read, includes expanded

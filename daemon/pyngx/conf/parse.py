@@ -11,14 +11,26 @@ from __future__ import annotations
 import glob
 import os
 import re
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lark import Lark, Token, Transformer
-from lark.exceptions import UnexpectedEOF, UnexpectedInput, UnexpectedToken
-from lark.lexer import Lexer
+# lark imports the third-party `regex` module whenever it is installed, for Lark(regex=True) and
+# Unicode categories in terminals, neither of which this grammar uses; that import is about a
+# third of lark's cost at start. Hidden while lark loads (a later `import regex` is unaffected),
+# so every machine reads configs as one without `regex` does.
+_HIDE_REGEX = "regex" not in sys.modules
+if _HIDE_REGEX:
+    sys.modules["regex"] = None  # type: ignore[assignment]
+try:
+    from lark import Lark, Token, Transformer
+    from lark.exceptions import UnexpectedEOF, UnexpectedInput, UnexpectedToken
+    from lark.lexer import Lexer
+finally:
+    if _HIDE_REGEX:
+        del sys.modules["regex"]
 
 from pyngx.conf.pyblock import Unclosed, find_python_end
 

@@ -1,6 +1,6 @@
 """The directives of serving files: root, alias, index, try_files, types and the rest.
 
-Owns their handlers (what each stores in a `Ctx`) and `freeze`, which turns the
+Owns their handlers (what each returns; its row in directives.py says where it goes) and `freeze`, which turns the
 values in effect in a location (or a server) into one `StaticConf` with nginx's
 inheritance: everything but ``alias`` and ``try_files`` is inherited from the
 enclosing server and http blocks. Reads no file: paths are resolved, not opened.
@@ -8,10 +8,10 @@ enclosing server and http blocks. Reads no file: paths are resolved, not opened.
 from __future__ import annotations
 
 import os
+from typing import Any
 
-from pyngx.conf import values
 from pyngx.conf.handlers import LOCATION, Ctx
-from pyngx.conf.model import DEFAULT_TYPES, StaticConf
+from pyngx.conf.model import StaticConf
 from pyngx.conf.parse import Stmt
 from pyngx.conf.values import Invalid
 
@@ -25,30 +25,30 @@ def _path(ctx: Ctx, text: str) -> str:
     return os.path.join(ctx.loader.prefix, text)
 
 
-def root(ctx: Ctx, st: Stmt) -> None:
-    if "alias" in ctx.values:
+def root(ctx: Ctx, st: Stmt) -> str:
+    if ctx.has("alias"):
         raise Invalid('"root" directive is duplicate, "alias" directive was specified earlier', whole=True)
-    ctx.values["root"] = _path(ctx, st.args[0])
+    return _path(ctx, st.args[0])
 
 
-def alias(ctx: Ctx, st: Stmt) -> None:
-    if "root" in ctx.values:
+def alias(ctx: Ctx, st: Stmt) -> str:
+    if ctx.has("root"):
         raise Invalid('"alias" directive is duplicate, "root" directive was specified earlier', whole=True)
-    if ctx.values.get("pattern", "").startswith("@"):
+    if ctx.pattern.startswith("@"):
         raise Invalid('"alias" directive cannot be used inside the named location', whole=True)
-    ctx.values["alias"] = _path(ctx, st.args[0])
+    return _path(ctx, st.args[0])
 
 
-def index(ctx: Ctx, st: Stmt) -> None:
+def index(ctx: Ctx, st: Stmt) -> tuple[str, ...]:
     for i, name in enumerate(st.args):
         if not name:
             raise Invalid('index "" in "index" directive is invalid', whole=True)
         if name.startswith("/") and i != len(st.args) - 1:
             raise Invalid('only the last index in "index" directive should be absolute', whole=True)
-    ctx.values["index"] = tuple(st.args)
+    return tuple(st.args)
 
 
-def try_files(ctx: Ctx, st: Stmt) -> None:
+def try_files(ctx: Ctx, st: Stmt) -> tuple[str, ...]:
     if len(st.args) < 2:
         raise Invalid('invalid number of arguments in "try_files" directive', whole=True)
     last = st.args[-1]
@@ -56,34 +56,17 @@ def try_files(ctx: Ctx, st: Stmt) -> None:
         code = last[1:]
         if not (code.isascii() and code.isdigit()) or int(code) > 999:
             raise Invalid(f'invalid code "{last}"', whole=True)
-    ctx.values["try_files"] = tuple(st.args)
+    return tuple(st.args)
 
 
-def _flag(key: str) -> object:
-    def handler(ctx: Ctx, st: Stmt) -> None:
-        ctx.values[key] = values.flag(st.args[0])
-    handler.__name__ = key
-    return handler
-
-
-sendfile = _flag("sendfile")
-etag = _flag("etag")
-log_not_found = _flag("log_not_found")
-
-
-def if_modified_since(ctx: Ctx, st: Stmt) -> None:
-    text = st.args[0]
+def if_modified_since(text: str) -> str:
     if text not in _IMS:
         raise Invalid(f'invalid value "{text}" in "if_modified_since" directive, '
                       'it must be "off", "exact" or "before"', whole=True)
-    ctx.values["if_modified_since"] = text
+    return text
 
 
-def max_ranges(ctx: Ctx, st: Stmt) -> None:
-    ctx.values["max_ranges"] = values.number(st.args[0])
-
-
-def disable_symlinks(ctx: Ctx, st: Stmt) -> None:
+def disable_symlinks(ctx: Ctx, st: Stmt) -> tuple[bool, str]:
     mode = st.args[0]
     if mode not in ("on", "off"):  # nginx's if_not_owner is not supported
         raise Invalid(f'invalid value "{mode}" in "disable_symlinks" directive, it must be "off" or "on"',
@@ -96,26 +79,35 @@ def disable_symlinks(ctx: Ctx, st: Stmt) -> None:
         if mode == "off":
             raise Invalid('"from=" cannot be used with "off" parameter', whole=True)
         start = value
-    ctx.values["disable_symlinks"] = (mode == "on", start)
+    return (mode == "on", start)
 
 
-def types(ctx: Ctx, st: Stmt) -> None:
+def types(ctx: Ctx, st: Stmt) -> dict[str, str]:
     """``types { MIME EXT...; ... }``: the statements of the block are the map, not directives."""
-    table = dict(ctx.values.get("types", {}))
+    table = dict(ctx.current(st, {}))
     for sub in st.block or ():
         if sub.block is not None or sub.code is not None:
             raise Invalid(f'directive "{sub.name}" is not terminated by ";"', whole=True)
         for ext in sub.args:
             table[ext.lower()] = sub.name
-    ctx.values["types"] = table
+    return table
 
 
-def freeze(ctx: Ctx) -> StaticConf | None:
-    """The file serving in effect in a location or server CTX; None when no root, alias or try_files is."""
-    here = ctx.values
-    alias_path = here.get("alias") if ctx.kind == LOCATION else None
-    root_path = alias_path if alias_path is not None else ctx.inherited("root", None)
-    tries = here.get("try_files", ())  # not inherited, as nginx
+def wanted(ctx: Ctx) -> bool:
+    """Whether a root, alias or try_files is in effect in CTX: the cheap test before `freeze`."""
+    return ctx.has("try_files") or (ctx.kind == LOCATION and ctx.has("alias")) or \
+        ctx.inherited(ctx.keys["root"], None) is not None
+
+
+def freeze(ctx: Ctx, settings: dict[str, Any]) -> StaticConf | None:
+    """The file serving in effect in a location or server CTX; None when no root, alias or try_files is.
+
+    SETTINGS: StaticConf's fields as the directive table fills them (inherited as their rows say);
+    root, alias and disable_symlinks are turned into the model's fields here.
+    """
+    alias_path = settings["alias"] if ctx.kind == LOCATION else None
+    root_path = alias_path if alias_path is not None else settings["root"]
+    tries = settings["try_files"]  # not inherited, as nginx
     if root_path is None and not tries:
         return None
     if root_path is None:
@@ -123,23 +115,11 @@ def freeze(ctx: Ctx) -> StaticConf | None:
     elif alias_path is None:
         root_path = root_path.rstrip("/") or "/"
     prefix = ""
-    if alias_path is not None and here.get("regex") is None:
-        prefix = here.get("pattern", "")
-    nofollow, start = ctx.inherited("disable_symlinks", (False, ""))
+    if alias_path is not None and ctx.regex is None:
+        prefix = ctx.pattern
+    nofollow, start = settings["disable_symlinks"]
     if start and not start.startswith("$"):
         start = _path(ctx, start)
-    return StaticConf(
-        root=root_path,
-        alias=alias_path is not None,
-        prefix=prefix,
-        index=ctx.inherited("index", ("index.html",)),
-        try_files=tries,
-        sendfile=ctx.inherited("sendfile", False),
-        etag=ctx.inherited("etag", True),
-        if_modified_since=ctx.inherited("if_modified_since", "exact"),
-        max_ranges=ctx.inherited("max_ranges", -1),
-        disable_symlinks=nofollow,
-        symlinks_from=start,
-        log_not_found=ctx.inherited("log_not_found", True),
-        types=ctx.inherited("types", DEFAULT_TYPES),  # "types {}" (empty) is kept: no type known
-    )
+    # "types {}" (empty) is kept: no type known
+    return StaticConf(**{**settings, "root": root_path, "alias": alias_path is not None, "prefix": prefix,
+                         "disable_symlinks": nofollow, "symlinks_from": start})

@@ -67,3 +67,34 @@ def number(text: str, low: int = 0) -> int:
     if value < low:
         raise Invalid(f'invalid number "{text}", it must be at least {low}')
     return value
+
+
+def positive(text: str) -> int:
+    """A decimal integer >= 1."""
+    return number(text, 1)
+
+
+def word(text: str) -> str:
+    """The argument as written."""
+    return text
+
+
+# -- a default value as the docs show it (the inverse of the parsers above) --
+
+def show_size(value: int) -> str:
+    for unit, scale in (("g", 1 << 30), ("m", 1 << 20), ("k", 1 << 10)):
+        if value and value % scale == 0:
+            return f"{value // scale}{unit}"
+    return str(value)
+
+
+def show_time(value: float | None) -> str:
+    if value is None:
+        return "off"
+    if value < 1 or value != int(value):
+        return f"{round(value * 1000)}ms"
+    return f"{int(value)}s"
+
+
+def show_flag(value: bool) -> str:
+    return "on" if value else "off"

@@ -20,6 +20,7 @@ from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 
 from pyngx import log
+from pyngx.conf.directives import default
 from pyngx.conf.model import HttpConf
 from pyngx.http import exchange
 from pyngx.http import status as status_page
@@ -76,7 +77,7 @@ class HttpServer:
     def listen(self, sockets: Mapping[tuple[str, int], socket.socket]) -> None:
         """Accept on every socket whose address a server listens on."""
         config = core.RT.config
-        limit = config.worker_connections if config is not None else 1024
+        limit = config.worker_connections if config is not None else default("worker_connections")
         for key, sock in sockets.items():
             vhosts = self.vhosts.get(key)
             if vhosts is None or self.draining:

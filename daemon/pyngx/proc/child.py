@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pyngx import log
+from pyngx.conf.directives import default
 from pyngx.http import server
 from pyngx.proc import service
 from pyngx.proc.cycle import Cycle
@@ -34,7 +35,6 @@ READY = struct.Struct("=ci")  # b"R", pid: one atomic pipe write (< PIPE_BUF)
 # b"E", pid, length, then that many bytes of text: init_worker_by_python raised (before b"R")
 INIT_ERROR = struct.Struct("=ciH")
 MAX_INIT_ERROR = 1024  # the record stays one atomic pipe write
-EXEC_SHUTDOWN_TIMEOUT = 30.0  # ``-e``: how long its last timers get at exit
 MASTER_CHECK = 1.0  # seconds between getppid() checks (PR_SET_PDEATHSIG is the fast path)
 
 
@@ -146,7 +146,7 @@ class Child:
         task = asyncio.current_task()
         assert task is not None
         self.loop.add_signal_handler(signal.SIGINT, task.cancel)
-        self.rt.start(1024, 256)
+        self.rt.start(default("python_max_pending_timers"), default("python_max_running_timers"))
         engine = self.rt.timers
         assert engine is not None
         status = 0
@@ -165,7 +165,7 @@ class Child:
             log.stderr(usercode.format_exception(exc).rstrip())
             status = 1
             await engine.wait_idle()
-        await self.rt.exits.graceful(EXEC_SHUTDOWN_TIMEOUT)
+        await self.rt.exits.graceful(default("worker_shutdown_timeout"))  # -e: its last timers
         return status
 
     def request_stop(self, how: str) -> None:
@@ -228,7 +228,7 @@ async def _parts(proc: Child) -> None:
     """The Runtime's own parts (timers, IPC socket: ``Runtime.STEPS``), with the config's timer limits."""
     http = proc.cycle.config.http
     if http is None:
-        proc.rt.start(1024, 256)
+        proc.rt.start(default("python_max_pending_timers"), default("python_max_running_timers"))
     else:
         proc.rt.start(http.max_pending_timers, http.max_running_timers)
 

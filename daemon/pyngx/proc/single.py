@@ -11,7 +11,7 @@ import os
 
 from pyngx import log
 from pyngx.conf.model import Config
-from pyngx.proc import boot, child, pidfile, service
+from pyngx.proc import boot, child, limits, pidfile, service
 from pyngx.proc import cycle as cycles
 from pyngx.proc.cycle import CycleError
 from pyngx.runtime import core, state, tree, usercode
@@ -34,6 +34,7 @@ def serve(config: Config, argv: list[str], conf_path: str, prefix: str, extra: l
     log.notice(f"pyngx single process {pid} started")
     boot.announce(config, pid)
     try:
+        limits.apply(config)  # worker_rlimit_nofile
         code = child.run(cycle, state.SINGLE, 0, master_pid=pid, status_fd=-1, table=table)
     finally:
         cycles.save_persisted(cycle)

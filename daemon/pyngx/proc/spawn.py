@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterable
 
 from pyngx import log
-from pyngx.proc import child, service
+from pyngx.proc import child, limits, service
 from pyngx.conf.model import Config
 from pyngx.proc.cycle import Cycle
 from pyngx.runtime import state
@@ -72,6 +72,7 @@ def fork(cycle: Cycle, kind: str, worker_id: int | None, *, master_pid: int, sta
                 os.close(fd)
             except OSError:
                 pass
+        limits.apply(cycle.config)  # worker_rlimit_nofile, while still root
         if creds is not None and kind == state.WORKER:
             code = FATAL  # a worker that cannot drop root must not be respawned in a loop
             service.drop_privileges(creds.user, creds.uid, creds.gid)
