@@ -82,8 +82,9 @@ class HttpServer:
             vhosts = self.vhosts.get(key)
             if vhosts is None or self.draining:
                 continue
+            shared = core.RT.worker_count > 1 and not sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT)
             self.listeners.append(Acceptor(self.loop, sock, lambda v=vhosts: HttpProtocol(self.site, v),
-                                           self.site.conns.__len__, limit))
+                                           self.site.conns.__len__, limit, shared))
 
     def stop_accepting(self) -> None:
         """Graceful exit begins: no new connections; keep-alive ones end after their next answer."""
