@@ -1,7 +1,8 @@
 """Accepting connections on one inherited listening socket, fairly between workers.
 
 Owns the accept loop. Every worker watches the same listening socket; each
-takes one connection per wake-up (nginx's ``multi_accept off``), so a burst
+takes a few connections per wake-up (``SHARED_BATCH``, close to nginx's
+``multi_accept off``), so a burst
 of connections — wrk opening 50 at once — is shared between the workers
 instead of landing on whichever accepted first (libuv's accept loop, under
 ``loop.create_server``, takes every pending connection at once). A socket no
@@ -22,7 +23,7 @@ from typing import Any
 from pyngx import log
 
 BATCH = 16  # connections taken per wake-up on a socket this worker does not share
-SHARED_BATCH = 4
+SHARED_BATCH = 4  # the same on a socket other workers accept on too
 BACKOFF = 0.5  # seconds without accepting after EMFILE/ENFILE (nginx: accept_mutex_delay)
 _OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
