@@ -34,14 +34,14 @@ def raw_exchange(port: int, data: bytes, shut: bool = True, timeout: float = 10)
         s.sendall(data)
         if shut:
             s.shutdown(socket.SHUT_WR)
-        out = b""
+        out = bytearray()
         while True:
             try:
                 chunk = s.recv(65536)
             except ConnectionResetError:
-                return out
+                return bytes(out)
             if not chunk:
-                return out
+                return bytes(out)
             out += chunk
 
 

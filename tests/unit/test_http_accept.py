@@ -36,52 +36,52 @@ def _left(sock: socket.socket) -> int:
         n += 1
 
 
+class Burst:
+    """A listening socket with N client connections queued, and an Acceptor on it (wake-ups by hand)."""
+
+    def __init__(self, n: int, limit: int, shared: bool) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.clients = [socket.create_connection(self.listener.getsockname()) for _ in range(n)]
+        self.made: list[Any] = []
+        self.acceptor = accept.Acceptor(self.loop, self.listener, lambda: Held(self.made), lambda: len(self.made),
+                                        limit, shared)
+        self.loop.remove_reader(self.acceptor.fd)
+
+    def wake(self) -> None:
+        """One wake-up of the accept loop, and the connections it took set up."""
+        self.acceptor._ready()
+        self.loop.run_until_complete(_settle())
+
+    def close(self) -> None:
+        self.acceptor.close()
+        for transport in self.made:
+            transport.close()
+        self.loop.run_until_complete(asyncio.sleep(0))
+        self.loop.close()
+        for client in self.clients:
+            client.close()
+        self.listener.close()
+
+
 @pytest.mark.parametrize(("shared", "taken"), [(True, accept.SHARED_BATCH), (False, accept.BATCH)])
 def test_a_wake_up_takes_a_small_batch_where_other_workers_accept_too(shared: bool, taken: int) -> None:
-    loop = asyncio.new_event_loop()
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    clients = [socket.create_connection(listener.getsockname()) for _ in range(accept.BATCH + 4)]
-    made: list[Any] = []
-    acceptor = accept.Acceptor(loop, listener, lambda: Held(made), lambda: len(made), 1000, shared)
-    loop.remove_reader(acceptor.fd)  # wake-ups are driven by hand below
+    burst = Burst(accept.BATCH + 4, 1000, shared)
     try:
-        acceptor._ready()  # one wake-up
-        loop.run_until_complete(_settle())
-        assert len(made) == taken
-        assert _left(listener) == len(clients) - taken
+        burst.wake()
+        assert len(burst.made) == taken
+        assert _left(burst.listener) == len(burst.clients) - taken
     finally:
-        acceptor.close()
-        for transport in made:
-            transport.close()
-        loop.run_until_complete(asyncio.sleep(0))
-        loop.close()
-        for client in clients:
-            client.close()
-        listener.close()
+        burst.close()
 
 
 def test_worker_connections_stop_a_batch() -> None:
-    loop = asyncio.new_event_loop()
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    clients = [socket.create_connection(listener.getsockname()) for _ in range(6)]
-    made: list[Any] = []
-    acceptor = accept.Acceptor(loop, listener, lambda: Held(made), lambda: len(made), 3, False)
-    loop.remove_reader(acceptor.fd)  # wake-ups are driven by hand below
+    burst = Burst(6, 3, False)
     try:
         for _ in range(3):
-            acceptor._ready()
-            loop.run_until_complete(_settle())
-        assert len(made) == 3  # the others are closed at once ("worker_connections are not enough")
+            burst.wake()
+        assert len(burst.made) == 3  # the others are closed at once ("worker_connections are not enough")
     finally:
-        acceptor.close()
-        for transport in made:
-            transport.close()
-        loop.run_until_complete(asyncio.sleep(0))
-        loop.close()
-        for client in clients:
-            client.close()
-        listener.close()
+        burst.close()

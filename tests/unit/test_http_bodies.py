@@ -7,6 +7,7 @@ import tracemalloc
 from collections.abc import Iterator
 
 import pytest
+from support import raw_exchange
 from test_http_server import Served, loc
 
 from pyngx.runtime import core
@@ -80,26 +81,19 @@ def test_a_10_mib_answer_goes_out_whole_and_uncopied(served: Served, request: py
 
 
 def test_the_answer_is_the_bytes_printed(served: Served) -> None:
-    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as s:
-        s.sendall(b"GET /pieces HTTP/1.1\r\nHost: x\r\n\r\nGET /out HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        data = bytearray()
-        while piece := s.recv(1 << 20):
-            data += piece
+    data = raw_exchange(served.port, b"GET /pieces HTTP/1.1\r\nHost: x\r\n\r\n"
+                        b"GET /out HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", shut=False)
     for _ in range(2):
-        head, _, rest = bytes(data).partition(b"\r\n\r\n")
+        head, _, rest = data.partition(b"\r\n\r\n")
         assert b"Content-Length: %d" % OUT in head
         assert rest[:OUT] == BIG
-        data = bytearray(rest[OUT:])
+        data = rest[OUT:]
     assert not data
 
 
 def test_a_flushed_large_piece_is_chunked_whole(served: Served) -> None:
-    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as s:
-        s.sendall(b"GET /flushed HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        data = bytearray()
-        while piece := s.recv(1 << 20):
-            data += piece
-    head, _, rest = bytes(data).partition(b"\r\n\r\n")
+    data = raw_exchange(served.port, b"GET /flushed HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", shut=False)
+    head, _, rest = data.partition(b"\r\n\r\n")
     assert b"Transfer-Encoding: chunked" in head
     assert rest == b"%x\r\n%b\r\n%x\r\n%b\r\n0\r\n\r\n" % (OUT, BIG, 1000, BIG[:1000])
 

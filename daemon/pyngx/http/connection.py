@@ -119,18 +119,20 @@ class Connection:
     def _wait_from(self, since: float) -> None:
         """The current state's timeout runs from SINCE: file the connection earlier if it is due sooner."""
         self.since = since
-        conf = self.site.conf
-        state = self.state
-        if state == HEAD:
-            when = since + conf.client_header_timeout
-        elif state == BODY:
-            when = since + conf.client_body_timeout
-        elif state == LINGER:
-            when = since + LINGER_TIME
-        else:
-            when = since + (conf.keepalive_timeout if self.requests else conf.client_header_timeout)
+        when = since + self._timeout(self.site.conf)
         if when < self.due:
             self.site.arm(self, when)
+
+    def _timeout(self, conf: HttpConf) -> float:
+        """How long the current state may last (from ``since``)."""
+        state = self.state
+        if state == HEAD:
+            return conf.client_header_timeout
+        if state == BODY:
+            return conf.client_body_timeout
+        if state == LINGER:
+            return LINGER_TIME
+        return conf.keepalive_timeout if self.requests else conf.client_header_timeout
 
     def deadline(self, conf: HttpConf, grace_end: float | None) -> float | None:
         """When the timeout of the current state passes (the site's wheel then calls ``expire``);
@@ -141,17 +143,12 @@ class Connection:
             return self.since_write + conf.send_timeout
         if self.transport.get_write_buffer_size():
             return None  # an answer is still going out (below the pause mark)
-        state = self.state
-        if state == IDLE:
+        when = self.since + self._timeout(conf)
+        if self.state == IDLE:
             if self.busy or self.queue:
                 return None  # a handler is running: user code has no timeout here
-            when = self.since + (conf.keepalive_timeout if self.requests else conf.client_header_timeout)
             return grace_end if grace_end is not None and grace_end < when else when
-        if state == HEAD:
-            return self.since + conf.client_header_timeout
-        if state == BODY:
-            return self.since + conf.client_body_timeout
-        return self.since + LINGER_TIME  # LINGER
+        return when
 
     def pause_writing(self) -> None:
         self.paused = True

@@ -193,7 +193,6 @@ class Site:
         return sum(len(b) for b in self.wheel.values())
 
 
-
 class _Nobody:
     """What a pooled parser is bound to: no callbacks, so it keeps no connection alive."""
 
