@@ -1,4 +1,4 @@
-"""Builds the optional C hot path of the shared dicts; pyngx works without it (pure Python)."""
+"""Builds the optional C hot paths (shared dicts, plain HTTP requests); pyngx works without them (pure Python)."""
 from setuptools import Extension, setup
 
 setup(
@@ -9,6 +9,12 @@ setup(
             libraries=["z"],
             extra_compile_args=["-O2", "-std=gnu11", "-Wall"],
             optional=True,
-        )
+        ),
+        Extension(
+            "pyngx.http._fast",
+            sources=["daemon/pyngx/http/_fast.c"],
+            extra_compile_args=["-O2", "-std=gnu11", "-Wall"],
+            optional=True,
+        ),
     ],
 )

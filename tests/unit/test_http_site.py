@@ -10,7 +10,7 @@ import pytest
 
 from pyngx.conf.model import HttpConf, Listen, LocationConf, ServerConf
 from pyngx.conf.pycode import compile_chunk
-from pyngx.http import connection
+from pyngx.http import connection, protocol
 from pyngx.http.connection import BODY, HEAD, IDLE, LINGER, BadMove, Refused
 from pyngx.http.protocol import HttpProtocol
 from pyngx.http.server import DRAIN_GRACE, HttpServer
@@ -185,13 +185,22 @@ def test_idle_connections_let_go_of_their_parser_after_a_while(server: HttpServe
     site = server.site
     conn, _ = connect(server)
     site.clock = conn.since
-    conn.data_received(GET)
-    conn.data_received(GET)  # the second request: kept
+    conn.parse(GET)  # (the Python path: the C one takes no parser, see below)
+    conn.parse(GET)  # the second request: kept
     assert conn.parser is not None and site.fresh == [conn]
     site.shrink_idle(conn.since + 0.1)
     assert conn.parser is not None and site.fresh == [conn]
     site.shrink_idle(conn.since + 1.5)
     assert conn.parser is None and site.fresh == [] and not conn.listed
+
+
+@pytest.mark.skipif(not protocol.FAST, reason="the C extension is not built")
+def test_plain_requests_answered_in_c_take_no_parser(server: HttpServer) -> None:
+    conn, transport = connect(server)
+    conn.data_received(GET)  # the first: Python resolves the target and checks Host
+    conn.data_received(GET + GET)  # then both in C
+    assert transport.out.count(b"hello\n") == 3 and conn.parser is None and conn.requests == 3
+    assert conn.listed and conn.state == IDLE
 
 
 def test_a_pipelined_tail_keeps_the_parser(server: HttpServer) -> None:

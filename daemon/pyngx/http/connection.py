@@ -18,6 +18,12 @@ import httptools
 from pyngx.http import replies
 from pyngx.http.site import UNFILED
 
+try:  # the plain requests' path in C (setup.py builds it); without it every read goes to ``parse``
+    from pyngx.http._fast import Base
+except ImportError:  # pragma: no cover - the extension is optional
+    class Base:  # type: ignore[no-redef]
+        __slots__ = ()
+
 if TYPE_CHECKING:
     from pyngx.conf.model import HttpConf
     from pyngx.http.exchange import Exchange
@@ -50,7 +56,7 @@ class BadMove(RuntimeError):
     """A parse state change outside ``MOVES``: a bug of this module."""
 
 
-class Connection:
+class Connection(Base):
     """The state machine of a connection; `HttpProtocol` adds the parsing and the answers."""
 
     # What an idle keep-alive connection holds is kept small: the queue, the flush waiters and

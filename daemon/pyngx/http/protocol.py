@@ -89,7 +89,10 @@ class HttpProtocol(Connection, asyncio.Protocol):
         self.eof = True  # answer what was asked, then close
         return True
 
-    def data_received(self, data: bytes) -> None:
+    # data_received: `pyngx.http._fast.Base` answers whole plain requests in C and gives the rest of a
+    # read here (without the extension, data_received is this method)
+    def parse(self, data: bytes) -> None:
+        """Feed DATA to the parser: the general path of a read (httptools callbacks below)."""
         state = self.state
         if state == IDLE:
             self._move(HEAD)
@@ -312,6 +315,13 @@ class HttpProtocol(Connection, asyncio.Protocol):
         answers.fill(ex, 404)
         return self.finish(ex)
 
+    def raised(self, ex: Exchange, exc: BaseException) -> None:
+        """A plain handler called from C raised EXC (not ngx.exit): as ``run`` does."""
+        if isinstance(exc, Redirect):  # ngx.exec
+            return phases.redirected(self, ex, exc)
+        answers.crash(self, ex, exc)
+        return self.finish(ex)
+
     def served(self, ex: Exchange, verdict: str) -> None:
         """Go on after the files handler (`pyngx.http.static`) left VERDICT for EX."""
         if verdict is static.FILLED:
@@ -460,6 +470,17 @@ class HttpProtocol(Connection, asyncio.Protocol):
         if not self.queue and not self.busy and self.state == IDLE:
             self.queue = None
             self._wait_from(self.site.clock)
+
+try:
+    from pyngx.http import _fast
+except ImportError:  # pragma: no cover - the extension is optional: every read is parsed in Python
+    FAST = False
+    HttpProtocol.data_received = HttpProtocol.parse  # type: ignore[method-assign]
+else:
+    from pyngx.http.site import Site as _Site
+    _fast.setup(HttpProtocol, Exchange, _Site, Route, Server, Vhosts, CURRENT, Exit, OK_LINE)
+    FAST = True
+
 
 def _resolve(server: Server, url: bytes) -> tuple[str, str, Route | None, Any]:
     """(uri, args, route, match) for a request target, remembered per server (hot URLs repeat)."""

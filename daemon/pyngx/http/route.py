@@ -28,7 +28,9 @@ class Route:
                  "files",
                  # the phases besides content: (function, is_async) or None; ``inner`` is what the location
                  # does (CONTENT, RETURN...) when ``kind`` is PHASED; ``yields``: a phase may await
-                 "inner", "rewrite", "access", "header_filter", "body_filter", "log", "yields", "streams")
+                 "inner", "rewrite", "access", "header_filter", "body_filter", "log", "yields", "streams",
+                 # a plain content handler and nothing else to run: the C path may call it (pyngx.http._fast)
+                 "plain")
 
     def __init__(self, conf: LocationConf, namespace: dict[str, Any]) -> None:
         self.conf = conf
@@ -66,6 +68,8 @@ class Route:
         self.yields = any(step is not None and step[1] for step in (self.rewrite, self.access)) or self.is_async
         # a location whose Python streams the body starts before it arrives (pyngx.http.bodystream)
         self.streams = self.yields and wants_stream(*(c.code for c in (conf.rewrite, conf.access, conf.content) if c))
+        self.plain = (self.kind is CONTENT and not self.is_async and not self.sets
+                      and not (self.files is not None and self.files.tries))
 
 
 def wants_stream(*codes: CodeType) -> bool:

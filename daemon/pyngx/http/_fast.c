@@ -1,0 +1,759 @@
+/* The common request's path in C: a read of whole, plain request heads answered without Python.
+ *
+ * `Base.data_received` is the read callback of every HTTP connection
+ * (`pyngx.http.connection.Connection` derives from `Base`). A read that holds
+ * whole requests of the plain kind (GET or HEAD, no body, ASCII, CRLF lines,
+ * every header well formed, none of those that change how the message is
+ * framed, a Host nginx accepts, a target the server has already resolved)
+ * is answered here, one request after the other: the `Exchange` is made
+ * here, a plain content handler is called here (in the server's content
+ * context, with the request current), and a 200 answer without response
+ * headers is written here. Anything else, at any point, goes to the
+ * connection's Python methods, which own every other case: the rest of the
+ * read to ``parse`` (httptools), a request of any other location to ``run``,
+ * any other answer to ``finish``, an exception of the handler to ``raised``.
+ * The parser of the Python path is only ever handed whole requests' worth
+ * of state: this path starts only between requests and consumes whole ones.
+ *
+ * The Python objects' attributes are slots; `setup` finds their offsets
+ * once, from the classes' own slot descriptors, so reading one is a load.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <string.h>
+
+#define MAX_HEAD 8192   /* limits.MAX_URI: a longer head goes to the checks of the Python path */
+#define MAX_FIELDS 64   /* headers of one request on this path */
+#define LARGE (64 * 1024) /* protocol.LARGE: a bigger body is written on its own */
+
+#define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
+
+static inline void
+set_slot(PyObject *obj, Py_ssize_t off, PyObject *value)
+{
+    PyObject **p = (PyObject **)((char *)obj + off);
+    PyObject *old = *p;
+    Py_INCREF(value);
+    *p = value;
+    Py_XDECREF(old);
+}
+
+/* -- what setup() finds -- */
+
+enum { C_SITE, C_TRANSPORT, C_STATE, C_SINCE, C_DUE, C_REQUESTS, C_CLOSED, C_EOF, C_BUSY, C_QUEUE, C_TAIL,
+       C_LISTED, C_LINE_OPEN, C_URL, C_HEADERS, C_VHOSTS, C_HOST_OK, C_N };
+static const char *CONN_NAMES[C_N] = {"site", "transport", "state", "since", "due", "requests", "closed", "eof",
+                                      "busy", "queue", "tail", "listed", "line_open", "url", "headers", "vhosts",
+                                      "host_ok"};
+
+/* every slot of Exchange: a new exchange has each one set */
+enum { E_CONN, E_METHOD, E_URL, E_URI, E_ARGS, E_VERSION, E_HEADERS, E_BODY, E_ROUTE, E_MATCH, E_VARS, E_CTX,
+       E_STATUS, E_OUT_HEADERS, E_OUT, E_SENT, E_CHUNKED, E_KEEP_ALIVE, E_DONE, E_START, E_BODY_BYTES,
+       E_HEAD_ONLY, E_HEADERS_CACHE, E_MORE, E_N };
+static const char *EX_NAMES[E_N] = {"conn", "method", "url", "uri", "args", "version", "headers", "body", "route",
+                                    "match", "vars", "ctx", "status", "out_headers", "out", "sent", "chunked",
+                                    "keep_alive", "done", "start", "body_bytes", "head_only", "_headers_cache",
+                                    "more"};
+
+enum { S_CLOCK, S_KEEPALIVE, S_DATE_SERVER, S_CONTENT_CTX, S_DRAINING, S_ACCESS, S_N_REQUESTS, S_FRESH, S_N };
+static const char *SITE_NAMES[S_N] = {"clock", "keepalive", "date_server", "content_ctx", "draining", "access",
+                                      "n_requests", "fresh"};
+
+enum { R_PLAIN, R_HANDLER, R_CTYPE, R_N };
+static const char *ROUTE_NAMES[R_N] = {"plain", "handler", "ctype"};
+
+typedef struct {
+    int ready;
+    PyTypeObject *conn_type, *ex_type, *site_type, *route_type, *server_type, *vhosts_type;
+    Py_ssize_t conn[C_N], ex[E_N], site[S_N], route[R_N], server_targets, vhosts_only;
+    PyObject *current;   /* the CURRENT context variable */
+    PyObject *exit_exc;  /* pyngx.runtime.phase.Exit: the handler ended early, the answer stands */
+    PyObject *ok_line;   /* b"HTTP/1.1 200 OK\r\n" */
+    /* constants */
+    PyObject *get, *head, *v10, *v11, *zero, *one, *status_ok;
+    PyObject *s_parse, *s_run, *s_finish, *s_raised, *s_write, *s_arm;
+} State;
+
+static State S;
+
+static int
+find_offsets(PyTypeObject *type, const char **names, int n, Py_ssize_t *out)
+{
+    for (int i = 0; i < n; i++) {
+        PyObject *descr = PyObject_GetAttrString((PyObject *)type, names[i]);
+        if (descr == NULL)
+            return -1;
+        if (!Py_IS_TYPE(descr, &PyMemberDescr_Type)
+                || ((PyMemberDescrObject *)descr)->d_member->type != T_OBJECT_EX) {
+            PyErr_Format(PyExc_TypeError, "%s.%s is not a slot", type->tp_name, names[i]);
+            Py_DECREF(descr);
+            return -1;
+        }
+        out[i] = ((PyMemberDescrObject *)descr)->d_member->offset;
+        Py_DECREF(descr);
+    }
+    return 0;
+}
+
+/* The slots of EX_TYPE must be exactly those this file sets on a new exchange. */
+static int
+check_exchange_slots(PyTypeObject *type)
+{
+    PyObject *slots = PyObject_GetAttrString((PyObject *)type, "__slots__");
+    if (slots == NULL)
+        return -1;
+    PyObject *seq = PySequence_Fast(slots, "__slots__");
+    Py_DECREF(slots);
+    if (seq == NULL)
+        return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    int ok = n == E_N;
+    for (Py_ssize_t i = 0; ok && i < n; i++) {
+        const char *name = PyUnicode_AsUTF8(PySequence_Fast_GET_ITEM(seq, i));
+        if (name == NULL) {
+            Py_DECREF(seq);
+            return -1;
+        }
+        ok = 0;
+        for (int j = 0; j < E_N; j++)
+            if (strcmp(name, EX_NAMES[j]) == 0)
+                ok = 1;
+    }
+    Py_DECREF(seq);
+    if (!ok) {
+        PyErr_SetString(PyExc_TypeError, "Exchange's slots are not those the C path sets");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+setup(PyObject *module, PyObject *args)
+{
+    PyTypeObject *conn, *ex, *site, *route, *server, *vhosts;
+    PyObject *current, *exit_exc, *ok_line;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!O!OOS:setup", &PyType_Type, &conn, &PyType_Type, &ex, &PyType_Type,
+                          &site, &PyType_Type, &route, &PyType_Type, &server, &PyType_Type, &vhosts, &current,
+                          &exit_exc, &ok_line))
+        return NULL;
+    Py_ssize_t one;
+    if (find_offsets(conn, CONN_NAMES, C_N, S.conn) < 0 || find_offsets(ex, EX_NAMES, E_N, S.ex) < 0
+            || check_exchange_slots(ex) < 0 || find_offsets(site, SITE_NAMES, S_N, S.site) < 0
+            || find_offsets(route, ROUTE_NAMES, R_N, S.route) < 0)
+        return NULL;
+    const char *targets = "targets", *only = "only";
+    if (find_offsets(server, &targets, 1, &one) < 0)
+        return NULL;
+    S.server_targets = one;
+    if (find_offsets(vhosts, &only, 1, &one) < 0)
+        return NULL;
+    S.vhosts_only = one;
+    if (!PyContextVar_CheckExact(current)) {
+        PyErr_SetString(PyExc_TypeError, "setup: CURRENT must be a context variable");
+        return NULL;
+    }
+    Py_INCREF(conn); Py_INCREF(ex); Py_INCREF(site); Py_INCREF(route); Py_INCREF(server); Py_INCREF(vhosts);
+    Py_INCREF(current); Py_INCREF(exit_exc); Py_INCREF(ok_line);
+    S.conn_type = conn; S.ex_type = ex; S.site_type = site; S.route_type = route; S.server_type = server;
+    S.vhosts_type = vhosts; S.current = current; S.exit_exc = exit_exc; S.ok_line = ok_line;
+    S.ready = 1;
+    Py_RETURN_NONE;
+}
+
+/* -- the request head -- */
+
+/* RFC 3986 characters of a target that httptools takes as they are (no '#', no '\\', no controls) */
+static unsigned char URL_OK[256];
+/* RFC 9110 token characters (a header name) */
+static unsigned char TCHAR[256];
+/* a header value's characters on this path: visible ASCII, space, tab */
+static unsigned char VCHAR[256];
+
+static void
+init_tables(void)
+{
+    const char *url = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=:@/?%";
+    const char *tok = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-.^_`|~";
+    for (const char *p = url; *p; p++)
+        URL_OK[(unsigned char)*p] = 1;
+    for (const char *p = tok; *p; p++)
+        TCHAR[(unsigned char)*p] = 1;
+    for (int c = 0x20; c < 0x7f; c++)
+        VCHAR[c] = 1;
+    VCHAR['\t'] = 1;
+}
+
+typedef struct {
+    const char *name, *value;
+    Py_ssize_t name_len, value_len;
+} Field;
+
+typedef struct {
+    int head;            /* HEAD, else GET */
+    int minor;           /* HTTP/1.MINOR */
+    int keep_alive;
+    const char *url;
+    Py_ssize_t url_len;
+    const char *host;
+    Py_ssize_t host_len;
+    int n;
+    Field fields[MAX_FIELDS];
+    Py_ssize_t end;      /* offset just past the head */
+} Head;
+
+static int
+lower_is(const char *p, Py_ssize_t n, const char *lower)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        char c = p[i];
+        if (c >= 'A' && c <= 'Z')
+            c += 32;
+        if (c != lower[i])
+            return 0;
+    }
+    return lower[n] == '\0';
+}
+
+/* ngx_http_validate_host as limits.check_host: no '/', '\\', "..", leading '.' */
+static int
+host_ok(const char *p, Py_ssize_t n)
+{
+    if (n > 0 && p[0] == '.')
+        return 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (p[i] == '/' || p[i] == '\\')
+            return 0;
+        if (p[i] == '.' && i + 1 < n && p[i + 1] == '.')
+            return 0;
+    }
+    return 1;
+}
+
+/* Parse one whole plain request head at BUF[POS:LEN] into H; 0 when it is not one (or not whole). */
+static int
+parse_head(const char *buf, Py_ssize_t pos, Py_ssize_t len, Head *h)
+{
+    const char *start = buf + pos, *p = start, *end = buf + len;
+    if (end - start > MAX_HEAD)
+        end = start + MAX_HEAD;
+    if (end - p >= 4 && memcmp(p, "GET ", 4) == 0) {
+        h->head = 0;
+        p += 4;
+    }
+    else if (end - p >= 5 && memcmp(p, "HEAD ", 5) == 0) {
+        h->head = 1;
+        p += 5;
+    }
+    else
+        return 0;
+    h->url = p;
+    if (p >= end || *p != '/')
+        return 0;
+    while (p < end && URL_OK[(unsigned char)*p])
+        p++;
+    h->url_len = p - h->url;
+    if (end - p < 11 || memcmp(p, " HTTP/1.", 8) != 0 || (p[8] != '0' && p[8] != '1') || p[9] != '\r'
+            || p[10] != '\n')
+        return 0;
+    h->minor = p[8] - '0';
+    p += 11;
+    int close = 0, keep = 0;
+    h->host = NULL;
+    h->host_len = 0;
+    h->n = 0;
+    for (;;) {
+        if (end - p < 2)
+            return 0;
+        if (p[0] == '\r') {
+            if (p[1] != '\n')
+                return 0;
+            p += 2;
+            break;
+        }
+        if (h->n == MAX_FIELDS)
+            return 0;
+        Field *f = &h->fields[h->n++];
+        f->name = p;
+        while (p < end && TCHAR[(unsigned char)*p])
+            p++;
+        f->name_len = p - f->name;
+        if (p >= end || *p != ':' || f->name_len == 0)
+            return 0;
+        p++;
+        if (p < end && *p == ' ')
+            p++;
+        f->value = p;
+        while (p < end && VCHAR[(unsigned char)*p])
+            p++;
+        f->value_len = p - f->value;
+        if (end - p < 2 || p[0] != '\r' || p[1] != '\n' || f->value_len == 0)
+            return 0;
+        char first = f->value[0], last = f->value[f->value_len - 1];
+        if (first == ' ' || first == '\t' || last == ' ' || last == '\t')
+            return 0;  /* httptools' own trimming decides */
+        p += 2;
+        const char *name = f->name;
+        switch (f->name_len) {
+        case 4:
+            if (lower_is(name, 4, "host")) {
+                if (h->host != NULL || !host_ok(f->value, f->value_len))
+                    return 0;  /* the Python path answers 400 */
+                h->host = f->value;
+                h->host_len = f->value_len;
+            }
+            break;
+        case 6:
+            if (lower_is(name, 6, "expect"))
+                return 0;
+            break;
+        case 7:
+            if (lower_is(name, 7, "upgrade"))
+                return 0;
+            break;
+        case 10:
+            if (lower_is(name, 10, "connection")) {
+                if (lower_is(f->value, f->value_len, "close"))
+                    close = 1;
+                else if (lower_is(f->value, f->value_len, "keep-alive"))
+                    keep = 1;
+                else
+                    return 0;
+            }
+            break;
+        case 14:
+            if (lower_is(name, 14, "content-length"))
+                return 0;
+            break;
+        case 17:
+            if (lower_is(name, 17, "transfer-encoding"))
+                return 0;
+            break;
+        }
+    }
+    if (h->minor == 1 && h->host == NULL)
+        return 0;  /* the Python path answers 400 */
+    /* llhttp_should_keep_alive */
+    h->keep_alive = h->minor == 1 ? !close : keep;
+    h->end = p - buf;
+    return 1;
+}
+
+/* -- the connection -- */
+
+static inline int
+is_int(PyObject *v, long want)
+{
+    return v != NULL && PyLong_CheckExact(v) && PyLong_AsLong(v) == want;
+}
+
+/* Between requests, nothing pending, nothing running: the state this path starts from. */
+static int
+between_requests(PyObject *self, PyObject *site)
+{
+    const Py_ssize_t *c = S.conn;
+    PyObject *url = SLOT(self, c[C_URL]), *headers = SLOT(self, c[C_HEADERS]);
+    return is_int(SLOT(self, c[C_STATE]), 0) && SLOT(self, c[C_CLOSED]) == Py_False
+        && SLOT(self, c[C_BUSY]) == Py_False && SLOT(self, c[C_QUEUE]) == Py_None
+        && SLOT(self, c[C_EOF]) == Py_False && SLOT(self, c[C_TAIL]) == Py_False
+        && SLOT(self, c[C_LINE_OPEN]) == Py_False && url != NULL && PyBytes_CheckExact(url)
+        && PyBytes_GET_SIZE(url) == 0 && headers != NULL && PyList_CheckExact(headers)
+        && PyList_GET_SIZE(headers) == 0 && SLOT(site, S.site[S_DRAINING]) == Py_False;
+}
+
+static PyObject *
+add_one(PyObject *obj, Py_ssize_t off)
+{
+    PyObject *v = SLOT(obj, off);
+    if (v == NULL || !PyLong_CheckExact(v)) {
+        PyErr_SetString(PyExc_TypeError, "a counter is not an int");
+        return NULL;
+    }
+    PyObject *n = PyNumber_Add(v, S.one);
+    if (n == NULL)
+        return NULL;
+    set_slot(obj, off, n);
+    Py_DECREF(n);
+    return n;
+}
+
+/* The new exchange for H (its target resolved to HIT), or NULL with an exception set. */
+static PyObject *
+new_exchange(PyObject *self, PyObject *site, const Head *h, PyObject *url, PyObject *hit)
+{
+    PyObject *headers = PyList_New(h->n);
+    if (headers == NULL)
+        return NULL;
+    for (int i = 0; i < h->n; i++) {
+        const Field *f = &h->fields[i];
+        PyObject *pair = PyTuple_New(2);
+        PyObject *name = PyBytes_FromStringAndSize(f->name, f->name_len);
+        PyObject *value = PyBytes_FromStringAndSize(f->value, f->value_len);
+        if (pair == NULL || name == NULL || value == NULL) {
+            Py_XDECREF(pair); Py_XDECREF(name); Py_XDECREF(value); Py_DECREF(headers);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(pair, 0, name);
+        PyTuple_SET_ITEM(pair, 1, value);
+        PyList_SET_ITEM(headers, i, pair);
+    }
+    PyObject *out = PyList_New(0);
+    PyObject *ex = out == NULL ? NULL : S.ex_type->tp_alloc(S.ex_type, 0);
+    if (ex == NULL) {
+        Py_XDECREF(out);
+        Py_DECREF(headers);
+        return NULL;
+    }
+    const Py_ssize_t *e = S.ex;
+    set_slot(ex, e[E_CONN], self);
+    set_slot(ex, e[E_METHOD], h->head ? S.head : S.get);
+    set_slot(ex, e[E_URL], url);
+    set_slot(ex, e[E_URI], PyTuple_GET_ITEM(hit, 0));
+    set_slot(ex, e[E_ARGS], PyTuple_GET_ITEM(hit, 1));
+    set_slot(ex, e[E_ROUTE], PyTuple_GET_ITEM(hit, 2));
+    set_slot(ex, e[E_MATCH], PyTuple_GET_ITEM(hit, 3));
+    set_slot(ex, e[E_VERSION], h->minor ? S.v11 : S.v10);
+    SLOT(ex, e[E_HEADERS]) = headers;  /* (the reference made above) */
+    set_slot(ex, e[E_KEEP_ALIVE], h->keep_alive ? Py_True : Py_False);
+    set_slot(ex, e[E_START], SLOT(site, S.site[S_CLOCK]));
+    set_slot(ex, e[E_BODY], Py_None);
+    set_slot(ex, e[E_VARS], Py_None);
+    set_slot(ex, e[E_CTX], Py_None);
+    set_slot(ex, e[E_STATUS], S.status_ok);
+    set_slot(ex, e[E_OUT_HEADERS], Py_None);
+    SLOT(ex, e[E_OUT]) = out;
+    set_slot(ex, e[E_SENT], Py_False);
+    set_slot(ex, e[E_CHUNKED], Py_False);
+    set_slot(ex, e[E_DONE], Py_False);
+    set_slot(ex, e[E_BODY_BYTES], S.zero);
+    set_slot(ex, e[E_HEAD_ONLY], h->head ? Py_True : Py_False);
+    set_slot(ex, e[E_HEADERS_CACHE], Py_None);
+    set_slot(ex, e[E_MORE], Py_None);
+    return ex;
+}
+
+/* Call the plain handler in the site's content context with EX current: 1 done (or ngx.exit),
+   0 it raised something else (the exception is set), -1 an error of this path. */
+static int
+call_handler(PyObject *site, PyObject *handler, PyObject *ex)
+{
+    PyObject *ctx = SLOT(site, S.site[S_CONTENT_CTX]);
+    if (ctx == NULL || !PyContext_CheckExact(ctx)) {
+        PyErr_SetString(PyExc_TypeError, "the site has no content context");
+        return -1;
+    }
+    if (PyContext_Enter(ctx) < 0)
+        return -1;
+    PyObject *token = PyContextVar_Set(S.current, ex);
+    PyObject *result = NULL;
+    if (token != NULL) {
+        Py_DECREF(token);
+        result = PyObject_CallNoArgs(handler);
+    }
+    /* leave the context whatever happened, keeping the handler's exception */
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    int left = PyContext_Exit(ctx);
+    if (left < 0) {
+        Py_XDECREF(type); Py_XDECREF(value); Py_XDECREF(tb);
+        Py_XDECREF(result);
+        return -1;
+    }
+    PyErr_Restore(type, value, tb);
+    if (token == NULL)
+        return -1;
+    if (result != NULL) {
+        Py_DECREF(result);
+        return 1;
+    }
+    if (PyErr_ExceptionMatches(S.exit_exc)) {
+        PyErr_Clear();
+        return 1;
+    }
+    return 0;
+}
+
+/* Write EX's answer if it is the common one (200, no response headers, keep-alive, HTTP/1.1, a
+   small body); 1 written, 0 not that answer, -1 error. */
+static int
+finish_plain(PyObject *self, PyObject *site, PyObject *ex)
+{
+    const Py_ssize_t *e = S.ex, *c = S.conn;
+    PyObject *route = SLOT(ex, e[E_ROUTE]), *out = SLOT(ex, e[E_OUT]);
+    if (SLOT(ex, e[E_SENT]) != Py_False || !is_int(SLOT(ex, e[E_STATUS]), 200)
+            || SLOT(ex, e[E_OUT_HEADERS]) != Py_None || SLOT(ex, e[E_KEEP_ALIVE]) != Py_True
+            || SLOT(ex, e[E_VERSION]) != S.v11 || SLOT(ex, e[E_HEAD_ONLY]) != Py_False
+            || route == NULL || !Py_IS_TYPE(route, S.route_type) || out == NULL || !PyList_CheckExact(out)
+            || SLOT(self, c[C_CLOSED]) != Py_False || SLOT(self, c[C_QUEUE]) != Py_None
+            || SLOT(self, c[C_EOF]) != Py_False || !is_int(SLOT(self, c[C_STATE]), 0)
+            || SLOT(site, S.site[S_DRAINING]) != Py_False || SLOT(site, S.site[S_ACCESS]) != Py_None)
+        return 0;
+    PyObject *date = SLOT(site, S.site[S_DATE_SERVER]), *ctype = SLOT(route, S.route[R_CTYPE]);
+    PyObject *transport = SLOT(self, c[C_TRANSPORT]);
+    if (date == NULL || !PyBytes_CheckExact(date) || ctype == NULL || !PyBytes_CheckExact(ctype)
+            || transport == NULL)
+        return 0;
+    Py_ssize_t n = PyList_GET_SIZE(out), body = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *piece = PyList_GET_ITEM(out, i);
+        if (!PyBytes_CheckExact(piece))
+            return 0;
+        body += PyBytes_GET_SIZE(piece);
+    }
+    if (body >= LARGE)
+        return 0;
+    char length[48];
+    int length_len = snprintf(length, sizeof length, "Content-Length: %zd\r\n\r\n", body);
+    Py_ssize_t line = PyBytes_GET_SIZE(S.ok_line), dlen = PyBytes_GET_SIZE(date), clen = PyBytes_GET_SIZE(ctype);
+    PyObject *answer = PyBytes_FromStringAndSize(NULL, line + dlen + clen + length_len + body);
+    if (answer == NULL)
+        return -1;
+    char *w = PyBytes_AS_STRING(answer);
+    memcpy(w, PyBytes_AS_STRING(S.ok_line), line);
+    w += line;
+    memcpy(w, PyBytes_AS_STRING(date), dlen);
+    w += dlen;
+    memcpy(w, PyBytes_AS_STRING(ctype), clen);
+    w += clen;
+    memcpy(w, length, length_len);
+    w += length_len;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *piece = PyList_GET_ITEM(out, i);
+        memcpy(w, PyBytes_AS_STRING(piece), PyBytes_GET_SIZE(piece));
+        w += PyBytes_GET_SIZE(piece);
+    }
+    set_slot(ex, e[E_DONE], Py_True);
+    PyObject *size = PyLong_FromSsize_t(body);
+    if (size == NULL) {
+        Py_DECREF(answer);
+        return -1;
+    }
+    set_slot(ex, e[E_BODY_BYTES], size);
+    Py_DECREF(size);
+    PyObject *r = PyObject_CallMethodOneArg(transport, S.s_write, answer);
+    Py_DECREF(answer);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    if (add_one(site, S.site[S_N_REQUESTS]) == NULL)
+        return -1;
+    /* keep-alive: the timeout runs from now (HttpProtocol.finish) */
+    PyObject *clock = SLOT(site, S.site[S_CLOCK]), *keepalive = SLOT(site, S.site[S_KEEPALIVE]);
+    PyObject *due = SLOT(self, c[C_DUE]);
+    if (clock == NULL || keepalive == NULL || due == NULL)
+        return -1;
+    set_slot(self, c[C_SINCE], clock);
+    double when = PyFloat_AsDouble(clock) + PyFloat_AsDouble(keepalive);
+    double due_at = PyFloat_AsDouble(due);
+    if (PyErr_Occurred())
+        return -1;
+    if (when < due_at) {
+        PyObject *at = PyFloat_FromDouble(when);
+        if (at == NULL)
+            return -1;
+        r = PyObject_CallMethodObjArgs(site, S.s_arm, self, at, NULL);
+        Py_DECREF(at);
+        if (r == NULL)
+            return -1;
+        Py_DECREF(r);
+    }
+    if (SLOT(self, c[C_LISTED]) != Py_True) {
+        set_slot(self, c[C_LISTED], Py_True);
+        PyObject *fresh = SLOT(site, S.site[S_FRESH]);
+        if (fresh == NULL || PyList_Append(fresh, self) < 0)
+            return -1;
+    }
+    return 1;
+}
+
+/* Answer EX, whose head this path parsed: 0 done, -1 error. */
+static int
+serve(PyObject *self, PyObject *site, PyObject *ex)
+{
+    PyObject *route = SLOT(ex, S.ex[E_ROUTE]), *r;
+    if (add_one(self, S.conn[C_REQUESTS]) == NULL)
+        return -1;
+    PyObject *handler = NULL;
+    if (route != NULL && Py_IS_TYPE(route, S.route_type) && SLOT(route, S.route[R_PLAIN]) == Py_True)
+        handler = SLOT(route, S.route[R_HANDLER]);
+    if (handler == NULL || handler == Py_None) {
+        /* any other location: the Python path runs it (it counts the request itself) */
+        PyObject *requests = SLOT(self, S.conn[C_REQUESTS]);
+        PyObject *back = PyNumber_Subtract(requests, S.one);
+        if (back == NULL)
+            return -1;
+        set_slot(self, S.conn[C_REQUESTS], back);
+        Py_DECREF(back);
+        r = PyObject_CallMethodOneArg(self, S.s_run, ex);
+        if (r == NULL)
+            return -1;
+        Py_DECREF(r);
+        return 0;
+    }
+    int called = call_handler(site, handler, ex);
+    if (called < 0)
+        return -1;
+    if (called == 0) {
+        /* the handler raised: ngx.exec, or an error (HttpProtocol.raised) */
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        if (tb != NULL)
+            PyException_SetTraceback(value, tb);
+        r = PyObject_CallMethodObjArgs(self, S.s_raised, ex, value, NULL);
+        Py_XDECREF(type); Py_XDECREF(value); Py_XDECREF(tb);
+        if (r == NULL)
+            return -1;
+        Py_DECREF(r);
+        return 0;
+    }
+    int done = finish_plain(self, site, ex);
+    if (done < 0)
+        return -1;
+    if (done == 0) {
+        r = PyObject_CallMethodOneArg(self, S.s_finish, ex);
+        if (r == NULL)
+            return -1;
+        Py_DECREF(r);
+    }
+    return 0;
+}
+
+typedef struct {
+    PyObject_HEAD
+} Base;
+
+static PyObject *
+data_received(PyObject *self, PyObject *data)
+{
+    if (!S.ready || !PyBytes_CheckExact(data) || !PyObject_TypeCheck(self, S.conn_type))
+        return PyObject_CallMethodOneArg(self, S.s_parse, data);
+    const char *buf = PyBytes_AS_STRING(data);
+    Py_ssize_t len = PyBytes_GET_SIZE(data), pos = 0;
+    Head h;
+    Py_INCREF(self);  /* the handler may drop the last other reference (a closed connection) */
+    while (pos < len) {
+        PyObject *site = SLOT(self, S.conn[C_SITE]), *vhosts = SLOT(self, S.conn[C_VHOSTS]);
+        if (site == NULL || !Py_IS_TYPE(site, S.site_type) || vhosts == NULL || !Py_IS_TYPE(vhosts, S.vhosts_type)
+                || !between_requests(self, site) || !parse_head(buf, pos, len, &h))
+            break;
+        PyObject *server = SLOT(vhosts, S.vhosts_only);
+        if (server == NULL || !Py_IS_TYPE(server, S.server_type))
+            break;  /* several servers on the address: the Python path picks one by Host */
+        PyObject *targets = SLOT(server, S.server_targets);
+        if (targets == NULL || !PyDict_CheckExact(targets))
+            break;
+        PyObject *url = PyBytes_FromStringAndSize(h.url, h.url_len);
+        if (url == NULL)
+            goto error;
+        PyObject *hit = PyDict_GetItemWithError(targets, url);
+        if (hit == NULL || !PyTuple_CheckExact(hit) || PyTuple_GET_SIZE(hit) != 4) {
+            Py_DECREF(url);
+            if (PyErr_Occurred())
+                goto error;
+            break;  /* a target not resolved yet: the Python path resolves and remembers it */
+        }
+        Py_INCREF(hit);
+        if (h.host != NULL) {
+            PyObject *known = SLOT(self, S.conn[C_HOST_OK]);
+            if (known == NULL || !PyBytes_CheckExact(known) || PyBytes_GET_SIZE(known) != h.host_len
+                    || memcmp(PyBytes_AS_STRING(known), h.host, h.host_len) != 0) {
+                PyObject *host = PyBytes_FromStringAndSize(h.host, h.host_len);
+                if (host == NULL) {
+                    Py_DECREF(hit); Py_DECREF(url);
+                    goto error;
+                }
+                set_slot(self, S.conn[C_HOST_OK], host);
+                Py_DECREF(host);
+            }
+        }
+        set_slot(self, S.conn[C_SINCE], SLOT(site, S.site[S_CLOCK]));
+        PyObject *ex = new_exchange(self, site, &h, url, hit);
+        Py_DECREF(hit);
+        Py_DECREF(url);
+        if (ex == NULL)
+            goto error;
+        pos = h.end;
+        int failed = serve(self, site, ex);
+        Py_DECREF(ex);
+        if (failed)
+            goto error;
+    }
+    PyObject *r;
+    if (pos == 0)
+        r = PyObject_CallMethodOneArg(self, S.s_parse, data);
+    else if (pos < len) {
+        PyObject *rest = PyBytes_FromStringAndSize(buf + pos, len - pos);
+        if (rest == NULL)
+            goto error;
+        r = PyObject_CallMethodOneArg(self, S.s_parse, rest);
+        Py_DECREF(rest);
+    }
+    else
+        r = Py_NewRef(Py_None);
+    Py_DECREF(self);
+    return r;
+error:
+    Py_DECREF(self);
+    return NULL;
+}
+
+static PyMethodDef base_methods[] = {
+    {"data_received", (PyCFunction)data_received, METH_O,
+     "A read: whole plain requests answered here, the rest given to ``parse``."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject BaseType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "pyngx.http._fast.Base",
+    .tp_basicsize = sizeof(Base),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "The read callback of an HTTP connection, with the plain requests' path in C.",
+    .tp_methods = base_methods,
+    .tp_new = PyType_GenericNew,
+};
+
+static PyMethodDef module_methods[] = {
+    {"setup", setup, METH_VARARGS,
+     "setup(Connection, Exchange, Site, Route, Server, Vhosts, CURRENT, Exit, ok_line): find the slots."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "pyngx.http._fast", "The plain requests' path of an HTTP connection, in C.", -1,
+    module_methods,
+};
+
+PyMODINIT_FUNC
+PyInit__fast(void)
+{
+    init_tables();
+    if (PyType_Ready(&BaseType) < 0)
+        return NULL;
+#define CONST(field, expr) if ((S.field = (expr)) == NULL) return NULL
+    CONST(get, PyBytes_FromString("GET"));
+    CONST(head, PyBytes_FromString("HEAD"));
+    CONST(v10, PyUnicode_InternFromString("1.0"));
+    CONST(v11, PyUnicode_InternFromString("1.1"));
+    CONST(one, PyLong_FromLong(1));
+    CONST(zero, PyLong_FromLong(0));
+    CONST(status_ok, PyLong_FromLong(200));
+    CONST(s_parse, PyUnicode_InternFromString("parse"));
+    CONST(s_run, PyUnicode_InternFromString("run"));
+    CONST(s_finish, PyUnicode_InternFromString("finish"));
+    CONST(s_raised, PyUnicode_InternFromString("raised"));
+    CONST(s_write, PyUnicode_InternFromString("write"));
+    CONST(s_arm, PyUnicode_InternFromString("arm"));
+#undef CONST
+    PyObject *m = PyModule_Create(&module_def);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(&BaseType);
+    if (PyModule_AddObject(m, "Base", (PyObject *)&BaseType) < 0) {
+        Py_DECREF(&BaseType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
