@@ -70,6 +70,13 @@ LOCATIONS = (
         'ngx.say(ngx.var.request_uri, " ", ngx.var.uri, " ", ngx.var.args, " ", ngx.req.get_method(), " ",'
         ' ngx.req.http_version(), " ", sorted(h.items()), " ", ngx.req.get_uri_args())')),
     LocationConf("=", "/hdr", None, content=chunk('ngx.header["X-A"] = "1"\nngx.say("h")')),
+    LocationConf("=", "/ctype", None, content=chunk(
+        'ngx.header.content_type = "application/json"\nngx.header["Cache-Control"] = "no-store"\nngx.print("{}")')),
+    LocationConf("=", "/list", None, content=chunk('ngx.header["X-Many"] = ["a", "b"]\nngx.say("l")')),
+    LocationConf("=", "/utf", None, content=chunk('ngx.header["X-U"] = "caf\u00e9"\nngx.say("u")')),
+    LocationConf("=", "/managed", None, content=chunk(
+        'ngx.header["Content-Length"] = "5"\nngx.header["Server"] = "me"\nngx.header["X-B"] = 7\nngx.say("m")')),
+    LocationConf("=", "/removed", None, content=chunk('ngx.header["X-A"] = "1"\nngx.header["X-A"] = None\nngx.say("r")')),
     LocationConf("=", "/status", None, content=chunk('ngx.status = 201\nngx.say("created")')),
     LocationConf("=", "/exit", None, content=chunk('ngx.say("bye")\nngx.exit(ngx.HTTP_OK)')),
     LocationConf("=", "/exit404", None, content=chunk('ngx.exit(404)')),
@@ -93,6 +100,8 @@ CASES = {
     "http-1.0": b"GET / HTTP/1.0\r\n\r\n",
     "response-header": b"GET /hdr HTTP/1.1\r\n" + H + b"\r\n",
     "status": b"GET /status HTTP/1.1\r\n" + H + b"\r\n",
+    "response-headers": b"".join(b"GET /%s HTTP/1.1\r\n" % p + H + b"\r\n"
+                                 for p in (b"ctype", b"list", b"utf", b"managed", b"removed")),
     "exit": b"GET /exit HTTP/1.1\r\n" + H + b"\r\n" + b"GET /exit404 HTTP/1.1\r\n" + H + b"\r\n",
     "crash": b"GET /boom HTTP/1.1\r\n" + H + b"\r\n" + b"GET / HTTP/1.1\r\n" + H + b"\r\n",
     "exec": b"GET /exec HTTP/1.1\r\n" + H + b"\r\n",
@@ -123,7 +132,7 @@ CASES = {
 }
 # what the C path answers without a parser (the other cases need one at some point)
 C_ONLY = ("get", "pipelined", "headers", "keep-alive-1.0", "head", "close", "http-1.0", "response-header",
-          "status", "exit", "crash", "exec", "large", "flush", "return", "not-found-cached")
+          "response-headers", "status", "exit", "crash", "exec", "large", "flush", "return", "not-found-cached")
 
 
 @pytest.fixture

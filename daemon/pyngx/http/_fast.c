@@ -7,8 +7,8 @@
  * framed, a Host nginx accepts, a target the server has already resolved)
  * is answered here, one request after the other: the `Exchange` is made
  * here, a plain content handler is called here (in the server's content
- * context, with the request current), and a 200 answer without response
- * headers is written here. Anything else, at any point, goes to the
+ * context, with the request current), and a 200 answer whose response
+ * headers are plain text is written here. Anything else, at any point, goes to the
  * connection's Python methods, which own every other case: the rest of the
  * read to ``parse`` (httptools), a request of any other location to ``run``,
  * any other answer to ``finish``, an exception of the handler to ``raised``.
@@ -72,7 +72,8 @@ typedef struct {
     PyObject *ok_line;   /* b"HTTP/1.1 200 OK\r\n" */
     /* constants */
     PyObject *get, *head, *v10, *v11, *zero, *one, *status_ok;
-    PyObject *s_parse, *s_run, *s_finish, *s_raised, *s_write, *s_arm;
+    PyObject *managed;   /* exchange.MANAGED: response headers the connection writes itself */
+    PyObject *s_parse, *s_run, *s_finish, *s_raised, *s_write, *s_arm, *s_content_type;
 } State;
 
 static State S;
@@ -132,10 +133,10 @@ static PyObject *
 setup(PyObject *module, PyObject *args)
 {
     PyTypeObject *conn, *ex, *site, *route, *server, *vhosts;
-    PyObject *current, *exit_exc, *ok_line;
-    if (!PyArg_ParseTuple(args, "O!O!O!O!O!O!OOS:setup", &PyType_Type, &conn, &PyType_Type, &ex, &PyType_Type,
+    PyObject *current, *exit_exc, *ok_line, *managed;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!O!OOSO!:setup", &PyType_Type, &conn, &PyType_Type, &ex, &PyType_Type,
                           &site, &PyType_Type, &route, &PyType_Type, &server, &PyType_Type, &vhosts, &current,
-                          &exit_exc, &ok_line))
+                          &exit_exc, &ok_line, &PyFrozenSet_Type, &managed))
         return NULL;
     Py_ssize_t one;
     if (find_offsets(conn, CONN_NAMES, C_N, S.conn) < 0 || find_offsets(ex, EX_NAMES, E_N, S.ex) < 0
@@ -154,7 +155,8 @@ setup(PyObject *module, PyObject *args)
         return NULL;
     }
     Py_INCREF(conn); Py_INCREF(ex); Py_INCREF(site); Py_INCREF(route); Py_INCREF(server); Py_INCREF(vhosts);
-    Py_INCREF(current); Py_INCREF(exit_exc); Py_INCREF(ok_line);
+    Py_INCREF(current); Py_INCREF(exit_exc); Py_INCREF(ok_line); Py_INCREF(managed);
+    S.managed = managed;
     S.conn_type = conn; S.ex_type = ex; S.site_type = site; S.route_type = route; S.server_type = server;
     S.vhosts_type = vhosts; S.current = current; S.exit_exc = exit_exc; S.ok_line = ok_line;
     S.ready = 1;
@@ -473,6 +475,57 @@ call_handler(PyObject *site, PyObject *handler, PyObject *ex)
     return 0;
 }
 
+/* The response headers HDRS ({key: (name, value)}, as Exchange.head reads them) rendered:
+   their size, or -1 when one is not plain ASCII text (a list, a number, non-ASCII...). */
+static Py_ssize_t
+headers_size(PyObject *hdrs)
+{
+    if (!PyDict_CheckExact(hdrs))
+        return -1;
+    Py_ssize_t pos = 0, size = 0;
+    PyObject *key, *item;
+    while (PyDict_Next(hdrs, &pos, &key, &item)) {
+        if (!PyUnicode_CheckExact(key) || !PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 2)
+            return -1;
+        int managed = PySet_Contains(S.managed, key);
+        if (managed < 0) {
+            PyErr_Clear();
+            return -1;
+        }
+        if (managed)
+            continue;
+        PyObject *name = PyTuple_GET_ITEM(item, 0), *value = PyTuple_GET_ITEM(item, 1);
+        if (!PyUnicode_CheckExact(name) || !PyUnicode_CheckExact(value) || !PyUnicode_IS_ASCII(name)
+                || !PyUnicode_IS_ASCII(value))
+            return -1;
+        size += PyUnicode_GET_LENGTH(name) + 2 + PyUnicode_GET_LENGTH(value) + 2;
+    }
+    return size;
+}
+
+/* Write what headers_size measured at W; past its end. */
+static char *
+headers_write(PyObject *hdrs, char *w)
+{
+    Py_ssize_t pos = 0;
+    PyObject *key, *item;
+    while (PyDict_Next(hdrs, &pos, &key, &item)) {
+        if (PySet_Contains(S.managed, key) == 1)
+            continue;
+        PyObject *name = PyTuple_GET_ITEM(item, 0), *value = PyTuple_GET_ITEM(item, 1);
+        Py_ssize_t n = PyUnicode_GET_LENGTH(name), v = PyUnicode_GET_LENGTH(value);
+        memcpy(w, PyUnicode_1BYTE_DATA(name), n);
+        w += n;
+        *w++ = ':';
+        *w++ = ' ';
+        memcpy(w, PyUnicode_1BYTE_DATA(value), v);
+        w += v;
+        *w++ = '\r';
+        *w++ = '\n';
+    }
+    return w;
+}
+
 /* Write EX's answer if it is the common one (200, no response headers, keep-alive, HTTP/1.1, a
    small body); 1 written, 0 not that answer, -1 error. */
 static int
@@ -481,7 +534,7 @@ finish_plain(PyObject *self, PyObject *site, PyObject *ex)
     const Py_ssize_t *e = S.ex, *c = S.conn;
     PyObject *route = SLOT(ex, e[E_ROUTE]), *out = SLOT(ex, e[E_OUT]);
     if (SLOT(ex, e[E_SENT]) != Py_False || !is_int(SLOT(ex, e[E_STATUS]), 200)
-            || SLOT(ex, e[E_OUT_HEADERS]) != Py_None || SLOT(ex, e[E_KEEP_ALIVE]) != Py_True
+            || SLOT(ex, e[E_KEEP_ALIVE]) != Py_True
             || SLOT(ex, e[E_VERSION]) != S.v11 || SLOT(ex, e[E_HEAD_ONLY]) != Py_False
             || route == NULL || !Py_IS_TYPE(route, S.route_type) || out == NULL || !PyList_CheckExact(out)
             || SLOT(self, c[C_CLOSED]) != Py_False || SLOT(self, c[C_QUEUE]) != Py_None
@@ -502,10 +555,22 @@ finish_plain(PyObject *self, PyObject *site, PyObject *ex)
     }
     if (body >= LARGE)
         return 0;
+    PyObject *hdrs = SLOT(ex, e[E_OUT_HEADERS]);
+    Py_ssize_t hlen = 0;
+    if (hdrs != Py_None) {
+        hlen = headers_size(hdrs);
+        if (hlen < 0)
+            return 0;  /* not plain text: Exchange.head renders them */
+        if (PyDict_GetItemWithError(hdrs, S.s_content_type) != NULL)
+            ctype = NULL;  /* the handler's own Content-Type */
+        else if (PyErr_Occurred())
+            return -1;
+    }
     char length[48];
     int length_len = snprintf(length, sizeof length, "Content-Length: %zd\r\n\r\n", body);
-    Py_ssize_t line = PyBytes_GET_SIZE(S.ok_line), dlen = PyBytes_GET_SIZE(date), clen = PyBytes_GET_SIZE(ctype);
-    PyObject *answer = PyBytes_FromStringAndSize(NULL, line + dlen + clen + length_len + body);
+    Py_ssize_t line = PyBytes_GET_SIZE(S.ok_line), dlen = PyBytes_GET_SIZE(date);
+    Py_ssize_t clen = ctype == NULL ? 0 : PyBytes_GET_SIZE(ctype);
+    PyObject *answer = PyBytes_FromStringAndSize(NULL, line + dlen + clen + hlen + length_len + body);
     if (answer == NULL)
         return -1;
     char *w = PyBytes_AS_STRING(answer);
@@ -513,8 +578,12 @@ finish_plain(PyObject *self, PyObject *site, PyObject *ex)
     w += line;
     memcpy(w, PyBytes_AS_STRING(date), dlen);
     w += dlen;
-    memcpy(w, PyBytes_AS_STRING(ctype), clen);
-    w += clen;
+    if (ctype != NULL) {
+        memcpy(w, PyBytes_AS_STRING(ctype), clen);
+        w += clen;
+    }
+    if (hlen > 0)
+        w = headers_write(hdrs, w);
     memcpy(w, length, length_len);
     w += length_len;
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -716,7 +785,7 @@ static PyTypeObject BaseType = {
 
 static PyMethodDef module_methods[] = {
     {"setup", setup, METH_VARARGS,
-     "setup(Connection, Exchange, Site, Route, Server, Vhosts, CURRENT, Exit, ok_line): find the slots."},
+     "setup(Connection, Exchange, Site, Route, Server, Vhosts, CURRENT, Exit, ok_line, MANAGED): find the slots."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -745,6 +814,7 @@ PyInit__fast(void)
     CONST(s_raised, PyUnicode_InternFromString("raised"));
     CONST(s_write, PyUnicode_InternFromString("write"));
     CONST(s_arm, PyUnicode_InternFromString("arm"));
+    CONST(s_content_type, PyUnicode_InternFromString("content-type"));
 #undef CONST
     PyObject *m = PyModule_Create(&module_def);
     if (m == NULL)

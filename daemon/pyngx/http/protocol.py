@@ -478,7 +478,8 @@ except ImportError:  # pragma: no cover - the extension is optional: every read 
     HttpProtocol.data_received = HttpProtocol.parse  # type: ignore[method-assign]
 else:
     from pyngx.http.site import Site as _Site
-    _fast.setup(HttpProtocol, Exchange, _Site, Route, Server, Vhosts, CURRENT, Exit, OK_LINE)
+    from pyngx.http.exchange import MANAGED as _MANAGED
+    _fast.setup(HttpProtocol, Exchange, _Site, Route, Server, Vhosts, CURRENT, Exit, OK_LINE, _MANAGED)
     FAST = True
 
 
