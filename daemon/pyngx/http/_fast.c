@@ -526,6 +526,25 @@ headers_write(PyObject *hdrs, char *w)
     return w;
 }
 
+/* "Content-Length: N\r\n\r\n" at W (48 bytes are enough); its length. */
+static int
+content_length(char *w, Py_ssize_t n)
+{
+    static const char name[] = "Content-Length: ";
+    char digits[24];
+    int k = 0;
+    do {
+        digits[k++] = (char)('0' + n % 10);
+        n /= 10;
+    } while (n > 0);
+    memcpy(w, name, sizeof name - 1);
+    int len = sizeof name - 1;
+    while (k > 0)
+        w[len++] = digits[--k];
+    memcpy(w + len, "\r\n\r\n", 4);
+    return len + 4;
+}
+
 /* Write EX's answer if it is the common one (200, no response headers, keep-alive, HTTP/1.1, a
    small body); 1 written, 0 not that answer, -1 error. */
 static int
@@ -567,7 +586,7 @@ finish_plain(PyObject *self, PyObject *site, PyObject *ex)
             return -1;
     }
     char length[48];
-    int length_len = snprintf(length, sizeof length, "Content-Length: %zd\r\n\r\n", body);
+    int length_len = content_length(length, body);
     Py_ssize_t line = PyBytes_GET_SIZE(S.ok_line), dlen = PyBytes_GET_SIZE(date);
     Py_ssize_t clen = ctype == NULL ? 0 : PyBytes_GET_SIZE(ctype);
     PyObject *answer = PyBytes_FromStringAndSize(NULL, line + dlen + clen + hlen + length_len + body);
