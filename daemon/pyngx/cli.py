@@ -26,7 +26,7 @@ Usage: pyngx [-?hvVtTq] [-s signal] [-p prefix] [-c filename] [-g directives]
 Options:
   -?,-h,--help  : this help
   -v            : show version and exit
-  -V            : show version, Python, dependencies and the shared dict engine, then exit
+  -V            : show version, Python, dependencies and the C extensions in use, then exit
   -t            : test configuration and exit
   -T            : test configuration, dump it and exit
   -q            : suppress non-error messages during configuration testing
@@ -128,7 +128,19 @@ def version_text(full: bool) -> str:
         lines.append(f"built with Python {platform.python_version()} ({platform.python_implementation()})")
         lines.append("dependencies: " + ", ".join(f"{dep} {_dist_version(dep)}" for dep in DEPENDENCIES))
         lines.append(f"shared dict engine: {_shdict_engine()}")
+        lines.append(f"plain HTTP requests: {_http_path()}")
     return "\n".join(lines)
+
+
+def _http_path() -> str:
+    """Which path answers plain HTTP requests: the C extension, or Python and why."""
+    from importlib.util import find_spec
+
+    if find_spec("pyngx.http._fast") is None:
+        return "Python (the C extension pyngx.http._fast was not built)"
+    if os.environ.get("PYNGX_HTTP_PURE") == "1":
+        return "Python (PYNGX_HTTP_PURE=1; the C extension is built)"
+    return "C extension (pyngx.http._fast)"
 
 
 def _shdict_engine() -> str:

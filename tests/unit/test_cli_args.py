@@ -71,3 +71,16 @@ def test_capital_v_names_the_shared_dict_engine(capsys: pytest.CaptureFixture[st
     assert cli.main(["-V"]) == 0
     engine = capsys.readouterr().err.splitlines()[3]
     assert engine.startswith("shared dict engine: pure Python")
+
+
+def test_capital_v_names_the_path_of_plain_http_requests(capsys: pytest.CaptureFixture[str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from pyngx.http import protocol
+
+    assert cli.main(["-V"]) == 0
+    line = capsys.readouterr().err.splitlines()[4]
+    assert line == ("plain HTTP requests: C extension (pyngx.http._fast)" if protocol.FAST
+                    else "plain HTTP requests: Python (the C extension pyngx.http._fast was not built)")
+    monkeypatch.setenv("PYNGX_HTTP_PURE", "1")
+    assert cli.main(["-V"]) == 0
+    assert capsys.readouterr().err.splitlines()[4].startswith("plain HTTP requests: Python (PYNGX_HTTP_PURE=1")

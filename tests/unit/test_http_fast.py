@@ -23,7 +23,7 @@ from pyngx.http.protocol import HttpProtocol
 from pyngx.http.server import HttpServer
 from pyngx.runtime import core, usercode
 
-pytestmark = pytest.mark.skipif(not protocol.FAST, reason="the C extension is not built")
+pytestmark = pytest.mark.skipif(not protocol.FAST, reason="the C path is not in use (not built, or PYNGX_HTTP_PURE=1)")
 
 
 class Transport:

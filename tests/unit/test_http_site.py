@@ -194,7 +194,7 @@ def test_idle_connections_let_go_of_their_parser_after_a_while(server: HttpServe
     assert conn.parser is None and site.fresh == [] and not conn.listed
 
 
-@pytest.mark.skipif(not protocol.FAST, reason="the C extension is not built")
+@pytest.mark.skipif(not protocol.FAST, reason="the C path is not in use (not built, or PYNGX_HTTP_PURE=1)")
 def test_plain_requests_answered_in_c_take_no_parser(server: HttpServer) -> None:
     conn, transport = connect(server)
     conn.data_received(GET)  # the first: Python resolves the target and checks Host

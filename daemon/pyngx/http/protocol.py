@@ -15,6 +15,7 @@ The parse state changes only in `_move`, along the moves of ``MOVES``
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import TYPE_CHECKING, Any
 
 import httptools
@@ -471,9 +472,19 @@ class HttpProtocol(Connection, asyncio.Protocol):
             self.queue = None
             self._wait_from(self.site.clock)
 
-try:
-    from pyngx.http import _fast
-except ImportError:  # pragma: no cover - the extension is optional: every read is parsed in Python
+def _c_path() -> Any:
+    """The C extension of plain requests, or None: not built, or PYNGX_HTTP_PURE=1 (to compare)."""
+    if os.environ.get("PYNGX_HTTP_PURE") == "1":
+        return None
+    try:
+        from pyngx.http import _fast
+    except ImportError:  # pragma: no cover - the extension is optional
+        return None
+    return _fast
+
+
+_fast = _c_path()
+if _fast is None:  # every read is parsed in Python
     FAST = False
     HttpProtocol.data_received = HttpProtocol.parse  # type: ignore[method-assign]
 else:
