@@ -150,6 +150,7 @@ class Target:
     """A server in a temporary prefix: start(), url(), pids(), stop()."""
 
     name = "?"
+    env: dict[str, str] = {}  # added to the environment the server starts with
 
     def __init__(self, workers: int = 1) -> None:
         self.workers = workers
@@ -169,7 +170,8 @@ class Target:
     def start(self, path: str = "/") -> Target:
         out = open(self.prefix / "logs" / "stdout.log", "wb")
         self.proc = subprocess.Popen(self.command(), cwd=self.prefix, stdout=out, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+                                     stdin=subprocess.DEVNULL, start_new_session=True,
+                                     env={**os.environ, **self.env} if self.env else None)
         out.close()
         wait_until(lambda: self._exited() or http_get(self.port, path), 20, f"{self.label} to answer")
         # every worker up: the tree stops growing
@@ -232,6 +234,13 @@ class Pyngx(Target):
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "pyngx", "-p", str(self.prefix), "-c", "conf/pyngx.conf", "-g", "daemon off;"]
+
+
+class PyngxPython(Pyngx):
+    """The same pyngx with its C path of plain requests off (PYNGX_HTTP_PURE=1): every request in Python."""
+
+    name = "pyngx-python"
+    env = {"PYNGX_HTTP_PURE": "1"}
 
 
 NGINX_MAIN = """
