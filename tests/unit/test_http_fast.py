@@ -181,3 +181,21 @@ def test_the_c_path_answers_as_python_does(server: HttpServer, name: str) -> Non
     if name in C_ONLY:
         assert c_state[5], "the C path took this case on its own"
     assert python_out.startswith(b"HTTP/1.") or name == "444"  # every case is answered (444: closed)
+
+
+class BrokenTransport(Transport):
+    def write(self, data: bytes) -> None:
+        raise RuntimeError("the transport broke")
+
+
+def test_an_error_of_the_path_itself_aborts_the_connection_as_in_python(server: HttpServer) -> None:
+    data = CASES["get"]
+    answer(server, data, python_only=True)
+    ends = []
+    for python_only in (True, False):
+        conn = HttpProtocol(server.site, server.vhosts[("127.0.0.1", 1)])
+        transport = BrokenTransport()
+        conn.connection_made(transport)
+        (conn.parse if python_only else conn.data_received)(data)
+        ends.append((transport.ended, conn.closed, conn.parser is None))
+    assert ends == [("abort", True, False), ("abort", True, True)]

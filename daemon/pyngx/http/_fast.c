@@ -11,7 +11,8 @@
  * headers are plain text is written here. Anything else, at any point, goes to the
  * connection's Python methods, which own every other case: the rest of the
  * read to ``parse`` (httptools), a request of any other location to ``run``,
- * any other answer to ``finish``, an exception of the handler to ``raised``.
+ * any other answer to ``finish``, an exception of the handler to ``raised``,
+ * an error of this path's own to ``failed``.
  * The parser of the Python path is only ever handed whole requests' worth
  * of state: this path starts only between requests and consumes whole ones.
  *
@@ -73,7 +74,7 @@ typedef struct {
     /* constants */
     PyObject *get, *head, *v10, *v11, *zero, *one, *status_ok;
     PyObject *managed;   /* exchange.MANAGED: response headers the connection writes itself */
-    PyObject *s_parse, *s_run, *s_finish, *s_raised, *s_write, *s_arm, *s_content_type;
+    PyObject *s_parse, *s_run, *s_finish, *s_raised, *s_failed, *s_write, *s_arm, *s_content_type;
 } State;
 
 static State S;
@@ -719,6 +720,7 @@ data_received(PyObject *self, PyObject *data)
     const char *buf = PyBytes_AS_STRING(data);
     Py_ssize_t len = PyBytes_GET_SIZE(data), pos = 0;
     Head h;
+    PyObject *r;
     Py_INCREF(self);  /* the handler may drop the last other reference (a closed connection) */
     while (pos < len) {
         PyObject *site = SLOT(self, S.conn[C_SITE]), *vhosts = SLOT(self, S.conn[C_VHOSTS]);
@@ -767,7 +769,6 @@ data_received(PyObject *self, PyObject *data)
         if (failed)
             goto error;
     }
-    PyObject *r;
     if (pos == 0)
         r = PyObject_CallMethodOneArg(self, S.s_parse, data);
     else if (pos < len) {
@@ -782,8 +783,18 @@ data_received(PyObject *self, PyObject *data)
     Py_DECREF(self);
     return r;
 error:
+    {
+        /* not the handler's exception (`raised` has those): as an error inside the parser's callbacks */
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        if (tb != NULL)
+            PyException_SetTraceback(value, tb);
+        r = PyObject_CallMethodOneArg(self, S.s_failed, value);
+        Py_XDECREF(type); Py_XDECREF(value); Py_XDECREF(tb);
+    }
     Py_DECREF(self);
-    return NULL;
+    return r;
 }
 
 static PyMethodDef base_methods[] = {
@@ -831,6 +842,7 @@ PyInit__fast(void)
     CONST(s_run, PyUnicode_InternFromString("run"));
     CONST(s_finish, PyUnicode_InternFromString("finish"));
     CONST(s_raised, PyUnicode_InternFromString("raised"));
+    CONST(s_failed, PyUnicode_InternFromString("failed"));
     CONST(s_write, PyUnicode_InternFromString("write"));
     CONST(s_arm, PyUnicode_InternFromString("arm"));
     CONST(s_content_type, PyUnicode_InternFromString("content-type"));

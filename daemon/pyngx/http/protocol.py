@@ -323,6 +323,11 @@ class HttpProtocol(Connection, asyncio.Protocol):
         answers.crash(self, ex, exc)
         return self.finish(ex)
 
+    def failed(self, exc: BaseException) -> None:
+        """The C path met an error of its own (not the handler's): as one inside the parser's callbacks."""
+        log.exception("http protocol error", exc, log.CRIT)
+        self.abort()
+
     def served(self, ex: Exchange, verdict: str) -> None:
         """Go on after the files handler (`pyngx.http.static`) left VERDICT for EX."""
         if verdict is static.FILLED:
