@@ -118,6 +118,8 @@ CASES = {
     "not-found-cached": b"GET /nothing/here HTTP/1.1\r\n" + H + b"\r\n",
     "async-then-plain": b"GET /async HTTP/1.1\r\n" + H + b"\r\n" + b"GET / HTTP/1.1\r\n" + H + b"\r\n",
     "partial-next": b"GET / HTTP/1.1\r\n" + H + b"\r\n" + b"GET / HT",
+    "versions": b"GET / HTTP/1.1\r\n" + H + b"\r\n" + b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+                + b"GET / HTTP/1.1\r\n\r\n",
     # handed to Python
     "two-hosts": b"GET / HTTP/1.1\r\n" + H + H + b"\r\n",
     "bad-host": b"GET / HTTP/1.1\r\nHost: ../x\r\n\r\n",
@@ -199,3 +201,33 @@ def test_an_error_of_the_path_itself_aborts_the_connection_as_in_python(server: 
         (conn.parse if python_only else conn.data_received)(data)
         ends.append((transport.ended, conn.closed, conn.parser is None))
     assert ends == [("abort", True, False), ("abort", True, True)]
+
+
+def vhosts_server(names: tuple[tuple[str, ...], ...]) -> HttpServer:
+    core.RT.globals = usercode.new_globals()
+    servers = tuple(ServerConf(listens=(Listen("127.0.0.1", 1),), server_names=these, locations=(
+        LocationConf("", "/", None, content=chunk(f'ngx.say("server {i}", ngx.var.host)')),))
+        for i, these in enumerate(names))
+    srv = HttpServer(HttpConf(servers=servers), asyncio.new_event_loop())
+    srv.site.date_server = b"Server: t\r\nDate: -\r\n"
+    return srv
+
+
+@pytest.mark.parametrize("names", [(("a.example",), ("b.example", "B2.example")),
+                                   (("a.example",), ("*.w.example",), ("b.example",))])
+def test_the_c_path_picks_the_server_by_host_as_python_does(names: tuple[tuple[str, ...], ...]) -> None:
+    server = vhosts_server(names)
+    try:
+        hosts = (b"a.example", b"B.EXAMPLE", b"b2.example:8080", b"b.example.", b"x.w.example", b"other",
+                 b"[::1]:80", b"a.example:")
+        data = b"".join(b"GET / HTTP/1.1\r\nHost: %s\r\n\r\n" % host for host in hosts) + b"GET / HTTP/1.0\r\n\r\n"
+        for host in hosts:  # each server resolves the target once
+            answer(server, b"GET / HTTP/1.1\r\nHost: %s\r\n\r\n" % host, python_only=True)
+        python_out, python_state = answer(server, data, python_only=True)
+        c_out, c_state = answer(server, data, python_only=False)
+        assert c_out == python_out and c_state[:5] == python_state[:5]
+        assert python_out.count(b"HTTP/1.1 200 OK") == len(hosts) + 1
+        assert b"server 1" in python_out
+    finally:
+        server.final(False)
+        server.site.loop.close()

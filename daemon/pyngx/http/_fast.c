@@ -43,10 +43,13 @@ set_slot(PyObject *obj, Py_ssize_t off, PyObject *value)
 /* -- what setup() finds -- */
 
 enum { C_SITE, C_TRANSPORT, C_STATE, C_SINCE, C_DUE, C_REQUESTS, C_CLOSED, C_EOF, C_BUSY, C_QUEUE, C_TAIL,
-       C_LISTED, C_LINE_OPEN, C_URL, C_HEADERS, C_VHOSTS, C_HOST_OK, C_N };
+       C_LISTED, C_LINE_OPEN, C_URL, C_HEADERS, C_VHOSTS, C_SERVER, C_HOST_OK, C_N };
 static const char *CONN_NAMES[C_N] = {"site", "transport", "state", "since", "due", "requests", "closed", "eof",
                                       "busy", "queue", "tail", "listed", "line_open", "url", "headers", "vhosts",
-                                      "host_ok"};
+                                      "server", "host_ok"};
+
+enum { V_ONLY, V_DEFAULT, V_EXACT, V_WILD, V_N };
+static const char *VHOSTS_NAMES[V_N] = {"only", "default", "exact", "wild"};
 
 /* every slot of Exchange: a new exchange has each one set */
 enum { E_CONN, E_METHOD, E_URL, E_URI, E_ARGS, E_VERSION, E_HEADERS, E_BODY, E_ROUTE, E_MATCH, E_VARS, E_CTX,
@@ -67,7 +70,7 @@ static const char *ROUTE_NAMES[R_N] = {"plain", "handler", "ctype"};
 typedef struct {
     int ready;
     PyTypeObject *conn_type, *ex_type, *site_type, *route_type, *server_type, *vhosts_type;
-    Py_ssize_t conn[C_N], ex[E_N], site[S_N], route[R_N], server_targets, vhosts_only;
+    Py_ssize_t conn[C_N], ex[E_N], site[S_N], route[R_N], vhosts[V_N], server_targets;
     PyObject *current;   /* the CURRENT context variable */
     PyObject *exit_exc;  /* pyngx.runtime.phase.Exit: the handler ended early, the answer stands */
     PyObject *ok_line;   /* b"HTTP/1.1 200 OK\r\n" */
@@ -144,13 +147,10 @@ setup(PyObject *module, PyObject *args)
             || check_exchange_slots(ex) < 0 || find_offsets(site, SITE_NAMES, S_N, S.site) < 0
             || find_offsets(route, ROUTE_NAMES, R_N, S.route) < 0)
         return NULL;
-    const char *targets = "targets", *only = "only";
-    if (find_offsets(server, &targets, 1, &one) < 0)
+    const char *targets = "targets";
+    if (find_offsets(server, &targets, 1, &one) < 0 || find_offsets(vhosts, VHOSTS_NAMES, V_N, S.vhosts) < 0)
         return NULL;
     S.server_targets = one;
-    if (find_offsets(vhosts, &only, 1, &one) < 0)
-        return NULL;
-    S.vhosts_only = one;
     if (!PyContextVar_CheckExact(current)) {
         PyErr_SetString(PyExc_TypeError, "setup: CURRENT must be a context variable");
         return NULL;
@@ -708,6 +708,53 @@ serve(PyObject *self, PyObject *site, PyObject *ex)
     return 0;
 }
 
+/* The server for H's Host among VHOSTS, as Vhosts.find (the connection's ``server`` set to it when
+   the address has several); borrowed. NULL: let the Python path pick (wildcard names), or an error. */
+static PyObject *
+pick_server(PyObject *self, PyObject *vhosts, const Head *h)
+{
+    const Py_ssize_t *v = S.vhosts;
+    PyObject *server = SLOT(vhosts, v[V_ONLY]);
+    if (server != NULL && server != Py_None)
+        return Py_IS_TYPE(server, S.server_type) ? server : NULL;
+    server = SLOT(vhosts, v[V_DEFAULT]);
+    if (h->host != NULL) {
+        char name[256];
+        Py_ssize_t n = h->host_len;
+        if (n >= (Py_ssize_t)sizeof name)
+            return NULL;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            char c = h->host[i];
+            name[i] = c >= 'A' && c <= 'Z' ? c + 32 : c;
+        }
+        if (name[0] != '[') {  /* name.rsplit(":", 1)[0] */
+            for (Py_ssize_t i = n - 1; i >= 0; i--)
+                if (name[i] == ':') {
+                    n = i;
+                    break;
+                }
+        }
+        while (n > 0 && name[n - 1] == '.')
+            n--;
+        PyObject *exact = SLOT(vhosts, v[V_EXACT]), *wild = SLOT(vhosts, v[V_WILD]);
+        if (exact == NULL || !PyDict_CheckExact(exact) || wild == NULL || !PyList_CheckExact(wild))
+            return NULL;
+        PyObject *key = PyUnicode_FromStringAndSize(name, n);
+        if (key == NULL)
+            return NULL;
+        PyObject *found = PyDict_GetItemWithError(exact, key);
+        Py_DECREF(key);
+        if (found != NULL)
+            server = found;
+        else if (PyErr_Occurred() || PyList_GET_SIZE(wild) > 0)
+            return NULL;
+    }
+    if (server == NULL || !Py_IS_TYPE(server, S.server_type))
+        return NULL;
+    set_slot(self, S.conn[C_SERVER], server);
+    return server;
+}
+
 typedef struct {
     PyObject_HEAD
 } Base;
@@ -727,9 +774,12 @@ data_received(PyObject *self, PyObject *data)
         if (site == NULL || !Py_IS_TYPE(site, S.site_type) || vhosts == NULL || !Py_IS_TYPE(vhosts, S.vhosts_type)
                 || !between_requests(self, site) || !parse_head(buf, pos, len, &h))
             break;
-        PyObject *server = SLOT(vhosts, S.vhosts_only);
-        if (server == NULL || !Py_IS_TYPE(server, S.server_type))
-            break;  /* several servers on the address: the Python path picks one by Host */
+        PyObject *server = pick_server(self, vhosts, &h);
+        if (server == NULL) {
+            if (PyErr_Occurred())
+                goto error;
+            break;  /* a wildcard name to match: the Python path picks the server */
+        }
         PyObject *targets = SLOT(server, S.server_targets);
         if (targets == NULL || !PyDict_CheckExact(targets))
             break;

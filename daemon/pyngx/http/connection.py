@@ -63,7 +63,7 @@ class Connection(Base):
     # the addresses are made when first needed, and the parser goes back to the site between
     # requests (`shrink`; the next read takes one again).
     __slots__ = ("site", "transport", "parser", "_peer", "_sockname", "number", "requests", "state", "since",
-                 "since_write", "due", "version", "host_ok", "closed", "eof", "paused", "waiters", "queue", "busy",
+                 "since_write", "due", "host_ok", "closed", "eof", "paused", "waiters", "queue", "busy",
                  "reading_paused", "tail", "listed")
 
     if TYPE_CHECKING:  # the parsing side's, read here
@@ -83,7 +83,6 @@ class Connection(Base):
         self.since = 0.0
         self.since_write = 0.0
         self.due = UNFILED  # from when the site's wheel covers this connection's deadline
-        self.version: str | None = None
         self.host_ok = b""
         self.closed = False
         self.eof = False
@@ -233,7 +232,6 @@ class Connection(Base):
                 or self.headers or self.ex is not None or self.closed):
             return False
         self.parser = None
-        self.version = None
         self.host_ok = b""
         self.site.release(parser)
         return True

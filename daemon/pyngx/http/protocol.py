@@ -205,10 +205,7 @@ class HttpProtocol(Connection, asyncio.Protocol):
         if hit is None:
             hit = _resolve(server, url)
         parser: Any = self.parser
-        version = self.version
-        if version is None:
-            # httptools formats this string on every call: once per connection is enough
-            version = self.version = parser.get_http_version()
+        version = parser.get_http_version()  # per request: a client may change it on a connection
         if host is None and version == "1.1":
             raise RequestError(400)  # RFC 9112 §3.2: a 1.1 request without Host
         ex = Exchange(self, parser.get_method(), url, hit, version, self.headers, parser.should_keep_alive(),
