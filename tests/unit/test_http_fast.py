@@ -90,6 +90,21 @@ LOCATIONS = (
     LocationConf("=", "/eof", None, content=chunk('ngx.say("a")\nngx.eof()\nngx.say("b")')),
     LocationConf("=", "/body", None, content=chunk('ngx.req.read_body()\nngx.say(repr(ngx.req.get_body_data()))')),
     LocationConf("=", "/ctx", None, content=chunk('ngx.ctx["a"] = 1\nngx.say(ngx.ctx["a"], ngx.var.remote_addr)')),
+    LocationConf("=", "/guarded", None, access=chunk(
+        'if ngx.req.get_headers().get("x-token") != "secret":\n    ngx.exit(ngx.HTTP_FORBIDDEN)'),
+        content=chunk('ngx.header["X-G"] = "1"\nngx.say("in ", ngx.get_phase())')),
+    LocationConf("=", "/steps", None, rewrite=chunk('ngx.ctx["r"] = ngx.get_phase()'),
+                 access=chunk('ngx.ctx["a"] = ngx.get_phase()\nngx.exit(ngx.OK)'),
+                 content=chunk('ngx.say(ngx.ctx["r"], ngx.ctx["a"], ngx.get_phase())')),
+    LocationConf("=", "/access-says", None, access=chunk('ngx.say("from access")'), content=chunk('ngx.say("no")')),
+    LocationConf("=", "/access-boom", None, access=chunk('raise KeyError("a")'), content=chunk('ngx.say("no")')),
+    LocationConf("=", "/access-error", None, access=chunk('ngx.exit(ngx.ERROR)'), content=chunk('ngx.say("no")')),
+    LocationConf("=", "/access-exec", None, access=chunk('ngx.exec("/steps")'), content=chunk('ngx.say("no")')),
+    LocationConf("=", "/access-exec-far", None, access=chunk('ngx.exec("/async")'), content=chunk('ngx.say("no")')),
+    LocationConf("=", "/content-boom", None, access=chunk('pass'), content=chunk('raise ValueError("c")')),
+    LocationConf("=", "/content-exit", None, access=chunk('pass'), content=chunk('ngx.say("x")\nngx.exit(201)')),
+    LocationConf("=", "/logged", None, access=chunk('pass'), content=chunk('ngx.say("l")'),
+                 log=chunk('ngx.log(ngx.INFO, "logged")')),
     LocationConf("=", "/async", None, content=chunk('await ngx.sleep(0)\nngx.say("later")')),
 )
 
@@ -116,6 +131,10 @@ CASES = {
     "api": b"".join(b"GET /%s HTTP/1.1\r\n" % p + H + b"\r\n" for p in (b"redirect", b"eof", b"body", b"ctx")),
     "444": b"GET /444 HTTP/1.1\r\n" + H + b"\r\n" + b"GET / HTTP/1.1\r\n" + H + b"\r\n",
     "not-found-cached": b"GET /nothing/here HTTP/1.1\r\n" + H + b"\r\n",
+    "phases": b"".join(b"GET /%s HTTP/1.1\r\n" % p + H + b"X-Token: secret\r\n\r\n" for p in (
+        b"guarded", b"steps", b"access-says", b"access-boom", b"access-error", b"access-exec", b"content-boom",
+        b"content-exit", b"logged")) + b"GET /guarded HTTP/1.1\r\n" + H + b"\r\n",
+    "phases-far": b"GET /access-exec-far HTTP/1.1\r\n" + H + b"\r\n" + b"GET /steps HTTP/1.1\r\n" + H + b"\r\n",
     "async-then-plain": b"GET /async HTTP/1.1\r\n" + H + b"\r\n" + b"GET / HTTP/1.1\r\n" + H + b"\r\n",
     "partial-next": b"GET / HTTP/1.1\r\n" + H + b"\r\n" + b"GET / HT",
     "versions": b"GET / HTTP/1.1\r\n" + H + b"\r\n" + b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
@@ -141,7 +160,7 @@ CASES = {
 }
 # what the C path answers without a parser (the other cases need one at some point)
 C_ONLY = ("get", "pipelined", "headers", "keep-alive-1.0", "head", "close", "http-1.0", "response-header",
-          "response-headers", "status", "exit", "crash", "exec", "large", "flush", "return", "not-found-cached",
+          "response-headers", "status", "exit", "crash", "exec", "large", "flush", "return", "not-found-cached", "phases",
           "api")
 
 

@@ -64,8 +64,8 @@ enum { S_CLOCK, S_KEEPALIVE, S_DATE_SERVER, S_CONTENT_CTX, S_DRAINING, S_ACCESS,
 static const char *SITE_NAMES[S_N] = {"clock", "keepalive", "date_server", "content_ctx", "draining", "access",
                                       "n_requests", "fresh"};
 
-enum { R_PLAIN, R_HANDLER, R_CTYPE, R_N };
-static const char *ROUTE_NAMES[R_N] = {"plain", "handler", "ctype"};
+enum { R_PLAIN, R_QUICK, R_HANDLER, R_CTYPE, R_REWRITE, R_ACCESS, R_N };
+static const char *ROUTE_NAMES[R_N] = {"plain", "quick", "handler", "ctype", "rewrite", "access"};
 
 typedef struct {
     int ready;
@@ -77,7 +77,10 @@ typedef struct {
     /* constants */
     PyObject *get, *head, *v10, *v11, *zero, *one, *status_ok;
     PyObject *managed;   /* exchange.MANAGED: response headers the connection writes itself */
-    PyObject *s_parse, *s_run, *s_finish, *s_raised, *s_failed, *s_write, *s_arm, *s_content_type;
+    /* the phases (setup_phases): the phase variable, the names of rewrite, access and content, and
+       what to do when a phase's handler raises (phases.step_raised) */
+    PyObject *phase_var, *phase_names[3], *step_raised;
+    PyObject *s_parse, *s_run, *s_finish, *s_raised, *s_failed, *s_write, *s_arm, *s_content_type, *s_next;
 } State;
 
 static State S;
@@ -161,6 +164,25 @@ setup(PyObject *module, PyObject *args)
     S.conn_type = conn; S.ex_type = ex; S.site_type = site; S.route_type = route; S.server_type = server;
     S.vhosts_type = vhosts; S.current = current; S.exit_exc = exit_exc; S.ok_line = ok_line;
     S.ready = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+setup_phases(PyObject *module, PyObject *args)
+{
+    PyObject *var, *rewrite, *access, *content, *raised;
+    if (!PyArg_ParseTuple(args, "OUUUO:setup_phases", &var, &rewrite, &access, &content, &raised))
+        return NULL;
+    if (!PyContextVar_CheckExact(var) || !PyCallable_Check(raised)) {
+        PyErr_SetString(PyExc_TypeError, "setup_phases: a context variable and a callable are needed");
+        return NULL;
+    }
+    Py_INCREF(var); Py_INCREF(rewrite); Py_INCREF(access); Py_INCREF(content); Py_INCREF(raised);
+    S.phase_var = var;
+    S.phase_names[0] = rewrite;
+    S.phase_names[1] = access;
+    S.phase_names[2] = content;
+    S.step_raised = raised;
     Py_RETURN_NONE;
 }
 
@@ -655,6 +677,118 @@ finish_plain(PyObject *self, PyObject *site, PyObject *ex)
     return 1;
 }
 
+/* After a phase's handler raised (the exception set): what phases.step_raised says, 0 go on,
+   1 answer what EX holds, 2 the request was handed over; -1 error. */
+static int
+step_raised(PyObject *self, PyObject *ex, PyObject *name)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL)
+        PyException_SetTraceback(value, tb);
+    PyObject *r = PyObject_CallFunctionObjArgs(S.step_raised, self, ex, name, value, NULL);
+    Py_XDECREF(type); Py_XDECREF(value); Py_XDECREF(tb);
+    if (r == NULL)
+        return -1;
+    long what = PyLong_AsLong(r);
+    Py_DECREF(r);
+    if (what == -1 && PyErr_Occurred())
+        return -1;
+    return (int)what;
+}
+
+static int
+has_output(PyObject *ex)
+{
+    PyObject *out = SLOT(ex, S.ex[E_OUT]);
+    int sent = SLOT(ex, S.ex[E_SENT]) == Py_True;
+    return sent || (out != NULL && PyList_CheckExact(out) ? PyList_GET_SIZE(out) > 0 : PyObject_IsTrue(out) == 1);
+}
+
+/* The steps of a phased location's common case (route.quick: rewrite and/or access, then a
+   content handler, nothing else), as phases._quick, inside CTX (entered): 0 done, -1 error. */
+static int
+quick_steps(PyObject *self, PyObject *site, PyObject *ex, PyObject *route)
+{
+    PyObject *token = PyContextVar_Set(S.current, ex), *r;
+    if (token == NULL)
+        return -1;
+    Py_DECREF(token);
+    int ends = 0;
+    for (int i = 0; i < 3 && !ends; i++) {
+        PyObject *fn;
+        if (i < 2) {
+            PyObject *step = SLOT(route, S.route[i == 0 ? R_REWRITE : R_ACCESS]);
+            if (step == NULL || step == Py_None)
+                continue;
+            if (!PyTuple_CheckExact(step) || PyTuple_GET_SIZE(step) < 1) {
+                PyErr_SetString(PyExc_TypeError, "a phase step is not a tuple");
+                return -1;
+            }
+            fn = PyTuple_GET_ITEM(step, 0);
+        }
+        else
+            fn = SLOT(route, S.route[R_HANDLER]);
+        token = PyContextVar_Set(S.phase_var, S.phase_names[i]);
+        if (token == NULL)
+            return -1;
+        Py_DECREF(token);
+        r = PyObject_CallNoArgs(fn);
+        if (r != NULL) {
+            Py_DECREF(r);
+            ends = i == 2 || has_output(ex);
+            continue;
+        }
+        int what = step_raised(self, ex, S.phase_names[i]);
+        if (what < 0)
+            return -1;
+        if (what == 2)
+            return 0;  /* handed over (ngx.exec): the general path goes on */
+        ends = what == 1;
+    }
+    int done = finish_plain(self, site, ex);
+    if (done < 0)
+        return -1;
+    if (done == 0) {
+        r = PyObject_CallMethodOneArg(self, S.s_finish, ex);
+        if (r == NULL)
+            return -1;
+        Py_DECREF(r);
+    }
+    set_slot(self, S.conn[C_BUSY], Py_False);
+    PyObject *queue = SLOT(self, S.conn[C_QUEUE]);
+    if (SLOT(self, S.conn[C_CLOSED]) == Py_False && queue != NULL && queue != Py_None && PyObject_IsTrue(queue) == 1) {
+        r = PyObject_CallMethodNoArgs(self, S.s_next);
+        if (r == NULL)
+            return -1;
+        Py_DECREF(r);
+    }
+    return 0;
+}
+
+static int
+serve_quick(PyObject *self, PyObject *site, PyObject *ex, PyObject *route)
+{
+    set_slot(self, S.conn[C_BUSY], Py_True);
+    PyObject *ctx = PyContext_CopyCurrent();
+    if (ctx == NULL)
+        return -1;
+    if (PyContext_Enter(ctx) < 0) {
+        Py_DECREF(ctx);
+        return -1;
+    }
+    int result = quick_steps(self, site, ex, route);
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (PyContext_Exit(ctx) < 0)
+        result = -1;
+    else
+        PyErr_Restore(type, value, tb);
+    Py_DECREF(ctx);
+    return result;
+}
+
 /* Answer EX, whose head this path parsed: 0 done, -1 error. */
 static int
 serve(PyObject *self, PyObject *site, PyObject *ex)
@@ -663,8 +797,12 @@ serve(PyObject *self, PyObject *site, PyObject *ex)
     if (add_one(self, S.conn[C_REQUESTS]) == NULL)
         return -1;
     PyObject *handler = NULL;
-    if (route != NULL && Py_IS_TYPE(route, S.route_type) && SLOT(route, S.route[R_PLAIN]) == Py_True)
-        handler = SLOT(route, S.route[R_HANDLER]);
+    if (route != NULL && Py_IS_TYPE(route, S.route_type)) {
+        if (SLOT(route, S.route[R_QUICK]) == Py_True && S.step_raised != NULL)
+            return serve_quick(self, site, ex, route);  /* (run() counts the request: so did this) */
+        if (SLOT(route, S.route[R_PLAIN]) == Py_True)
+            handler = SLOT(route, S.route[R_HANDLER]);
+    }
     if (handler == NULL || handler == Py_None) {
         /* any other location: the Python path runs it (it counts the request itself) */
         PyObject *requests = SLOT(self, S.conn[C_REQUESTS]);
@@ -864,6 +1002,8 @@ static PyTypeObject BaseType = {
 };
 
 static PyMethodDef module_methods[] = {
+    {"setup_phases", setup_phases, METH_VARARGS,
+     "setup_phases(phase_var, REWRITE, ACCESS, CONTENT, step_raised): run the common phased location too."},
     {"setup", setup, METH_VARARGS,
      "setup(Connection, Exchange, Site, Route, Server, Vhosts, CURRENT, Exit, ok_line, MANAGED): find the slots."},
     {NULL, NULL, 0, NULL},
@@ -893,6 +1033,7 @@ PyInit__fast(void)
     CONST(s_finish, PyUnicode_InternFromString("finish"));
     CONST(s_raised, PyUnicode_InternFromString("raised"));
     CONST(s_failed, PyUnicode_InternFromString("failed"));
+    CONST(s_next, PyUnicode_InternFromString("next"));
     CONST(s_write, PyUnicode_InternFromString("write"));
     CONST(s_arm, PyUnicode_InternFromString("arm"));
     CONST(s_content_type, PyUnicode_InternFromString("content-type"));

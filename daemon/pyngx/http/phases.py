@@ -482,3 +482,31 @@ def _end_aborted(ex: Exchange) -> None:
         ex.status = 499
     if task is not None and not task.done():
         task.cancel()
+
+
+# -- the C path (pyngx.http._fast) runs a ``Route.quick`` location's steps itself; this is its way back --
+
+GO_ON, ANSWER, HANDED_OVER = range(3)
+
+
+def step_raised(conn: HttpProtocol, ex: Exchange, name: str, exc: BaseException) -> int:
+    """A phase's handler run by the C path raised EXC: go on to the next phase, answer what EX
+    holds, or (ngx.exec) the request was handed over to the general path, as `_serve_plain` does."""
+    if isinstance(exc, Exit):
+        return ANSWER if _exited(ex, name, exc) else GO_ON
+    if isinstance(exc, Redirect):
+        if _apply(conn, ex, exc):
+            route = ex.route
+            if route is not None and route.yields:
+                conn.loop.create_task(_whole(conn, ex, True))
+                return HANDED_OVER
+            if not _serve_plain(conn, ex):
+                return HANDED_OVER
+        if _answer(conn, ex):
+            _after(conn, ex)
+        return HANDED_OVER
+    if isinstance(exc, asyncio.CancelledError):
+        _cancelled(conn, ex)
+        raise exc
+    answers.crash(conn, ex, exc, name)
+    return ANSWER

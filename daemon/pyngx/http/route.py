@@ -29,8 +29,10 @@ class Route:
                  # the phases besides content: (function, is_async) or None; ``inner`` is what the location
                  # does (CONTENT, RETURN...) when ``kind`` is PHASED; ``yields``: a phase may await
                  "inner", "rewrite", "access", "header_filter", "body_filter", "log", "yields", "streams",
-                 # a plain content handler and nothing else to run: the C path may call it (pyngx.http._fast)
-                 "plain")
+                 # a plain content handler and nothing else to run: the C path may call it (pyngx.http._fast);
+                 # ``quick``: the common phased location (rewrite and/or access, then a content handler, none
+                 # awaiting; no set, filter or log), which the C path runs too
+                 "plain", "quick")
 
     def __init__(self, conf: LocationConf, namespace: dict[str, Any]) -> None:
         self.conf = conf
@@ -70,6 +72,9 @@ class Route:
         self.streams = self.yields and wants_stream(*(c.code for c in (conf.rewrite, conf.access, conf.content) if c))
         self.plain = (self.kind is CONTENT and not self.is_async and not self.sets
                       and not (self.files is not None and self.files.tries))
+        self.quick = (self.kind is PHASED and not self.yields and self.inner is CONTENT and self.handler is not None
+                      and self.header_filter is None and self.body_filter is None and self.log is None
+                      and not self.sets)
 
 
 def wants_stream(*codes: CodeType) -> bool:
