@@ -250,3 +250,27 @@ def test_the_c_path_picks_the_server_by_host_as_python_does(names: tuple[tuple[s
     finally:
         server.final(False)
         server.site.loop.close()
+
+
+def test_the_access_log_has_the_same_lines_from_both_paths(tmp_path: Any) -> None:
+    from pyngx.conf.model import AccessLog
+
+    core.RT.globals = usercode.new_globals()
+    log_path = tmp_path / "access.log"
+    conf = HttpConf(servers=(ServerConf(listens=(Listen("127.0.0.1", 1),), locations=LOCATIONS),),
+                    access_log=AccessLog(str(log_path)))
+    server = HttpServer(conf, asyncio.new_event_loop())
+    server.site.date_server = b"Server: t\r\nDate: -\r\n"
+    try:
+        data = CASES["pipelined"] + CASES["response-header"]
+        answer(server, data, python_only=True)
+        lines = []
+        for python_only in (True, False):
+            log_path.write_text("")
+            out, state = answer(server, data, python_only=python_only)
+            assert state[5] is not python_only  # the C path took no parser
+            lines.append(re.sub(r"\[[^]]*\]", "[-]", log_path.read_text()))
+        assert lines[0] == lines[1] and lines[0].count("\n") == 3
+    finally:
+        server.final(False)
+        server.site.loop.close()

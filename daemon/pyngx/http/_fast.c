@@ -80,7 +80,7 @@ typedef struct {
     /* the phases (setup_phases): the phase variable, the names of rewrite, access and content, and
        what to do when a phase's handler raises (phases.step_raised) */
     PyObject *phase_var, *phase_names[3], *step_raised;
-    PyObject *s_parse, *s_run, *s_finish, *s_raised, *s_failed, *s_write, *s_arm, *s_content_type, *s_next;
+    PyObject *s_parse, *s_run, *s_finish, *s_raised, *s_failed, *s_write, *s_arm, *s_content_type, *s_next, *s_log_request;
 } State;
 
 static State S;
@@ -581,7 +581,7 @@ finish_plain(PyObject *self, PyObject *site, PyObject *ex)
             || route == NULL || !Py_IS_TYPE(route, S.route_type) || out == NULL || !PyList_CheckExact(out)
             || SLOT(self, c[C_CLOSED]) != Py_False || SLOT(self, c[C_QUEUE]) != Py_None
             || SLOT(self, c[C_EOF]) != Py_False || !is_int(SLOT(self, c[C_STATE]), 0)
-            || SLOT(site, S.site[S_DRAINING]) != Py_False || SLOT(site, S.site[S_ACCESS]) != Py_None)
+            || SLOT(site, S.site[S_DRAINING]) != Py_False)
         return 0;
     PyObject *date = SLOT(site, S.site[S_DATE_SERVER]), *ctype = SLOT(route, S.route[R_CTYPE]);
     PyObject *transport = SLOT(self, c[C_TRANSPORT]);
@@ -648,6 +648,13 @@ finish_plain(PyObject *self, PyObject *site, PyObject *ex)
     Py_DECREF(r);
     if (add_one(site, S.site[S_N_REQUESTS]) == NULL)
         return -1;
+    PyObject *access = SLOT(site, S.site[S_ACCESS]);
+    if (access != NULL && access != Py_None) {  /* the access log's line */
+        r = PyObject_CallMethodOneArg(site, S.s_log_request, ex);
+        if (r == NULL)
+            return -1;
+        Py_DECREF(r);
+    }
     /* keep-alive: the timeout runs from now (HttpProtocol.finish) */
     PyObject *clock = SLOT(site, S.site[S_CLOCK]), *keepalive = SLOT(site, S.site[S_KEEPALIVE]);
     PyObject *due = SLOT(self, c[C_DUE]);
@@ -1034,6 +1041,7 @@ PyInit__fast(void)
     CONST(s_raised, PyUnicode_InternFromString("raised"));
     CONST(s_failed, PyUnicode_InternFromString("failed"));
     CONST(s_next, PyUnicode_InternFromString("next"));
+    CONST(s_log_request, PyUnicode_InternFromString("log_request"));
     CONST(s_write, PyUnicode_InternFromString("write"));
     CONST(s_arm, PyUnicode_InternFromString("arm"));
     CONST(s_content_type, PyUnicode_InternFromString("content-type"));
