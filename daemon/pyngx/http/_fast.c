@@ -2,9 +2,10 @@
  *
  * `Base.data_received` is the read callback of every HTTP connection
  * (`pyngx.http.connection.Connection` derives from `Base`). A read that holds
- * whole requests of the plain kind (GET or HEAD, no body, ASCII, CRLF lines,
- * every header well formed, none of those that change how the message is
- * framed, a Host nginx accepts, a target the server has already resolved)
+ * whole requests of the plain kind (a common method, no body or a Content-Length
+ * one all in the read, ASCII, CRLF lines, every header well formed, none of
+ * those that change how the message is framed, a Host nginx accepts, a target
+ * the server has already resolved)
  * is answered here, one request after the other: the `Exchange` is made
  * here, a plain content handler is called here (in the server's content
  * context, with the request current), and a 200 answer whose response
@@ -27,6 +28,12 @@
 #define MAX_HEAD 8192   /* limits.MAX_URI: a longer head goes to the checks of the Python path */
 #define MAX_FIELDS 64   /* headers of one request on this path */
 #define LARGE (64 * 1024) /* protocol.LARGE: a bigger body is written on its own */
+
+/* the methods this path takes, as httptools names them */
+#define N_METHODS 7
+static const char *METHODS[N_METHODS] = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"};
+static const Py_ssize_t METHOD_LEN[N_METHODS] = {3, 4, 4, 3, 6, 5, 7};
+#define M_HEAD 1
 
 #define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
 
@@ -64,8 +71,8 @@ enum { S_CLOCK, S_KEEPALIVE, S_DATE_SERVER, S_CONTENT_CTX, S_DRAINING, S_ACCESS,
 static const char *SITE_NAMES[S_N] = {"clock", "keepalive", "date_server", "content_ctx", "draining", "access",
                                       "n_requests", "fresh"};
 
-enum { R_PLAIN, R_QUICK, R_HANDLER, R_CTYPE, R_REWRITE, R_ACCESS, R_N };
-static const char *ROUTE_NAMES[R_N] = {"plain", "quick", "handler", "ctype", "rewrite", "access"};
+enum { R_PLAIN, R_QUICK, R_HANDLER, R_CTYPE, R_REWRITE, R_ACCESS, R_MAX_BODY, R_N };
+static const char *ROUTE_NAMES[R_N] = {"plain", "quick", "handler", "ctype", "rewrite", "access", "max_body"};
 
 typedef struct {
     int ready;
@@ -75,7 +82,7 @@ typedef struct {
     PyObject *exit_exc;  /* pyngx.runtime.phase.Exit: the handler ended early, the answer stands */
     PyObject *ok_line;   /* b"HTTP/1.1 200 OK\r\n" */
     /* constants */
-    PyObject *get, *head, *v10, *v11, *zero, *one, *status_ok;
+    PyObject *methods[N_METHODS], *v10, *v11, *zero, *one, *status_ok;
     PyObject *managed;   /* exchange.MANAGED: response headers the connection writes itself */
     /* the phases (setup_phases): the phase variable, the names of rewrite, access and content, and
        what to do when a phase's handler raises (phases.step_raised) */
@@ -214,8 +221,11 @@ typedef struct {
     Py_ssize_t name_len, value_len;
 } Field;
 
+
 typedef struct {
-    int head;            /* HEAD, else GET */
+    int method;          /* an index in METHODS */
+    const char *body;    /* a Content-Length body, whole in the read */
+    Py_ssize_t body_len;
     int minor;           /* HTTP/1.MINOR */
     int keep_alive;
     const char *url;
@@ -262,15 +272,17 @@ parse_head(const char *buf, Py_ssize_t pos, Py_ssize_t len, Head *h)
     const char *start = buf + pos, *p = start, *end = buf + len;
     if (end - start > MAX_HEAD)
         end = start + MAX_HEAD;
-    if (end - p >= 4 && memcmp(p, "GET ", 4) == 0) {
-        h->head = 0;
-        p += 4;
+    const char *whole = buf + len;  /* (END may stop short of it: a body can go further) */
+    h->method = -1;
+    for (int i = 0; i < N_METHODS; i++) {
+        Py_ssize_t n = METHOD_LEN[i];
+        if (end - p > n && memcmp(p, METHODS[i], n) == 0 && p[n] == ' ') {
+            h->method = i;
+            p += n + 1;
+            break;
+        }
     }
-    else if (end - p >= 5 && memcmp(p, "HEAD ", 5) == 0) {
-        h->head = 1;
-        p += 5;
-    }
-    else
+    if (h->method < 0)
         return 0;
     h->url = p;
     if (p >= end || *p != '/')
@@ -283,7 +295,8 @@ parse_head(const char *buf, Py_ssize_t pos, Py_ssize_t len, Head *h)
         return 0;
     h->minor = p[8] - '0';
     p += 11;
-    int close = 0, keep = 0;
+    int close = 0, keep = 0, sized = 0;
+    Py_ssize_t length = 0;
     h->host = NULL;
     h->host_len = 0;
     h->n = 0;
@@ -347,8 +360,17 @@ parse_head(const char *buf, Py_ssize_t pos, Py_ssize_t len, Head *h)
             }
             break;
         case 14:
-            if (lower_is(name, 14, "content-length"))
-                return 0;
+            if (lower_is(name, 14, "content-length")) {
+                /* digits only, no leading zero, once: anything else is for llhttp to judge */
+                if (sized || f->value_len > 12 || (f->value_len > 1 && f->value[0] == '0'))
+                    return 0;
+                for (Py_ssize_t i = 0; i < f->value_len; i++) {
+                    if (f->value[i] < '0' || f->value[i] > '9')
+                        return 0;
+                    length = length * 10 + (f->value[i] - '0');
+                }
+                sized = 1;
+            }
             break;
         case 17:
             if (lower_is(name, 17, "transfer-encoding"))
@@ -360,7 +382,11 @@ parse_head(const char *buf, Py_ssize_t pos, Py_ssize_t len, Head *h)
         return 0;  /* the Python path answers 400 */
     /* llhttp_should_keep_alive */
     h->keep_alive = h->minor == 1 ? !close : keep;
-    h->end = p - buf;
+    h->body = p;
+    h->body_len = length;
+    if (whole - p < length)
+        return 0;  /* the body is not all here: the Python path waits for it */
+    h->end = p + length - buf;
     return 1;
 }
 
@@ -431,7 +457,7 @@ new_exchange(PyObject *self, PyObject *site, const Head *h, PyObject *url, PyObj
     }
     const Py_ssize_t *e = S.ex;
     set_slot(ex, e[E_CONN], self);
-    set_slot(ex, e[E_METHOD], h->head ? S.head : S.get);
+    set_slot(ex, e[E_METHOD], S.methods[h->method]);
     set_slot(ex, e[E_URL], url);
     set_slot(ex, e[E_URI], PyTuple_GET_ITEM(hit, 0));
     set_slot(ex, e[E_ARGS], PyTuple_GET_ITEM(hit, 1));
@@ -441,7 +467,16 @@ new_exchange(PyObject *self, PyObject *site, const Head *h, PyObject *url, PyObj
     SLOT(ex, e[E_HEADERS]) = headers;  /* (the reference made above) */
     set_slot(ex, e[E_KEEP_ALIVE], h->keep_alive ? Py_True : Py_False);
     set_slot(ex, e[E_START], SLOT(site, S.site[S_CLOCK]));
-    set_slot(ex, e[E_BODY], Py_None);
+    if (h->body_len > 0) {
+        PyObject *body = PyBytes_FromStringAndSize(h->body, h->body_len);
+        if (body == NULL) {
+            Py_DECREF(ex);
+            return NULL;
+        }
+        SLOT(ex, e[E_BODY]) = body;
+    }
+    else
+        set_slot(ex, e[E_BODY], Py_None);
     set_slot(ex, e[E_VARS], Py_None);
     set_slot(ex, e[E_CTX], Py_None);
     set_slot(ex, e[E_STATUS], S.status_ok);
@@ -451,7 +486,7 @@ new_exchange(PyObject *self, PyObject *site, const Head *h, PyObject *url, PyObj
     set_slot(ex, e[E_CHUNKED], Py_False);
     set_slot(ex, e[E_DONE], Py_False);
     set_slot(ex, e[E_BODY_BYTES], S.zero);
-    set_slot(ex, e[E_HEAD_ONLY], h->head ? Py_True : Py_False);
+    set_slot(ex, e[E_HEAD_ONLY], h->method == M_HEAD ? Py_True : Py_False);
     set_slot(ex, e[E_HEADERS_CACHE], Py_None);
     set_slot(ex, e[E_MORE], Py_None);
     return ex;
@@ -900,6 +935,24 @@ pick_server(PyObject *self, PyObject *vhosts, const Head *h)
     return server;
 }
 
+/* Whether this path takes a body of LENGTH bytes for ROUTE: a location it runs itself (others may
+   stream the body, or answer without it) and within client_max_body_size (over it: a 413). */
+static int
+body_fits(PyObject *route, Py_ssize_t length)
+{
+    if (!Py_IS_TYPE(route, S.route_type)
+            || (SLOT(route, S.route[R_PLAIN]) != Py_True && SLOT(route, S.route[R_QUICK]) != Py_True))
+        return 0;
+    PyObject *limit = SLOT(route, S.route[R_MAX_BODY]);
+    if (limit == NULL || !PyLong_CheckExact(limit))
+        return 0;
+    int overflow = 0;
+    long long max = PyLong_AsLongLongAndOverflow(limit, &overflow);
+    if (max == -1 && PyErr_Occurred())
+        return 0;
+    return overflow > 0 || length <= max;
+}
+
 typedef struct {
     PyObject_HEAD
 } Base;
@@ -937,6 +990,12 @@ data_received(PyObject *self, PyObject *data)
             if (PyErr_Occurred())
                 goto error;
             break;  /* a target not resolved yet: the Python path resolves and remembers it */
+        }
+        if (h.body_len > 0 && !body_fits(PyTuple_GET_ITEM(hit, 2), h.body_len)) {
+            Py_DECREF(url);
+            if (PyErr_Occurred())
+                goto error;
+            break;  /* the Python path reads it (or answers 413) */
         }
         Py_INCREF(hit);
         if (h.host != NULL) {
@@ -1028,8 +1087,8 @@ PyInit__fast(void)
     if (PyType_Ready(&BaseType) < 0)
         return NULL;
 #define CONST(field, expr) if ((S.field = (expr)) == NULL) return NULL
-    CONST(get, PyBytes_FromString("GET"));
-    CONST(head, PyBytes_FromString("HEAD"));
+    for (int i = 0; i < N_METHODS; i++)
+        CONST(methods[i], PyBytes_FromString(METHODS[i]));
     CONST(v10, PyUnicode_InternFromString("1.0"));
     CONST(v11, PyUnicode_InternFromString("1.1"));
     CONST(one, PyLong_FromLong(1));
