@@ -215,7 +215,7 @@ class _Req:
             raise WrongContextError("ngx.req.get_post_args: request body discarded")
         if not ex.body:
             return {}
-        args = variables.uri_args(ex.body.decode("utf-8", "surrogateescape"))
+        args = variables.parse_args(ex.body.decode("utf-8", "surrogateescape"))
         if max_args and len(args) > max_args:
             args = dict(list(args.items())[:max_args])
         return args

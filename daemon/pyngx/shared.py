@@ -150,13 +150,11 @@ class SharedDict:
 
 
 class Shared:
-    """``ngx.shared``: zones by attribute or item; unknown names raise AttributeError / KeyError.
+    """``ngx.shared``: zones by attribute or item; unknown names raise AttributeError / KeyError."""
 
-    ``ngx.shared.NAME`` is read through ``__getattribute__``, not ``__getattr__``: the fallback
-    costs a failed lookup and its AttributeError on every read (about 0.6 µs on CPython 3.11).
-    Names starting with ``_`` are looked up on the object first.
-    """
-
+    # ``ngx.shared.NAME`` is read through __getattribute__, not __getattr__: that fallback costs a
+    # failed lookup and its AttributeError on every read (about 0.6 µs on CPython 3.11). Names
+    # starting with ``_`` are looked up on the object first.
     __slots__ = ()
 
     def __getattribute__(self, name: str) -> Any:

@@ -83,8 +83,17 @@ class Exchange:
         """Lower-case names; a repeated header gives a list (ngx.req.get_headers). Built once a request."""
         cache = self._headers_cache
         if cache is None:
+            headers = self.headers
+            try:
+                # most heads: names seen before, UTF-8 values, no name twice; in one comprehension
+                cache = {_LOWER[key]: value.decode() for key, value in headers}
+            except (KeyError, UnicodeDecodeError):
+                cache = None
+            if cache is not None and len(cache) == len(headers):
+                self._headers_cache = cache
+                return cache
             cache = self._headers_cache = {}
-            for key, value in self.headers:
+            for key, value in headers:
                 name = _LOWER.get(key)
                 if name is None:
                     name = _lower_name(key)
