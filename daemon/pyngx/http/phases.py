@@ -53,8 +53,33 @@ def start(conn: HttpProtocol, ex: Exchange) -> None:
     route = ex.route
     if route is not None and route.yields:
         conn.loop.create_task(_whole(conn, ex, True))
+    elif (route is not None and route.inner is CONTENT and route.log is None and route.header_filter is None
+          and route.body_filter is None and not route.sets and ex.more is None):
+        contextvars.copy_context().run(_quick, conn, ex, route)
     else:
         contextvars.copy_context().run(_whole_plain, conn, ex, False)
+
+
+def _quick(conn: HttpProtocol, ex: Exchange, route: Route) -> None:
+    """`_whole_plain` for the common phased location (rewrite or access, then a content handler;
+    no ``set``, filter or log phase), its steps inline; an internal redirect goes the general way."""
+    _set_current(ex)
+    try:
+        try:
+            if ((route.rewrite is None or not _run_plain(conn, ex, phase.REWRITE, route.rewrite[0]))
+                    and (route.access is None or not _run_plain(conn, ex, phase.ACCESS, route.access[0]))):
+                _run_plain(conn, ex, phase.CONTENT, route.handler)
+        except Redirect as jump:
+            if _serve_plain(conn, ex, jump) and _answer(conn, ex):
+                _after(conn, ex)
+            return
+        conn.finish(ex)
+    except asyncio.CancelledError:
+        _cancelled(conn, ex)
+        raise
+    conn.busy = False
+    if not conn.closed and conn.queue:
+        conn.next()
 
 
 def redirected(conn: HttpProtocol, ex: Exchange, jump: Redirect) -> None:
@@ -151,19 +176,22 @@ async def _serve(conn: HttpProtocol, ex: Exchange, in_task: bool) -> bool:
                 return False
 
 
-def _serve_plain(conn: HttpProtocol, ex: Exchange) -> bool:
-    """`_serve` for a route none of whose phases awaits. False: a task took over."""
+def _serve_plain(conn: HttpProtocol, ex: Exchange, jump: Redirect | None = None) -> bool:
+    """`_serve` for a route none of whose phases awaits (from JUMP when given). False: a task took over."""
     while True:
-        try:
-            _main_plain(conn, ex)
-            return True
-        except Redirect as jump:
-            if not _apply(conn, ex, jump):
+        if jump is None:
+            try:
+                _main_plain(conn, ex)
                 return True
-            route = ex.route
-            if route is not None and route.yields:
-                conn.loop.create_task(_whole(conn, ex, True))
-                return False
+            except Redirect as caught:
+                jump = caught
+        if not _apply(conn, ex, jump):
+            return True
+        jump = None
+        route = ex.route
+        if route is not None and route.yields:
+            conn.loop.create_task(_whole(conn, ex, True))
+            return False
 
 
 def _apply(conn: HttpProtocol, ex: Exchange, jump: Redirect) -> bool:
