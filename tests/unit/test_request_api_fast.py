@@ -122,3 +122,17 @@ def test_shared_by_attribute(served: Served) -> None:
     assert hits == value >= 1
     assert err == 'no shared dict "missing"'
     assert listed is True
+
+
+def test_rendered_header_lines_are_kept_but_never_managed_ones() -> None:
+    from pyngx.http import exchange
+
+    hdrs = {"x-a": ("X-A", "1"), "content-length": ("Content-Length", "5"), "x-l": ("X-L", ["p", "q"]),
+            "server": ("Server", "other")}
+    for _ in range(2):  # the second time from the kept lines where there are some
+        assert exchange._render_headers(hdrs) == b"X-A: 1\r\nX-L: p\r\nX-L: q\r\n"
+    assert ("Content-Length", "5") not in exchange._LINES and ("Server", "other") not in exchange._LINES
+    assert exchange._render_headers({"x-a": ("X-A", "1")}) == b"X-A: 1\r\n"
+    for i in range(exchange.NAMES_CACHED + 5):
+        exchange._render_headers({"x-n": ("X-N", str(i))})
+    assert len(exchange._LINES) <= exchange.NAMES_CACHED

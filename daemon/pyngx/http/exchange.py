@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextvars
 from typing import TYPE_CHECKING, Any
 
-from pyngx.http.replies import status_line
+from pyngx.http.replies import STATUS_LINES, status_line
 
 if TYPE_CHECKING:
     from pyngx.http.protocol import HttpProtocol
@@ -128,14 +128,18 @@ class Exchange:
     # -- response --
     def head(self, length: int | None) -> bytes:
         """The response head for a body of LENGTH bytes (None: chunked or until close)."""
-        route = self.route
-        parts = [status_line(self.status), self.conn.site.date_server]
+        line = STATUS_LINES.get(self.status) or status_line(self.status)
         hdrs = self.out_headers
-        if hdrs is None or "content-type" not in hdrs:
-            if route is not None:
-                parts.append(route.ctype)
         if hdrs:
-            parts.append(_render_headers(hdrs))
+            text = _render_headers(hdrs)
+            if "content-type" not in hdrs and self.route is not None:
+                text = self.route.ctype + text
+        else:
+            text = self.route.ctype if self.route is not None else b""
+        if length is not None and self.keep_alive and self.version == "1.1":
+            # the common head, in one piece
+            return b"%b%b%bContent-Length: %d\r\n\r\n" % (line, self.conn.site.date_server, text, length)
+        parts = [line, self.conn.site.date_server, text]
         if length is not None:
             parts.append(b"Content-Length: %d\r\n" % length)
         elif self.chunked:
@@ -187,17 +191,31 @@ class Redirect(BaseException):
 
 
 def _render_headers(hdrs: dict[str, tuple[str, Any]]) -> bytes:
-    parts: list[str] = []
-    add = parts.extend
-    for key, (name, value) in hdrs.items():
+    try:
+        lines = [_LINES.get(item) for item in hdrs.values()]
+    except TypeError:  # a list value (a header repeated): not kept
+        lines = [None]
+    if None not in lines:
+        return b"".join(lines)  # type: ignore[arg-type]
+    parts: list[bytes] = []
+    add = parts.append
+    for key, item in hdrs.items():
         if key in MANAGED:
             continue
+        name, value = item
         if type(value) is str:
-            add((name, ": ", value, "\r\n"))
+            line = _LINES.get(item)
+            if line is None:
+                line = f"{name}: {value}\r\n".encode("utf-8", "surrogateescape")
+                if type(name) is str and len(value) <= LINE_CACHED_LEN:
+                    if len(_LINES) >= NAMES_CACHED:
+                        _LINES.clear()
+                    _LINES[item] = line
+            add(line)
         else:
-            for item in value if isinstance(value, (list, tuple)) else (value,):
-                add((name, ": ", str(item), "\r\n"))
-    return "".join(parts).encode("utf-8", "surrogateescape")
+            for one in value if isinstance(value, (list, tuple)) else (value,):
+                add(f"{name}: {one}\r\n".encode("utf-8", "surrogateescape"))
+    return b"".join(parts)
 
 
 # Names repeat from one request to the next (nginx hashes its known headers for the same reason):
@@ -205,6 +223,10 @@ def _render_headers(hdrs: dict[str, tuple[str, Any]]) -> bytes:
 NAMES_CACHED = 1024
 _LOWER: dict[bytes, str] = {}  # a request header's name as received → its lower-case text
 _NAMES: dict[str, tuple[str, str]] = {}  # a response header's name as user code writes it → (name, key)
+# and so do the response headers' values (a content type, a cache policy...): a (name, value) of
+# ``out_headers`` → its line, rendered; never a header the connection writes itself (MANAGED)
+LINE_CACHED_LEN = 256
+_LINES: dict[tuple[str, Any], bytes] = {}
 
 
 def _lower_name(key: bytes) -> str:
