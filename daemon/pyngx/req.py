@@ -145,7 +145,8 @@ class _Req:
             for key, value in ex.headers[: max_headers or None]:
                 out.setdefault(key.decode("latin-1"), value.decode("utf-8", "surrogateescape"))
             return out
-        return dict(ex.request_headers())
+        cache = ex._headers_cache  # (built by the first call of the request)
+        return (cache if cache is not None else ex.request_headers()).copy()
 
     @staticmethod
     def raw_header(no_request_line: bool = False) -> str:

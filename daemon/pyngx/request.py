@@ -105,7 +105,13 @@ def print(*args: Any) -> None:  # noqa: A001 - OpenResty's name
         if core.RT.exec_mode:
             return _stdout(_encode(args))
         _exchange("ngx.print")
-    ex.out.append(_encode(args))  # type: ignore[union-attr]
+    if len(args) == 1 and type(args[0]) is str:
+        try:
+            ex.out.append(args[0].encode())  # type: ignore[union-attr]  # (UTF-8: no encoding to look up)
+        except UnicodeEncodeError:  # lone surrogates: bytes of the request that were not UTF-8
+            ex.out.append(args[0].encode(_ENC, _ERRORS))  # type: ignore[union-attr]
+    else:
+        ex.out.append(_encode(args))  # type: ignore[union-attr]
 
 
 class _Done:

@@ -51,7 +51,8 @@ ngx.print(json.dumps([hits, ngx.shared["counters"].get("k"), err, "counters" in 
 @pytest.fixture(scope="module")
 def served() -> Iterator[Served]:
     s = Served((loc("=", "/args", ARGS), loc("=", "/headers", HEADERS), loc("=", "/set", SET),
-                loc("=", "/shared", SHARED)), "asyncio")
+                loc("=", "/shared", SHARED), loc("=", "/echo", 'ngx.print(ngx.req.get_headers()["x-bytes"])')),
+               "asyncio")
     s.rt.globals["json"] = json
     s.rt.shdicts = {"counters": shdict.create("counters", 1 << 20)}
     try:
@@ -136,3 +137,8 @@ def test_rendered_header_lines_are_kept_but_never_managed_ones() -> None:
     for i in range(exchange.NAMES_CACHED + 5):
         exchange._render_headers({"x-n": ("X-N", str(i))})
     assert len(exchange._LINES) <= exchange.NAMES_CACHED
+
+
+def test_print_writes_back_bytes_that_were_not_utf8(served: Served) -> None:
+    out = served.raw(b"GET /echo HTTP/1.1\r\nHost: x\r\nX-Bytes: \xff\xfe\xc3\xa9\r\nConnection: close\r\n\r\n")
+    assert out.endswith(b"\r\n\r\n\xff\xfe\xc3\xa9")
