@@ -45,6 +45,7 @@ Step = tuple[Any, bool]
 _set_phase = phase._phase.set  # the context variable's own methods: no wrapper call per phase
 _reset_phase = phase._phase.reset
 _set_current = CURRENT.set
+_CONTENT = phase.CONTENT
 
 
 def start(conn: HttpProtocol, ex: Exchange) -> None:
@@ -68,7 +69,15 @@ def _quick(conn: HttpProtocol, ex: Exchange, route: Route) -> None:
         try:
             if ((route.rewrite is None or not _run_plain(conn, ex, phase.REWRITE, route.rewrite[0]))
                     and (route.access is None or not _run_plain(conn, ex, phase.ACCESS, route.access[0]))):
-                _run_plain(conn, ex, phase.CONTENT, route.handler)
+                _set_phase(_CONTENT)  # (`_run_plain` for content, inline)
+                try:
+                    route.handler()  # type: ignore[misc]
+                except Exit as stop:
+                    _exited(ex, _CONTENT, stop)
+                except (Redirect, asyncio.CancelledError):
+                    raise
+                except BaseException as exc:  # noqa: BLE001 - the user's code: 500, never a dead worker
+                    answers.crash(conn, ex, exc, _CONTENT)
         except Redirect as jump:
             if _serve_plain(conn, ex, jump) and _answer(conn, ex):
                 _after(conn, ex)
