@@ -192,11 +192,9 @@ class Redirect(BaseException):
 
 def _render_headers(hdrs: dict[str, tuple[str, Any]]) -> bytes:
     try:
-        lines = [_LINES.get(item) for item in hdrs.values()]
-    except TypeError:  # a list value (a header repeated): not kept
-        lines = [None]
-    if None not in lines:
-        return b"".join(lines)  # type: ignore[arg-type]
+        return b"".join(map(_line_of, hdrs.values()))  # every line kept: no Python frame
+    except TypeError:  # a line not kept (None), or a list value (a header repeated: not hashable)
+        pass
     parts: list[bytes] = []
     add = parts.append
     for key, item in hdrs.items():
@@ -227,6 +225,7 @@ _NAMES: dict[str, tuple[str, str]] = {}  # a response header's name as user code
 # ``out_headers`` → its line, rendered; never a header the connection writes itself (MANAGED)
 LINE_CACHED_LEN = 256
 _LINES: dict[tuple[str, Any], bytes] = {}
+_line_of = _LINES.get
 
 
 def _lower_name(key: bytes) -> str:
