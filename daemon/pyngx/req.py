@@ -22,6 +22,8 @@ from pyngx.runtime import phase
 
 __all__ = ["req"]
 
+_kept_args = variables.kept_args
+
 BODY_READ = phase.YIELDING | {phase.LOG}
 # ngx.HTTP_GET...: OpenResty's method numbers (ngx_http_request.h NGX_HTTP_*)
 METHODS = {2: "GET", 4: "HEAD", 8: "POST", 16: "PUT", 32: "DELETE", 64: "MKCOL", 128: "COPY", 256: "MOVE",
@@ -122,7 +124,8 @@ class _Req:
         ex = _current()
         if ex is None or _phase() not in READ or ex.done:  # (the check of `exchange`, inline: a hot call)
             ex = exchange("ngx.req.get_uri_args", READ)
-        args = variables.uri_args(ex.args)
+        args = _kept_args(ex.args)  # (`variables.uri_args`, its common case inline)
+        args = args.copy() if args is not None else variables.uri_args(ex.args)
         if max_args and len(args) > max_args:
             args = dict(list(args.items())[:max_args])
         return args

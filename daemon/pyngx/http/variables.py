@@ -217,6 +217,7 @@ class Template:
 ARGS_CACHED = 1024
 ARGS_CACHED_LEN = 256
 _ARGS: dict[str, dict[str, Any]] = {}
+kept_args = _ARGS.get  # the kept arguments of a query string, or None (copy them before use)
 
 
 def uri_args(query: str) -> dict[str, Any]:
