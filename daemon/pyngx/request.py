@@ -93,7 +93,10 @@ def say(*args: Any) -> None:
             return _stdout(_encode(args) + b"\n")
         _exchange("ngx.say")
     if len(args) == 1 and type(args[0]) is str:
-        ex.out.append(args[0].encode(_ENC, _ERRORS) + b"\n")  # type: ignore[union-attr]
+        try:
+            ex.out.append(args[0].encode() + b"\n")  # type: ignore[union-attr]  # (as in print)
+        except UnicodeEncodeError:
+            ex.out.append(args[0].encode(_ENC, _ERRORS) + b"\n")  # type: ignore[union-attr]
     else:
         ex.out.append(_encode(args) + b"\n")  # type: ignore[union-attr]
 

@@ -51,7 +51,8 @@ ngx.print(json.dumps([hits, ngx.shared["counters"].get("k"), err, "counters" in 
 @pytest.fixture(scope="module")
 def served() -> Iterator[Served]:
     s = Served((loc("=", "/args", ARGS), loc("=", "/headers", HEADERS), loc("=", "/set", SET),
-                loc("=", "/shared", SHARED), loc("=", "/echo", 'ngx.print(ngx.req.get_headers()["x-bytes"])')),
+                loc("=", "/shared", SHARED), loc("=", "/echo", 'ngx.print(ngx.req.get_headers()["x-bytes"])'),
+                loc("=", "/say", 'ngx.say(ngx.req.get_headers()["x-bytes"])')),
                "asyncio")
     s.rt.globals["json"] = json
     s.rt.shdicts = {"counters": shdict.create("counters", 1 << 20)}
@@ -139,6 +140,9 @@ def test_rendered_header_lines_are_kept_but_never_managed_ones() -> None:
     assert len(exchange._LINES) <= exchange.NAMES_CACHED
 
 
-def test_print_writes_back_bytes_that_were_not_utf8(served: Served) -> None:
-    out = served.raw(b"GET /echo HTTP/1.1\r\nHost: x\r\nX-Bytes: \xff\xfe\xc3\xa9\r\nConnection: close\r\n\r\n")
-    assert out.endswith(b"\r\n\r\n\xff\xfe\xc3\xa9")
+@pytest.mark.parametrize("path, end", [("/echo", b""), ("/say", b"\n")])
+def test_print_and_say_write_back_bytes_that_were_not_utf8(served: Served, path: str, end: bytes) -> None:
+    for value in (b"\xff\xfe\xc3\xa9", b"plain \xc3\xa9"):
+        out = served.raw(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nX-Bytes: " + value
+                         + b"\r\nConnection: close\r\n\r\n")
+        assert out.endswith(b"\r\n\r\n" + value + end)
