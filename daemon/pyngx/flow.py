@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pyngx.errors import Error, WrongContextError
-from pyngx.http import phases, subrequest
+from pyngx.http import aborts, phases, subrequest
 from pyngx.http.exchange import Redirect
 from pyngx.http.subrequest import Response as Response
 from pyngx.req import encode_args, method_name
@@ -79,7 +79,7 @@ def on_abort(fn: Callable[[], Any]) -> None:
         raise TypeError("bad callback: a callable expected")
     if ex.more is not None and ex.more.aborts:
         raise Error("duplicate call")
-    phases.on_abort(ex, fn, contextvars.copy_context())
+    aborts.on_abort(ex, fn, contextvars.copy_context())
 
 
 class _Location:

@@ -22,6 +22,8 @@ from pyngx.runtime import phase
 
 __all__ = ["req"]
 
+_kept_args = variables.kept_args
+
 BODY_READ = phase.YIELDING | {phase.LOG}
 # ngx.HTTP_GET...: OpenResty's method numbers (ngx_http_request.h NGX_HTTP_*)
 METHODS = {2: "GET", 4: "HEAD", 8: "POST", 16: "PUT", 32: "DELETE", 64: "MKCOL", 128: "COPY", 256: "MOVE",
@@ -122,7 +124,8 @@ class _Req:
         ex = _current()
         if ex is None or _phase() not in READ or ex.done:  # (the check of `exchange`, inline: a hot call)
             ex = exchange("ngx.req.get_uri_args", READ)
-        args = variables.uri_args(ex.args)
+        args = _kept_args(ex.args)  # (`variables.uri_args`, its common case inline)
+        args = args.copy() if args is not None else variables.uri_args(ex.args)
         if max_args and len(args) > max_args:
             args = dict(list(args.items())[:max_args])
         return args
@@ -145,7 +148,8 @@ class _Req:
             for key, value in ex.headers[: max_headers or None]:
                 out.setdefault(key.decode("latin-1"), value.decode("utf-8", "surrogateescape"))
             return out
-        return dict(ex.request_headers())
+        cache = ex._headers_cache  # (built by the first call of the request)
+        return (cache if cache is not None else ex.request_headers()).copy()
 
     @staticmethod
     def raw_header(no_request_line: bool = False) -> str:
@@ -215,7 +219,7 @@ class _Req:
             raise WrongContextError("ngx.req.get_post_args: request body discarded")
         if not ex.body:
             return {}
-        args = variables.uri_args(ex.body.decode("utf-8", "surrogateescape"))
+        args = variables.parse_args(ex.body.decode("utf-8", "surrogateescape"))
         if max_args and len(args) > max_args:
             args = dict(list(args.items())[:max_args])
         return args

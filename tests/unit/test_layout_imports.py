@@ -62,6 +62,9 @@ MODULE_STATE = {
     ("http/sendfile.py", "_dates"): "a cache of formatted dates",
     ("http/exchange.py", "_LOWER"): "a bounded cache of lower-cased request header names",
     ("http/exchange.py", "_NAMES"): "a bounded cache of cleaned response header names",
+    ("http/exchange.py", "_LINES"): "a bounded cache of rendered response header lines",
+    ("http/variables.py", "_ARGS"): "a bounded cache of parsed query strings",
+    ("shared.py", "_WRAPPED"): "the wrappers of zones, each checked against core.RT.shdicts when read",
     ("conf/parse.py", "_parser"): "the parser's reusable state",
     ("http/phases.py", "ARG"): "a constant table",
 }

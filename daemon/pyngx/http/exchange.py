@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextvars
 from typing import TYPE_CHECKING, Any
 
-from pyngx.http.replies import status_line
+from pyngx.http.replies import STATUS_LINES, status_line
 
 if TYPE_CHECKING:
     from pyngx.http.protocol import HttpProtocol
@@ -83,8 +83,17 @@ class Exchange:
         """Lower-case names; a repeated header gives a list (ngx.req.get_headers). Built once a request."""
         cache = self._headers_cache
         if cache is None:
+            headers = self.headers
+            try:
+                # most heads: names seen before, UTF-8 values, no name twice; in one comprehension
+                cache = {_LOWER[key]: value.decode() for key, value in headers}
+            except (KeyError, UnicodeDecodeError):
+                cache = None
+            if cache is not None and len(cache) == len(headers):
+                self._headers_cache = cache
+                return cache
             cache = self._headers_cache = {}
-            for key, value in self.headers:
+            for key, value in headers:
                 name = _LOWER.get(key)
                 if name is None:
                     name = _lower_name(key)
@@ -119,14 +128,18 @@ class Exchange:
     # -- response --
     def head(self, length: int | None) -> bytes:
         """The response head for a body of LENGTH bytes (None: chunked or until close)."""
-        route = self.route
-        parts = [status_line(self.status), self.conn.site.date_server]
+        line = STATUS_LINES.get(self.status) or status_line(self.status)
         hdrs = self.out_headers
-        if hdrs is None or "content-type" not in hdrs:
-            if route is not None:
-                parts.append(route.ctype)
         if hdrs:
-            parts.append(_render_headers(hdrs))
+            text = _render_headers(hdrs)
+            if "content-type" not in hdrs and self.route is not None:
+                text = self.route.ctype + text
+        else:
+            text = self.route.ctype if self.route is not None else b""
+        if length is not None and self.keep_alive and self.version == "1.1":
+            # the common head, in one piece
+            return b"%b%b%bContent-Length: %d\r\n\r\n" % (line, self.conn.site.date_server, text, length)
+        parts = [line, self.conn.site.date_server, text]
         if length is not None:
             parts.append(b"Content-Length: %d\r\n" % length)
         elif self.chunked:
@@ -178,17 +191,29 @@ class Redirect(BaseException):
 
 
 def _render_headers(hdrs: dict[str, tuple[str, Any]]) -> bytes:
-    parts: list[str] = []
-    add = parts.extend
-    for key, (name, value) in hdrs.items():
+    try:
+        return b"".join(map(_line_of, hdrs.values()))  # every line kept: no Python frame
+    except TypeError:  # a line not kept (None), or a list value (a header repeated: not hashable)
+        pass
+    parts: list[bytes] = []
+    add = parts.append
+    for key, item in hdrs.items():
         if key in MANAGED:
             continue
+        name, value = item
         if type(value) is str:
-            add((name, ": ", value, "\r\n"))
+            line = _LINES.get(item)
+            if line is None:
+                line = f"{name}: {value}\r\n".encode("utf-8", "surrogateescape")
+                if type(name) is str and len(value) <= LINE_CACHED_LEN:
+                    if len(_LINES) >= NAMES_CACHED:
+                        _LINES.clear()
+                    _LINES[item] = line
+            add(line)
         else:
-            for item in value if isinstance(value, (list, tuple)) else (value,):
-                add((name, ": ", str(item), "\r\n"))
-    return "".join(parts).encode("utf-8", "surrogateescape")
+            for one in value if isinstance(value, (list, tuple)) else (value,):
+                add(f"{name}: {one}\r\n".encode("utf-8", "surrogateescape"))
+    return b"".join(parts)
 
 
 # Names repeat from one request to the next (nginx hashes its known headers for the same reason):
@@ -196,6 +221,11 @@ def _render_headers(hdrs: dict[str, tuple[str, Any]]) -> bytes:
 NAMES_CACHED = 1024
 _LOWER: dict[bytes, str] = {}  # a request header's name as received → its lower-case text
 _NAMES: dict[str, tuple[str, str]] = {}  # a response header's name as user code writes it → (name, key)
+# and so do the response headers' values (a content type, a cache policy...): a (name, value) of
+# ``out_headers`` → its line, rendered; never a header the connection writes itself (MANAGED)
+LINE_CACHED_LEN = 256
+_LINES: dict[tuple[str, Any], bytes] = {}
+_line_of = _LINES.get
 
 
 def _lower_name(key: bytes) -> str:

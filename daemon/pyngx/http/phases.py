@@ -45,6 +45,7 @@ Step = tuple[Any, bool]
 _set_phase = phase._phase.set  # the context variable's own methods: no wrapper call per phase
 _reset_phase = phase._phase.reset
 _set_current = CURRENT.set
+_CONTENT = phase.CONTENT
 
 
 def start(conn: HttpProtocol, ex: Exchange) -> None:
@@ -53,8 +54,41 @@ def start(conn: HttpProtocol, ex: Exchange) -> None:
     route = ex.route
     if route is not None and route.yields:
         conn.loop.create_task(_whole(conn, ex, True))
+    elif (route is not None and route.inner is CONTENT and route.log is None and route.header_filter is None
+          and route.body_filter is None and not route.sets and ex.more is None):
+        contextvars.copy_context().run(_quick, conn, ex, route)
     else:
         contextvars.copy_context().run(_whole_plain, conn, ex, False)
+
+
+def _quick(conn: HttpProtocol, ex: Exchange, route: Route) -> None:
+    """`_whole_plain` for the common phased location (rewrite or access, then a content handler;
+    no ``set``, filter or log phase), its steps inline; an internal redirect goes the general way."""
+    _set_current(ex)
+    try:
+        try:
+            if ((route.rewrite is None or not _run_plain(conn, ex, phase.REWRITE, route.rewrite[0]))
+                    and (route.access is None or not _run_plain(conn, ex, phase.ACCESS, route.access[0]))):
+                _set_phase(_CONTENT)  # (`_run_plain` for content, inline)
+                try:
+                    route.handler()  # type: ignore[misc]
+                except Exit as stop:
+                    _exited(ex, _CONTENT, stop)
+                except (Redirect, asyncio.CancelledError):
+                    raise
+                except BaseException as exc:  # noqa: BLE001 - the user's code: 500, never a dead worker
+                    answers.crash(conn, ex, exc, _CONTENT)
+        except Redirect as jump:
+            if _serve_plain(conn, ex, jump) and _answer(conn, ex):
+                _after(conn, ex)
+            return
+        conn.finish(ex)
+    except asyncio.CancelledError:
+        _cancelled(conn, ex)
+        raise
+    conn.busy = False
+    if not conn.closed and conn.queue:
+        conn.next()
 
 
 def redirected(conn: HttpProtocol, ex: Exchange, jump: Redirect) -> None:
@@ -151,19 +185,22 @@ async def _serve(conn: HttpProtocol, ex: Exchange, in_task: bool) -> bool:
                 return False
 
 
-def _serve_plain(conn: HttpProtocol, ex: Exchange) -> bool:
-    """`_serve` for a route none of whose phases awaits. False: a task took over."""
+def _serve_plain(conn: HttpProtocol, ex: Exchange, jump: Redirect | None = None) -> bool:
+    """`_serve` for a route none of whose phases awaits (from JUMP when given). False: a task took over."""
     while True:
-        try:
-            _main_plain(conn, ex)
-            return True
-        except Redirect as jump:
-            if not _apply(conn, ex, jump):
+        if jump is None:
+            try:
+                _main_plain(conn, ex)
                 return True
-            route = ex.route
-            if route is not None and route.yields:
-                conn.loop.create_task(_whole(conn, ex, True))
-                return False
+            except Redirect as caught:
+                jump = caught
+        if not _apply(conn, ex, jump):
+            return True
+        jump = None
+        route = ex.route
+        if route is not None and route.yields:
+            conn.loop.create_task(_whole(conn, ex, True))
+            return False
 
 
 def _apply(conn: HttpProtocol, ex: Exchange, jump: Redirect) -> bool:
@@ -428,62 +465,6 @@ def eof(ex: Exchange) -> None:
         conn.linger()  # HTTP/1.0: the body ends when the connection does
 
 
-# -- ngx.on_abort: the client went away before the answer was complete --
-
-ABORT_POLL = 0.1  # seconds between looks at the connection of a request that registered on_abort
-
-
-def on_abort(ex: Exchange, fn: Any, context: contextvars.Context) -> None:
-    """Call FN (in CONTEXT, the registering phase's) once the client of EX closes its side."""
-    more = ex.extra()
-    more.aborts.append((fn, context))
-    more.abort_task = asyncio.current_task()
-    if len(more.aborts) == 1:
-        ex.conn.loop.call_later(ABORT_POLL, _check_abort, ex)
-
-
-def _check_abort(ex: Exchange) -> None:
-    conn: Any = ex.conn
-    more = ex.extra()
-    if ex.done or more.aborted:
-        return
-    if not (conn.closed or conn.eof):
-        conn.loop.call_later(ABORT_POLL, _check_abort, ex)
-        return
-    more.aborted = True
-    for fn, context in more.aborts:
-        context.run(_call_abort, ex, fn)
-
-
-def _call_abort(ex: Exchange, fn: Any) -> None:
-    try:
-        result = fn()
-        if asyncio.iscoroutine(result):
-            ex.conn.loop.create_task(_await_abort(ex, result))
-    except Exit:
-        _end_aborted(ex)
-    except BaseException as exc:  # noqa: BLE001 - the user's callback
-        answers.log_error(ex.conn, ex, exc, "on_abort")  # type: ignore[arg-type]
-
-
-async def _await_abort(ex: Exchange, coro: Any) -> None:
-    try:
-        await coro
-    except Exit:
-        _end_aborted(ex)
-    except BaseException as exc:  # noqa: BLE001
-        answers.log_error(ex.conn, ex, exc, "on_abort")  # type: ignore[arg-type]
-
-
-def _end_aborted(ex: Exchange) -> None:
-    """ngx.exit in an on_abort callback ends the request (499 in the log, as nginx's client abort)."""
-    task = ex.extra().abort_task
-    if not ex.sent:
-        ex.status = 499
-    if task is not None and not task.done():
-        task.cancel()
-
-
 # -- the C path (pyngx.http._fast) runs a ``Route.quick`` location's steps itself; this is its way back --
 
 GO_ON, ANSWER, HANDED_OVER = range(3)
@@ -495,14 +476,7 @@ def step_raised(conn: HttpProtocol, ex: Exchange, name: str, exc: BaseException)
     if isinstance(exc, Exit):
         return ANSWER if _exited(ex, name, exc) else GO_ON
     if isinstance(exc, Redirect):
-        if _apply(conn, ex, exc):
-            route = ex.route
-            if route is not None and route.yields:
-                conn.loop.create_task(_whole(conn, ex, True))
-                return HANDED_OVER
-            if not _serve_plain(conn, ex):
-                return HANDED_OVER
-        if _answer(conn, ex):
+        if _serve_plain(conn, ex, exc) and _answer(conn, ex):
             _after(conn, ex)
         return HANDED_OVER
     if isinstance(exc, asyncio.CancelledError):

@@ -212,8 +212,29 @@ class Template:
         return "".join(out)
 
 
+# Query strings repeat from one request to the next (the same URLs are asked again): the
+# arguments of short ones without a repeated key are kept, parsed, and handed out as copies.
+ARGS_CACHED = 1024
+ARGS_CACHED_LEN = 256
+_ARGS: dict[str, dict[str, Any]] = {}
+kept_args = _ARGS.get  # the kept arguments of a query string, or None (copy them before use)
+
+
 def uri_args(query: str) -> dict[str, Any]:
-    """ngx.req.get_uri_args: a repeated key gives a list, a bare key True."""
+    """ngx.req.get_uri_args: a repeated key gives a list, a bare key True. A new dict each call."""
+    hit = _ARGS.get(query)
+    if hit is not None:
+        return hit.copy()
+    out = parse_args(query)
+    if len(query) <= ARGS_CACHED_LEN and list not in map(type, out.values()):
+        if len(_ARGS) >= ARGS_CACHED:
+            _ARGS.clear()
+        _ARGS[query] = out.copy()
+    return out
+
+
+def parse_args(query: str) -> dict[str, Any]:
+    """The arguments of QUERY (``a=1&b&a=2``), decoded: a repeated key gives a list, a bare key True."""
     out: dict[str, Any] = {}
     if not query:
         return out
