@@ -23,6 +23,9 @@ CURRENT: contextvars.ContextVar[Exchange | None] = contextvars.ContextVar("pyngx
 CHUNKED = b"Transfer-Encoding: chunked\r\n"
 CLOSE = b"Connection: close\r\n"
 KEEP_ALIVE = b"Connection: keep-alive\r\n"
+# Response headers nginx writes under its own name whatever the case user code set them in
+# (``ngx.header.content_type = ...`` sends ``Content-Type:``): it keeps them apart from the others.
+CANONICAL = {"content-type": "Content-Type"}
 # Headers the connection writes itself; a value set by user code is ignored.
 MANAGED = frozenset(("content-length", "transfer-encoding", "connection", "date", "server"))
 
@@ -241,7 +244,8 @@ def header_name(name: str) -> tuple[str, str]:
     hit = _NAMES.get(name)
     if hit is None:
         clean = clean_name(name)
-        hit = (clean, clean.lower())
+        key = clean.lower()
+        hit = (CANONICAL.get(key, clean), key)
         if type(name) is str:  # (a str subclass could hash as it likes)
             if len(_NAMES) >= NAMES_CACHED:
                 _NAMES.clear()
