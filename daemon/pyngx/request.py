@@ -20,7 +20,7 @@ from typing import Any
 
 from pyngx import log as _log
 from pyngx.errors import WrongContextError
-from pyngx.http import phases, replies, variables
+from pyngx.http import native, phases, replies, variables
 from pyngx.http.exchange import _NAMES, CURRENT, Exchange, clean_value, header_name
 from pyngx.http.route import PHASED
 from pyngx.runtime import core, phase
@@ -229,9 +229,32 @@ def _set_header(ex: Exchange, name: str, value: Any) -> None:
         hdrs[key] = (name, clean_value(value))
 
 
-class _Header:
+_fast = native.load()
+if _fast is not None:  # the common ngx.header[...] = ... in C; the rest comes to `_Header._set`
+    _fast.setup_header(_NAMES, _SETTABLE)
+    _HeaderBase: Any = _fast.HeaderBase
+else:
+    class _HeaderBase:
+        __slots__ = ()
+
+        def __setitem__(self, name: str, value: Any) -> None:
+            self._set(name, value)  # type: ignore[attr-defined]
+
+        def __delitem__(self, name: str) -> None:
+            self._set(name, None)  # type: ignore[attr-defined]
+
+        def __setattr__(self, name: str, value: Any) -> None:
+            self._set(name, value)  # type: ignore[attr-defined]
+
+        def __delattr__(self, name: str) -> None:
+            self._set(name, None)  # type: ignore[attr-defined]
+
+
+class _Header(_HeaderBase):
     """``ngx.header``: response headers by name, ``ngx.header["X-Foo"]`` or ``ngx.header.x_foo``."""
 
+    # Setting one (``ngx.header[NAME] = V``, ``ngx.header.NAME = V``, ``del``) goes through the base
+    # class: with the C extension, a name seen before with a str value is set right there.
     __slots__ = ()
 
     def __getitem__(self, name: str) -> Any:
@@ -240,7 +263,8 @@ class _Header:
         item = (ex.out_headers or {}).get(header_name(name)[1])
         return None if item is None else item[1]
 
-    def __setitem__(self, name: str, value: Any) -> None:
+    def _set(self, name: str, value: Any) -> None:
+        """Set (None: remove) the response header NAME."""
         ex = _current()
         if ex is not None and not ex.sent and not ex.done and _phase() in _SETTABLE:
             # the common case (a known name, a str without CR/LF), as `_set_header`, inline
@@ -259,30 +283,10 @@ class _Header:
             return
         _set_header(ex, name, value)
 
-    def __delitem__(self, name: str) -> None:
-        self.__setitem__(name, None)
-
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
         return self[name]
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        ex = _current()
-        if ex is not None and not ex.sent and not ex.done and _phase() in _SETTABLE:
-            hit = _NAMES.get(name)  # (as __setitem__)
-            if hit is not None and type(value) is str and "\n" not in value and "\r" not in value:
-                hdrs = ex.out_headers
-                if hdrs is None:
-                    ex.out_headers = {hit[1]: (hit[0], value)}
-                else:
-                    hdrs[hit[1]] = (hit[0], value)
-                return None
-            return _set_header(ex, name, value)
-        self[name] = value
-
-    def __delattr__(self, name: str) -> None:
-        self[name] = None
 
     def __contains__(self, name: str) -> bool:
         return self[name] is not None

@@ -87,7 +87,9 @@ typedef struct {
     /* the phases (setup_phases): the phase variable, the names of rewrite, access and content, and
        what to do when a phase's handler raises (phases.step_raised) */
     PyObject *phase_var, *phase_names[3], *step_raised;
-    PyObject *s_parse, *s_run, *s_finish, *s_raised, *s_failed, *s_write, *s_arm, *s_content_type, *s_next, *s_log_request;
+    /* ngx.header (setup_header): exchange._NAMES, the phases where headers may be set */
+    PyObject *header_names, *settable;
+    PyObject *s_parse, *s_run, *s_finish, *s_raised, *s_failed, *s_write, *s_arm, *s_content_type, *s_next, *s_log_request, *s_set;
 } State;
 
 static State S;
@@ -1067,7 +1069,93 @@ static PyTypeObject BaseType = {
     .tp_new = PyType_GenericNew,
 };
 
+/* -- ngx.header: setting a response header -- */
+
+static PyObject *
+setup_header(PyObject *module, PyObject *args)
+{
+    PyObject *names, *settable;
+    if (!PyArg_ParseTuple(args, "O!O!:setup_header", &PyDict_Type, &names, &PyFrozenSet_Type, &settable))
+        return NULL;
+    Py_INCREF(names);
+    Py_INCREF(settable);
+    Py_XSETREF(S.header_names, names);
+    Py_XSETREF(S.settable, settable);
+    Py_RETURN_NONE;
+}
+
+/* ngx.header[NAME] = VALUE (VALUE NULL: del): a name seen before and a str without CR or LF,
+   while the head may still be set, go straight into the exchange; the rest to ``_set``. */
+static int
+header_set(PyObject *self, PyObject *name, PyObject *value)
+{
+    if (S.ready && S.header_names != NULL && S.phase_var != NULL && value != NULL && PyUnicode_CheckExact(name)
+            && PyUnicode_CheckExact(value) && PyUnicode_FindChar(value, '\n', 0, PY_SSIZE_T_MAX, 1) == -1
+            && PyUnicode_FindChar(value, '\r', 0, PY_SSIZE_T_MAX, 1) == -1) {
+        PyObject *ex = NULL, *here = NULL;
+        if (PyContextVar_Get(S.current, NULL, &ex) < 0 || PyContextVar_Get(S.phase_var, NULL, &here) < 0) {
+            Py_XDECREF(ex);
+            return -1;
+        }
+        PyObject *hit = PyDict_GetItemWithError(S.header_names, name);
+        int done = 0;
+        if (ex != NULL && Py_IS_TYPE(ex, S.ex_type) && here != NULL && hit != NULL && PyTuple_CheckExact(hit)
+                && PyTuple_GET_SIZE(hit) == 2 && SLOT(ex, S.ex[E_SENT]) == Py_False
+                && SLOT(ex, S.ex[E_DONE]) == Py_False && PySet_Contains(S.settable, here) == 1) {
+            PyObject *hdrs = SLOT(ex, S.ex[E_OUT_HEADERS]);
+            if (hdrs == Py_None) {
+                hdrs = PyDict_New();
+                if (hdrs != NULL) {
+                    set_slot(ex, S.ex[E_OUT_HEADERS], hdrs);
+                    Py_DECREF(hdrs);
+                }
+            }
+            if (hdrs != NULL && PyDict_CheckExact(hdrs)) {
+                PyObject *item = PyTuple_Pack(2, PyTuple_GET_ITEM(hit, 0), value);
+                done = item == NULL ? -1 : PyDict_SetItem(hdrs, PyTuple_GET_ITEM(hit, 1), item) < 0 ? -1 : 1;
+                Py_XDECREF(item);
+            }
+            else if (hdrs == NULL)
+                done = -1;
+        }
+        Py_XDECREF(ex);
+        Py_XDECREF(here);
+        if (done < 0 || (done == 0 && PyErr_Occurred()))
+            return -1;
+        if (done)
+            return 0;
+    }
+    PyObject *r = PyObject_CallMethodObjArgs(self, S.s_set, name, value == NULL ? Py_None : value, NULL);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+static int
+header_setattr(PyObject *self, PyObject *name, PyObject *value)
+{
+    return header_set(self, name, value);
+}
+
+static PyMappingMethods header_mapping = {
+    .mp_ass_subscript = header_set,
+};
+
+static PyTypeObject HeaderBaseType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "pyngx.http._fast.HeaderBase",
+    .tp_basicsize = sizeof(Base),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "ngx.header's setting of a response header: the common case in C, the rest to ``_set``.",
+    .tp_as_mapping = &header_mapping,
+    .tp_setattro = header_setattr,
+    .tp_new = PyType_GenericNew,
+};
+
 static PyMethodDef module_methods[] = {
+    {"setup_header", setup_header, METH_VARARGS,
+     "setup_header(NAMES, SETTABLE): ngx.header's cleaned names and the phases that may set one."},
     {"setup_phases", setup_phases, METH_VARARGS,
      "setup_phases(phase_var, REWRITE, ACCESS, CONTENT, step_raised): run the common phased location too."},
     {"setup", setup, METH_VARARGS,
@@ -1101,13 +1189,22 @@ PyInit__fast(void)
     CONST(s_failed, PyUnicode_InternFromString("failed"));
     CONST(s_next, PyUnicode_InternFromString("next"));
     CONST(s_log_request, PyUnicode_InternFromString("log_request"));
+    CONST(s_set, PyUnicode_InternFromString("_set"));
     CONST(s_write, PyUnicode_InternFromString("write"));
     CONST(s_arm, PyUnicode_InternFromString("arm"));
     CONST(s_content_type, PyUnicode_InternFromString("content-type"));
 #undef CONST
+    if (PyType_Ready(&HeaderBaseType) < 0)
+        return NULL;
     PyObject *m = PyModule_Create(&module_def);
     if (m == NULL)
         return NULL;
+    Py_INCREF(&HeaderBaseType);
+    if (PyModule_AddObject(m, "HeaderBase", (PyObject *)&HeaderBaseType) < 0) {
+        Py_DECREF(&HeaderBaseType);
+        Py_DECREF(m);
+        return NULL;
+    }
     Py_INCREF(&BaseType);
     if (PyModule_AddObject(m, "Base", (PyObject *)&BaseType) < 0) {
         Py_DECREF(&BaseType);

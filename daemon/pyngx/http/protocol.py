@@ -15,13 +15,12 @@ The parse state changes only in `_move`, along the moves of ``MOVES``
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import TYPE_CHECKING, Any
 
 import httptools
 
 from pyngx import log
-from pyngx.http import answers, bodystream, phases, replies, static, uri
+from pyngx.http import answers, bodystream, native, phases, replies, static, uri
 from pyngx.http.connection import BODY, HEAD, IDLE, LINGER, Connection, Refused
 from pyngx.http.exchange import CURRENT, Exchange, Redirect
 from pyngx.http.limits import MAX_URI, RequestError, check_head, check_host
@@ -474,18 +473,8 @@ class HttpProtocol(Connection, asyncio.Protocol):
             self.queue = None
             self._wait_from(self.site.clock)
 
-def _c_path() -> Any:
-    """The C extension of plain requests, or None: not built, or PYNGX_HTTP_PURE=1 (to compare)."""
-    if os.environ.get("PYNGX_HTTP_PURE") == "1":
-        return None
-    try:
-        from pyngx.http import _fast
-    except ImportError:  # pragma: no cover - the extension is optional
-        return None
-    return _fast
 
-
-_fast = _c_path()
+_fast = native.load()
 if _fast is None:  # every read is parsed in Python
     FAST = False
     HttpProtocol.data_received = HttpProtocol.parse  # type: ignore[method-assign]
