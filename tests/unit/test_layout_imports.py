@@ -62,7 +62,7 @@ MODULE_STATE = {
     ("http/sendfile.py", "_dates"): "a cache of formatted dates",
     ("http/exchange.py", "_LOWER"): "a bounded cache of lower-cased request header names",
     ("http/exchange.py", "_NAMES"): "a bounded cache of cleaned response header names",
-    ("conf/parse.py", "_parser"): "the parser's reusable state",
+    ("conf/lalr.py", "_parser"): "the parser's reusable state",
     ("http/phases.py", "ARG"): "a constant table",
 }
 # who may make the record current (the process's start, a generation's init, the master's adopt)
