@@ -16,9 +16,12 @@ from pyngx.proc import pidfile, service, spawn
 from pyngx.proc.cycle import Cycle, CycleError
 from pyngx.runtime import core
 
-# Loaded in the master before the first fork, so every child shares their pages.
+# Loaded in the master before the first fork, so every child shares their pages: what a
+# worker needs to serve its first request (``pyngx.request``: ngx.say and the rest of a
+# content handler's API; `import pyngx` alone loads none of the API modules).
 PRELOAD = ("uvloop", "httptools", "msgpack", "pyngx.http.server", "pyngx.runtime.timers",
-           "pyngx.runtime.channel", "pyngx.runtime.eventbus", "pyngx.shm.shdict")
+           "pyngx.runtime.channel", "pyngx.runtime.ipcrequest", "pyngx.runtime.eventbus", "pyngx.shm.shdict",
+           "pyngx.request")
 
 
 Booted = tuple[spawn.Credentials | None, dict[tuple[str, int], socket.socket]]
