@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import signal
 import socket
 import time
@@ -176,6 +175,8 @@ def _max_requests() -> int:
     if config is None or core.RT.kind != state.WORKER or not config.worker_max_requests[0]:
         return 0
     n, jitter = config.worker_max_requests
+    import random  # only with worker_max_requests
+
     return n + random.randint(0, jitter)
 
 
