@@ -184,14 +184,20 @@ def preload() -> None:
     """Import what every child needs before forking (copy-on-write sharing)."""
     import importlib
 
-    for name in PRELOAD:
-        if name.startswith("pyngx."):
-            importlib.import_module(name)  # our own: a failure here is a bug to see at once
-            continue
-        try:
-            importlib.import_module(name)
-        except ImportError:  # a dependency missing: the child fails on it with the real error
-            pass
+    # boot_process turned bytecode writing off for the user's modules; these are ours and the
+    # dependencies': their bytecode is cached as the environment says (-B, PYTHONDONTWRITEBYTECODE)
+    write_off, sys.dont_write_bytecode = sys.dont_write_bytecode, bool(sys.flags.dont_write_bytecode)
+    try:
+        for name in PRELOAD:
+            if name.startswith("pyngx."):
+                importlib.import_module(name)  # our own: a failure here is a bug to see at once
+                continue
+            try:
+                importlib.import_module(name)
+            except ImportError:  # a dependency missing: the child fails on it with the real error
+                pass
+    finally:
+        sys.dont_write_bytecode = write_off
 
 
 def version() -> str:
