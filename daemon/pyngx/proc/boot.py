@@ -17,11 +17,12 @@ from pyngx.proc.cycle import Cycle, CycleError
 from pyngx.runtime import core
 
 # Loaded in the master before the first fork, so every child shares their pages: what a
-# worker needs to serve its first request (``pyngx.request``: ngx.say and the rest of a
-# content handler's API; `import pyngx` alone loads none of the API modules).
+# worker needs to serve its first request (`import pyngx` alone loads none of the API modules:
+# the common ones of a handler are here, ngx.say/header/var/exit, ngx.req, ngx.shared, ngx.timer,
+# whose own imports are in this list already).
 PRELOAD = ("uvloop", "httptools", "msgpack", "pyngx.http.server", "pyngx.runtime.timers",
            "pyngx.runtime.channel", "pyngx.runtime.ipcrequest", "pyngx.runtime.eventbus", "pyngx.shm.shdict",
-           "pyngx.request")
+           "pyngx.request", "pyngx.req", "pyngx.shared", "pyngx.timer")
 
 
 Booted = tuple[spawn.Credentials | None, dict[tuple[str, int], socket.socket]]
