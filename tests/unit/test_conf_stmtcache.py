@@ -58,6 +58,14 @@ def test_a_second_load_reads_the_statements_without_the_parser(prefix: Path) -> 
     assert first[0] == f"['a'] {prefix}/conf/pyngx.conf False"
 
 
+def test_texts_that_alternate_stay_cached(prefix: Path) -> None:
+    """The systemd unit tests with one -g text (ExecStartPre) and starts with another."""
+    _load_in_a_new_process(prefix, "pid logs/a.pid;")
+    _load_in_a_new_process(prefix, "daemon off; pid logs/a.pid;")
+    assert _load_in_a_new_process(prefix, "pid logs/a.pid;")[1] is False
+    assert _load_in_a_new_process(prefix, "daemon off; pid logs/a.pid;")[1] is False
+
+
 def test_the_same_config_either_way(prefix: Path) -> None:
     parsed = conf.load("conf/pyngx.conf", str(prefix), ["daemon off;"], reuse=False)
     cached = conf.load("conf/pyngx.conf", str(prefix), ["daemon off;"])

@@ -1,7 +1,8 @@
 """The statements of config texts parsed before, so that a start need not load the parser.
 
-Owns the cache files: one per config file (and one for the ``-g`` text) in
-``$XDG_CACHE_HOME/pyngx`` (default ``~/.cache/pyngx``). An entry holds the whole
+Owns the cache files: one per text parsed (a config file's, the ``-g`` text), named by
+a checksum of the text, its file name and path, in ``$XDG_CACHE_HOME/pyngx`` (default
+``~/.cache/pyngx``); the oldest go when there are more than ``KEEP``. An entry holds the whole
 text that was parsed, the name and path it was parsed under, the parser's
 fingerprint (size and modification time of the files that define the syntax, lark's
 included) and the statements. It is used only when all of these equal this parse's;
@@ -56,7 +57,7 @@ class StmtCache:
         try:
             if not self._private(os.lstat(self.dir)):
                 return None
-            with open(self._name(file, path), "rb", opener=_no_follow) as f:
+            with open(self._name(text, file, path), "rb", opener=_no_follow) as f:
                 if not self._private(os.fstat(f.fileno())):
                     return None
                 data = f.read()
@@ -71,7 +72,7 @@ class StmtCache:
         """Remember the statements of TEXT (parsed under FILE and PATH); failures are ignored."""
         if self.fingerprint is None:
             return
-        name = self._name(file, path)
+        name = self._name(text, file, path)
         tmp = f"{name}.{os.getpid()}.tmp"
         try:
             data = marshal.dumps((FORMAT, self.fingerprint, file, path, text, [_row(st, file, path) for st in stmts]))
@@ -89,9 +90,10 @@ class StmtCache:
             except OSError:
                 pass
 
-    def _name(self, file: str, path: str) -> str:
-        # a clash of two files' names only costs a miss: the entry names its file and path
-        key = zlib.crc32("\0".join((path, file)).encode(errors="surrogatepass"))
+    def _name(self, text: str, file: str, path: str) -> str:
+        # by content: `pyngx -t -g A` then a start with `-g B` (the systemd unit) both stay cached.
+        # A clash of two checksums only costs a miss: the entry holds its text, file and path.
+        key = zlib.crc32("\0".join((path, file, text)).encode(errors="surrogatepass"))
         return os.path.join(self.dir, f"{key:08x}.stmts")
 
     @staticmethod
