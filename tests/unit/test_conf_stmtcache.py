@@ -66,6 +66,20 @@ def test_texts_that_alternate_stay_cached(prefix: Path) -> None:
     assert _load_in_a_new_process(prefix, "daemon off; pid logs/a.pid;")[1] is False
 
 
+def test_another_current_directory_reads_the_same_entry_with_its_own_file_names(prefix: Path) -> None:
+    code = ("import sys\nfrom pyngx import conf\n"
+            f"c = conf.load({str(prefix / 'conf' / 'pyngx.conf')!r}, {str(prefix)!r})\n"
+            "print(c.http.servers[0].file, 'lark' in sys.modules)")
+    env = {**os.environ, "XDG_CACHE_HOME": str(prefix / "cache")}
+    shown = []
+    for cwd in (prefix, prefix / "conf", prefix / "conf"):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env,
+                             cwd=cwd)
+        assert out.returncode == 0, out.stderr
+        shown.append(out.stdout.split())
+    assert shown == [["conf/pyngx.conf", "True"], ["pyngx.conf", "False"], ["pyngx.conf", "False"]]
+
+
 def test_the_same_config_either_way(prefix: Path) -> None:
     parsed = conf.load("conf/pyngx.conf", str(prefix), ["daemon off;"], reuse=False)
     cached = conf.load("conf/pyngx.conf", str(prefix), ["daemon off;"])

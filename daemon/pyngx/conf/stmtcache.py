@@ -1,12 +1,13 @@
 """The statements of config texts parsed before, so that a start need not load the parser.
 
 Owns the cache files: one per text parsed (a config file's, the ``-g`` text), named by
-a checksum of the text, its file name and path, in ``$XDG_CACHE_HOME/pyngx`` (default
+a checksum of the text and its path, in ``$XDG_CACHE_HOME/pyngx`` (default
 ``~/.cache/pyngx``); the oldest go when there are more than ``KEEP``. An entry holds the whole
-text that was parsed, the name and path it was parsed under, the parser's
-fingerprint (size and modification time of the files that define the syntax, lark's
-included) and the statements. It is used only when all of these equal this parse's;
-otherwise the text is parsed for real and the entry rewritten. Importing lark is
+text that was parsed, the path it was read from, the parser's fingerprint (size and
+modification time of the files that define the syntax, lark's included) and the statements.
+It is used only when all of these equal this parse's; otherwise the text is parsed for real
+and the entry rewritten. The file's name as messages show it (relative to the current
+directory) is not kept: the statements get this parse's, as the parser would give them. Importing lark is
 about a tenth of a start's CPU; the statements of a small file load in microseconds.
 
 The statements hold the config's Python, so only a directory and files that belong
@@ -25,7 +26,7 @@ from typing import Any
 
 from pyngx.conf.parse import Stmt
 
-FORMAT = 1
+FORMAT = 2
 KEEP = 64  # cache files kept; a write that finds more removes the oldest
 SYNTAX = ("grammar.lark", "lalr.py", "parse.py", "pyblock.py")  # beside this file: what the statements depend on
 
@@ -51,31 +52,31 @@ class StmtCache:
         return cls(os.path.join(base, "pyngx"), read)
 
     def get(self, text: str, file: str, path: str) -> list[Stmt] | None:
-        """The statements TEXT was parsed into under FILE and PATH, or None (not cached, or changed)."""
+        """The statements TEXT (read from PATH, shown as FILE) parses into, or None (not cached, or changed)."""
         if not self.read or self.fingerprint is None:
             return None
         try:
             if not self._private(os.lstat(self.dir)):
                 return None
-            with open(self._name(text, file, path), "rb", opener=_no_follow) as f:
+            with open(self._name(text, path), "rb", opener=_no_follow) as f:
                 if not self._private(os.fstat(f.fileno())):
                     return None
                 data = f.read()
-            form, printed, was_file, was_path, was_text, rows = marshal.loads(data)
-            if (form, printed, was_file, was_path, was_text) != (FORMAT, self.fingerprint, file, path, text):
+            form, printed, was_path, was_text, rows = marshal.loads(data)
+            if (form, printed, was_path, was_text) != (FORMAT, self.fingerprint, path, text):
                 return None
             return [_stmt(row, file, path) for row in rows]
         except Exception:  # noqa: BLE001 - a missing, foreign or broken entry is a miss, whatever it holds
             return None
 
     def put(self, text: str, file: str, path: str, stmts: list[Stmt]) -> None:
-        """Remember the statements of TEXT (parsed under FILE and PATH); failures are ignored."""
+        """Remember the statements of TEXT (read from PATH, shown as FILE); failures are ignored."""
         if self.fingerprint is None:
             return
-        name = self._name(text, file, path)
+        name = self._name(text, path)
         tmp = f"{name}.{os.getpid()}.tmp"
         try:
-            data = marshal.dumps((FORMAT, self.fingerprint, file, path, text, [_row(st, file, path) for st in stmts]))
+            data = marshal.dumps((FORMAT, self.fingerprint, path, text, [_row(st, file, path) for st in stmts]))
             os.makedirs(self.dir, mode=0o700, exist_ok=True)
             if not self._private(os.lstat(self.dir)):
                 return
@@ -90,10 +91,10 @@ class StmtCache:
             except OSError:
                 pass
 
-    def _name(self, text: str, file: str, path: str) -> str:
+    def _name(self, text: str, path: str) -> str:
         # by content: `pyngx -t -g A` then a start with `-g B` (the systemd unit) both stay cached.
-        # A clash of two checksums only costs a miss: the entry holds its text, file and path.
-        key = zlib.crc32("\0".join((path, file, text)).encode(errors="surrogatepass"))
+        # A clash of two checksums only costs a miss: the entry holds its text and path.
+        key = zlib.crc32("\0".join((path, text)).encode(errors="surrogatepass"))
         return os.path.join(self.dir, f"{key:08x}.stmts")
 
     @staticmethod
