@@ -1,21 +1,19 @@
 """The ``ngx`` object: ``import pyngx as ngx``; in config code it is the global ``ngx``.
 
-Re-exports of the public API modules and OpenResty's constants; no logic.
-The module's class is swapped for one with properties so that ``ngx.status``,
+Re-exports of the public API modules and OpenResty's constants; no logic. The
+API modules are imported on first use, so a process loads only what its code
+touches (a start, ``pyngx -t`` and ``-s`` need none of them). The module's class is swapped for one with properties so that ``ngx.status``,
 ``ngx.ctx`` and ``ngx.headers_sent`` read the current request.
 """
 from __future__ import annotations
 
+import importlib
 import sys
 import types
 from typing import Any
 
-from pyngx import errors, events, ipc, pipe, process, shell
-from pyngx import flow as _flow
-from pyngx import request as _request
-from pyngx import timer
-from pyngx import worker as _worker
-from pyngx.base import log, now, run_worker_thread, sleep, time, update_time
+from pyngx import errors
+from pyngx import log as log  # the module is callable: ngx.log(level, ...)
 from pyngx.errors import (
     ClosedError,
     Error,
@@ -32,28 +30,40 @@ from pyngx.errors import (
     WrongContextError,
 )
 from pyngx.log import ALERT, CRIT, DEBUG, EMERG, ERR, INFO, NOTICE, STDERR, WARN
-from pyngx.req import req
-from pyngx.shared import shared
 
 __version__ = "0.1.0"
 
-worker = _worker
-config = _worker.config
+# The rest of the API is imported on first use (PEP 562 ``__getattr__`` below): a start, the
+# master, ``pyngx -t`` and a worker load only the modules their code touches. NAME -> (module,
+# attribute; "" for the module itself).
+_LAZY = {
+    "events": ("pyngx.events", ""), "ipc": ("pyngx.ipc", ""), "pipe": ("pyngx.pipe", ""),
+    "process": ("pyngx.process", ""), "shell": ("pyngx.shell", ""), "timer": ("pyngx.timer", ""),
+    "worker": ("pyngx.worker", ""), "config": ("pyngx.worker", "config"),
+    "now": ("pyngx.base", "now"), "run_worker_thread": ("pyngx.base", "run_worker_thread"),
+    "sleep": ("pyngx.base", "sleep"), "time": ("pyngx.base", "time"), "update_time": ("pyngx.base", "update_time"),
+    **{name: ("pyngx.request", name) for name in ("say", "print", "flush", "exit", "redirect", "header", "var")},
+    **{name: ("pyngx.flow", name) for name in ("exec", "location", "send_headers", "eof", "on_abort", "arg",
+                                               "get_phase")},
+    "req": ("pyngx.req", "req"), "shared": ("pyngx.shared", "shared"),
+}
+# ngx.req and ngx.shared are objects named like their modules (pyngx/req.py, pyngx/shared.py):
+# when the import system binds such a module here, _Ngx.__setattr__ binds its object instead.
+_OBJECTS = ("req", "shared")
 
-say = _request.say
-print = _request.print  # noqa: A001 - OpenResty's name
-flush = _request.flush
-exit = _request.exit  # noqa: A001 - OpenResty's name
-redirect = _request.redirect
-header = _request.header
-var = _request.var
-exec = _flow.exec  # noqa: A001 - OpenResty's name
-location = _flow.location
-send_headers = _flow.send_headers
-eof = _flow.eof
-on_abort = _flow.on_abort
-arg = _flow.arg
-get_phase = _flow.get_phase
+
+def __getattr__(name: str) -> Any:
+    """The API name NAME, imported on its first use and kept in the module (later reads are plain)."""
+    try:
+        module, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'pyngx' has no attribute '{name}'") from None
+    value = importlib.import_module(module)
+    if attr:
+        value = getattr(value, attr)
+    globals()[name] = value
+    return value
+
 
 OK = 0
 ERROR = -1
@@ -115,26 +125,39 @@ HTTP_VERSION_NOT_SUPPORTED = 505
 HTTP_INSUFFICIENT_STORAGE = 507
 
 
+def _request() -> types.ModuleType:
+    from pyngx import request
+
+    return request
+
+
 class _Ngx(types.ModuleType):
     """The pyngx module with ``status`` and ``ctx`` as properties of the current request."""
 
     @property
     def status(self) -> int:
         """The response status (get and set; 200 unless set). Set after the head was sent: logged, ignored."""
-        return _request.get_status()
+        return _request().get_status()
 
     @status.setter
     def status(self, value: int) -> None:
-        _request.set_status(value)
+        _request().set_status(value)
 
     @property
     def ctx(self) -> dict[str, Any]:
         """A dict for the current request only: data shared by its code, gone when it ends."""
-        return _request.get_ctx()
+        return _request().get_ctx()
 
     @property
     def headers_sent(self) -> bool:
-        return _flow.headers_sent()
+        from pyngx import flow
+
+        return flow.headers_sent()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _OBJECTS and isinstance(value, types.ModuleType):  # `import pyngx.req` binds the module
+            value = getattr(value, name)
+        super().__setattr__(name, value)
 
     def __dir__(self) -> list[str]:
         # the API only: not the submodules the import system sets here (runtime, proc, conf, ...)

@@ -200,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(opts: Options, prefix: str, conf_path: str, argv: list[str]) -> int:
     shown = display_path(os.path.normpath(os.path.join(os.path.abspath(prefix), conf_path)))
     try:
-        config = conf.load(conf_path, prefix, opts.extra)
+        config = conf.load(conf_path, prefix, opts.extra, reuse=not (opts.test or opts.dump))
     except conf.ConfError as exc:
         _err(f"[emerg] {exc}")
         if opts.test or opts.dump:

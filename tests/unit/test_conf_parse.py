@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pyngx.conf import ConfError, parse, pyblock
+from pyngx.conf import ConfError, lalr, parse, pyblock
 from pyngx.conf.parse import Stmt
 
 # Python bodies (what follows "{") and the text after their closing "}".
@@ -110,24 +110,24 @@ def _run(code: str) -> str:
 NO_BUILD = ("import lark.lark\n"
             "def refuse(*a, **k): raise AssertionError('tables rebuilt')\n"
             "lark.lark.load_grammar = refuse\n"
-            "from pyngx.conf import parse\n")
+            "from pyngx.conf import lalr, parse\n")
 
 
 def test_a_start_loads_the_parser_tables_from_lark_s_cache() -> None:
-    parse.parser()  # this process has built (or loaded) them: the cache file exists
-    assert parse.CACHE.is_file()
+    lalr.parser()  # this process has built (or loaded) them: the cache file exists
+    assert lalr.CACHE.is_file()
     assert _run(NO_BUILD + "print(parse.parse_text('a b;', 'f.conf')[0].args)") == "('b',)"
 
 
 def test_a_stale_or_broken_cache_is_rebuilt(tmp_path: Path) -> None:
     cache = tmp_path / "grammar.lark.cache"
     cache.write_bytes(b"not lark's\n\x80garbage")
-    code = ("import pathlib\nfrom pyngx.conf import parse\n"
-            f"parse.CACHE = pathlib.Path({str(cache)!r})\n"
+    code = ("import pathlib\nfrom pyngx.conf import lalr, parse\n"
+            f"lalr.CACHE = pathlib.Path({str(cache)!r})\n"
             "print(parse.parse_text('a b;', 'f.conf')[0].args)")
     assert _run(code) == "('b',)"
     assert cache.read_bytes().startswith(b"\x80") is False and cache.stat().st_size > 1000
-    assert _run(NO_BUILD + f"import pathlib\nparse.CACHE = pathlib.Path({str(cache)!r})\n"
+    assert _run(NO_BUILD + f"import pathlib\nlalr.CACHE = pathlib.Path({str(cache)!r})\n"
                 "print(parse.parse_text('a b;', 'f.conf')[0].args)") == "('b',)"
 
 

@@ -65,7 +65,7 @@ MODULE_STATE = {
     ("http/exchange.py", "_LINES"): "a bounded cache of rendered response header lines",
     ("http/variables.py", "_ARGS"): "a bounded cache of parsed query strings",
     ("shared.py", "_WRAPPED"): "the wrappers of zones, each checked against core.RT.shdicts when read",
-    ("conf/parse.py", "_parser"): "the parser's reusable state",
+    ("conf/lalr.py", "_parser"): "the parser's reusable state",
     ("http/phases.py", "ARG"): "a constant table",
 }
 # who may make the record current (the process's start, a generation's init, the master's adopt)

@@ -17,6 +17,7 @@ from pyngx.conf.model import (Chunk, ChunkKind, ClusterConf, Config, HttpConf, L
 from pyngx.conf.parse import ConfError as ConfError
 from pyngx.conf.parse import Stmt
 from pyngx.conf.pycode import compile_chunk
+from pyngx.conf.stmtcache import StmtCache
 
 ConfError.__module__ = "pyngx.conf"
 COMMAND_LINE = "command line"
@@ -53,16 +54,18 @@ class _Loader:
             raise ConfError(f"invalid Python: {exc}", shown, line) from None
 
 
-def load(path: str, prefix: str, extra: Sequence[str] = ()) -> Config:
+def load(path: str, prefix: str, extra: Sequence[str] = (), *, reuse: bool = True) -> Config:
     """Read the config at PATH (relative: under PREFIX), with the -g directives EXTRA.
 
-    Raises ConfError.
+    A text parsed before comes from the statement cache unless REUSE is false (``-t``
+    parses every file, and refreshes the cache). Raises ConfError.
     """
     prefix = os.path.abspath(prefix or ".")
     main_path = os.path.normpath(os.path.join(prefix, path))
     files: list[str] = []
-    stmts = parse.parse_file(main_path, files)
-    extra_stmts = [_command_line(st) for text in extra for st in _parse_extra(text)]
+    cache = StmtCache.default(read=reuse)
+    stmts = parse.parse_file(main_path, files, cache=cache)
+    extra_stmts = [_command_line(st) for text in extra for st in _parse_extra(text, cache)]
     for st in extra_stmts:
         if st.name == "include":
             raise ConfError('"include" directive is not allowed here', COMMAND_LINE, 0)
@@ -90,9 +93,9 @@ def dump(path: str, prefix: str) -> str:
     return "".join(out)
 
 
-def _parse_extra(text: str) -> list[Stmt]:
+def _parse_extra(text: str, cache: StmtCache | None) -> list[Stmt]:
     try:
-        return parse.parse_text(text, COMMAND_LINE)
+        return parse.parse_text(text, COMMAND_LINE, "", cache)
     except ConfError as exc:
         raise ConfError(exc.message, COMMAND_LINE, 0) from None
 

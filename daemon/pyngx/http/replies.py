@@ -6,9 +6,12 @@ Knows nothing of connections or requests.
 """
 from __future__ import annotations
 
+import time
 from http import HTTPStatus
 
 SERVER = "pyngx"
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 # nginx's own reason phrases where they differ from the RFC names Python knows.
 _REASONS = {
@@ -23,6 +26,17 @@ _REASONS = {
 }
 
 NO_BODY = frozenset((204, 304))  # and every 1xx (RFC 9110 §6.4.1)
+
+
+def http_date(seconds: float) -> str:
+    """``Thu, 03 Dec 2026 08:23:17 GMT``: RFC 9110's IMF-fixdate, in English whatever the locale.
+
+    What ``email.utils.formatdate(seconds, usegmt=True)`` writes, without its import (email
+    and its charsets: a twentieth of a start).
+    """
+    t = time.gmtime(seconds)
+    return (f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year:04d} "
+            f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT")
 
 
 def reason(code: int) -> str:

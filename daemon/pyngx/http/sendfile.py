@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import errno
 import os
-from calendar import timegm
-from email.utils import formatdate, parsedate
 from itertools import count
 from typing import TYPE_CHECKING, Union
 
@@ -45,11 +43,14 @@ def http_date(mtime: int) -> str:
     if text is None:
         if len(_dates) > 4096:
             _dates.clear()
-        text = _dates[mtime] = formatdate(mtime, usegmt=True)
+        text = _dates[mtime] = replies.http_date(mtime)
     return text
 
 
 def _parse_date(value: bytes) -> int | None:
+    from calendar import timegm  # here: email's import is a twentieth of a start, and few requests
+    from email.utils import parsedate  # carry a date to compare
+
     parsed = parsedate(value.decode("latin-1"))
     if parsed is None:
         return None

@@ -11,24 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import signal
 import socket
 import time
 from collections.abc import Mapping
-from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 
 from pyngx import log
 from pyngx.conf.directives import default
 from pyngx.conf.model import HttpConf
 from pyngx.http import exchange
-from pyngx.http import status as status_page
 from pyngx.http.accept import Acceptor
 from pyngx.http.accesslog import AccessLog
 from pyngx.http.connection import Connection
 from pyngx.http.protocol import HttpProtocol
-from pyngx.http.replies import SERVER
+from pyngx.http.replies import SERVER, http_date
 from pyngx.http.route import Vhosts, build
 from pyngx.http.site import Site
 from pyngx.runtime import core, lifecycle, state
@@ -120,13 +117,15 @@ class HttpServer:
 
     def _render_status(self, ex: Exchange) -> tuple[bytes, str]:
         """The status page's body and content type for EX (`Site.render_status`)."""
-        return status_page.render(self, ex)
+        from pyngx.http import status  # only where pyngx_status is served: json and metrics are not a start's
+
+        return status.render(self, ex)
 
     # -- once per tick --
     def _tick(self) -> None:
         site = self.site
         site.clock = clock = self.loop.time()
-        site.date_server = f"Server: {SERVER}\r\nDate: {formatdate(time.time(), usegmt=True)}\r\n".encode("latin-1")
+        site.date_server = f"Server: {SERVER}\r\nDate: {http_date(time.time())}\r\n".encode("latin-1")
         site.expire_due(clock)
         site.shrink_idle(clock)
         self.publish()
@@ -176,6 +175,8 @@ def _max_requests() -> int:
     if config is None or core.RT.kind != state.WORKER or not config.worker_max_requests[0]:
         return 0
     n, jitter = config.worker_max_requests
+    import random  # only with worker_max_requests
+
     return n + random.randint(0, jitter)
 
 

@@ -16,9 +16,13 @@ from pyngx.proc import pidfile, service, spawn
 from pyngx.proc.cycle import Cycle, CycleError
 from pyngx.runtime import core
 
-# Loaded in the master before the first fork, so every child shares their pages.
+# Loaded in the master before the first fork, so every child shares their pages: what a
+# worker needs to serve its first request (`import pyngx` alone loads none of the API modules:
+# the common ones of a handler are here, ngx.say/header/var/exit, ngx.req, ngx.shared, ngx.timer,
+# whose own imports are in this list already).
 PRELOAD = ("uvloop", "httptools", "msgpack", "pyngx.http.server", "pyngx.runtime.timers",
-           "pyngx.runtime.channel", "pyngx.runtime.eventbus", "pyngx.shm.shdict")
+           "pyngx.runtime.channel", "pyngx.runtime.ipcrequest", "pyngx.runtime.eventbus", "pyngx.shm.shdict",
+           "pyngx.request", "pyngx.req", "pyngx.shared", "pyngx.timer")
 
 
 Booted = tuple[spawn.Credentials | None, dict[tuple[str, int], socket.socket]]
@@ -181,14 +185,20 @@ def preload() -> None:
     """Import what every child needs before forking (copy-on-write sharing)."""
     import importlib
 
-    for name in PRELOAD:
-        if name.startswith("pyngx."):
-            importlib.import_module(name)  # our own: a failure here is a bug to see at once
-            continue
-        try:
-            importlib.import_module(name)
-        except ImportError:  # a dependency missing: the child fails on it with the real error
-            pass
+    # boot_process turned bytecode writing off for the user's modules; these are ours and the
+    # dependencies': their bytecode is cached as the environment says (-B, PYTHONDONTWRITEBYTECODE)
+    write_off, sys.dont_write_bytecode = sys.dont_write_bytecode, bool(sys.flags.dont_write_bytecode)
+    try:
+        for name in PRELOAD:
+            if name.startswith("pyngx."):
+                importlib.import_module(name)  # our own: a failure here is a bug to see at once
+                continue
+            try:
+                importlib.import_module(name)
+            except ImportError:  # a dependency missing: the child fails on it with the real error
+                pass
+    finally:
+        sys.dont_write_bytecode = write_off
 
 
 def version() -> str:

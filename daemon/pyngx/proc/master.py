@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from pyngx import log
 from pyngx.conf.model import Config
-from pyngx.proc import boot, pidfile, service, single, spawn, stalls
+from pyngx.proc import boot, pidfile, service, spawn
 from pyngx.proc import cycle as cycles
 from pyngx.proc.child import parse_status
 from pyngx.proc.cycle import Cycle, CycleError
@@ -64,6 +64,8 @@ class Pending:
 def serve(config: Config, argv: list[str], conf_path: str, prefix: str, extra: list[str]) -> int:
     """Run the daemon described by CONFIG until it stops; returns the exit code."""
     if not config.master_process:
+        from pyngx.proc import single
+
         return single.serve(config, argv, conf_path, prefix, extra)
     # Held until the loop can act on them: a HUP during a slow init_by_python must not
     # kill the master with the default action (nginx blocks its signals just as early).
@@ -270,6 +272,8 @@ class Master:
         if self.pending is not None and now >= self.pending.deadline:
             self.generation_settled(False, f"new worker processes not ready after {READY_TIMEOUT:g}s")
         if now >= self.stall_check_at:
+            from pyngx.proc import stalls  # the master's alone, imported after its first forks
+
             stalls.replace(self.tree, self.children, self.stalled, self.cycle.config.worker_stall_timeout)
             self.stall_check_at = now + stalls.interval(self.cycle.config.worker_stall_timeout)
         if self.kill_at is not None and now >= self.kill_at:

@@ -117,6 +117,7 @@ class Runtime(Process):
     def start(self, max_pending: int, max_running: int) -> None:
         """Make the parts every serving process has, in the order of ``STEPS``."""
         from pyngx.runtime import channel, timers
+        from pyngx.runtime import ipcrequest  # noqa: F401 - answers IPC requests here, even with no handler
 
         makers = {"timers": lambda: timers.start(self, max_pending, max_running),
                   "channel": lambda: channel.start(self)}

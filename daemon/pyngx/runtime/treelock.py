@@ -19,15 +19,15 @@ process's locks on it, so the descriptor is never duplicated or reopened.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
-import tempfile
 
 
 def _open() -> int:
     try:
         return os.memfd_create("pyngx-tree-locks", os.MFD_CLOEXEC)
     except (AttributeError, OSError):  # pragma: no cover - kernels without memfd
+        import tempfile
+
         fd, path = tempfile.mkstemp(prefix="pyngx-tree-locks-")
         os.unlink(path)
         os.set_inheritable(fd, False)
@@ -39,6 +39,8 @@ FD = _open()
 
 def offset(name: str) -> int:
     """The byte that stands for NAME (a 56-bit hash: no collisions in practice)."""
+    import hashlib  # here: OpenSSL's initialisation is not a start's (the master imports this module)
+
     return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=7).digest(), "big")
 
 

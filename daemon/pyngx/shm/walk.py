@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 import time
 import zlib
 from typing import TYPE_CHECKING, Any
@@ -206,6 +205,8 @@ def save(zone: Zone, path: str) -> None:
         parts += (_REC.pack(exp, flags, vt, len(kb), len(raw)), kb, raw)
     body = b"".join(parts)
     directory = os.path.dirname(os.path.abspath(path))
+    import tempfile  # here: with shutil and random, not a start's
+
     fd, tmp = tempfile.mkstemp(prefix=".shdict-", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
