@@ -10,6 +10,15 @@ import pytest
 from support import Daemon
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The daemons of the tests (and the tests) keep their config statement cache in the
+    session's temporary directory, not in the home directory of whoever runs them."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+        yield
+
+
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
     """daemon(conf_text, start=True, **kw) -> a running Daemon; stopped by pid after the test.
