@@ -108,7 +108,10 @@ LOCATIONS = (
     LocationConf("=", "/content-boom", None, access=chunk('pass'), content=chunk('raise ValueError("c")')),
     LocationConf("=", "/content-exit", None, access=chunk('pass'), content=chunk('ngx.say("x")\nngx.exit(201)')),
     LocationConf("=", "/logged", None, access=chunk('pass'), content=chunk('ngx.say("l")'),
-                 log=chunk('ngx.log(ngx.INFO, "logged")')),
+                 log=chunk('LOGGED.append((ngx.get_phase(), ngx.var.uri, ngx.status))')),
+    LocationConf("=", "/log-boom", None, content=chunk('ngx.say("b")'), log=chunk('raise ValueError("in log")')),
+    LocationConf("=", "/log-exit", None, content=chunk('ngx.say("e")'),
+                 log=chunk('ngx.exit(ngx.OK)\nLOGGED.append("never")')),
     LocationConf("=", "/async", None, content=chunk('await ngx.sleep(0)\nngx.say("later")')),
 )
 
@@ -139,7 +142,7 @@ CASES = {
     "not-found-cached": b"GET /nothing/here HTTP/1.1\r\n" + H + b"\r\n",
     "phases": b"".join(b"GET /%s HTTP/1.1\r\n" % p + H + b"X-Token: secret\r\n\r\n" for p in (
         b"guarded", b"steps", b"access-says", b"access-boom", b"access-error", b"access-exec", b"content-boom",
-        b"content-exit", b"logged")) + b"GET /guarded HTTP/1.1\r\n" + H + b"\r\n",
+        b"content-exit", b"logged", b"log-boom", b"log-exit", b"logged")) + b"GET /guarded HTTP/1.1\r\n" + H + b"\r\n",
     "phases-far": b"GET /access-exec-far HTTP/1.1\r\n" + H + b"\r\n" + b"GET /steps HTTP/1.1\r\n" + H + b"\r\n",
     "async-then-plain": b"GET /async HTTP/1.1\r\n" + H + b"\r\n" + b"GET / HTTP/1.1\r\n" + H + b"\r\n",
     "partial-next": b"GET / HTTP/1.1\r\n" + H + b"\r\n" + b"GET / HT",
@@ -196,13 +199,16 @@ def server() -> Iterator[HttpServer]:
 
 
 def answer(server: HttpServer, data: bytes, *, python_only: bool) -> tuple[bytes, Any]:
+    logged = core.RT.globals.setdefault("LOGGED", [])
+    logged.clear()
     conn = HttpProtocol(server.site, server.vhosts[("127.0.0.1", 1)])
     transport = Transport()
     conn.connection_made(transport)
     (conn.parse if python_only else conn.data_received)(data)
     server.site.loop.run_until_complete(asyncio.sleep(0.01))  # an async handler's task
     out = re.sub(rb"\n\[[^\n]*", b"", bytes(transport.out))
-    return out, (conn.state, conn.requests, conn.closed, conn.busy, transport.ended, conn.parser is None)
+    return out, (conn.state, conn.requests, conn.closed, conn.busy, transport.ended, conn.parser is None,
+                 list(logged))
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -217,7 +223,9 @@ def test_the_c_path_answers_as_python_does(server: HttpServer, name: str) -> Non
         # client_header_timeout runs for it (the Python path alone counts it from the next read)
         assert c_state[0] == HEAD and python_state[0] == IDLE
         c_state = python_state[:1] + c_state[1:]
-    assert c_state[:5] == python_state[:5]
+    assert c_state[:5] == python_state[:5] and c_state[6] == python_state[6]  # (6: what log phases saw)
+    if name == "phases":
+        assert c_state[6] == [("log", "/logged", 200)] * 2
     if name in C_ONLY:
         assert c_state[5], "the C path took this case on its own"
     assert python_out.startswith(b"HTTP/1.") or name in ("444", "body-partial")  # (444: closed; the rest of a body awaited)

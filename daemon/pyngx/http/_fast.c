@@ -71,8 +71,9 @@ enum { S_CLOCK, S_KEEPALIVE, S_DATE_SERVER, S_CONTENT_CTX, S_DRAINING, S_ACCESS,
 static const char *SITE_NAMES[S_N] = {"clock", "keepalive", "date_server", "content_ctx", "draining", "access",
                                       "n_requests", "fresh"};
 
-enum { R_PLAIN, R_QUICK, R_HANDLER, R_CTYPE, R_REWRITE, R_ACCESS, R_MAX_BODY, R_N };
-static const char *ROUTE_NAMES[R_N] = {"plain", "quick", "handler", "ctype", "rewrite", "access", "max_body"};
+enum { R_PLAIN, R_QUICK, R_HANDLER, R_CTYPE, R_REWRITE, R_ACCESS, R_LOG, R_MAX_BODY, R_N };
+static const char *ROUTE_NAMES[R_N] = {"plain", "quick", "handler", "ctype", "rewrite", "access", "log",
+                                       "max_body"};
 
 typedef struct {
     int ready;
@@ -86,7 +87,7 @@ typedef struct {
     PyObject *managed;   /* exchange.MANAGED: response headers the connection writes itself */
     /* the phases (setup_phases): the phase variable, the names of rewrite, access and content, and
        what to do when a phase's handler raises (phases.step_raised) */
-    PyObject *phase_var, *phase_names[3], *step_raised;
+    PyObject *phase_var, *phase_names[4], *step_raised;
     /* ngx.header (setup_header): exchange._NAMES, the phases where headers may be set */
     PyObject *header_names, *settable;
     PyObject *s_parse, *s_run, *s_finish, *s_raised, *s_failed, *s_write, *s_arm, *s_content_type, *s_next, *s_log_request, *s_set;
@@ -179,18 +180,19 @@ setup(PyObject *module, PyObject *args)
 static PyObject *
 setup_phases(PyObject *module, PyObject *args)
 {
-    PyObject *var, *rewrite, *access, *content, *raised;
-    if (!PyArg_ParseTuple(args, "OUUUO:setup_phases", &var, &rewrite, &access, &content, &raised))
+    PyObject *var, *rewrite, *access, *content, *log, *raised;
+    if (!PyArg_ParseTuple(args, "OUUUUO:setup_phases", &var, &rewrite, &access, &content, &log, &raised))
         return NULL;
     if (!PyContextVar_CheckExact(var) || !PyCallable_Check(raised)) {
         PyErr_SetString(PyExc_TypeError, "setup_phases: a context variable and a callable are needed");
         return NULL;
     }
-    Py_INCREF(var); Py_INCREF(rewrite); Py_INCREF(access); Py_INCREF(content); Py_INCREF(raised);
+    Py_INCREF(var); Py_INCREF(rewrite); Py_INCREF(access); Py_INCREF(content); Py_INCREF(log); Py_INCREF(raised);
     S.phase_var = var;
     S.phase_names[0] = rewrite;
     S.phase_names[1] = access;
     S.phase_names[2] = content;
+    S.phase_names[3] = log;
     S.step_raised = raised;
     Py_RETURN_NONE;
 }
@@ -800,6 +802,22 @@ quick_steps(PyObject *self, PyObject *site, PyObject *ex, PyObject *route)
             return -1;
         Py_DECREF(r);
     }
+    PyObject *log = SLOT(route, S.route[R_LOG]);
+    if (log != NULL && log != Py_None) {  /* the log phase, after the answer was sent (phases.run_log) */
+        if (!PyTuple_CheckExact(log) || PyTuple_GET_SIZE(log) < 1) {
+            PyErr_SetString(PyExc_TypeError, "a phase step is not a tuple");
+            return -1;
+        }
+        token = PyContextVar_Set(S.phase_var, S.phase_names[3]);
+        if (token == NULL)
+            return -1;
+        Py_DECREF(token);
+        r = PyObject_CallNoArgs(PyTuple_GET_ITEM(log, 0));
+        if (r != NULL)
+            Py_DECREF(r);
+        else if (step_raised(self, ex, S.phase_names[3]) < 0)  /* only logged */
+            return -1;
+    }
     set_slot(self, S.conn[C_BUSY], Py_False);
     PyObject *queue = SLOT(self, S.conn[C_QUEUE]);
     if (SLOT(self, S.conn[C_CLOSED]) == Py_False && queue != NULL && queue != Py_None && PyObject_IsTrue(queue) == 1) {
@@ -1157,7 +1175,7 @@ static PyMethodDef module_methods[] = {
     {"setup_header", setup_header, METH_VARARGS,
      "setup_header(NAMES, SETTABLE): ngx.header's cleaned names and the phases that may set one."},
     {"setup_phases", setup_phases, METH_VARARGS,
-     "setup_phases(phase_var, REWRITE, ACCESS, CONTENT, step_raised): run the common phased location too."},
+     "setup_phases(phase_var, REWRITE, ACCESS, CONTENT, LOG, step_raised): run the common phased location too."},
     {"setup", setup, METH_VARARGS,
      "setup(Connection, Exchange, Site, Route, Server, Vhosts, CURRENT, Exit, ok_line, MANAGED): find the slots."},
     {NULL, NULL, 0, NULL},

@@ -472,7 +472,12 @@ GO_ON, ANSWER, HANDED_OVER = range(3)
 
 def step_raised(conn: HttpProtocol, ex: Exchange, name: str, exc: BaseException) -> int:
     """A phase's handler run by the C path raised EXC: go on to the next phase, answer what EX
-    holds, or (ngx.exec) the request was handed over to the general path, as `_serve_plain` does."""
+    holds, or (ngx.exec) the request was handed over to the general path, as `_serve_plain` does;
+    in the log phase, errors are only logged (`run_log`)."""
+    if name is phase.LOG:
+        if not isinstance(exc, Exit):
+            answers.log_error(conn, ex, exc, phase.LOG)
+        return ANSWER
     if isinstance(exc, Exit):
         return ANSWER if _exited(ex, name, exc) else GO_ON
     if isinstance(exc, Redirect):

@@ -482,7 +482,7 @@ else:
     from pyngx.http.site import Site as _Site
     from pyngx.http.exchange import MANAGED as _MANAGED
     _fast.setup(HttpProtocol, Exchange, _Site, Route, Server, Vhosts, CURRENT, Exit, OK_LINE, _MANAGED)
-    _fast.setup_phases(phase._phase, phase.REWRITE, phase.ACCESS, phase.CONTENT, phases.step_raised)
+    _fast.setup_phases(phase._phase, phase.REWRITE, phase.ACCESS, phase.CONTENT, phase.LOG, phases.step_raised)
     FAST = True
 
 

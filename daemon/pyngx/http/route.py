@@ -30,8 +30,8 @@ class Route:
                  # does (CONTENT, RETURN...) when ``kind`` is PHASED; ``yields``: a phase may await
                  "inner", "rewrite", "access", "header_filter", "body_filter", "log", "yields", "streams",
                  # a plain content handler and nothing else to run: the C path may call it (pyngx.http._fast);
-                 # ``quick``: the common phased location (rewrite and/or access, then a content handler, none
-                 # awaiting; no set, filter or log), which the C path runs too
+                 # ``quick``: the common phased location (rewrite and/or access, a content handler, a log
+                 # phase, none awaiting; no set or filter), which the C path runs too
                  "plain", "quick")
 
     def __init__(self, conf: LocationConf, namespace: dict[str, Any]) -> None:
@@ -73,8 +73,7 @@ class Route:
         self.plain = (self.kind is CONTENT and not self.is_async and not self.sets
                       and not (self.files is not None and self.files.tries))
         self.quick = (self.kind is PHASED and not self.yields and self.inner is CONTENT and self.handler is not None
-                      and self.header_filter is None and self.body_filter is None and self.log is None
-                      and not self.sets)
+                      and self.header_filter is None and self.body_filter is None and not self.sets)
 
 
 def wants_stream(*codes: CodeType) -> bool:
