@@ -30,6 +30,7 @@ __all__ = ["say", "print", "flush", "exit", "redirect", "header", "var", "get_st
            "get_ctx"]
 
 _current = CURRENT.get
+_fast = native.load()  # the C extension of the HTTP path (say, print and ngx.header's setters), or None
 # the context variable's own get (no wrapper call on the hot path), else the public reader
 _phase = getattr(getattr(phase, "_phase", None), "get", phase.current)
 _CONTENT = phase.CONTENT
@@ -85,7 +86,8 @@ def _stdout(data: bytes) -> None:
         raw.write(data)
 
 
-def say(*args: Any) -> None:
+# (say and print are shown as ``(*args)``, the C extension's signature, whichever runs)
+def say(*args):  # type: ignore[no-untyped-def]
     """Buffer ARGS (concatenated, str() for non-bytes) and a newline for the response body."""
     ex = _current()
     if ex is None or ex.done or _phase() != _CONTENT:
@@ -101,7 +103,7 @@ def say(*args: Any) -> None:
         ex.out.append(_encode(args) + b"\n")  # type: ignore[union-attr]
 
 
-def print(*args: Any) -> None:  # noqa: A001 - OpenResty's name
+def print(*args):  # type: ignore[no-untyped-def]  # noqa: A001 - OpenResty's name
     """Buffer ARGS (concatenated) for the response body."""
     ex = _current()
     if ex is None or ex.done or _phase() != _CONTENT:
@@ -115,6 +117,12 @@ def print(*args: Any) -> None:  # noqa: A001 - OpenResty's name
             ex.out.append(args[0].encode(_ENC, _ERRORS))  # type: ignore[union-attr]
     else:
         ex.out.append(_encode(args))  # type: ignore[union-attr]
+
+
+if _fast is not None:  # one str in the content phase is appended in C; every other case comes here
+    _fast.setup_output(say, print)
+    say = _fast.say  # noqa: F811
+    print = _fast.print  # noqa: A001
 
 
 class _Done:
@@ -229,7 +237,6 @@ def _set_header(ex: Exchange, name: str, value: Any) -> None:
         hdrs[key] = (name, clean_value(value))
 
 
-_fast = native.load()
 if _fast is not None:  # the common ngx.header[...] = ... in C; the rest comes to `_Header._set`
     _fast.setup_header(_NAMES, _SETTABLE)
     _HeaderBase: Any = _fast.HeaderBase

@@ -93,6 +93,9 @@ LOCATIONS = (
         'ngx.req.read_body()\nngx.say(ngx.req.get_method(), repr(ngx.req.get_body_data()))')),
     LocationConf("=", "/stream", None, content=chunk(
         'n = 0\nasync for piece in ngx.req.stream():\n    n += len(piece)\nngx.say("streamed ", n)')),
+    LocationConf("=", "/out", None, content=chunk(
+        'ngx.say("a")\nngx.say("\u00e9t\u00e9")\nngx.say("\\udcff")\nngx.say(1, b"x", "y")\nngx.say()\n'
+        'ngx.print("p")\nngx.print(b"q")\nngx.print()\nngx.print("\u20ac", 2)')),
     LocationConf("=", "/ctx", None, content=chunk('ngx.ctx["a"] = 1\nngx.say(ngx.ctx["a"], ngx.var.remote_addr)')),
     LocationConf("=", "/guarded", None, access=chunk(
         'if ngx.req.get_headers().get("x-token") != "secret":\n    ngx.exit(ngx.HTTP_FORBIDDEN)'),
@@ -301,3 +304,11 @@ def test_the_access_log_has_the_same_lines_from_both_paths(tmp_path: Any) -> Non
     finally:
         server.final(False)
         server.site.loop.close()
+
+
+def test_say_and_print_buffer_what_openresty_writes(server: HttpServer) -> None:
+    data = b"GET /out HTTP/1.1\r\n" + H + b"\r\n"
+    answer(server, data, python_only=True)
+    out, _ = answer(server, data, python_only=False)
+    body = out.split(b"\r\n\r\n", 1)[1]
+    assert body == "a\n\u00e9t\u00e9\n".encode() + b"\xff\n1xy\n\np" + b"q" + "\u20ac2".encode()

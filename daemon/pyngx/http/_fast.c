@@ -90,6 +90,10 @@ typedef struct {
     PyObject *phase_var, *phase_names[4], *step_raised;
     /* ngx.header (setup_header): exchange._NAMES, the phases where headers may be set */
     PyObject *header_names, *settable;
+    /* ngx.say/print (setup_output): the Python functions for every other case */
+    PyObject *py_say, *py_print;
+    /* ngx.shared.NAME (setup_shared): the wrapped zones by name, the runtime's module */
+    PyObject *wrapped, *core_module, *s_rt, *s_shdicts, *s_attr;
     PyObject *s_parse, *s_run, *s_finish, *s_raised, *s_failed, *s_write, *s_arm, *s_content_type, *s_next, *s_log_request, *s_set;
 } State;
 
@@ -1171,7 +1175,149 @@ static PyTypeObject HeaderBaseType = {
     .tp_new = PyType_GenericNew,
 };
 
+/* -- ngx.say / ngx.print: one str in the content phase, appended here -- */
+
+static PyObject *
+setup_output(PyObject *module, PyObject *args)
+{
+    PyObject *say, *print;
+    if (!PyArg_ParseTuple(args, "OO:setup_output", &say, &print))
+        return NULL;
+    Py_INCREF(say);
+    Py_INCREF(print);
+    Py_XSETREF(S.py_say, say);
+    Py_XSETREF(S.py_print, print);
+    Py_RETURN_NONE;
+}
+
+/* Append ARG (+ NEWLINE) to the current exchange's output: 1 done, 0 not this case, -1 error. */
+static int
+output_str(PyObject *arg, int newline)
+{
+    if (!S.ready || S.phase_var == NULL || !PyUnicode_CheckExact(arg))
+        return 0;
+    PyObject *ex = NULL, *here = NULL;
+    if (PyContextVar_Get(S.current, NULL, &ex) < 0)
+        return -1;
+    if (PyContextVar_Get(S.phase_var, NULL, &here) < 0) {
+        Py_XDECREF(ex);
+        return -1;
+    }
+    int done = 0;
+    PyObject *out;
+    if (ex != NULL && Py_IS_TYPE(ex, S.ex_type) && here == S.phase_names[2]
+            && SLOT(ex, S.ex[E_DONE]) == Py_False && (out = SLOT(ex, S.ex[E_OUT])) != NULL && PyList_CheckExact(out)) {
+        Py_ssize_t n;
+        const char *text = PyUnicode_AsUTF8AndSize(arg, &n);
+        if (text == NULL)
+            PyErr_Clear();  /* lone surrogates (request bytes that were not UTF-8): the Python path */
+        else {
+            PyObject *piece = PyBytes_FromStringAndSize(NULL, n + newline);
+            if (piece == NULL)
+                done = -1;
+            else {
+                memcpy(PyBytes_AS_STRING(piece), text, n);
+                if (newline)
+                    PyBytes_AS_STRING(piece)[n] = '\n';
+                done = PyList_Append(out, piece) < 0 ? -1 : 1;
+                Py_DECREF(piece);
+            }
+        }
+    }
+    Py_XDECREF(ex);
+    Py_XDECREF(here);
+    return done;
+}
+
+static PyObject *
+output(PyObject *const *args, Py_ssize_t nargs, int newline)
+{
+    PyObject *fallback = newline ? S.py_say : S.py_print;
+    if (nargs == 1) {
+        int done = output_str(args[0], newline);
+        if (done < 0)
+            return NULL;
+        if (done)
+            Py_RETURN_NONE;
+    }
+    if (fallback == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "ngx.say/print: setup_output was not called");
+        return NULL;
+    }
+    return PyObject_Vectorcall(fallback, args, nargs, NULL);
+}
+
+static PyObject *
+say(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    return output(args, nargs, 1);
+}
+
+static PyObject *
+print_(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    return output(args, nargs, 0);
+}
+
+/* -- ngx.shared.NAME: the wrapped zone, when it is still the runtime's -- */
+
+static PyObject *
+setup_shared(PyObject *module, PyObject *args)
+{
+    PyObject *wrapped, *core;
+    if (!PyArg_ParseTuple(args, "O!O:setup_shared", &PyDict_Type, &wrapped, &core))
+        return NULL;
+    Py_INCREF(wrapped);
+    Py_INCREF(core);
+    Py_XSETREF(S.wrapped, wrapped);
+    Py_XSETREF(S.core_module, core);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+shared_getattr(PyObject *self, PyObject *name)
+{
+    if (S.wrapped != NULL && PyUnicode_CheckExact(name) && PyUnicode_GET_LENGTH(name) > 0
+            && PyUnicode_READ_CHAR(name, 0) != '_') {
+        PyObject *hit = PyDict_GetItemWithError(S.wrapped, name);
+        if (hit != NULL && PyTuple_CheckExact(hit) && PyTuple_GET_SIZE(hit) == 2) {
+            PyObject *rt = PyObject_GetAttr(S.core_module, S.s_rt);
+            PyObject *zones = rt == NULL ? NULL : PyObject_GetAttr(rt, S.s_shdicts);
+            Py_XDECREF(rt);
+            if (zones == NULL)
+                return NULL;
+            PyObject *zone = PyDict_CheckExact(zones) ? PyDict_GetItemWithError(zones, name) : NULL;
+            int same = zone != NULL && zone == PyTuple_GET_ITEM(hit, 0);
+            Py_DECREF(zones);
+            if (same)
+                return Py_NewRef(PyTuple_GET_ITEM(hit, 1));
+        }
+        if (PyErr_Occurred())
+            return NULL;
+        return PyObject_CallMethodOneArg(self, S.s_attr, name);  /* a new generation's zone, or none */
+    }
+    return PyObject_GenericGetAttr(self, name);
+}
+
+static PyTypeObject SharedBaseType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "pyngx.http._fast.SharedBase",
+    .tp_basicsize = sizeof(Base),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "ngx.shared's NAME lookup: a zone wrapped before, in C; the rest to ``_attr``.",
+    .tp_getattro = shared_getattr,
+    .tp_new = PyType_GenericNew,
+};
+
 static PyMethodDef module_methods[] = {
+    {"say", (PyCFunction)(void (*)(void))say, METH_FASTCALL,
+     "say($module, /, *args)\n--\n\nBuffer ARGS (concatenated, str() for non-bytes) and a newline for the response body."},
+    {"print", (PyCFunction)(void (*)(void))print_, METH_FASTCALL,
+     "print($module, /, *args)\n--\n\nBuffer ARGS (concatenated) for the response body."},
+    {"setup_output", setup_output, METH_VARARGS,
+     "setup_output(say, print): the Python functions for every case but one str in the content phase."},
+    {"setup_shared", setup_shared, METH_VARARGS,
+     "setup_shared(WRAPPED, runtime_core): ngx.shared's wrapped zones and where the current ones are."},
     {"setup_header", setup_header, METH_VARARGS,
      "setup_header(NAMES, SETTABLE): ngx.header's cleaned names and the phases that may set one."},
     {"setup_phases", setup_phases, METH_VARARGS,
@@ -1208,11 +1354,14 @@ PyInit__fast(void)
     CONST(s_next, PyUnicode_InternFromString("next"));
     CONST(s_log_request, PyUnicode_InternFromString("log_request"));
     CONST(s_set, PyUnicode_InternFromString("_set"));
+    CONST(s_rt, PyUnicode_InternFromString("RT"));
+    CONST(s_shdicts, PyUnicode_InternFromString("shdicts"));
+    CONST(s_attr, PyUnicode_InternFromString("_attr"));
     CONST(s_write, PyUnicode_InternFromString("write"));
     CONST(s_arm, PyUnicode_InternFromString("arm"));
     CONST(s_content_type, PyUnicode_InternFromString("content-type"));
 #undef CONST
-    if (PyType_Ready(&HeaderBaseType) < 0)
+    if (PyType_Ready(&HeaderBaseType) < 0 || PyType_Ready(&SharedBaseType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module_def);
     if (m == NULL)
@@ -1220,6 +1369,12 @@ PyInit__fast(void)
     Py_INCREF(&HeaderBaseType);
     if (PyModule_AddObject(m, "HeaderBase", (PyObject *)&HeaderBaseType) < 0) {
         Py_DECREF(&HeaderBaseType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&SharedBaseType);
+    if (PyModule_AddObject(m, "SharedBase", (PyObject *)&SharedBaseType) < 0) {
+        Py_DECREF(&SharedBaseType);
         Py_DECREF(m);
         return NULL;
     }
