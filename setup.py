@@ -12,7 +12,9 @@ setup(
         ),
         Extension(
             "pyngx.http._fast",
-            sources=["daemon/pyngx/http/_fast.c"],
+            sources=[f"daemon/pyngx/http/{name}.c"
+                     for name in ("_fast", "fast_head", "fast_conn", "fast_phases", "fast_answer", "fast_api")],
+            depends=["daemon/pyngx/http/fast.h"],
             extra_compile_args=["-O2", "-std=gnu11", "-Wall"],
             optional=True,
         ),
