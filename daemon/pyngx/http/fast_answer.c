@@ -71,57 +71,59 @@ content_length(char *w, Py_ssize_t n)
     return len + 4;
 }
 
-/* Write EX's answer if it is the common one (200, no response headers, keep-alive, HTTP/1.1, a
-   small body); 1 written, 0 not that answer, -1 error. */
-int
-finish_plain(PyObject *self, PyObject *site, PyObject *ex)
+/* Whether EX's answer is the common one: 200, keep-alive, HTTP/1.1, nothing sent, the connection
+   between requests and the server not draining. */
+static int
+common_answer(PyObject *self, PyObject *site, PyObject *ex)
 {
     const Py_ssize_t *e = S.ex, *c = S.conn;
     PyObject *route = SLOT(ex, e[E_ROUTE]), *out = SLOT(ex, e[E_OUT]);
-    if (SLOT(ex, e[E_SENT]) != Py_False || !is_int(SLOT(ex, e[E_STATUS]), 200)
-            || SLOT(ex, e[E_KEEP_ALIVE]) != Py_True
-            || SLOT(ex, e[E_VERSION]) != S.v11 || SLOT(ex, e[E_HEAD_ONLY]) != Py_False
-            || route == NULL || !Py_IS_TYPE(route, S.route_type) || out == NULL || !PyList_CheckExact(out)
-            || SLOT(self, c[C_CLOSED]) != Py_False || SLOT(self, c[C_QUEUE]) != Py_None
-            || SLOT(self, c[C_EOF]) != Py_False || !is_int(SLOT(self, c[C_STATE]), 0)
-            || SLOT(site, S.site[S_DRAINING]) != Py_False)
-        return 0;
-    PyObject *date = SLOT(site, S.site[S_DATE_SERVER]), *ctype = SLOT(route, S.route[R_CTYPE]);
-    PyObject *transport = SLOT(self, c[C_TRANSPORT]);
-    if (date == NULL || !PyBytes_CheckExact(date) || ctype == NULL || !PyBytes_CheckExact(ctype)
-            || transport == NULL)
-        return 0;
-    Py_ssize_t n = PyList_GET_SIZE(out), body = 0;
+    return SLOT(ex, e[E_SENT]) == Py_False && is_int(SLOT(ex, e[E_STATUS]), 200)
+        && SLOT(ex, e[E_KEEP_ALIVE]) == Py_True && SLOT(ex, e[E_VERSION]) == S.v11
+        && SLOT(ex, e[E_HEAD_ONLY]) == Py_False && route != NULL && Py_IS_TYPE(route, S.route_type)
+        && out != NULL && PyList_CheckExact(out) && SLOT(self, c[C_CLOSED]) == Py_False
+        && SLOT(self, c[C_QUEUE]) == Py_None && SLOT(self, c[C_EOF]) == Py_False
+        && is_int(SLOT(self, c[C_STATE]), 0) && SLOT(site, S.site[S_DRAINING]) == Py_False
+        && SLOT(self, c[C_TRANSPORT]) != NULL;
+}
+
+/* EX's answer in one bytes object, its body's size in *BODY; NULL without an exception when the
+   headers or the body are not for this path (not plain text, not bytes, LARGE or more). */
+static PyObject *
+render(PyObject *site, PyObject *ex, Py_ssize_t *body)
+{
+    PyObject *out = SLOT(ex, S.ex[E_OUT]), *hdrs = SLOT(ex, S.ex[E_OUT_HEADERS]);
+    PyObject *date = SLOT(site, S.site[S_DATE_SERVER]), *ctype = SLOT(SLOT(ex, S.ex[E_ROUTE]), S.route[R_CTYPE]);
+    if (date == NULL || !PyBytes_CheckExact(date) || ctype == NULL || !PyBytes_CheckExact(ctype))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(out), size = 0, hlen = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *piece = PyList_GET_ITEM(out, i);
         if (!PyBytes_CheckExact(piece))
-            return 0;
-        body += PyBytes_GET_SIZE(piece);
+            return NULL;
+        size += PyBytes_GET_SIZE(piece);
     }
-    if (body >= LARGE)
-        return 0;
-    PyObject *hdrs = SLOT(ex, e[E_OUT_HEADERS]);
-    Py_ssize_t hlen = 0;
+    if (size >= LARGE)
+        return NULL;
     if (hdrs != Py_None) {
         hlen = headers_size(hdrs);
         if (hlen < 0)
-            return 0;  /* not plain text: Exchange.head renders them */
+            return NULL;  /* not plain text: Exchange.head renders them */
         if (PyDict_GetItemWithError(hdrs, S.s_content_type) != NULL)
             ctype = NULL;  /* the handler's own Content-Type */
         else if (PyErr_Occurred())
-            return -1;
+            return NULL;
     }
     char length[48];
-    int length_len = content_length(length, body);
+    int length_len = content_length(length, size);
     Py_ssize_t line = PyBytes_GET_SIZE(S.ok_line), dlen = PyBytes_GET_SIZE(date);
     Py_ssize_t clen = ctype == NULL ? 0 : PyBytes_GET_SIZE(ctype);
-    PyObject *answer = PyBytes_FromStringAndSize(NULL, line + dlen + clen + hlen + length_len + body);
+    PyObject *answer = PyBytes_FromStringAndSize(NULL, line + dlen + clen + hlen + length_len + size);
     if (answer == NULL)
-        return -1;
+        return NULL;
     char *w = PyBytes_AS_STRING(answer);
     memcpy(w, PyBytes_AS_STRING(S.ok_line), line);
-    w += line;
-    memcpy(w, PyBytes_AS_STRING(date), dlen);
+    memcpy(w += line, PyBytes_AS_STRING(date), dlen);
     w += dlen;
     if (ctype != NULL) {
         memcpy(w, PyBytes_AS_STRING(ctype), clen);
@@ -136,15 +138,68 @@ finish_plain(PyObject *self, PyObject *site, PyObject *ex)
         memcpy(w, PyBytes_AS_STRING(piece), PyBytes_GET_SIZE(piece));
         w += PyBytes_GET_SIZE(piece);
     }
-    set_slot(ex, e[E_DONE], Py_True);
+    *body = size;
+    return answer;
+}
+
+/* Keep-alive after an answer: its timeout runs from now (HttpProtocol.finish); 0, or -1 error. */
+static int
+keep_alive(PyObject *self, PyObject *site)
+{
+    const Py_ssize_t *c = S.conn;
+    PyObject *clock = SLOT(site, S.site[S_CLOCK]), *keepalive = SLOT(site, S.site[S_KEEPALIVE]);
+    PyObject *due = SLOT(self, c[C_DUE]);
+    if (clock == NULL || keepalive == NULL || due == NULL) {
+        PyErr_SetString(PyExc_TypeError, "a connection's clock or deadline is not set");
+        return -1;
+    }
+    set_slot(self, c[C_SINCE], clock);
+    double when = PyFloat_AsDouble(clock) + PyFloat_AsDouble(keepalive);
+    double due_at = PyFloat_AsDouble(due);
+    if (PyErr_Occurred())
+        return -1;
+    if (when < due_at) {
+        PyObject *at = PyFloat_FromDouble(when);
+        PyObject *r = at == NULL ? NULL : PyObject_CallMethodObjArgs(site, S.s_arm, self, at, NULL);
+        Py_XDECREF(at);
+        if (r == NULL)
+            return -1;
+        Py_DECREF(r);
+    }
+    if (SLOT(self, c[C_LISTED]) != Py_True) {
+        set_slot(self, c[C_LISTED], Py_True);
+        PyObject *fresh = SLOT(site, S.site[S_FRESH]);
+        if (fresh == NULL || !PyList_CheckExact(fresh)) {
+            PyErr_SetString(PyExc_TypeError, "the site's list of fresh connections is not a list");
+            return -1;
+        }
+        if (PyList_Append(fresh, self) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Write EX's answer if it is the common one (200, plain text headers, keep-alive, HTTP/1.1, a
+   small body), then count it, log it and keep the connection alive as HttpProtocol.finish does;
+   1 written, 0 not that answer, -1 error. */
+int
+finish_plain(PyObject *self, PyObject *site, PyObject *ex)
+{
+    if (!common_answer(self, site, ex))
+        return 0;
+    Py_ssize_t body = 0;
+    PyObject *answer = render(site, ex, &body);
+    if (answer == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    set_slot(ex, S.ex[E_DONE], Py_True);
     PyObject *size = PyLong_FromSsize_t(body);
     if (size == NULL) {
         Py_DECREF(answer);
         return -1;
     }
-    set_slot(ex, e[E_BODY_BYTES], size);
+    set_slot(ex, S.ex[E_BODY_BYTES], size);
     Py_DECREF(size);
-    PyObject *r = PyObject_CallMethodOneArg(transport, S.s_write, answer);
+    PyObject *r = PyObject_CallMethodOneArg(SLOT(self, S.conn[C_TRANSPORT]), S.s_write, answer);
     Py_DECREF(answer);
     if (r == NULL)
         return -1;
@@ -158,31 +213,5 @@ finish_plain(PyObject *self, PyObject *site, PyObject *ex)
             return -1;
         Py_DECREF(r);
     }
-    /* keep-alive: the timeout runs from now (HttpProtocol.finish) */
-    PyObject *clock = SLOT(site, S.site[S_CLOCK]), *keepalive = SLOT(site, S.site[S_KEEPALIVE]);
-    PyObject *due = SLOT(self, c[C_DUE]);
-    if (clock == NULL || keepalive == NULL || due == NULL)
-        return -1;
-    set_slot(self, c[C_SINCE], clock);
-    double when = PyFloat_AsDouble(clock) + PyFloat_AsDouble(keepalive);
-    double due_at = PyFloat_AsDouble(due);
-    if (PyErr_Occurred())
-        return -1;
-    if (when < due_at) {
-        PyObject *at = PyFloat_FromDouble(when);
-        if (at == NULL)
-            return -1;
-        r = PyObject_CallMethodObjArgs(site, S.s_arm, self, at, NULL);
-        Py_DECREF(at);
-        if (r == NULL)
-            return -1;
-        Py_DECREF(r);
-    }
-    if (SLOT(self, c[C_LISTED]) != Py_True) {
-        set_slot(self, c[C_LISTED], Py_True);
-        PyObject *fresh = SLOT(site, S.site[S_FRESH]);
-        if (fresh == NULL || PyList_Append(fresh, self) < 0)
-            return -1;
-    }
-    return 1;
+    return keep_alive(self, site) < 0 ? -1 : 1;
 }
