@@ -55,14 +55,16 @@ host_ok(const char *p, Py_ssize_t n)
     return 1;
 }
 
-/* Parse one whole plain request head at BUF[POS:LEN] into H; 0 when it is not one (or not whole). */
-int
-parse_head(const char *buf, Py_ssize_t pos, Py_ssize_t len, Head *h)
+/* What the headers of a head say of the message (a request's own state while it is parsed). */
+typedef struct {
+    int close, keep, sized;
+    Py_ssize_t length;
+} Framing;
+
+/* The request line at P (before END) into H: past it, or NULL when it is not a plain one. */
+static const char *
+request_line(const char *p, const char *end, Head *h)
 {
-    const char *start = buf + pos, *p = start, *end = buf + len;
-    if (end - start > MAX_HEAD)
-        end = start + MAX_HEAD;
-    const char *whole = buf + len;  /* (END may stop short of it: a body can go further) */
     h->method = -1;
     for (int i = 0; i < N_METHODS; i++) {
         Py_ssize_t n = METHOD_LEN[i];
@@ -73,20 +75,104 @@ parse_head(const char *buf, Py_ssize_t pos, Py_ssize_t len, Head *h)
         }
     }
     if (h->method < 0)
-        return 0;
+        return NULL;
     h->url = p;
     if (p >= end || *p != '/')
-        return 0;
+        return NULL;
     while (p < end && URL_OK[(unsigned char)*p])
         p++;
     h->url_len = p - h->url;
     if (end - p < 11 || memcmp(p, " HTTP/1.", 8) != 0 || (p[8] != '0' && p[8] != '1') || p[9] != '\r'
             || p[10] != '\n')
-        return 0;
+        return NULL;
     h->minor = p[8] - '0';
-    p += 11;
-    int close = 0, keep = 0, sized = 0;
-    Py_ssize_t length = 0;
+    return p + 11;
+}
+
+/* One header line at P into F: past it, or NULL when it is not a plain one. */
+static const char *
+field(const char *p, const char *end, Field *f)
+{
+    f->name = p;
+    while (p < end && TCHAR[(unsigned char)*p])
+        p++;
+    f->name_len = p - f->name;
+    if (p >= end || *p != ':' || f->name_len == 0)
+        return NULL;
+    p++;
+    if (p < end && *p == ' ')
+        p++;
+    f->value = p;
+    while (p < end && VCHAR[(unsigned char)*p])
+        p++;
+    f->value_len = p - f->value;
+    if (end - p < 2 || p[0] != '\r' || p[1] != '\n' || f->value_len == 0)
+        return NULL;
+    char first = f->value[0], last = f->value[f->value_len - 1];
+    if (first == ' ' || first == '\t' || last == ' ' || last == '\t')
+        return NULL;  /* httptools' own trimming decides */
+    return p + 2;
+}
+
+/* What header F means for this path: 1 taken (into H and FR), 0 the Python path decides. */
+static int
+known(const Field *f, Head *h, Framing *fr)
+{
+    const char *name = f->name;
+    switch (f->name_len) {
+    case 4:
+        if (lower_is(name, 4, "host")) {
+            if (h->host != NULL || !host_ok(f->value, f->value_len))
+                return 0;  /* the Python path answers 400 */
+            h->host = f->value;
+            h->host_len = f->value_len;
+        }
+        return 1;
+    case 6:
+        return !lower_is(name, 6, "expect");
+    case 7:
+        return !lower_is(name, 7, "upgrade");
+    case 10:
+        if (lower_is(name, 10, "connection")) {
+            if (lower_is(f->value, f->value_len, "close"))
+                fr->close = 1;
+            else if (lower_is(f->value, f->value_len, "keep-alive"))
+                fr->keep = 1;
+            else
+                return 0;
+        }
+        return 1;
+    case 14:
+        if (lower_is(name, 14, "content-length")) {
+            /* digits only, no leading zero, once: anything else is for llhttp to judge */
+            if (fr->sized || f->value_len > 12 || (f->value_len > 1 && f->value[0] == '0'))
+                return 0;
+            for (Py_ssize_t i = 0; i < f->value_len; i++) {
+                if (f->value[i] < '0' || f->value[i] > '9')
+                    return 0;
+                fr->length = fr->length * 10 + (f->value[i] - '0');
+            }
+            fr->sized = 1;
+        }
+        return 1;
+    case 17:
+        return !lower_is(name, 17, "transfer-encoding");
+    }
+    return 1;
+}
+
+/* Parse one whole plain request (head and Content-Length body) at BUF[POS:LEN] into H; 0 when it
+   is not one, or not whole. */
+int
+parse_head(const char *buf, Py_ssize_t pos, Py_ssize_t len, Head *h)
+{
+    const char *whole = buf + len, *end = buf + len;  /* END: the head's limit; a body may go further */
+    if (len - pos > MAX_HEAD)
+        end = buf + pos + MAX_HEAD;
+    const char *p = request_line(buf + pos, end, h);
+    if (p == NULL)
+        return 0;
+    Framing fr = {0, 0, 0, 0};
     h->host = NULL;
     h->host_len = 0;
     h->n = 0;
@@ -102,80 +188,18 @@ parse_head(const char *buf, Py_ssize_t pos, Py_ssize_t len, Head *h)
         if (h->n == MAX_FIELDS)
             return 0;
         Field *f = &h->fields[h->n++];
-        f->name = p;
-        while (p < end && TCHAR[(unsigned char)*p])
-            p++;
-        f->name_len = p - f->name;
-        if (p >= end || *p != ':' || f->name_len == 0)
+        p = field(p, end, f);
+        if (p == NULL || !known(f, h, &fr))
             return 0;
-        p++;
-        if (p < end && *p == ' ')
-            p++;
-        f->value = p;
-        while (p < end && VCHAR[(unsigned char)*p])
-            p++;
-        f->value_len = p - f->value;
-        if (end - p < 2 || p[0] != '\r' || p[1] != '\n' || f->value_len == 0)
-            return 0;
-        char first = f->value[0], last = f->value[f->value_len - 1];
-        if (first == ' ' || first == '\t' || last == ' ' || last == '\t')
-            return 0;  /* httptools' own trimming decides */
-        p += 2;
-        const char *name = f->name;
-        switch (f->name_len) {
-        case 4:
-            if (lower_is(name, 4, "host")) {
-                if (h->host != NULL || !host_ok(f->value, f->value_len))
-                    return 0;  /* the Python path answers 400 */
-                h->host = f->value;
-                h->host_len = f->value_len;
-            }
-            break;
-        case 6:
-            if (lower_is(name, 6, "expect"))
-                return 0;
-            break;
-        case 7:
-            if (lower_is(name, 7, "upgrade"))
-                return 0;
-            break;
-        case 10:
-            if (lower_is(name, 10, "connection")) {
-                if (lower_is(f->value, f->value_len, "close"))
-                    close = 1;
-                else if (lower_is(f->value, f->value_len, "keep-alive"))
-                    keep = 1;
-                else
-                    return 0;
-            }
-            break;
-        case 14:
-            if (lower_is(name, 14, "content-length")) {
-                /* digits only, no leading zero, once: anything else is for llhttp to judge */
-                if (sized || f->value_len > 12 || (f->value_len > 1 && f->value[0] == '0'))
-                    return 0;
-                for (Py_ssize_t i = 0; i < f->value_len; i++) {
-                    if (f->value[i] < '0' || f->value[i] > '9')
-                        return 0;
-                    length = length * 10 + (f->value[i] - '0');
-                }
-                sized = 1;
-            }
-            break;
-        case 17:
-            if (lower_is(name, 17, "transfer-encoding"))
-                return 0;
-            break;
-        }
     }
     if (h->minor == 1 && h->host == NULL)
         return 0;  /* the Python path answers 400 */
     /* llhttp_should_keep_alive */
-    h->keep_alive = h->minor == 1 ? !close : keep;
+    h->keep_alive = h->minor == 1 ? !fr.close : fr.keep;
     h->body = p;
-    h->body_len = length;
-    if (whole - p < length)
+    h->body_len = fr.length;
+    if (whole - p < fr.length)
         return 0;  /* the body is not all here: the Python path waits for it */
-    h->end = p + length - buf;
+    h->end = p + fr.length - buf;
     return 1;
 }
