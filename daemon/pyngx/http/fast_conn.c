@@ -279,6 +279,67 @@ body_fits(PyObject *route, Py_ssize_t length)
     return overflow > 0 || length <= max;
 }
 
+/* The resolved target of H on this connection's server (borrowed), with the server picked and the
+   Host remembered; NULL without an exception when the Python path is to take the request. */
+static PyObject *
+target(PyObject *self, PyObject *vhosts, const Head *h, PyObject *url)
+{
+    PyObject *server = pick_server(self, vhosts, h);
+    if (server == NULL)
+        return NULL;  /* (or an error) a wildcard name to match: the Python path picks the server */
+    PyObject *targets = SLOT(server, S.server_targets);
+    if (targets == NULL || !PyDict_CheckExact(targets))
+        return NULL;
+    PyObject *hit = PyDict_GetItemWithError(targets, url);
+    if (hit == NULL || !PyTuple_CheckExact(hit) || PyTuple_GET_SIZE(hit) != 4)
+        return NULL;  /* a target not resolved yet: the Python path resolves and remembers it */
+    if (h->body_len > 0 && !body_fits(PyTuple_GET_ITEM(hit, 2), h->body_len))
+        return NULL;  /* the Python path reads it (or answers 413) */
+    if (h->host != NULL) {
+        PyObject *known = SLOT(self, S.conn[C_HOST_OK]);
+        if (known == NULL || !PyBytes_CheckExact(known) || PyBytes_GET_SIZE(known) != h->host_len
+                || memcmp(PyBytes_AS_STRING(known), h->host, h->host_len) != 0) {
+            PyObject *host = PyBytes_FromStringAndSize(h->host, h->host_len);
+            if (host == NULL)
+                return NULL;
+            set_slot(self, S.conn[C_HOST_OK], host);
+            Py_DECREF(host);
+        }
+    }
+    return hit;
+}
+
+/* Answer the request at BUF[*POS:LEN] if it is a plain one (*POS then past it): 1 answered, 0 the
+   Python path is to take the rest of the read, -1 error. */
+static int
+next_request(PyObject *self, const char *buf, Py_ssize_t *pos, Py_ssize_t len)
+{
+    Head h;
+    PyObject *site = SLOT(self, S.conn[C_SITE]), *vhosts = SLOT(self, S.conn[C_VHOSTS]);
+    if (site == NULL || !Py_IS_TYPE(site, S.site_type) || vhosts == NULL || !Py_IS_TYPE(vhosts, S.vhosts_type)
+            || !between_requests(self, site) || !parse_head(buf, *pos, len, &h))
+        return 0;
+    PyObject *url = PyBytes_FromStringAndSize(h.url, h.url_len);
+    if (url == NULL)
+        return -1;
+    PyObject *hit = target(self, vhosts, &h, url);
+    if (hit == NULL) {
+        Py_DECREF(url);
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    Py_INCREF(hit);  /* (the handler may change the server's table) */
+    set_slot(self, S.conn[C_SINCE], SLOT(site, S.site[S_CLOCK]));
+    PyObject *ex = new_exchange(self, site, &h, url, hit);
+    Py_DECREF(hit);
+    Py_DECREF(url);
+    if (ex == NULL)
+        return -1;
+    *pos = h.end;
+    int failed = serve(self, site, ex);
+    Py_DECREF(ex);
+    return failed ? -1 : 1;
+}
+
 static PyObject *
 data_received(PyObject *self, PyObject *data)
 {
@@ -286,80 +347,12 @@ data_received(PyObject *self, PyObject *data)
         return PyObject_CallMethodOneArg(self, S.s_parse, data);
     const char *buf = PyBytes_AS_STRING(data);
     Py_ssize_t len = PyBytes_GET_SIZE(data), pos = 0;
-    Head h;
     PyObject *r;
+    int answered = 1;
     Py_INCREF(self);  /* the handler may drop the last other reference (a closed connection) */
-    while (pos < len) {
-        PyObject *site = SLOT(self, S.conn[C_SITE]), *vhosts = SLOT(self, S.conn[C_VHOSTS]);
-        if (site == NULL || !Py_IS_TYPE(site, S.site_type) || vhosts == NULL || !Py_IS_TYPE(vhosts, S.vhosts_type)
-                || !between_requests(self, site) || !parse_head(buf, pos, len, &h))
-            break;
-        PyObject *server = pick_server(self, vhosts, &h);
-        if (server == NULL) {
-            if (PyErr_Occurred())
-                goto error;
-            break;  /* a wildcard name to match: the Python path picks the server */
-        }
-        PyObject *targets = SLOT(server, S.server_targets);
-        if (targets == NULL || !PyDict_CheckExact(targets))
-            break;
-        PyObject *url = PyBytes_FromStringAndSize(h.url, h.url_len);
-        if (url == NULL)
-            goto error;
-        PyObject *hit = PyDict_GetItemWithError(targets, url);
-        if (hit == NULL || !PyTuple_CheckExact(hit) || PyTuple_GET_SIZE(hit) != 4) {
-            Py_DECREF(url);
-            if (PyErr_Occurred())
-                goto error;
-            break;  /* a target not resolved yet: the Python path resolves and remembers it */
-        }
-        if (h.body_len > 0 && !body_fits(PyTuple_GET_ITEM(hit, 2), h.body_len)) {
-            Py_DECREF(url);
-            if (PyErr_Occurred())
-                goto error;
-            break;  /* the Python path reads it (or answers 413) */
-        }
-        Py_INCREF(hit);
-        if (h.host != NULL) {
-            PyObject *known = SLOT(self, S.conn[C_HOST_OK]);
-            if (known == NULL || !PyBytes_CheckExact(known) || PyBytes_GET_SIZE(known) != h.host_len
-                    || memcmp(PyBytes_AS_STRING(known), h.host, h.host_len) != 0) {
-                PyObject *host = PyBytes_FromStringAndSize(h.host, h.host_len);
-                if (host == NULL) {
-                    Py_DECREF(hit); Py_DECREF(url);
-                    goto error;
-                }
-                set_slot(self, S.conn[C_HOST_OK], host);
-                Py_DECREF(host);
-            }
-        }
-        set_slot(self, S.conn[C_SINCE], SLOT(site, S.site[S_CLOCK]));
-        PyObject *ex = new_exchange(self, site, &h, url, hit);
-        Py_DECREF(hit);
-        Py_DECREF(url);
-        if (ex == NULL)
-            goto error;
-        pos = h.end;
-        int failed = serve(self, site, ex);
-        Py_DECREF(ex);
-        if (failed)
-            goto error;
-    }
-    if (pos == 0)
-        r = PyObject_CallMethodOneArg(self, S.s_parse, data);
-    else if (pos < len) {
-        PyObject *rest = PyBytes_FromStringAndSize(buf + pos, len - pos);
-        if (rest == NULL)
-            goto error;
-        r = PyObject_CallMethodOneArg(self, S.s_parse, rest);
-        Py_DECREF(rest);
-    }
-    else
-        r = Py_NewRef(Py_None);
-    Py_DECREF(self);
-    return r;
-error:
-    {
+    while (pos < len && answered > 0)
+        answered = next_request(self, buf, &pos, len);
+    if (answered < 0) {
         /* not the handler's exception (`raised` has those): as an error inside the parser's callbacks */
         PyObject *type, *value, *tb;
         PyErr_Fetch(&type, &value, &tb);
@@ -369,6 +362,15 @@ error:
         r = PyObject_CallMethodOneArg(self, S.s_failed, value);
         Py_XDECREF(type); Py_XDECREF(value); Py_XDECREF(tb);
     }
+    else if (pos == 0)
+        r = PyObject_CallMethodOneArg(self, S.s_parse, data);
+    else if (pos < len) {
+        PyObject *rest = PyBytes_FromStringAndSize(buf + pos, len - pos);
+        r = rest == NULL ? NULL : PyObject_CallMethodOneArg(self, S.s_parse, rest);
+        Py_XDECREF(rest);
+    }
+    else
+        r = Py_NewRef(Py_None);
     Py_DECREF(self);
     return r;
 }
