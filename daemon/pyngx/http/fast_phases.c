@@ -30,6 +30,48 @@ has_output(PyObject *ex)
     return sent || (out != NULL && PyList_CheckExact(out) ? PyList_GET_SIZE(out) > 0 : PyObject_IsTrue(out) == 1);
 }
 
+/* After the steps: the answer, the log phase (phases.run_log: its errors only logged), then the
+   connection is free for the next request (phases._after); 0, or -1 error. */
+static int
+quick_after(PyObject *self, PyObject *site, PyObject *ex, PyObject *route)
+{
+    PyObject *r;
+    int done = finish_plain(self, site, ex);
+    if (done < 0)
+        return -1;
+    if (done == 0) {
+        r = PyObject_CallMethodOneArg(self, S.s_finish, ex);
+        if (r == NULL)
+            return -1;
+        Py_DECREF(r);
+    }
+    PyObject *log = SLOT(route, S.route[R_LOG]);
+    if (log != NULL && log != Py_None) {
+        if (!PyTuple_CheckExact(log) || PyTuple_GET_SIZE(log) < 1) {
+            PyErr_SetString(PyExc_TypeError, "a phase step is not a tuple");
+            return -1;
+        }
+        PyObject *token = PyContextVar_Set(S.phase_var, S.phase_names[3]);
+        if (token == NULL)
+            return -1;
+        Py_DECREF(token);
+        r = PyObject_CallNoArgs(PyTuple_GET_ITEM(log, 0));
+        if (r != NULL)
+            Py_DECREF(r);
+        else if (step_raised(self, ex, S.phase_names[3]) < 0)
+            return -1;
+    }
+    set_slot(self, S.conn[C_BUSY], Py_False);
+    PyObject *queue = SLOT(self, S.conn[C_QUEUE]);
+    if (SLOT(self, S.conn[C_CLOSED]) == Py_False && queue != NULL && queue != Py_None && PyObject_IsTrue(queue) == 1) {
+        r = PyObject_CallMethodNoArgs(self, S.s_next);
+        if (r == NULL)
+            return -1;
+        Py_DECREF(r);
+    }
+    return 0;
+}
+
 /* The steps of a phased location's common case (route.quick: rewrite and/or access, then a
    content handler, nothing else), as phases._quick, inside CTX (entered): 0 done, -1 error. */
 static int
@@ -71,40 +113,7 @@ quick_steps(PyObject *self, PyObject *site, PyObject *ex, PyObject *route)
             return 0;  /* handed over (ngx.exec): the general path goes on */
         ends = what == 1;
     }
-    int done = finish_plain(self, site, ex);
-    if (done < 0)
-        return -1;
-    if (done == 0) {
-        r = PyObject_CallMethodOneArg(self, S.s_finish, ex);
-        if (r == NULL)
-            return -1;
-        Py_DECREF(r);
-    }
-    PyObject *log = SLOT(route, S.route[R_LOG]);
-    if (log != NULL && log != Py_None) {  /* the log phase, after the answer was sent (phases.run_log) */
-        if (!PyTuple_CheckExact(log) || PyTuple_GET_SIZE(log) < 1) {
-            PyErr_SetString(PyExc_TypeError, "a phase step is not a tuple");
-            return -1;
-        }
-        token = PyContextVar_Set(S.phase_var, S.phase_names[3]);
-        if (token == NULL)
-            return -1;
-        Py_DECREF(token);
-        r = PyObject_CallNoArgs(PyTuple_GET_ITEM(log, 0));
-        if (r != NULL)
-            Py_DECREF(r);
-        else if (step_raised(self, ex, S.phase_names[3]) < 0)  /* only logged */
-            return -1;
-    }
-    set_slot(self, S.conn[C_BUSY], Py_False);
-    PyObject *queue = SLOT(self, S.conn[C_QUEUE]);
-    if (SLOT(self, S.conn[C_CLOSED]) == Py_False && queue != NULL && queue != Py_None && PyObject_IsTrue(queue) == 1) {
-        r = PyObject_CallMethodNoArgs(self, S.s_next);
-        if (r == NULL)
-            return -1;
-        Py_DECREF(r);
-    }
-    return 0;
+    return quick_after(self, site, ex, route);
 }
 
 int
