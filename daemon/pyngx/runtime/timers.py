@@ -7,7 +7,7 @@ nginx's timer tree; later timers sit on the loop's own timer heap
 (``call_at``). Knows nothing of the public API (`pyngx.timer` is the facade)
 nor of HTTP; it meets the process only through `lifecycle` hooks.
 
-Rules that differ from OpenResty, on purpose (issue 8):
+Rules that differ from OpenResty, on purpose:
 
 - a timer that falls due while ``max_running`` callbacks run waits for a free
   slot instead of being dropped, and one warning is logged per burst;
