@@ -113,11 +113,12 @@ int parse_head(const char *buf, Py_ssize_t pos, Py_ssize_t len, Head *h);
 /* fast_conn.c */
 extern PyTypeObject BaseType;
 int between_requests(PyObject *self, PyObject *site);
+PyObject *take_exception(void);
 PyObject *add_one(PyObject *obj, Py_ssize_t off);
 /* fast_phases.c */
 int serve_quick(PyObject *self, PyObject *site, PyObject *ex, PyObject *route);
 /* fast_answer.c */
-int finish_plain(PyObject *self, PyObject *site, PyObject *ex);
+int finish(PyObject *self, PyObject *site, PyObject *ex);
 /* fast_api.c */
 extern PyTypeObject HeaderBaseType, SharedBaseType;
 PyObject *setup_header(PyObject *module, PyObject *args);

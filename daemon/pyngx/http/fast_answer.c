@@ -182,7 +182,7 @@ keep_alive(PyObject *self, PyObject *site)
 /* Write EX's answer if it is the common one (200, plain text headers, keep-alive, HTTP/1.1, a
    small body), then count it, log it and keep the connection alive as HttpProtocol.finish does;
    1 written, 0 not that answer, -1 error. */
-int
+static int
 finish_plain(PyObject *self, PyObject *site, PyObject *ex)
 {
     if (!common_answer(self, site, ex))
@@ -214,4 +214,18 @@ finish_plain(PyObject *self, PyObject *site, PyObject *ex)
         Py_DECREF(r);
     }
     return keep_alive(self, site) < 0 ? -1 : 1;
+}
+
+/* EX's answer: the common one here, any other by HttpProtocol.finish; 0, or -1 error. */
+int
+finish(PyObject *self, PyObject *site, PyObject *ex)
+{
+    int done = finish_plain(self, site, ex);
+    if (done != 0)
+        return done < 0 ? -1 : 0;
+    PyObject *r = PyObject_CallMethodOneArg(self, S.s_finish, ex);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
 }

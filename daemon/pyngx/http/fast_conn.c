@@ -22,6 +22,20 @@
  */
 #include "fast.h"
 
+/* The exception set (there is one), taken: normalized, with its traceback, for Python code. */
+PyObject *
+take_exception(void)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL)
+        PyException_SetTraceback(value, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+}
+
 /* Between requests, nothing pending, nothing running: the state this path starts from. */
 int
 between_requests(PyObject *self, PyObject *site)
@@ -190,28 +204,15 @@ serve(PyObject *self, PyObject *site, PyObject *ex)
         return -1;
     if (called == 0) {
         /* the handler raised: ngx.exec, or an error (HttpProtocol.raised) */
-        PyObject *type, *value, *tb;
-        PyErr_Fetch(&type, &value, &tb);
-        PyErr_NormalizeException(&type, &value, &tb);
-        if (tb != NULL)
-            PyException_SetTraceback(value, tb);
+        PyObject *value = take_exception();
         r = PyObject_CallMethodObjArgs(self, S.s_raised, ex, value, NULL);
-        Py_XDECREF(type); Py_XDECREF(value); Py_XDECREF(tb);
+        Py_DECREF(value);
         if (r == NULL)
             return -1;
         Py_DECREF(r);
         return 0;
     }
-    int done = finish_plain(self, site, ex);
-    if (done < 0)
-        return -1;
-    if (done == 0) {
-        r = PyObject_CallMethodOneArg(self, S.s_finish, ex);
-        if (r == NULL)
-            return -1;
-        Py_DECREF(r);
-    }
-    return 0;
+    return finish(self, site, ex);
 }
 
 /* The server for H's Host among VHOSTS, as Vhosts.find (the connection's ``server`` set to it when
@@ -354,13 +355,9 @@ data_received(PyObject *self, PyObject *data)
         answered = next_request(self, buf, &pos, len);
     if (answered < 0) {
         /* not the handler's exception (`raised` has those): as an error inside the parser's callbacks */
-        PyObject *type, *value, *tb;
-        PyErr_Fetch(&type, &value, &tb);
-        PyErr_NormalizeException(&type, &value, &tb);
-        if (tb != NULL)
-            PyException_SetTraceback(value, tb);
+        PyObject *value = take_exception();
         r = PyObject_CallMethodOneArg(self, S.s_failed, value);
-        Py_XDECREF(type); Py_XDECREF(value); Py_XDECREF(tb);
+        Py_DECREF(value);
     }
     else if (pos == 0)
         r = PyObject_CallMethodOneArg(self, S.s_parse, data);

@@ -6,13 +6,9 @@
 static int
 step_raised(PyObject *self, PyObject *ex, PyObject *name)
 {
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    PyErr_NormalizeException(&type, &value, &tb);
-    if (tb != NULL)
-        PyException_SetTraceback(value, tb);
+    PyObject *value = take_exception();
     PyObject *r = PyObject_CallFunctionObjArgs(S.step_raised, self, ex, name, value, NULL);
-    Py_XDECREF(type); Py_XDECREF(value); Py_XDECREF(tb);
+    Py_DECREF(value);
     if (r == NULL)
         return -1;
     long what = PyLong_AsLong(r);
@@ -36,15 +32,8 @@ static int
 quick_after(PyObject *self, PyObject *site, PyObject *ex, PyObject *route)
 {
     PyObject *r;
-    int done = finish_plain(self, site, ex);
-    if (done < 0)
+    if (finish(self, site, ex) < 0)
         return -1;
-    if (done == 0) {
-        r = PyObject_CallMethodOneArg(self, S.s_finish, ex);
-        if (r == NULL)
-            return -1;
-        Py_DECREF(r);
-    }
     PyObject *log = SLOT(route, S.route[R_LOG]);
     if (log != NULL && log != Py_None) {
         if (!PyTuple_CheckExact(log) || PyTuple_GET_SIZE(log) < 1) {
