@@ -13,7 +13,7 @@ setup(
         Extension(
             "pyngx.http._fast",
             sources=[f"daemon/pyngx/http/{name}.c"
-                     for name in ("_fast", "fast_head", "fast_conn", "fast_phases", "fast_answer", "fast_api")],
+                     for name in ("_fast", "fast_head", "fast_conn", "fast_phases", "fast_answer", "fast_api", "fast_req")],
             depends=["daemon/pyngx/http/fast.h"],
             extra_compile_args=["-O2", "-std=gnu11", "-Wall"],
             optional=True,

@@ -14,8 +14,8 @@ from typing import Any
 from urllib.parse import quote
 
 from pyngx.errors import Error, WrongContextError
-from pyngx.http import bodystream, variables
-from pyngx.http.exchange import Exchange, Redirect
+from pyngx.http import bodystream, native, variables
+from pyngx.http.exchange import _LOWER, Exchange, Redirect
 from pyngx.request import _DONE, OUTPUT, READ, _current, _phase
 from pyngx.request import _exchange as exchange
 from pyngx.runtime import phase
@@ -118,8 +118,9 @@ class _Req:
         """Change ``$args``: a str, or a dict (a list repeats a key, True is a bare key)."""
         exchange("ngx.req.set_uri_args").args = encode_args(args)
 
+    # (get_uri_args and get_headers are shown unannotated, the C extension's signature, whichever runs)
     @staticmethod
-    def get_uri_args(max_args: int = 100) -> dict[str, Any]:
+    def get_uri_args(max_args=100):  # type: ignore[no-untyped-def]
         """The query string's arguments: a repeated key gives a list, a bare key True (at most MAX_ARGS; 0: all)."""
         ex = _current()
         if ex is None or _phase() not in READ or ex.done:  # (the check of `exchange`, inline: a hot call)
@@ -138,7 +139,7 @@ class _Req:
 
     # -- headers --
     @staticmethod
-    def get_headers(max_headers: int = 100, raw: bool = False) -> dict[str, Any]:
+    def get_headers(max_headers=100, raw=False):  # type: ignore[no-untyped-def]
         """Request headers with lower-case names (a repeated one gives a list); RAW keeps names as sent, first value only."""
         ex = _current()
         if ex is None or _phase() not in READ or ex.done:
@@ -238,3 +239,11 @@ class _Req:
 
 
 req = _Req()
+
+# The Python functions; with the C extension they answer every call it does not (tests compare the two).
+python_get_uri_args, python_get_headers = _Req.get_uri_args, _Req.get_headers
+_fast = native.load()
+if _fast is not None:  # get_uri_args() and get_headers() of a request seen before in C; every other call here
+    _fast.setup_req(READ, variables._ARGS, _LOWER, python_get_uri_args, python_get_headers)
+    _Req.get_uri_args = _fast.get_uri_args  # type: ignore[assignment]
+    _Req.get_headers = _fast.get_headers  # type: ignore[assignment]

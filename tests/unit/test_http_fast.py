@@ -9,7 +9,9 @@ on its own are checked to have taken no parser.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import re
+import string
 from collections.abc import Iterator
 from typing import Any
 
@@ -312,3 +314,100 @@ def test_say_and_print_buffer_what_openresty_writes(server: HttpServer) -> None:
     out, _ = answer(server, data, python_only=False)
     body = out.split(b"\r\n\r\n", 1)[1]
     assert body == "a\n\u00e9t\u00e9\n".encode() + b"\xff\n1xy\n\np" + b"q" + "\u20ac2".encode()
+
+
+REQ_API = LocationConf("=", "/reqapi", None, access=chunk(
+    'SEEN.append(("access", PY_HEADERS(), ngx.req.get_headers()))'), content=chunk(
+    'for _ in range(2):\n'
+    '    SEEN.append((ngx.req.get_headers(), PY_HEADERS(), ngx.req.get_uri_args(), PY_ARGS(),'
+    ' ngx.req.get_headers(raw=True), ngx.req.get_uri_args(1), ngx.req.get_headers(max_headers=2)))\n'
+    'mine = ngx.req.get_headers()\n'
+    'mine["mutated"] = "yes"\n'
+    'args = ngx.req.get_uri_args()\n'
+    'args["mutated"] = "yes"\n'
+    'SEEN.append(("fresh", ngx.req.get_headers(), ngx.req.get_uri_args()))\n'
+    'ngx.req.set_header("X-New", "v")\n'
+    'ngx.req.set_uri_args("z=1")\n'
+    'SEEN.append(("changed", ngx.req.get_headers(), PY_HEADERS(), ngx.req.get_uri_args()))\n'
+    'ngx.say("ok")'))
+
+
+def _python_headers() -> Any:
+    """What the Python function answers from the request alone (nothing kept by an earlier call)."""
+    from pyngx.http.exchange import CURRENT
+
+    ex = CURRENT.get()
+    kept, ex._headers_cache = ex._headers_cache, None
+    try:
+        return importlib.import_module("pyngx.req").python_get_headers()
+    finally:
+        ex._headers_cache = kept
+
+
+def _python_args() -> Any:
+    """The request's query string's arguments, parsed now (nothing kept by an earlier call)."""
+    from pyngx.http import variables
+    from pyngx.http.exchange import CURRENT
+
+    return variables.parse_args(CURRENT.get().args)
+
+
+REQ_HEADS = [
+    b"GET /reqapi?id=42&view=full HTTP/1.1\r\n" + H + b"X-Tenant: acme\r\nX-Token: secret\r\n\r\n",
+    b"GET /reqapi?a=1&a=2&bare&e=%41%20b+c HTTP/1.1\r\n" + H + b"X-Dup: 1\r\nx-dup: 2\r\n\r\n",
+    b"GET /reqapi HTTP/1.1\r\n" + H + b"X-Never-Seen-Before-1: v\r\n\r\n",
+    b"GET /reqapi?q=" + b"x" * 300 + b" HTTP/1.1\r\n" + H + b"X-Latin: caf\xe9\r\n\r\n",
+    b"GET /reqapi?q=%ff HTTP/1.1\r\n" + H + b"X-Utf: caf\xc3\xa9\r\nEmpty:\r\n\r\n",
+    # 106 arguments in a query short enough to be kept: more than get_uri_args' default of 100
+    b"GET /reqapi?" + "&".join([*string.ascii_letters, *string.digits, *(a + b for a in "xy" for b in string.ascii_lowercase)][:106]).encode()
+    + b" HTTP/1.1\r\n" + H
+    + b"".join(b"X-%d: v\r\n" % i for i in range(50)) + b"\r\n",
+]
+
+
+@pytest.mark.parametrize("python_only", [False, True], ids=["c-path", "python-path"])
+def test_get_headers_and_get_uri_args_in_c_answer_as_the_python_functions(python_only: bool) -> None:
+    req = importlib.import_module("pyngx.req")
+    assert type(req.req.get_headers).__name__ == "builtin_function_or_method"  # (the C function in use)
+    loop = asyncio.new_event_loop()
+    core.RT.globals = usercode.new_globals()
+    seen: list[Any] = []
+    core.RT.globals.update(SEEN=seen, PY_HEADERS=_python_headers, PY_ARGS=_python_args)
+    conf = HttpConf(servers=(ServerConf(listens=(Listen("127.0.0.1", 1),), locations=(REQ_API,)),))
+    srv = HttpServer(conf, loop)
+    try:
+        for head in REQ_HEADS * 2:  # (the second time: names and queries seen before)
+            seen.clear()
+            conn = HttpProtocol(srv.site, srv.vhosts[("127.0.0.1", 1)])
+            transport = Transport()
+            conn.connection_made(transport)
+            (conn.parse if python_only else conn.data_received)(head)
+            assert b"\r\n\r\nok\n" in transport.out, transport.out[:300]
+            access, first, second, fresh, changed = seen
+            assert access[1] == access[2] and access[1]
+            for c_headers, py_headers, c_args, py_args, raw, one_arg, two_headers in (first, second):
+                assert c_headers == py_headers and c_args == dict(list(py_args.items())[:100])
+                assert "host" not in raw and raw["Host"] == "x"  # (raw: names as sent, through the Python function)
+                assert len(one_arg) <= 1 and two_headers == py_headers  # (max_headers: raw only, as before)
+                assert len(c_args) == min(len(py_args), 100)
+            assert first[:4] == second[:4]
+            assert fresh[1] == first[0] and fresh[2] == first[2]  # a changed copy changes nothing kept
+            assert changed[1] == changed[2] and changed[1]["x-new"] == "v" and changed[3] == {"z": "1"}
+    finally:
+        srv.final(False)
+        loop.close()
+
+
+def test_get_headers_and_get_uri_args_outside_a_request_raise_as_in_python() -> None:
+    from pyngx.errors import WrongContextError
+
+    req = importlib.import_module("pyngx.req")
+
+    for c_call, py_call in ((req.req.get_headers, req.python_get_headers),
+                            (req.req.get_uri_args, req.python_get_uri_args)):
+        with pytest.raises(WrongContextError) as c_error:
+            c_call()
+        with pytest.raises(WrongContextError) as py_error:
+            py_call()
+        assert str(c_error.value) == str(py_error.value)
+        assert "API disabled in the context of" in str(c_error.value)

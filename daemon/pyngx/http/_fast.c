@@ -123,6 +123,14 @@ static PyMethodDef module_methods[] = {
      "say($module, /, *args)\n--\n\nBuffer ARGS (concatenated, str() for non-bytes) and a newline for the response body."},
     {"print", (PyCFunction)(void (*)(void))print_, METH_FASTCALL,
      "print($module, /, *args)\n--\n\nBuffer ARGS (concatenated) for the response body."},
+    {"get_uri_args", (PyCFunction)(void (*)(void))get_uri_args, METH_FASTCALL | METH_KEYWORDS,
+     "get_uri_args($module, /, max_args=100)\n--\n\n"
+     "The query string's arguments: a repeated key gives a list, a bare key True (at most MAX_ARGS; 0: all)."},
+    {"get_headers", (PyCFunction)(void (*)(void))get_headers, METH_FASTCALL | METH_KEYWORDS,
+     "get_headers($module, /, max_headers=100, raw=False)\n--\n\n"
+     "Request headers with lower-case names (a repeated one gives a list); RAW keeps names as sent, first value only."},
+    {"setup_req", setup_req, METH_VARARGS,
+     "setup_req(READ, ARGS, LOWER, get_uri_args, get_headers): ngx.req's tables and its Python functions."},
     {"setup_output", setup_output, METH_VARARGS,
      "setup_output(say, print): the Python functions for every case but one str in the content phase."},
     {"setup_shared", setup_shared, METH_VARARGS,

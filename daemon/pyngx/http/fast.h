@@ -6,6 +6,7 @@
  * fast_phases.c the common phased location's steps
  * fast_answer.c the common 200 answer, written
  * fast_api.c    ngx.header's setters, ngx.say/print, ngx.shared.NAME
+ * fast_req.c    ngx.req.get_uri_args, ngx.req.get_headers
  */
 #ifndef PYNGX_FAST_H
 #define PYNGX_FAST_H
@@ -76,6 +77,9 @@ typedef struct {
     PyObject *header_names, *settable;
     /* ngx.say/print (setup_output): the Python functions for every other case */
     PyObject *py_say, *py_print;
+    /* ngx.req (setup_req): the phases that may read the request, variables._ARGS, exchange._LOWER, and
+       the Python get_uri_args and get_headers for every other case */
+    PyObject *readable, *kept_args, *lower, *py_get_uri_args, *py_get_headers;
     /* ngx.shared.NAME (setup_shared): the wrapped zones by name, the runtime's module */
     PyObject *wrapped, *core_module, *s_rt, *s_shdicts, *s_attr;
     PyObject *s_parse, *s_run, *s_finish, *s_raised, *s_failed, *s_write, *s_arm, *s_content_type, *s_next, *s_log_request, *s_set;
@@ -126,5 +130,9 @@ PyObject *setup_output(PyObject *module, PyObject *args);
 PyObject *setup_shared(PyObject *module, PyObject *args);
 PyObject *say(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *print_(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+/* fast_req.c */
+PyObject *setup_req(PyObject *module, PyObject *args);
+PyObject *get_uri_args(PyObject *module, PyObject *const *args, size_t nargsf, PyObject *kwnames);
+PyObject *get_headers(PyObject *module, PyObject *const *args, size_t nargsf, PyObject *kwnames);
 
 #endif

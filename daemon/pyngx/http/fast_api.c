@@ -175,7 +175,7 @@ PyObject *
 setup_shared(PyObject *module, PyObject *args)
 {
     PyObject *wrapped, *core;
-    if (!PyArg_ParseTuple(args, "O!O:setup_shared", &PyDict_Type, &wrapped, &core))
+    if (!PyArg_ParseTuple(args, "O!O!:setup_shared", &PyDict_Type, &wrapped, &PyModule_Type, &core))
         return NULL;
     Py_INCREF(wrapped);
     Py_INCREF(core);
@@ -191,11 +191,14 @@ shared_getattr(PyObject *self, PyObject *name)
             && PyUnicode_READ_CHAR(name, 0) != '_') {
         PyObject *hit = PyDict_GetItemWithError(S.wrapped, name);
         if (hit != NULL && PyTuple_CheckExact(hit) && PyTuple_GET_SIZE(hit) == 2) {
-            PyObject *rt = PyObject_GetAttr(S.core_module, S.s_rt);
+            /* (the module's own dict: RT is rebound by each runtime installed) */
+            PyObject *rt = PyDict_GetItemWithError(PyModule_GetDict(S.core_module), S.s_rt);
             PyObject *zones = rt == NULL ? NULL : PyObject_GetAttr(rt, S.s_shdicts);
-            Py_XDECREF(rt);
-            if (zones == NULL)
+            if (zones == NULL) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_RuntimeError, "ngx.shared: no runtime");
                 return NULL;
+            }
             PyObject *zone = PyDict_CheckExact(zones) ? PyDict_GetItemWithError(zones, name) : NULL;
             int same = zone != NULL && zone == PyTuple_GET_ITEM(hit, 0);
             Py_DECREF(zones);

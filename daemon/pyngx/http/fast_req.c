@@ -1,0 +1,164 @@
+/* ngx.req.get_uri_args and ngx.req.get_headers: the common call in C; see fast.h.
+ *
+ * Called with no argument in a phase that may read the request, each answers from what the
+ * Python side keeps (the parsed arguments of a query string seen before; the request's own
+ * header table, built here the first time when every name was seen before, every value is
+ * UTF-8 and no name repeats). Any other call, or a miss, goes to the Python function, which
+ * answers every case and fills what this file reads.
+ */
+#include "fast.h"
+
+PyObject *
+setup_req(PyObject *module, PyObject *args)
+{
+    PyObject *readable, *kept_args, *lower, *py_args, *py_headers;
+    if (!PyArg_ParseTuple(args, "O!O!O!OO:setup_req", &PyFrozenSet_Type, &readable, &PyDict_Type, &kept_args,
+                          &PyDict_Type, &lower, &py_args, &py_headers))
+        return NULL;
+    if (!PyCallable_Check(py_args) || !PyCallable_Check(py_headers)) {
+        PyErr_SetString(PyExc_TypeError, "setup_req: the Python functions must be callable");
+        return NULL;
+    }
+    Py_INCREF(readable); Py_INCREF(kept_args); Py_INCREF(lower); Py_INCREF(py_args); Py_INCREF(py_headers);
+    Py_XSETREF(S.readable, readable);
+    Py_XSETREF(S.kept_args, kept_args);
+    Py_XSETREF(S.lower, lower);
+    Py_XSETREF(S.py_get_uri_args, py_args);
+    Py_XSETREF(S.py_get_headers, py_headers);
+    Py_RETURN_NONE;
+}
+
+/* The current exchange (a new reference) when the running phase may read it and it is not done;
+   NULL without an error when not (the Python function then says why), NULL with one on failure. */
+static PyObject *
+readable_exchange(void)
+{
+    if (!S.ready || S.phase_var == NULL || S.readable == NULL)
+        return NULL;
+    PyObject *ex = NULL, *here = NULL;
+    if (PyContextVar_Get(S.current, NULL, &ex) < 0)
+        return NULL;
+    if (PyContextVar_Get(S.phase_var, NULL, &here) < 0) {
+        Py_XDECREF(ex);
+        return NULL;
+    }
+    int ok = ex != NULL && Py_IS_TYPE(ex, S.ex_type) && here != NULL && SLOT(ex, S.ex[E_DONE]) == Py_False;
+    if (ok) {
+        ok = PySet_Contains(S.readable, here);
+        if (ok < 0)
+            PyErr_Clear();  /* an unhashable phase: the Python function's check */
+    }
+    Py_XDECREF(here);
+    if (ok != 1) {
+        Py_XDECREF(ex);
+        return NULL;
+    }
+    return ex;
+}
+
+static PyObject *
+to_python(PyObject *fallback, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    if (PyErr_Occurred())
+        return NULL;
+    if (fallback == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "ngx.req: setup_req was not called");
+        return NULL;
+    }
+    return PyObject_Vectorcall(fallback, args, nargsf, kwnames);
+}
+
+/* get_uri_args(): a copy of the arguments kept for this query string (at most 100: the default). */
+PyObject *
+get_uri_args(PyObject *module, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    if (PyVectorcall_NARGS(nargsf) == 0 && kwnames == NULL) {
+        PyObject *ex = readable_exchange();
+        if (ex != NULL) {
+            PyObject *query = SLOT(ex, S.ex[E_ARGS]);
+            PyObject *hit = PyUnicode_CheckExact(query) ? PyDict_GetItemWithError(S.kept_args, query) : NULL;
+            PyObject *out = hit != NULL && PyDict_CheckExact(hit) && PyDict_GET_SIZE(hit) <= 100
+                            ? PyDict_Copy(hit) : NULL;
+            Py_DECREF(ex);
+            if (out != NULL || PyErr_Occurred())
+                return out;
+        }
+    }
+    return to_python(S.py_get_uri_args, args, nargsf, kwnames);
+}
+
+/* The request's header table (lower-case name -> str), made from EX's headers when every name is
+   one of LOWER's, every value UTF-8 and no name repeated; else NULL (with an error on failure). */
+static PyObject *
+build_headers(PyObject *ex)
+{
+    PyObject *headers = SLOT(ex, S.ex[E_HEADERS]);
+    if (!PyList_CheckExact(headers) || PyList_GET_SIZE(headers) > 100)
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(headers);
+    PyObject *table = PyDict_New();
+    if (table == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyList_GET_ITEM(headers, i);
+        if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 2)
+            goto other;
+        PyObject *key = PyTuple_GET_ITEM(item, 0), *raw = PyTuple_GET_ITEM(item, 1);
+        if (!PyBytes_CheckExact(key) || !PyBytes_CheckExact(raw))
+            goto other;
+        PyObject *name = PyDict_GetItemWithError(S.lower, key);
+        if (name == NULL || !PyUnicode_CheckExact(name))
+            goto other;
+        int seen = PyDict_Contains(table, name);
+        if (seen != 0) {
+            if (seen < 0)
+                goto failed;
+            goto other;
+        }
+        PyObject *value = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw), NULL);
+        if (value == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
+                goto failed;
+            PyErr_Clear();
+            goto other;
+        }
+        int rc = PyDict_SetItem(table, name, value);
+        Py_DECREF(value);
+        if (rc < 0)
+            goto failed;
+    }
+    return table;
+other:
+    if (PyErr_Occurred())
+        goto failed;
+    Py_DECREF(table);
+    return NULL;
+failed:
+    Py_DECREF(table);
+    return NULL;
+}
+
+/* get_headers(): a copy of the request's header table, made here on the request's first call. */
+PyObject *
+get_headers(PyObject *module, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    if (PyVectorcall_NARGS(nargsf) == 0 && kwnames == NULL) {
+        PyObject *ex = readable_exchange();
+        if (ex != NULL) {
+            PyObject *table = SLOT(ex, S.ex[E_HEADERS_CACHE]);
+            if (PyDict_CheckExact(table))
+                Py_INCREF(table);
+            else if (table == Py_None && (table = build_headers(ex)) != NULL)
+                set_slot(ex, S.ex[E_HEADERS_CACHE], table);
+            else
+                table = NULL;
+            Py_DECREF(ex);
+            if (table != NULL) {
+                PyObject *out = PyDict_Copy(table);
+                Py_DECREF(table);
+                return out;
+            }
+        }
+    }
+    return to_python(S.py_get_headers, args, nargsf, kwnames);
+}
