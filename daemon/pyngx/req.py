@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from pyngx.errors import Error, WrongContextError
 from pyngx.http import bodystream, native, variables
-from pyngx.http.exchange import _LOWER, Exchange, Redirect
+from pyngx.http.exchange import Exchange, Redirect
 from pyngx.request import _DONE, OUTPUT, READ, _current, _phase
 from pyngx.request import _exchange as exchange
 from pyngx.runtime import phase
@@ -244,6 +244,6 @@ req = _Req()
 python_get_uri_args, python_get_headers = _Req.get_uri_args, _Req.get_headers
 _fast = native.load()
 if _fast is not None:  # get_uri_args() and get_headers() of a request seen before in C; every other call here
-    _fast.setup_req(READ, variables._ARGS, _LOWER, python_get_uri_args, python_get_headers)
+    _fast.setup_req(READ, variables._ARGS, python_get_uri_args, python_get_headers)
     _Req.get_uri_args = _fast.get_uri_args  # type: ignore[assignment]
     _Req.get_headers = _fast.get_headers  # type: ignore[assignment]

@@ -130,7 +130,7 @@ static PyMethodDef module_methods[] = {
      "get_headers($module, /, max_headers=100, raw=False)\n--\n\n"
      "Request headers with lower-case names (a repeated one gives a list); RAW keeps names as sent, first value only."},
     {"setup_req", setup_req, METH_VARARGS,
-     "setup_req(READ, ARGS, LOWER, get_uri_args, get_headers): ngx.req's tables and its Python functions."},
+     "setup_req(READ, ARGS, get_uri_args, get_headers): ngx.req's kept arguments and its Python functions."},
     {"setup_output", setup_output, METH_VARARGS,
      "setup_output(say, print): the Python functions for every case but one str in the content phase."},
     {"setup_shared", setup_shared, METH_VARARGS,

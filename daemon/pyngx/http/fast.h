@@ -77,9 +77,9 @@ typedef struct {
     PyObject *header_names, *settable;
     /* ngx.say/print (setup_output): the Python functions for every other case */
     PyObject *py_say, *py_print;
-    /* ngx.req (setup_req): the phases that may read the request, variables._ARGS, exchange._LOWER, and
-       the Python get_uri_args and get_headers for every other case */
-    PyObject *readable, *kept_args, *lower, *py_get_uri_args, *py_get_headers;
+    /* ngx.req (setup_req): the phases that may read the request, variables._ARGS, and the Python
+       get_uri_args and get_headers for every other case */
+    PyObject *readable, *kept_args, *py_get_uri_args, *py_get_headers;
     /* ngx.shared.NAME (setup_shared): the wrapped zones by name, the runtime's module */
     PyObject *wrapped, *core_module, *s_rt, *s_shdicts, *s_attr;
     PyObject *s_parse, *s_run, *s_finish, *s_raised, *s_failed, *s_write, *s_arm, *s_content_type, *s_next, *s_log_request, *s_set;

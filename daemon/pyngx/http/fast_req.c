@@ -2,27 +2,26 @@
  *
  * Called with no argument in a phase that may read the request, each answers from what the
  * Python side keeps (the parsed arguments of a query string seen before; the request's own
- * header table, built here the first time when every name was seen before, every value is
- * UTF-8 and no name repeats). Any other call, or a miss, goes to the Python function, which
- * answers every case and fills what this file reads.
+ * header table, built here the first time when every name and value is ASCII and no name
+ * repeats). Any other call, or a miss, goes to the Python function, which answers every case
+ * and fills what this file reads.
  */
 #include "fast.h"
 
 PyObject *
 setup_req(PyObject *module, PyObject *args)
 {
-    PyObject *readable, *kept_args, *lower, *py_args, *py_headers;
-    if (!PyArg_ParseTuple(args, "O!O!O!OO:setup_req", &PyFrozenSet_Type, &readable, &PyDict_Type, &kept_args,
-                          &PyDict_Type, &lower, &py_args, &py_headers))
+    PyObject *readable, *kept_args, *py_args, *py_headers;
+    if (!PyArg_ParseTuple(args, "O!O!OO:setup_req", &PyFrozenSet_Type, &readable, &PyDict_Type, &kept_args,
+                          &py_args, &py_headers))
         return NULL;
     if (!PyCallable_Check(py_args) || !PyCallable_Check(py_headers)) {
         PyErr_SetString(PyExc_TypeError, "setup_req: the Python functions must be callable");
         return NULL;
     }
-    Py_INCREF(readable); Py_INCREF(kept_args); Py_INCREF(lower); Py_INCREF(py_args); Py_INCREF(py_headers);
+    Py_INCREF(readable); Py_INCREF(kept_args); Py_INCREF(py_args); Py_INCREF(py_headers);
     Py_XSETREF(S.readable, readable);
     Py_XSETREF(S.kept_args, kept_args);
-    Py_XSETREF(S.lower, lower);
     Py_XSETREF(S.py_get_uri_args, py_args);
     Py_XSETREF(S.py_get_headers, py_headers);
     Py_RETURN_NONE;
@@ -87,8 +86,32 @@ get_uri_args(PyObject *module, PyObject *const *args, size_t nargsf, PyObject *k
     return to_python(S.py_get_uri_args, args, nargsf, kwnames);
 }
 
-/* The request's header table (lower-case name -> str), made from EX's headers when every name is
-   one of LOWER's, every value UTF-8 and no name repeated; else NULL (with an error on failure). */
+/* KEY's bytes as a str, lower-cased when LOWER (bytes A-Z only: Python's lower() of latin-1 text when all
+   are ASCII); NULL without an error when a byte is not ASCII. */
+static PyObject *
+ascii_text(PyObject *key, int lower)
+{
+    Py_ssize_t n = PyBytes_GET_SIZE(key);
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(key);
+    unsigned char any = 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        any |= p[i];
+    if (any & 0x80)
+        return NULL;
+    PyObject *text = PyUnicode_New(n, 127);
+    if (text == NULL)
+        return NULL;
+    Py_UCS1 *out = PyUnicode_1BYTE_DATA(text);
+    if (lower)
+        for (Py_ssize_t i = 0; i < n; i++)
+            out[i] = p[i] >= 'A' && p[i] <= 'Z' ? p[i] + ('a' - 'A') : p[i];
+    else
+        memcpy(out, p, n);
+    return text;
+}
+
+/* The request's header table (lower-case name -> str), made from EX's headers when every name and
+   value is ASCII and no name repeats; else NULL (with an error on failure). */
 static PyObject *
 build_headers(PyObject *ex)
 {
@@ -106,26 +129,21 @@ build_headers(PyObject *ex)
         PyObject *key = PyTuple_GET_ITEM(item, 0), *raw = PyTuple_GET_ITEM(item, 1);
         if (!PyBytes_CheckExact(key) || !PyBytes_CheckExact(raw))
             goto other;
-        PyObject *name = PyDict_GetItemWithError(S.lower, key);
-        if (name == NULL || !PyUnicode_CheckExact(name))
+        PyObject *name = ascii_text(key, 1);
+        if (name == NULL)
             goto other;
-        int seen = PyDict_Contains(table, name);
-        if (seen != 0) {
-            if (seen < 0)
-                goto failed;
-            goto other;
-        }
-        PyObject *value = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw), NULL);
+        PyObject *value = ascii_text(raw, 0);
         if (value == NULL) {
-            if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
-                goto failed;
-            PyErr_Clear();
+            Py_DECREF(name);
             goto other;
         }
         int rc = PyDict_SetItem(table, name, value);
+        Py_DECREF(name);
         Py_DECREF(value);
         if (rc < 0)
             goto failed;
+        if (PyDict_GET_SIZE(table) != i + 1)  /* a name repeated: a list, made by Python */
+            goto other;
     }
     return table;
 other:
