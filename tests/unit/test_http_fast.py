@@ -358,6 +358,9 @@ REQ_HEADS = [
     b"GET /reqapi HTTP/1.1\r\n" + H + b"X-Never-Seen-Before-1: v\r\n\r\n",
     b"GET /reqapi?q=" + b"x" * 300 + b" HTTP/1.1\r\n" + H + b"X-Latin: caf\xe9\r\n\r\n",
     b"GET /reqapi?q=%ff HTTP/1.1\r\n" + H + b"X-Utf: caf\xc3\xa9\r\nEmpty:\r\n\r\n",
+    # names of one length, a new set each time: they meet the names kept from the heads before
+    *(b"GET /reqapi HTTP/1.1\r\n" + H + b"".join(b"X-%03d: %d\r\n" % (i, i) for i in range(first, first + 40))
+      + b"\r\n" for first in (0, 40, 80)),
     # 106 arguments in a query short enough to be kept: more than get_uri_args' default of 100
     b"GET /reqapi?" + "&".join([*string.ascii_letters, *string.digits, *(a + b for a in "xy" for b in string.ascii_lowercase)][:106]).encode()
     + b" HTTP/1.1\r\n" + H

@@ -30,6 +30,9 @@ SET = """
 ngx.header.content_type = "application/json"
 ngx.header["X-One"] = "a"
 ngx.header["X-Crlf"] = "b\\r\\nInjected: 1"
+ngx.header["X-Lf"] = "c\\nInjected: 2"
+ngx.header["X-Cr"] = "d\\rInjected: 3"
+ngx.header["X-Wide"] = "\u20ac\\nInjected: 4"
 ngx.header["X-Num"] = 7
 ngx.header["X-List"] = ["p", "q"]
 ngx.header["X-Gone"] = "soon"
@@ -112,6 +115,8 @@ def test_header_set_inline_and_the_general_way(served: Served) -> None:
         assert b"Content-Type: application/json" in lines  # nginx's own name, as set through content_type
         assert b"X-One: a" in lines
         assert b"X-Crlf: b%0D%0AInjected: 1" in lines
+        assert b"X-Lf: c%0AInjected: 2" in lines and b"X-Cr: d%0DInjected: 3" in lines  # (each alone, too)
+        assert "X-Wide: \u20ac%0AInjected: 4".encode() in lines
         assert b"X-Num: 7" in lines
         assert b"X-List: p" in lines and b"X-List: q" in lines
         assert b"x-under: u" in lines

@@ -16,14 +16,28 @@ setup_header(PyObject *module, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* Whether TEXT holds a CR or an LF (one pass over a one-byte text, the common kind). */
+static int
+has_line_break(PyObject *text)
+{
+    if (PyUnicode_KIND(text) == PyUnicode_1BYTE_KIND) {
+        const Py_UCS1 *p = PyUnicode_1BYTE_DATA(text);
+        for (Py_ssize_t i = 0, n = PyUnicode_GET_LENGTH(text); i < n; i++)
+            if (p[i] == '\r' || p[i] == '\n')
+                return 1;
+        return 0;
+    }
+    return PyUnicode_FindChar(text, '\n', 0, PY_SSIZE_T_MAX, 1) != -1
+           || PyUnicode_FindChar(text, '\r', 0, PY_SSIZE_T_MAX, 1) != -1;
+}
+
 /* ngx.header[NAME] = VALUE (VALUE NULL: del): a name seen before and a str without CR or LF,
    while the head may still be set, go straight into the exchange; the rest to ``_set``. */
 static int
 header_set(PyObject *self, PyObject *name, PyObject *value)
 {
     if (S.ready && S.header_names != NULL && S.phase_var != NULL && value != NULL && PyUnicode_CheckExact(name)
-            && PyUnicode_CheckExact(value) && PyUnicode_FindChar(value, '\n', 0, PY_SSIZE_T_MAX, 1) == -1
-            && PyUnicode_FindChar(value, '\r', 0, PY_SSIZE_T_MAX, 1) == -1) {
+            && PyUnicode_CheckExact(value) && !has_line_break(value)) {
         PyObject *ex = NULL, *here = NULL;
         if (PyContextVar_Get(S.current, NULL, &ex) < 0 || PyContextVar_Get(S.phase_var, NULL, &here) < 0) {
             Py_XDECREF(ex);

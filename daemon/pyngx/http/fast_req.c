@@ -110,6 +110,43 @@ ascii_text(PyObject *key, int lower)
     return text;
 }
 
+/* Request header names repeat from one request to the next: the lower-cased str of each name seen
+   lately (its hash computed once) is kept in a small table, by the name's bytes as received. */
+#define NAMES 64
+#define NAME_LEN 40
+static struct {
+    Py_ssize_t len;
+    char raw[NAME_LEN];
+    PyObject *name;
+} names[NAMES];
+
+/* KEY's lower-cased name, a new reference; NULL without an error when KEY is not ASCII. */
+static PyObject *
+lower_name(PyObject *key)
+{
+    Py_ssize_t n = PyBytes_GET_SIZE(key);
+    const char *p = PyBytes_AS_STRING(key);
+    if (n > NAME_LEN)
+        return ascii_text(key, 1);
+    uint32_t h = 2166136261u;  /* FNV-1a */
+    for (Py_ssize_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)p[i]) * 16777619u;
+    uint32_t slot = h % NAMES;
+    if (names[slot].name != NULL && names[slot].len == n && memcmp(names[slot].raw, p, n) == 0)
+        return Py_NewRef(names[slot].name);
+    PyObject *name = ascii_text(key, 1);
+    if (name == NULL)
+        return NULL;
+    if (PyObject_Hash(name) == -1) {
+        Py_DECREF(name);
+        return NULL;
+    }
+    Py_XSETREF(names[slot].name, Py_NewRef(name));
+    names[slot].len = n;
+    memcpy(names[slot].raw, p, n);
+    return name;
+}
+
 /* The request's header table (lower-case name -> str), made from EX's headers when every name and
    value is ASCII and no name repeats; else NULL (with an error on failure). */
 static PyObject *
@@ -129,7 +166,7 @@ build_headers(PyObject *ex)
         PyObject *key = PyTuple_GET_ITEM(item, 0), *raw = PyTuple_GET_ITEM(item, 1);
         if (!PyBytes_CheckExact(key) || !PyBytes_CheckExact(raw))
             goto other;
-        PyObject *name = ascii_text(key, 1);
+        PyObject *name = lower_name(key);
         if (name == NULL)
             goto other;
         PyObject *value = ascii_text(raw, 0);
