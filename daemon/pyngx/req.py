@@ -16,13 +16,11 @@ from urllib.parse import quote
 from pyngx.errors import Error, WrongContextError
 from pyngx.http import bodystream, native, variables
 from pyngx.http.exchange import Exchange, Redirect
-from pyngx.request import _DONE, OUTPUT, READ, _current, _phase
+from pyngx.request import _DONE, OUTPUT, READ
 from pyngx.request import _exchange as exchange
 from pyngx.runtime import phase
 
 __all__ = ["req"]
-
-_kept_args = variables.kept_args
 
 BODY_READ = phase.YIELDING | {phase.LOG}
 # ngx.HTTP_GET...: OpenResty's method numbers (ngx_http_request.h NGX_HTTP_*)
@@ -122,11 +120,7 @@ class _Req:
     @staticmethod
     def get_uri_args(max_args=100):  # type: ignore[no-untyped-def]
         """The query string's arguments: a repeated key gives a list, a bare key True (at most MAX_ARGS; 0: all)."""
-        ex = _current()
-        if ex is None or _phase() not in READ or ex.done:  # (the check of `exchange`, inline: a hot call)
-            ex = exchange("ngx.req.get_uri_args", READ)
-        args = _kept_args(ex.args)  # (`variables.uri_args`, its common case inline)
-        args = args.copy() if args is not None else variables.uri_args(ex.args)
+        args = variables.uri_args(exchange("ngx.req.get_uri_args", READ).args)
         if max_args and len(args) > max_args:
             args = dict(list(args.items())[:max_args])
         return args
@@ -141,16 +135,13 @@ class _Req:
     @staticmethod
     def get_headers(max_headers=100, raw=False):  # type: ignore[no-untyped-def]
         """Request headers with lower-case names (a repeated one gives a list); RAW keeps names as sent, first value only."""
-        ex = _current()
-        if ex is None or _phase() not in READ or ex.done:
-            ex = exchange("ngx.req.get_headers", READ)
+        ex = exchange("ngx.req.get_headers", READ)
         if raw:
             out: dict[str, Any] = {}
             for key, value in ex.headers[: max_headers or None]:
                 out.setdefault(key.decode("latin-1"), value.decode("utf-8", "surrogateescape"))
             return out
-        cache = ex._headers_cache  # (built by the first call of the request)
-        return (cache if cache is not None else ex.request_headers()).copy()
+        return ex.request_headers().copy()
 
     @staticmethod
     def raw_header(no_request_line: bool = False) -> str:

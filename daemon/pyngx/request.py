@@ -94,13 +94,7 @@ def say(*args):  # type: ignore[no-untyped-def]
         if core.RT.exec_mode:
             return _stdout(_encode(args) + b"\n")
         _exchange("ngx.say")
-    if len(args) == 1 and type(args[0]) is str:
-        try:
-            ex.out.append(args[0].encode() + b"\n")  # type: ignore[union-attr]  # (as in print)
-        except UnicodeEncodeError:
-            ex.out.append(args[0].encode(_ENC, _ERRORS) + b"\n")  # type: ignore[union-attr]
-    else:
-        ex.out.append(_encode(args) + b"\n")  # type: ignore[union-attr]
+    ex.out.append(_encode(args) + b"\n")  # type: ignore[union-attr]
 
 
 def print(*args):  # type: ignore[no-untyped-def]  # noqa: A001 - OpenResty's name
@@ -110,13 +104,7 @@ def print(*args):  # type: ignore[no-untyped-def]  # noqa: A001 - OpenResty's na
         if core.RT.exec_mode:
             return _stdout(_encode(args))
         _exchange("ngx.print")
-    if len(args) == 1 and type(args[0]) is str:
-        try:
-            ex.out.append(args[0].encode())  # type: ignore[union-attr]  # (UTF-8: no encoding to look up)
-        except UnicodeEncodeError:  # lone surrogates: bytes of the request that were not UTF-8
-            ex.out.append(args[0].encode(_ENC, _ERRORS))  # type: ignore[union-attr]
-    else:
-        ex.out.append(_encode(args))  # type: ignore[union-attr]
+    ex.out.append(_encode(args))  # type: ignore[union-attr]
 
 
 if _fast is not None:  # one str in the content phase is appended in C; every other case comes here
@@ -274,16 +262,7 @@ class _Header(_HeaderBase):
         """Set (None: remove) the response header NAME."""
         ex = _current()
         if ex is not None and not ex.sent and not ex.done and _phase() in _SETTABLE:
-            # the common case (a known name, a str without CR/LF), as `_set_header`, inline
-            hit = _NAMES.get(name)
-            if hit is not None and type(value) is str and "\n" not in value and "\r" not in value:
-                hdrs = ex.out_headers
-                if hdrs is None:
-                    ex.out_headers = {hit[1]: (hit[0], value)}
-                else:
-                    hdrs[hit[1]] = (hit[0], value)
-                return None
-            return _set_header(ex, name, value)
+            return _set_header(ex, name, value)  # the common case, with the checks below in one line
         ex = _exchange("ngx.header", READ)
         if ex.sent or ex.done or _phase() in _AFTER_HEAD:
             _log.error(f"attempt to set ngx.header.{name} after sending out response headers")

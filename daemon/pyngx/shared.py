@@ -175,9 +175,6 @@ class Shared(_SharedBase):
                 return object.__getattribute__(self, name)
             except AttributeError:
                 pass
-        hit = _WRAPPED.get(name)  # (`_lookup`, its common case inline)
-        if hit is not None and hit[0] is core.RT.shdicts.get(name):
-            return hit[1]
         sd = _lookup(name)
         if sd is None:
             raise AttributeError(f'no shared dict "{name}"')

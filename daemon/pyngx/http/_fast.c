@@ -153,8 +153,6 @@ PyMODINIT_FUNC
 PyInit__fast(void)
 {
     init_tables();
-    if (PyType_Ready(&BaseType) < 0)
-        return NULL;
 #define CONST(field, expr) if ((S.field = (expr)) == NULL) return NULL
     for (int i = 0; i < N_METHODS; i++)
         CONST(methods[i], PyBytes_FromString(METHODS[i]));
@@ -178,26 +176,11 @@ PyInit__fast(void)
     CONST(s_arm, PyUnicode_InternFromString("arm"));
     CONST(s_content_type, PyUnicode_InternFromString("content-type"));
 #undef CONST
-    if (PyType_Ready(&HeaderBaseType) < 0 || PyType_Ready(&SharedBaseType) < 0)
-        return NULL;
     PyObject *m = PyModule_Create(&module_def);
     if (m == NULL)
         return NULL;
-    Py_INCREF(&HeaderBaseType);
-    if (PyModule_AddObject(m, "HeaderBase", (PyObject *)&HeaderBaseType) < 0) {
-        Py_DECREF(&HeaderBaseType);
-        Py_DECREF(m);
-        return NULL;
-    }
-    Py_INCREF(&SharedBaseType);
-    if (PyModule_AddObject(m, "SharedBase", (PyObject *)&SharedBaseType) < 0) {
-        Py_DECREF(&SharedBaseType);
-        Py_DECREF(m);
-        return NULL;
-    }
-    Py_INCREF(&BaseType);
-    if (PyModule_AddObject(m, "Base", (PyObject *)&BaseType) < 0) {
-        Py_DECREF(&BaseType);
+    if (PyModule_AddType(m, &HeaderBaseType) < 0 || PyModule_AddType(m, &SharedBaseType) < 0
+            || PyModule_AddType(m, &BaseType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -111,6 +111,21 @@ typedef struct {
     PyObject_HEAD
 } Base;
 
+/* The current exchange and phase (new references, or NULL where none is set): 0, or -1 on an error
+   with both NULL. */
+static inline int
+current_request(PyObject **ex, PyObject **here)
+{
+    *ex = *here = NULL;
+    if (PyContextVar_Get(S.current, NULL, ex) < 0)
+        return -1;
+    if (PyContextVar_Get(S.phase_var, NULL, here) < 0) {
+        Py_CLEAR(*ex);
+        return -1;
+    }
+    return 0;
+}
+
 /* fast_head.c */
 void init_tables(void);
 int parse_head(const char *buf, Py_ssize_t pos, Py_ssize_t len, Head *h);

@@ -9,10 +9,8 @@ setup_header(PyObject *module, PyObject *args)
     PyObject *names, *settable;
     if (!PyArg_ParseTuple(args, "O!O!:setup_header", &PyDict_Type, &names, &PyFrozenSet_Type, &settable))
         return NULL;
-    Py_INCREF(names);
-    Py_INCREF(settable);
-    Py_XSETREF(S.header_names, names);
-    Py_XSETREF(S.settable, settable);
+    Py_XSETREF(S.header_names, Py_NewRef(names));
+    Py_XSETREF(S.settable, Py_NewRef(settable));
     Py_RETURN_NONE;
 }
 
@@ -38,11 +36,9 @@ header_set(PyObject *self, PyObject *name, PyObject *value)
 {
     if (S.ready && S.header_names != NULL && S.phase_var != NULL && value != NULL && PyUnicode_CheckExact(name)
             && PyUnicode_CheckExact(value) && !has_line_break(value)) {
-        PyObject *ex = NULL, *here = NULL;
-        if (PyContextVar_Get(S.current, NULL, &ex) < 0 || PyContextVar_Get(S.phase_var, NULL, &here) < 0) {
-            Py_XDECREF(ex);
+        PyObject *ex, *here;
+        if (current_request(&ex, &here) < 0)
             return -1;
-        }
         PyObject *hit = PyDict_GetItemWithError(S.header_names, name);
         int done = 0;
         if (ex != NULL && Py_IS_TYPE(ex, S.ex_type) && here != NULL && hit != NULL && PyTuple_CheckExact(hit)
@@ -107,10 +103,8 @@ setup_output(PyObject *module, PyObject *args)
     PyObject *say, *print;
     if (!PyArg_ParseTuple(args, "OO:setup_output", &say, &print))
         return NULL;
-    Py_INCREF(say);
-    Py_INCREF(print);
-    Py_XSETREF(S.py_say, say);
-    Py_XSETREF(S.py_print, print);
+    Py_XSETREF(S.py_say, Py_NewRef(say));
+    Py_XSETREF(S.py_print, Py_NewRef(print));
     Py_RETURN_NONE;
 }
 
@@ -120,13 +114,9 @@ output_str(PyObject *arg, int newline)
 {
     if (!S.ready || S.phase_var == NULL || !PyUnicode_CheckExact(arg))
         return 0;
-    PyObject *ex = NULL, *here = NULL;
-    if (PyContextVar_Get(S.current, NULL, &ex) < 0)
+    PyObject *ex, *here;
+    if (current_request(&ex, &here) < 0)
         return -1;
-    if (PyContextVar_Get(S.phase_var, NULL, &here) < 0) {
-        Py_XDECREF(ex);
-        return -1;
-    }
     int done = 0;
     PyObject *out;
     if (ex != NULL && Py_IS_TYPE(ex, S.ex_type) && here == S.phase_names[2]
@@ -191,10 +181,8 @@ setup_shared(PyObject *module, PyObject *args)
     PyObject *wrapped, *core;
     if (!PyArg_ParseTuple(args, "O!O!:setup_shared", &PyDict_Type, &wrapped, &PyModule_Type, &core))
         return NULL;
-    Py_INCREF(wrapped);
-    Py_INCREF(core);
-    Py_XSETREF(S.wrapped, wrapped);
-    Py_XSETREF(S.core_module, core);
+    Py_XSETREF(S.wrapped, Py_NewRef(wrapped));
+    Py_XSETREF(S.core_module, Py_NewRef(core));
     Py_RETURN_NONE;
 }
 

@@ -19,11 +19,10 @@ setup_req(PyObject *module, PyObject *args)
         PyErr_SetString(PyExc_TypeError, "setup_req: the Python functions must be callable");
         return NULL;
     }
-    Py_INCREF(readable); Py_INCREF(kept_args); Py_INCREF(py_args); Py_INCREF(py_headers);
-    Py_XSETREF(S.readable, readable);
-    Py_XSETREF(S.kept_args, kept_args);
-    Py_XSETREF(S.py_get_uri_args, py_args);
-    Py_XSETREF(S.py_get_headers, py_headers);
+    Py_XSETREF(S.readable, Py_NewRef(readable));
+    Py_XSETREF(S.kept_args, Py_NewRef(kept_args));
+    Py_XSETREF(S.py_get_uri_args, Py_NewRef(py_args));
+    Py_XSETREF(S.py_get_headers, Py_NewRef(py_headers));
     Py_RETURN_NONE;
 }
 
@@ -34,13 +33,9 @@ readable_exchange(void)
 {
     if (!S.ready || S.phase_var == NULL || S.readable == NULL)
         return NULL;
-    PyObject *ex = NULL, *here = NULL;
-    if (PyContextVar_Get(S.current, NULL, &ex) < 0)
+    PyObject *ex, *here;
+    if (current_request(&ex, &here) < 0)
         return NULL;
-    if (PyContextVar_Get(S.phase_var, NULL, &here) < 0) {
-        Py_XDECREF(ex);
-        return NULL;
-    }
     int ok = ex != NULL && Py_IS_TYPE(ex, S.ex_type) && here != NULL && SLOT(ex, S.ex[E_DONE]) == Py_False;
     if (ok) {
         ok = PySet_Contains(S.readable, here);
@@ -162,33 +157,26 @@ build_headers(PyObject *ex)
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *item = PyList_GET_ITEM(headers, i);
         if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 2)
-            goto other;
+            goto drop;
         PyObject *key = PyTuple_GET_ITEM(item, 0), *raw = PyTuple_GET_ITEM(item, 1);
         if (!PyBytes_CheckExact(key) || !PyBytes_CheckExact(raw))
-            goto other;
+            goto drop;
         PyObject *name = lower_name(key);
         if (name == NULL)
-            goto other;
+            goto drop;
         PyObject *value = ascii_text(raw, 0);
         if (value == NULL) {
             Py_DECREF(name);
-            goto other;
+            goto drop;
         }
         int rc = PyDict_SetItem(table, name, value);
         Py_DECREF(name);
         Py_DECREF(value);
-        if (rc < 0)
-            goto failed;
-        if (PyDict_GET_SIZE(table) != i + 1)  /* a name repeated: a list, made by Python */
-            goto other;
+        if (rc < 0 || PyDict_GET_SIZE(table) != i + 1)  /* (a name repeated: a list, made by Python) */
+            goto drop;
     }
     return table;
-other:
-    if (PyErr_Occurred())
-        goto failed;
-    Py_DECREF(table);
-    return NULL;
-failed:
+drop:  /* not this case, or an error (set): the caller tells which */
     Py_DECREF(table);
     return NULL;
 }

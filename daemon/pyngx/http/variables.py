@@ -216,8 +216,7 @@ class Template:
 # arguments of short ones without a repeated key are kept, parsed, and handed out as copies.
 ARGS_CACHED = 1024
 ARGS_CACHED_LEN = 256
-_ARGS: dict[str, dict[str, Any]] = {}
-kept_args = _ARGS.get  # the kept arguments of a query string, or None (copy them before use)
+_ARGS: dict[str, dict[str, Any]] = {}  # (read by the C extension too: copy what it holds before use)
 
 
 def uri_args(query: str) -> dict[str, Any]:
