@@ -2,8 +2,9 @@
 
 Re-exports of the public API modules and OpenResty's constants; no logic. The
 API modules are imported on first use, so a process loads only what its code
-touches (a start, ``pyngx -t`` and ``-s`` need none of them). The module's class is swapped for one with properties so that ``ngx.status``,
-``ngx.ctx`` and ``ngx.headers_sent`` read the current request.
+touches (a start, ``pyngx -t`` and ``-s`` need none of them). The module's class
+is swapped for one with properties so that ``ngx.status``, ``ngx.ctx`` and
+``ngx.headers_sent`` read the current request.
 """
 from __future__ import annotations
 
